@@ -1,0 +1,657 @@
+/*
+ * config.c: the option table and the parser for roomd.conf.
+ *
+ * The file is "key value" per line with '#' comments, like redis.conf. Values
+ * may be double-quoted. Every error names the file and line. Reload is
+ * transactional: the caller parses into a fresh struct config and swaps only
+ * on success.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include <netinet/in.h>
+
+enum opt_type {
+	OPT_INT,	/* integer in [min, max] */
+	OPT_BOOL,	/* on/off, yes/no, true/false, 1/0 */
+	OPT_DURATION,	/* ms; "10", "10s", "500ms", "2m", "1h" (bare = seconds) */
+	OPT_SIZE,	/* bytes; "8192", "8k", "1m", "1g" (also kb/KiB forms) */
+	OPT_STRING,	/* free text */
+	OPT_PATH,	/* file path, made absolute against the start directory */
+	OPT_LEVEL,	/* log level name */
+	OPT_LISTEN,	/* repeated: address[:port] */
+	OPT_ROUTE,	/* repeated: path kind */
+};
+
+#define OPT_RESTART	0x1	/* a change needs a full restart, not SIGHUP */
+
+struct option {
+	const char	*name;
+	enum opt_type	 type;
+	size_t		 off;
+	long long	 min, max;
+	const char	*def;		/* NULL: unset / computed */
+	int		 flags;
+};
+
+#define O(f) offsetof(struct config, f)
+static const struct option options[] = {
+	{ "listen", OPT_LISTEN, 0, 0, 0, NULL, OPT_RESTART },
+	{ "workers", OPT_INT, O(workers), 0, 256, "0", OPT_RESTART },
+	{ "user", OPT_STRING, O(user), 0, 0, NULL, OPT_RESTART },
+	{ "daemonize", OPT_BOOL, O(daemonize), 0, 1, "no", OPT_RESTART },
+	{ "pidfile", OPT_PATH, O(pidfile), 0, 0, NULL, OPT_RESTART },
+	{ "log_file", OPT_PATH, O(log_file), 0, 0, "stderr", 0 },
+	{ "log_level", OPT_LEVEL, O(log_level), 0, 0, "info", 0 },
+	{ "shutdown_timeout", OPT_DURATION, O(shutdown_timeout), 0, 3600000, "10s", 0 },
+	{ "max_connections", OPT_INT, O(max_connections), 1, 10000000, "100000", 0 },
+	{ "handshake_timeout", OPT_DURATION, O(handshake_timeout), 100, 3600000, "10s", 0 },
+	{ "max_request_size", OPT_SIZE, O(max_request_size), 1024, 1048576, "8k", 0 },
+	{ "max_message_size", OPT_SIZE, O(max_message_size), 125, 1073741824, "1m", 0 },
+	{ "ping_interval", OPT_DURATION, O(ping_interval), 100, 86400000, "30s", 0 },
+	{ "ping_timeout", OPT_DURATION, O(ping_timeout), 100, 86400000, "60s", 0 },
+	{ "close_timeout", OPT_DURATION, O(close_timeout), 100, 3600000, "5s", 0 },
+	{ "route", OPT_ROUTE, 0, 0, 0, NULL, 0 },
+};
+#undef O
+
+static const char *route_kinds[] = { "echo", "off" };
+
+static int
+seterr(char *err, size_t errlen, const char *origin, int line, const char *fmt, ...)
+{
+	char msg[CFG_ERR_LEN];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (line > 0)
+		snprintf(err, errlen, "%s:%d: %s", origin, line, msg);
+	else
+		snprintf(err, errlen, "%s: %s", origin, msg);
+	return -1;
+}
+
+const char *
+cfg_route_kind_name(enum route_kind k)
+{
+	return route_kinds[k];
+}
+
+int
+cfg_parse_duration(const char *s, int *ms)
+{
+	char *end;
+	long long v, mul = 1000;
+
+	errno = 0;
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	v = strtoll(s, &end, 10);
+	if (errno != 0)
+		return -1;
+	if (*end == '\0' || strcmp(end, "s") == 0)
+		mul = 1000;
+	else if (strcmp(end, "ms") == 0)
+		mul = 1;
+	else if (strcmp(end, "m") == 0 || strcmp(end, "min") == 0)
+		mul = 60000;
+	else if (strcmp(end, "h") == 0)
+		mul = 3600000;
+	else
+		return -1;
+	if (v > INT_MAX / mul)
+		return -1;
+	*ms = (int)(v * mul);
+	return 0;
+}
+
+int
+cfg_parse_size(const char *s, long long *bytes)
+{
+	char *end;
+	long long v, mul;
+
+	errno = 0;
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	v = strtoll(s, &end, 10);
+	if (errno != 0)
+		return -1;
+	if (*end == '\0' || strcasecmp(end, "b") == 0)
+		mul = 1;
+	else if (strcasecmp(end, "k") == 0 || strcasecmp(end, "kb") == 0 || strcasecmp(end, "kib") == 0)
+		mul = 1024;
+	else if (strcasecmp(end, "m") == 0 || strcasecmp(end, "mb") == 0 || strcasecmp(end, "mib") == 0)
+		mul = 1024 * 1024;
+	else if (strcasecmp(end, "g") == 0 || strcasecmp(end, "gb") == 0 || strcasecmp(end, "gib") == 0)
+		mul = 1024 * 1024 * 1024;
+	else
+		return -1;
+	if (v > LLONG_MAX / mul)
+		return -1;
+	*bytes = v * mul;
+	return 0;
+}
+
+static int
+parse_bool(const char *s, int *out)
+{
+	if (!strcasecmp(s, "yes") || !strcasecmp(s, "on") || !strcasecmp(s, "true") || !strcmp(s, "1"))
+		*out = 1;
+	else if (!strcasecmp(s, "no") || !strcasecmp(s, "off") || !strcasecmp(s, "false") || !strcmp(s, "0"))
+		*out = 0;
+	else
+		return -1;
+	return 0;
+}
+
+/* Parse "8080", "1.2.3.4:8080", "*:8080", "[::1]:8080", "localhost:8080". */
+static int
+parse_listen(const char *spec, struct cfg_listen *l, char *why, size_t whylen)
+{
+	char host[128], *colon, *end;
+	const char *port;
+	struct addrinfo hints, *res;
+	long p;
+	int rc;
+
+	if (strlen(spec) >= sizeof(l->spec) || strlen(spec) >= sizeof(host)) {
+		snprintf(why, whylen, "listen address too long");
+		return -1;
+	}
+	snprintf(l->spec, sizeof(l->spec), "%s", spec);
+	if (spec[0] == '[') {
+		const char *rb = strchr(spec, ']');
+		if (rb == NULL || rb[1] != ':') {
+			snprintf(why, whylen, "bad listen address '%s' (want [ipv6]:port)", spec);
+			return -1;
+		}
+		snprintf(host, sizeof(host), "%.*s", (int)(rb - spec - 1), spec + 1);
+		port = rb + 2;
+	} else if ((colon = strrchr(spec, ':')) != NULL) {
+		snprintf(host, sizeof(host), "%.*s", (int)(colon - spec), spec);
+		port = colon + 1;
+	} else {
+		snprintf(host, sizeof(host), "*");
+		port = spec;
+	}
+	errno = 0;
+	p = strtol(port, &end, 10);
+	if (*port == '\0' || *end != '\0' || errno != 0 || p < 1 || p > 65535) {
+		snprintf(why, whylen, "bad port in listen address '%s' (want 1-65535)", spec);
+		return -1;
+	}
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	rc = getaddrinfo(strcmp(host, "*") == 0 || host[0] == '\0' ? "0.0.0.0" : host,
+	    port, &hints, &res);
+	if (rc != 0) {
+		snprintf(why, whylen, "cannot resolve listen address '%s': %s", spec, gai_strerror(rc));
+		return -1;
+	}
+	memcpy(&l->addr, res->ai_addr, res->ai_addrlen);
+	l->addrlen = res->ai_addrlen;
+	freeaddrinfo(res);
+	return 0;
+}
+
+static int
+parse_route(struct config *c, const char *value, char *why, size_t whylen)
+{
+	char path[256], kind[32];
+	struct cfg_route *r = NULL;
+	int n;
+
+	if (sscanf(value, "%255s %31s %n", path, kind, &n) != 2 || value[n] != '\0') {
+		snprintf(why, whylen, "route wants 'PATH KIND', got '%s'", value);
+		return -1;
+	}
+	if (path[0] != '/' || strlen(path) >= sizeof(r->path) || strpbrk(path, "?#") != NULL) {
+		snprintf(why, whylen, "route path must start with '/', hold no '?' or '#' and be under %zu bytes",
+		    sizeof(r->path));
+		return -1;
+	}
+	for (int i = 0; i < c->nroute; i++)
+		if (strcmp(c->route[i].path, path) == 0)
+			r = &c->route[i];
+	if (r == NULL) {
+		if (c->nroute >= CFG_MAX_ROUTES) {
+			snprintf(why, whylen, "too many routes (at most %d)", CFG_MAX_ROUTES);
+			return -1;
+		}
+		r = &c->route[c->nroute++];
+	}
+	snprintf(r->path, sizeof(r->path), "%s", path);
+	for (size_t k = 0; k < sizeof(route_kinds) / sizeof(route_kinds[0]); k++) {
+		if (strcmp(kind, route_kinds[k]) == 0) {
+			r->kind = (enum route_kind)k;
+			return 0;
+		}
+	}
+	c->nroute--;
+	snprintf(why, whylen, "unknown route kind '%s' (want echo or off)", kind);
+	return -1;
+}
+
+static int
+make_absolute(const char *value, char **out)
+{
+	char cwd[PATH_MAX];
+	size_t n;
+
+	if (value[0] == '/' || strcmp(value, "stderr") == 0 || strcmp(value, "syslog") == 0) {
+		*out = strdup(value);
+		return *out == NULL ? -1 : 0;
+	}
+	if (getcwd(cwd, sizeof(cwd)) == NULL)
+		return -1;
+	n = strlen(cwd) + strlen(value) + 2;
+	if ((*out = malloc(n)) == NULL)
+		return -1;
+	snprintf(*out, n, "%s/%s", cwd, value);
+	return 0;
+}
+
+static const struct option *
+find_option(const char *key)
+{
+	for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++)
+		if (strcmp(options[i].name, key) == 0)
+			return &options[i];
+	return NULL;
+}
+
+/* Set one option from text; on error fill why (without location). */
+static int
+apply(struct config *c, const struct option *o, const char *value, char *why, size_t whylen)
+{
+	char *base = (char *)c, *end, **sp;
+	long long v;
+	int iv;
+
+	switch (o->type) {
+	case OPT_INT:
+		errno = 0;
+		v = strtoll(value, &end, 10);
+		if (*value == '\0' || *end != '\0' || errno != 0) {
+			snprintf(why, whylen, "%s wants a whole number, got '%s'", o->name, value);
+			return -1;
+		}
+		goto range;
+	case OPT_SIZE:
+		if (cfg_parse_size(value, &v) == -1) {
+			snprintf(why, whylen, "%s wants a size such as 8192, 64k or 1m, got '%s'", o->name, value);
+			return -1;
+		}
+		goto range;
+	case OPT_DURATION:
+		if (cfg_parse_duration(value, &iv) == -1) {
+			snprintf(why, whylen, "%s wants a duration such as 30, 30s, 500ms or 2m, got '%s'",
+			    o->name, value);
+			return -1;
+		}
+		v = iv;
+	range:
+		if (v < o->min || v > o->max) {
+			snprintf(why, whylen, "%s %s is out of range (%lld to %lld%s)", o->name, value,
+			    o->type == OPT_DURATION ? o->min / 1000 : o->min,
+			    o->type == OPT_DURATION ? o->max / 1000 : o->max,
+			    o->type == OPT_DURATION ? " seconds" : o->type == OPT_SIZE ? " bytes" : "");
+			if (o->type == OPT_DURATION && o->min < 1000)
+				snprintf(why, whylen, "%s %s is out of range (%lldms to %llds)", o->name,
+				    value, o->min, o->max / 1000);
+			return -1;
+		}
+		*(int *)(base + o->off) = (int)v;
+		return 0;
+	case OPT_BOOL:
+		if (parse_bool(value, &iv) == -1) {
+			snprintf(why, whylen, "%s wants yes or no, got '%s'", o->name, value);
+			return -1;
+		}
+		*(int *)(base + o->off) = iv;
+		return 0;
+	case OPT_LEVEL:
+		if ((iv = log_level_parse(value)) < 0 || iv > LOG_LVL_ERROR) {
+			snprintf(why, whylen, "%s wants debug, info, notice, warning or error, got '%s'",
+			    o->name, value);
+			return -1;
+		}
+		*(int *)(base + o->off) = iv;
+		return 0;
+	case OPT_STRING:
+	case OPT_PATH:
+		if (*value == '\0') {
+			snprintf(why, whylen, "%s wants a value", o->name);
+			return -1;
+		}
+		sp = (char **)(base + o->off);
+		free(*sp);
+		*sp = NULL;
+		if (o->type == OPT_PATH ? make_absolute(value, sp) == -1 : (*sp = strdup(value)) == NULL) {
+			snprintf(why, whylen, "%s: out of memory or no working directory", o->name);
+			return -1;
+		}
+		return 0;
+	case OPT_LISTEN:
+		if (c->nlisten >= CFG_MAX_LISTEN) {
+			snprintf(why, whylen, "too many listen lines (at most %d)", CFG_MAX_LISTEN);
+			return -1;
+		}
+		if (parse_listen(value, &c->listen[c->nlisten], why, whylen) == -1)
+			return -1;
+		for (int i = 0; i < c->nlisten; i++) {
+			if (c->listen[i].addrlen == c->listen[c->nlisten].addrlen &&
+			    memcmp(&c->listen[i].addr, &c->listen[c->nlisten].addr,
+			    c->listen[i].addrlen) == 0) {
+				snprintf(why, whylen, "listen %s given twice", value);
+				return -1;
+			}
+		}
+		c->nlisten++;
+		return 0;
+	case OPT_ROUTE:
+		return parse_route(c, value, why, whylen);
+	}
+	return -1;
+}
+
+int
+cfg_set(struct config *c, const char *origin, int line, const char *key, const char *value,
+    char *err, size_t errlen)
+{
+	const struct option *o = find_option(key);
+	char why[CFG_ERR_LEN];
+
+	if (o == NULL)
+		return seterr(err, errlen, origin, line, "unknown key '%s'", key);
+	if (apply(c, o, value, why, sizeof(why)) == -1)
+		return seterr(err, errlen, origin, line, "%s", why);
+	return 0;
+}
+
+struct config *
+cfg_new(void)
+{
+	struct config *c = calloc(1, sizeof(*c));
+	char why[CFG_ERR_LEN];
+
+	if (c == NULL)
+		return NULL;
+	for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
+		if (options[i].def == NULL)
+			continue;
+		if (apply(c, &options[i], options[i].def, why, sizeof(why)) == -1) {
+			cfg_free(c);
+			return NULL;
+		}
+	}
+	return c;
+}
+
+void
+cfg_free(struct config *c)
+{
+	if (c == NULL)
+		return;
+	for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++)
+		if (options[i].type == OPT_STRING || options[i].type == OPT_PATH)
+			free(*(char **)((char *)c + options[i].off));
+	free(c->path);
+	free(c);
+}
+
+/* Split one line into key and value; strip comments and quotes. 0 blank, 1 ok, -1 error. */
+static int
+split_line(char *line, char **key, char **value, char *why, size_t whylen)
+{
+	char *p = line, *q, *e;
+
+	while (isspace((unsigned char)*p))
+		p++;
+	if (*p == '\0' || *p == '#')
+		return 0;
+	*key = p;
+	while (*p != '\0' && !isspace((unsigned char)*p))
+		p++;
+	if (*p != '\0')
+		*p++ = '\0';
+	while (isspace((unsigned char)*p))
+		p++;
+	if (*p == '"') {
+		q = ++p;
+		e = strchr(q, '"');
+		if (e == NULL) {
+			snprintf(why, whylen, "unterminated quoted value for '%s'", *key);
+			return -1;
+		}
+		*e++ = '\0';
+		while (isspace((unsigned char)*e))
+			e++;
+		if (*e != '\0' && *e != '#') {
+			snprintf(why, whylen, "text after quoted value for '%s'", *key);
+			return -1;
+		}
+		*value = q;
+		return 1;
+	}
+	/* Unquoted: a '#' preceded by space starts a comment. */
+	for (q = p; *q != '\0'; q++) {
+		if (*q == '#' && (q == p || isspace((unsigned char)q[-1]))) {
+			*q = '\0';
+			break;
+		}
+	}
+	e = p + strlen(p);
+	while (e > p && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	if (*p == '\0') {
+		snprintf(why, whylen, "'%s' wants a value", *key);
+		return -1;
+	}
+	*value = p;
+	return 1;
+}
+
+int
+cfg_load_file(struct config *c, const char *path, char *err, size_t errlen)
+{
+	char buf[4096], why[CFG_ERR_LEN], *key, *value;
+	FILE *f;
+	int lineno = 0, rc;
+
+	if ((f = fopen(path, "r")) == NULL)
+		return seterr(err, errlen, path, 0, "cannot open: %s", strerror(errno));
+	while (fgets(buf, sizeof(buf), f) != NULL) {
+		lineno++;
+		if (strchr(buf, '\n') == NULL && !feof(f)) {
+			fclose(f);
+			return seterr(err, errlen, path, lineno, "line longer than %zu bytes", sizeof(buf) - 2);
+		}
+		if ((rc = split_line(buf, &key, &value, why, sizeof(why))) == 0)
+			continue;
+		if (rc == -1) {
+			fclose(f);
+			return seterr(err, errlen, path, lineno, "%s", why);
+		}
+		if (cfg_set(c, path, lineno, key, value, err, errlen) == -1) {
+			fclose(f);
+			return -1;
+		}
+	}
+	if (ferror(f)) {
+		fclose(f);
+		return seterr(err, errlen, path, 0, "read failed: %s", strerror(errno));
+	}
+	fclose(f);
+	free(c->path);
+	if (make_absolute(path, &c->path) == -1)
+		return seterr(err, errlen, path, 0, "out of memory");
+	return 0;
+}
+
+int
+cfg_finish(struct config *c, char *err, size_t errlen)
+{
+	char why[CFG_ERR_LEN];
+	const char *origin = c->path != NULL ? c->path : "config";
+
+	if (c->nlisten == 0 && parse_listen("8080", &c->listen[c->nlisten++], why, sizeof(why)) == -1)
+		return seterr(err, errlen, origin, 0, "%s", why);
+	if (c->workers == 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+		c->workers = n < 1 ? 1 : n > 256 ? 256 : (int)n;
+	}
+	if (c->nroute == 0 && parse_route(c, "/echo echo", why, sizeof(why)) == -1)
+		return seterr(err, errlen, origin, 0, "%s", why);
+	if (c->ping_timeout <= c->ping_interval)
+		return seterr(err, errlen, origin, 0,
+		    "ping_timeout (%dms) must be longer than ping_interval (%dms)",
+		    c->ping_timeout, c->ping_interval);
+	if (c->daemonize && (c->log_file == NULL || strcmp(c->log_file, "stderr") == 0))
+		return seterr(err, errlen, origin, 0,
+		    "daemonize yes needs a log_file (a path or syslog): stderr is closed");
+	return 0;
+}
+
+/* Render one option's value as it would be written in the file. */
+static void
+render(const struct config *c, const struct option *o, char *out, size_t outlen)
+{
+	const char *base = (const char *)c;
+	int iv;
+	const char *s;
+
+	switch (o->type) {
+	case OPT_INT:
+	case OPT_SIZE:
+		snprintf(out, outlen, "%d", *(const int *)(base + o->off));
+		break;
+	case OPT_DURATION:
+		iv = *(const int *)(base + o->off);
+		if (iv % 1000 == 0)
+			snprintf(out, outlen, "%ds", iv / 1000);
+		else
+			snprintf(out, outlen, "%dms", iv);
+		break;
+	case OPT_BOOL:
+		snprintf(out, outlen, "%s", *(const int *)(base + o->off) ? "yes" : "no");
+		break;
+	case OPT_LEVEL:
+		snprintf(out, outlen, "%s", log_level_name((enum log_level)*(const int *)(base + o->off)));
+		break;
+	case OPT_STRING:
+	case OPT_PATH:
+		s = *(char *const *)(base + o->off);
+		snprintf(out, outlen, "%s", s != NULL ? s : "");
+		break;
+	case OPT_LISTEN:
+	case OPT_ROUTE:
+		out[0] = '\0';
+		break;
+	}
+}
+
+void
+cfg_dump(const struct config *c, FILE *f)
+{
+	char v[512];
+
+	for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
+		const struct option *o = &options[i];
+
+		if (o->type == OPT_LISTEN) {
+			for (int j = 0; j < c->nlisten; j++)
+				fprintf(f, "listen %s\n", c->listen[j].spec);
+			continue;
+		}
+		if (o->type == OPT_ROUTE) {
+			for (int j = 0; j < c->nroute; j++)
+				fprintf(f, "route %s %s\n", c->route[j].path,
+				    route_kinds[c->route[j].kind]);
+			continue;
+		}
+		render(c, o, v, sizeof(v));
+		if (v[0] == '\0')
+			fprintf(f, "# %s (unset)\n", o->name);
+		else if (strchr(v, ' ') != NULL || strchr(v, '#') != NULL)
+			fprintf(f, "%s \"%s\"\n", o->name, v);
+		else
+			fprintf(f, "%s %s\n", o->name, v);
+	}
+}
+
+static int
+listen_equal(const struct config *a, const struct config *b)
+{
+	if (a->nlisten != b->nlisten)
+		return 0;
+	for (int i = 0; i < a->nlisten; i++)
+		if (a->listen[i].addrlen != b->listen[i].addrlen ||
+		    memcmp(&a->listen[i].addr, &b->listen[i].addr, a->listen[i].addrlen) != 0)
+			return 0;
+	return 1;
+}
+
+int
+cfg_keep_restart_only(const struct config *cur, struct config *next)
+{
+	char a[512], b[512];
+	int changed = 0;
+
+	for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
+		const struct option *o = &options[i];
+
+		if (!(o->flags & OPT_RESTART))
+			continue;
+		if (o->type == OPT_LISTEN) {
+			if (!listen_equal(cur, next)) {
+				log_warn("reload: listen changed; it takes effect after a restart, keeping the old addresses");
+				memcpy(next->listen, cur->listen, sizeof(cur->listen));
+				next->nlisten = cur->nlisten;
+				changed++;
+			}
+			continue;
+		}
+		render(cur, o, a, sizeof(a));
+		render(next, o, b, sizeof(b));
+		if (strcmp(a, b) == 0)
+			continue;
+		log_warn("reload: %s changed from '%s' to '%s'; it takes effect after a restart, keeping '%s'",
+		    o->name, a, b, a);
+		changed++;
+		if (o->type == OPT_STRING || o->type == OPT_PATH) {
+			char **dst = (char **)((char *)next + o->off);
+			char *const *src = (char *const *)((const char *)cur + o->off);
+
+			free(*dst);
+			*dst = *src != NULL ? strdup(*src) : NULL;
+		} else
+			*(int *)((char *)next + o->off) = *(const int *)((const char *)cur + o->off);
+	}
+	return changed;
+}
+
+const struct cfg_route *
+cfg_route_find(const struct config *c, const char *path, size_t len)
+{
+	for (int i = 0; i < c->nroute; i++)
+		if (strlen(c->route[i].path) == len && memcmp(c->route[i].path, path, len) == 0)
+			return c->route[i].kind == ROUTE_OFF ? NULL : &c->route[i];
+	return NULL;
+}

@@ -1,0 +1,88 @@
+/*
+ * config.h: roomd's settings. One option table drives parsing ("key value"
+ * lines, file:line errors), defaults, the -T dump, reload rules and the docs check.
+ */
+#ifndef ROOMD_CONFIG_H
+#define ROOMD_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#include "log.h"
+
+#define CFG_MAX_LISTEN	16
+#define CFG_MAX_ROUTES	16
+#define CFG_ERR_LEN	512
+
+/* What a route serves. */
+enum route_kind {
+	ROUTE_ECHO,		/* echo every message back (conformance, load tests) */
+	ROUTE_OFF,		/* path disabled: 404 */
+};
+
+struct cfg_listen {
+	char			spec[128];	/* as written, for logs */
+	struct sockaddr_storage	addr;
+	socklen_t		addrlen;
+};
+
+struct cfg_route {
+	char		path[128];
+	enum route_kind	kind;
+};
+
+struct config {
+	char		*path;		/* config file, absolute; NULL if none */
+
+	struct cfg_listen listen[CFG_MAX_LISTEN];
+	int		 nlisten;
+	int		 workers;	/* 0 in the file means "one per online CPU" */
+	char		*user;
+	int		 daemonize;
+	char		*pidfile;
+	char		*log_file;
+	int		 log_level;
+	int		 shutdown_timeout;	/* ms */
+	int		 max_connections;
+
+	int		 handshake_timeout;	/* ms */
+	int		 max_request_size;	/* bytes */
+	int		 max_message_size;	/* bytes */
+	int		 ping_interval;		/* ms */
+	int		 ping_timeout;		/* ms */
+	int		 close_timeout;		/* ms */
+	struct cfg_route route[CFG_MAX_ROUTES];
+	int		 nroute;
+};
+
+/* A config holding every default. NULL only when out of memory. */
+struct config *cfg_new(void);
+void cfg_free(struct config *);
+/*
+ * Read a config file into cfg. On error returns -1 with "file:line: what"
+ * in err. The file's values override what cfg already holds.
+ */
+int cfg_load_file(struct config *, const char *path, char *err, size_t errlen) MUST_CHECK;
+/* Apply one "key value" line from the command line (-o, -l, -w). */
+int cfg_set(struct config *, const char *origin, int line, const char *key,
+    const char *value, char *err, size_t errlen) MUST_CHECK;
+/* Fill computed defaults (listen, routes, workers) and check cross-key rules. */
+int cfg_finish(struct config *, char *err, size_t errlen) MUST_CHECK;
+/* Write every key with its effective value, one "key value" line each. */
+void cfg_dump(const struct config *, FILE *);
+/*
+ * For a reload: copy into next the values of keys that need a full restart
+ * and log a warning for each that differs. Returns how many differed.
+ */
+int cfg_keep_restart_only(const struct config *cur, struct config *next);
+/* Which route serves path (query already stripped); NULL if none. */
+const struct cfg_route *cfg_route_find(const struct config *, const char *path, size_t len);
+/* Name of a route kind, for logs and the dump. */
+const char *cfg_route_kind_name(enum route_kind);
+
+/* Parse helpers shared with main.c and tests. */
+int cfg_parse_duration(const char *, int *ms) MUST_CHECK;
+int cfg_parse_size(const char *, long long *bytes) MUST_CHECK;
+
+#endif

@@ -1,0 +1,273 @@
+/*
+ * conn.c: the I/O layer under every protocol. A conn holds one libevent event
+ * (read, plus write only while the kernel buffer is full), an output queue of
+ * shared blocks written with writev once per loop turn, and is freed only at
+ * the end of the loop turn in which it was closed, so no callback ever sees
+ * freed memory.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "conn.h"
+#include "worker.h"
+
+#define CONN_IOV_MAX	64
+
+static void conn_event(evutil_socket_t, short, void *);
+
+/* (Re)arm the conn's one event for what it now needs. */
+static void
+conn_arm(struct conn *c)
+{
+	short what = EV_PERSIST;
+
+	if (c->flags & CONN_F_CLOSED)
+		return;
+	if (!(c->flags & CONN_F_PAUSED) || (c->flags & CONN_F_LINGER))
+		what |= EV_READ;
+	if (c->flags & CONN_F_WANTWRITE)
+		what |= EV_WRITE;
+	if (event_initialized(&c->ev)) {
+		if (event_get_events(&c->ev) == what && event_pending(&c->ev, EV_READ | EV_WRITE, NULL))
+			return;
+		event_del(&c->ev);
+	}
+	if (what == EV_PERSIST)
+		return;		/* paused with nothing to write: no event at all */
+	event_assign(&c->ev, c->w->base, c->fd, what, conn_event, c);
+	if (event_add(&c->ev, NULL) == -1) {
+		log_error("conn %u: event_add failed", c->id);
+		conn_close(c);
+	}
+}
+
+int
+conn_init(struct conn *c, struct worker *w, int fd, const struct sockaddr *sa,
+    const struct conn_handler *h)
+{
+	memset(c, 0, sizeof(*c));
+	c->fd = fd;
+	c->w = w;
+	c->h = h;
+	c->id = ++w->next_id;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+
+		c->family = AF_INET;
+		memcpy(c->ip, &s4->sin_addr, 4);
+		c->port = ntohs(s4->sin_port);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+
+		c->port = ntohs(s6->sin6_port);
+		if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+			c->family = AF_INET;
+			memcpy(c->ip, &s6->sin6_addr.s6_addr[12], 4);
+		} else {
+			c->family = AF_INET6;
+			memcpy(c->ip, &s6->sin6_addr, 16);
+		}
+	} else
+		c->family = AF_UNSPEC;
+	event_assign(&c->ev, w->base, fd, EV_READ | EV_PERSIST, conn_event, c);
+	if (event_add(&c->ev, NULL) == -1)
+		return -1;
+	c->next = w->all;
+	if (w->all != NULL)
+		w->all->prev = c;
+	w->all = c;
+	w->nconns++;
+	return 0;
+}
+
+const char *
+conn_addr(const struct conn *c, char *buf, size_t len)
+{
+	if (c->family == AF_INET || c->family == AF_INET6) {
+		if (inet_ntop(c->family, c->ip, buf, (socklen_t)len) != NULL)
+			return buf;
+	}
+	snprintf(buf, len, "unknown");
+	return buf;
+}
+
+int
+conn_send(struct conn *c, struct sbuf *b, uint32_t off, uint32_t len)
+{
+	if (c->flags & (CONN_F_CLOSED | CONN_F_LINGER))
+		return 0;
+	if (outq_push(&c->out, b, off, len) == -1)
+		return -1;
+	worker_want_flush(c->w, c);
+	return 0;
+}
+
+int
+conn_send_copy(struct conn *c, const void *p, size_t n)
+{
+	struct sbuf *b;
+	int rc;
+
+	if ((b = sbuf_new(n, 0)) == NULL)
+		return -1;
+	memcpy(sbuf_ptr(b), p, n);
+	b->len = (uint32_t)n;
+	rc = conn_send(c, b, b->off, b->len);
+	sbuf_unref(b);
+	return rc;
+}
+
+void
+conn_close(struct conn *c)
+{
+	struct worker *w = c->w;
+
+	if (c->flags & CONN_F_CLOSED)
+		return;
+	c->flags |= CONN_F_CLOSED;
+	if (event_initialized(&c->ev))
+		event_del(&c->ev);
+	close(c->fd);
+	c->fd = -1;
+	outq_clear(&c->out);
+	/* Unlink from the list of live conns; queue for the free. */
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		w->all = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	c->prev = NULL;
+	c->next = w->dead;
+	w->dead = c;
+	w->nconns--;
+}
+
+/* Queue drained during a finish: shut the write side and linger. */
+static void
+conn_start_linger(struct conn *c)
+{
+	c->flags |= CONN_F_LINGER;
+	c->flags &= ~(CONN_F_FINISH | CONN_F_PAUSED | CONN_F_AUTORESUME);
+	if (shutdown(c->fd, SHUT_WR) == -1) {
+		conn_close(c);
+		return;
+	}
+	conn_arm(c);
+}
+
+void
+conn_finish(struct conn *c, int linger_ms)
+{
+	if (c->flags & (CONN_F_CLOSED | CONN_F_FINISH | CONN_F_LINGER))
+		return;
+	c->linger_until = worker_now() + (uint64_t)linger_ms;
+	c->flags |= CONN_F_FINISH;
+	if (c->out.count == 0)
+		conn_start_linger(c);
+	else
+		worker_want_flush(c->w, c);
+}
+
+void
+conn_pause(struct conn *c, int paused)
+{
+	if (paused)
+		c->flags |= CONN_F_PAUSED;
+	else
+		c->flags &= ~CONN_F_PAUSED;
+	conn_arm(c);
+}
+
+void
+conn_pause_until_drained(struct conn *c)
+{
+	c->flags |= CONN_F_AUTORESUME;
+	conn_pause(c, 1);
+}
+
+void
+conn_flush(struct conn *c)
+{
+	struct iovec iov[CONN_IOV_MAX];
+	ssize_t n;
+	int cnt;
+
+	while (!(c->flags & CONN_F_CLOSED) && c->out.count > 0) {
+		cnt = outq_iov(&c->out, iov, CONN_IOV_MAX);
+		n = writev(c->fd, iov, cnt);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				if (!(c->flags & CONN_F_WANTWRITE)) {
+					c->flags |= CONN_F_WANTWRITE;
+					conn_arm(c);
+				}
+				return;
+			}
+			if (c->h->on_eof != NULL)
+				c->h->on_eof(c, strerror(errno));
+			conn_close(c);
+			return;
+		}
+		outq_consume(&c->out, (size_t)n);
+	}
+	if (c->flags & CONN_F_CLOSED)
+		return;
+	if (c->flags & (CONN_F_WANTWRITE | CONN_F_AUTORESUME)) {
+		if (c->flags & CONN_F_AUTORESUME)
+			c->flags &= ~(CONN_F_AUTORESUME | CONN_F_PAUSED);
+		c->flags &= ~CONN_F_WANTWRITE;
+		conn_arm(c);
+	}
+	if (c->flags & CONN_F_FINISH)
+		conn_start_linger(c);
+}
+
+/* Lingering: read and drop until EOF. */
+static void
+conn_drain_input(struct conn *c)
+{
+	ssize_t n = read(c->fd, c->w->rbuf, c->w->rbuflen);
+
+	if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR)))
+		return;
+	conn_close(c);
+}
+
+static void
+conn_event(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	struct worker *w = c->w;
+	ssize_t n;
+
+	if ((what & EV_WRITE) && !(c->flags & CONN_F_CLOSED))
+		conn_flush(c);
+	if (!(what & EV_READ) || (c->flags & CONN_F_CLOSED))
+		return;
+	if (c->flags & CONN_F_LINGER) {
+		conn_drain_input(c);
+		return;
+	}
+	if (c->flags & CONN_F_PAUSED)
+		return;
+	n = read(fd, w->rbuf, w->rbuflen);
+	if (n > 0) {
+		c->h->on_read(c, w->rbuf, (size_t)n);
+		return;
+	}
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return;
+	if (c->h->on_eof != NULL)
+		c->h->on_eof(c, n == 0 ? "eof" : strerror(errno));
+	conn_close(c);
+}

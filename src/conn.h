@@ -1,0 +1,76 @@
+/*
+ * conn.h: one client socket under a protocol. conn owns the fd, its single
+ * libevent event, the output queue, lingering close and deferred free, and
+ * calls its handler on READ, TICK and FREE.
+ */
+#ifndef ROOMD_CONN_H
+#define ROOMD_CONN_H
+
+#include <stdint.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+
+#include "sbuf.h"
+
+struct conn;
+struct worker;
+
+struct conn_handler {
+	/* Bytes arrived (in a worker scratch buffer the handler may modify). */
+	void	(*on_read)(struct conn *, uint8_t *data, size_t len);
+	/* The peer closed or reset; the conn is being closed. why: "eof", errno text. */
+	void	(*on_eof)(struct conn *, const char *why);
+	/* Periodic check of timeouts; now in ms (monotonic). */
+	void	(*on_tick)(struct conn *, uint64_t now);
+	/* Graceful stop of the worker: end the session politely. */
+	void	(*on_shutdown)(struct conn *);
+	/* The conn is unlinked and its fd closed: free everything it holds. */
+	void	(*on_free)(struct conn *);
+};
+
+#define CONN_F_CLOSED		0x01	/* fd closed, free pending */
+#define CONN_F_WPENDING		0x02	/* on the worker's write list */
+#define CONN_F_WANTWRITE	0x04	/* EV_WRITE armed */
+#define CONN_F_PAUSED		0x08	/* not reading (backpressure) */
+#define CONN_F_FINISH		0x10	/* close after the queue drains */
+#define CONN_F_LINGER		0x20	/* write side shut; discarding input until EOF */
+#define CONN_F_AUTORESUME	0x40	/* resume reading once the queue drains */
+
+struct conn {
+	int			 fd;
+	uint16_t		 flags;
+	uint8_t			 family;	/* AF_INET or AF_INET6 (mapped v4 shown as v4) */
+	uint16_t		 port;
+	uint8_t			 ip[16];
+	uint32_t		 id;		/* per worker, for logs */
+	uint64_t		 linger_until;	/* ms, while CONN_F_LINGER */
+	struct event		 ev;
+	struct conn		*prev, *next;	/* worker's list of all conns */
+	struct conn		*wnext;		/* worker's pending-write list */
+	struct outq		 out;
+	const struct conn_handler *h;
+	struct worker		*w;
+};
+
+/* Adopt an accepted, non-blocking fd; registers for reading. -1 on failure (fd not closed). */
+int conn_init(struct conn *, struct worker *, int fd, const struct sockaddr *, const struct conn_handler *) MUST_CHECK;
+/* Queue b[off, off+len) for sending (takes a reference). -1 if the queue is full or OOM. */
+int conn_send(struct conn *, struct sbuf *, uint32_t off, uint32_t len) MUST_CHECK;
+/* Queue a copy of bytes; for small, rare replies. */
+int conn_send_copy(struct conn *, const void *, size_t) MUST_CHECK;
+/* Flush what is queued, shut the write side, discard input until EOF or timeout, then close. */
+void conn_finish(struct conn *, int linger_ms);
+/* Close the socket now; the memory is freed at the end of the loop turn. */
+void conn_close(struct conn *);
+/* Stop or resume reading. */
+void conn_pause(struct conn *, int paused);
+/* Stop reading until everything queued has been written (backpressure). */
+void conn_pause_until_drained(struct conn *);
+/* Write what can be written now; called by the worker once per loop turn. */
+void conn_flush(struct conn *);
+/* The peer address as text ("1.2.3.4" or "::1"); buf >= 46 bytes. */
+const char *conn_addr(const struct conn *, char *buf, size_t len);
+static inline int conn_closed(const struct conn *c) { return (c->flags & CONN_F_CLOSED) != 0; }
+static inline size_t conn_pending(const struct conn *c) { return c->out.bytes; }
+
+#endif

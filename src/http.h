@@ -1,0 +1,64 @@
+/*
+ * http.h: HTTP/1.1 request-head parsing (no I/O, bounded) and the WebSocket
+ * upgrade checks of RFC 6455 section 4.2.1.
+ */
+#ifndef ROOMD_HTTP_H
+#define ROOMD_HTTP_H
+
+#include <stddef.h>
+
+#define HTTP_MAX_HEADERS	64
+
+struct http_hdr {
+	const char	*name;
+	size_t		 nlen;
+	const char	*value;
+	size_t		 vlen;
+};
+
+struct http_req {
+	const char	*method;
+	size_t		 method_len;
+	const char	*path;		/* target without query, origin-form */
+	size_t		 path_len;
+	const char	*query;		/* after '?', or NULL */
+	size_t		 query_len;
+	int		 minor;		/* HTTP/1.minor; 9 for any HTTP/2+ line */
+	int		 nhdr;
+	struct http_hdr	 hdr[HTTP_MAX_HEADERS];
+};
+
+/*
+ * Find the end of the request head in buf[0..len), scanning from `from`
+ * (bytes before it were scanned already). Returns the head length including
+ * the blank line, or 0 if it is not complete yet.
+ */
+size_t http_head_end(const char *buf, size_t len, size_t from);
+/* Parse a complete head. Returns 0, or the HTTP status to answer (400, 431, 501, 505). */
+int http_parse(struct http_req *, const char *buf, size_t len);
+/* First value of a header (case-insensitive name); NULL if absent. */
+const char *http_header(const struct http_req *, const char *name, size_t *vlen);
+/* How many times a header occurs. */
+int http_header_count(const struct http_req *, const char *name);
+/* Whether any occurrence of the header holds token in its comma list (case-insensitive). */
+int http_header_has_token(const struct http_req *, const char *name, const char *token);
+/* Whether the method is exactly m. */
+int http_method_is(const struct http_req *, const char *m);
+
+/* Outcome of the upgrade checks. */
+struct ws_upgrade {
+	int		 status;	/* 0: upgrade; else the HTTP status to answer */
+	const char	*reason;	/* short text for the error body */
+	char		 accept[29];	/* Sec-WebSocket-Accept value */
+};
+
+/* Check the request as an RFC 6455 opening handshake and compute the accept key. */
+void http_check_upgrade(const struct http_req *, struct ws_upgrade *);
+/* Whether the request asks for an upgrade to websocket at all. */
+int http_wants_websocket(const struct http_req *);
+/* base64(SHA-1(key + GUID)) into out[29]. */
+void http_accept_key(const char *key, size_t klen, char out[29]);
+/* Reason phrase of a status code. */
+const char *http_status_text(int status);
+
+#endif

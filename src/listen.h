@@ -1,0 +1,27 @@
+/*
+ * listen.h: the listening sockets. For every listen address the master binds
+ * one SO_REUSEPORT socket per worker slot, so the kernel spreads connections
+ * evenly and a respawned worker takes over its slot's socket and backlog.
+ */
+#ifndef ROOMD_LISTEN_H
+#define ROOMD_LISTEN_H
+
+#include "config.h"
+
+struct listeners {
+	int	nslots;			/* worker slots */
+	int	naddr;			/* listen addresses */
+	int	*fd;			/* fd[slot * naddr + addr] */
+};
+
+/* Bind every address for nslots slots; on failure logs why and returns -1. */
+int listen_open(struct listeners *, const struct config *, int nslots) MUST_CHECK;
+/* The fds of one slot, naddr of them. */
+static inline const int *listen_slot(const struct listeners *l, int slot) { return l->fd + slot * l->naddr; }
+/* In a worker: close every socket except its own slot's. */
+void listen_keep_slot(struct listeners *, int slot);
+void listen_close(struct listeners *);
+/* "1.2.3.4:80" / "[::1]:80" of a sockaddr. */
+const char *listen_addr_str(const struct sockaddr *, char *buf, size_t len);
+
+#endif

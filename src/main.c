@@ -1,0 +1,292 @@
+/*
+ * main.c: command-line flags, -t/-T/-v/-h, then the startup sequence:
+ * config, log, daemonize, listen, pidfile, and the master loop.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+#include <json-c/json.h>
+#include <openssl/crypto.h>
+#include <zlib.h>
+
+#include "config.h"
+#include "listen.h"
+#include "log.h"
+#include "master.h"
+
+#ifndef SYSCONFDIR
+#define SYSCONFDIR "/etc"
+#endif
+#define DEFAULT_CONFIG SYSCONFDIR "/roomd.conf"
+
+#define MAX_OVERRIDES 64
+
+/* What the command line said, re-applied over the file on every reload. */
+static struct {
+	const char	*config;
+	int		 config_given;
+	const char	*key[MAX_OVERRIDES];
+	char		*value[MAX_OVERRIDES];
+	int		 n;
+	int		 listen_given;
+} opt;
+
+static void NORETURN
+usage(int status)
+{
+	fprintf(status == 0 ? stdout : stderr,
+	    "usage: roomd [-dhtTv] [-c file] [-l address] [-o 'key value'] [-w workers]\n");
+	exit(status);
+}
+
+static void
+version(void)
+{
+	printf("roomd %s\n", PACKAGE_VERSION);
+	printf("libevent %s, hiredis %d.%d.%d, json-c %s, %s, zlib %s\n", event_get_version(),
+	    HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH, json_c_version(),
+	    OpenSSL_version(OPENSSL_VERSION), zlibVersion());
+}
+
+static void
+add_override(const char *key, const char *value)
+{
+	if (opt.n >= MAX_OVERRIDES) {
+		fprintf(stderr, "roomd: too many command-line settings (at most %d)\n", MAX_OVERRIDES);
+		exit(1);
+	}
+	opt.key[opt.n] = key;
+	if ((opt.value[opt.n] = strdup(value)) == NULL) {
+		fprintf(stderr, "roomd: out of memory\n");
+		exit(1);
+	}
+	opt.n++;
+}
+
+/* Build the configuration: defaults, the file, then the command line. */
+static struct config *
+load_config(char *err, size_t errlen)
+{
+	struct config *c = cfg_new();
+
+	if (c == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	if (opt.config != NULL && cfg_load_file(c, opt.config, err, errlen) == -1)
+		goto bad;
+	if (opt.listen_given)
+		c->nlisten = 0;		/* -l replaces the file's listen lines */
+	for (int i = 0; i < opt.n; i++) {
+		char *sp, buf[1024];
+		const char *key = opt.key[i], *val = opt.value[i];
+
+		if (key == NULL) {	/* -o 'key value' */
+			snprintf(buf, sizeof(buf), "%s", val);
+			if ((sp = strpbrk(buf, " \t")) == NULL) {
+				snprintf(err, errlen, "command line: -o wants 'key value', got '%s'", val);
+				goto bad;
+			}
+			*sp++ = '\0';
+			while (*sp == ' ' || *sp == '\t')
+				sp++;
+			if (cfg_set(c, "command line", 0, buf, sp, err, errlen) == -1)
+				goto bad;
+		} else if (cfg_set(c, "command line", 0, key, val, err, errlen) == -1)
+			goto bad;
+	}
+	if (cfg_finish(c, err, errlen) == -1)
+		goto bad;
+	return c;
+bad:
+	cfg_free(c);
+	return NULL;
+}
+
+static void
+raise_fd_limit(const struct config *cfg)
+{
+	struct rlimit rl;
+	rlim_t want = (rlim_t)cfg->max_connections / (rlim_t)cfg->workers + 128;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+			log_errno(LOG_LVL_WARNING, "setrlimit(RLIMIT_NOFILE, %llu) failed",
+			    (unsigned long long)rl.rlim_max);
+	}
+	if (rl.rlim_cur < want)
+		log_warn("open file limit %llu is below what max_connections %d needs per worker (%llu)",
+		    (unsigned long long)rl.rlim_cur, cfg->max_connections, (unsigned long long)want);
+}
+
+static void
+daemonize(void)
+{
+	pid_t pid;
+	int fd;
+
+	if ((pid = fork()) == -1)
+		fatal("fork() failed");
+	if (pid > 0)
+		_exit(0);
+	if (setsid() == -1)
+		fatal("setsid() failed");
+	if ((pid = fork()) == -1)
+		fatal("fork() failed");
+	if (pid > 0)
+		_exit(0);
+	if (chdir("/") == -1)
+		fatal("chdir(/) failed");
+	if ((fd = open("/dev/null", O_RDWR)) == -1)
+		fatal("open(/dev/null) failed");
+	if (dup2(fd, STDIN_FILENO) == -1 || dup2(fd, STDOUT_FILENO) == -1 ||
+	    dup2(fd, STDERR_FILENO) == -1)
+		fatal("dup2() failed");
+	if (fd > STDERR_FILENO)
+		close(fd);
+}
+
+/* Write the pidfile, refusing to clobber one of a live process. */
+static int
+write_pidfile(const char *path)
+{
+	char buf[32];
+	FILE *f;
+	long old;
+	int n;
+
+	if ((f = fopen(path, "r")) != NULL) {
+		if (fscanf(f, "%ld", &old) == 1 && old > 0 && kill((pid_t)old, 0) == 0 &&
+		    (pid_t)old != getpid()) {
+			fclose(f);
+			log_error("pidfile %s names a running process (pid %ld): is roomd running already?",
+			    path, old);
+			return -1;
+		}
+		fclose(f);
+	}
+	n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+	if ((f = fopen(path, "w")) == NULL) {
+		log_errno(LOG_LVL_ERROR, "open(%s) failed", path);
+		return -1;
+	}
+	if (fwrite(buf, 1, (size_t)n, f) != (size_t)n || fclose(f) != 0) {
+		log_errno(LOG_LVL_ERROR, "writing pidfile %s failed", path);
+		return -1;
+	}
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	char err[CFG_ERR_LEN];
+	struct config *cfg;
+	struct listeners ls;
+	struct sigaction sa;
+	char *pidfile = NULL;
+	int ch, test = 0, dump = 0, rc;
+
+	while ((ch = getopt(argc, argv, "c:dhl:o:tTvw:")) != -1) {
+		switch (ch) {
+		case 'c':
+			opt.config = optarg;
+			opt.config_given = 1;
+			break;
+		case 'd':
+			add_override("daemonize", "yes");
+			break;
+		case 'h':
+			usage(0);
+		case 'l':
+			add_override("listen", optarg);
+			opt.listen_given = 1;
+			break;
+		case 'o':
+			add_override(NULL, optarg);
+			break;
+		case 't':
+			test = 1;
+			break;
+		case 'T':
+			test = dump = 1;
+			break;
+		case 'v':
+			version();
+			return 0;
+		case 'w':
+			add_override("workers", optarg);
+			break;
+		default:
+			usage(1);
+		}
+	}
+	if (optind != argc)
+		usage(1);
+	if (!opt.config_given && access(DEFAULT_CONFIG, R_OK) == 0)
+		opt.config = DEFAULT_CONFIG;
+
+	if ((cfg = load_config(err, sizeof(err))) == NULL) {
+		fprintf(stderr, "roomd: %s\n", err);
+		return 1;
+	}
+	if (test) {
+		if (dump) {
+			cfg_dump(cfg, stdout);
+			fflush(stdout);
+		}
+		fprintf(stderr, "roomd: configuration %s is valid\n",
+		    opt.config != NULL ? opt.config : "(built-in defaults)");
+		cfg_free(cfg);
+		return 0;
+	}
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGPIPE, &sa, NULL);
+
+	log_set_level((enum log_level)cfg->log_level);
+	if (log_open(cfg->log_file) == -1) {
+		fprintf(stderr, "roomd: cannot open log_file %s: %s\n", cfg->log_file, strerror(errno));
+		return 1;
+	}
+	log_notice("roomd %s starting (libevent %s, hiredis %d.%d.%d, json-c %s, %s); %d worker(s); config %s",
+	    PACKAGE_VERSION, event_get_version(), HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH,
+	    json_c_version(), OpenSSL_version(OPENSSL_VERSION), cfg->workers,
+	    opt.config != NULL ? opt.config : "(built-in defaults)");
+	if (cfg->daemonize)
+		daemonize();
+	raise_fd_limit(cfg);
+	if (listen_open(&ls, cfg, cfg->workers) == -1) {
+		log_error("cannot listen; exiting");
+		return 1;
+	}
+	if (cfg->pidfile != NULL) {
+		if (write_pidfile(cfg->pidfile) == -1)
+			return 1;
+		if ((pidfile = strdup(cfg->pidfile)) == NULL)
+			fatalx("out of memory");
+	}
+	rc = master_run(cfg, &ls, load_config);
+	if (pidfile != NULL) {
+		if (unlink(pidfile) == -1 && errno != ENOENT)
+			log_errno(LOG_LVL_WARNING, "unlink(%s) failed", pidfile);
+		free(pidfile);
+	}
+	for (int i = 0; i < opt.n; i++)
+		free(opt.value[i]);
+	log_close();
+	return rc;
+}

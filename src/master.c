@@ -1,0 +1,422 @@
+/*
+ * master.c: the supervisor. It never serves a client. Signal handlers only set
+ * flags; the master sleeps in sigsuspend() and does all work in its loop, with
+ * one interval timer (SIGALRM) for respawn backoff and stop deadlines.
+ *
+ * Workers live in stable slots: a respawned worker gets the same index and so
+ * the same SO_REUSEPORT sockets, which the master keeps open, so connections
+ * queued for a dead worker wait in its backlog for the replacement. On reload
+ * a new generation starts in every slot and the old one drains.
+ */
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/prctl.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+
+#include "listen.h"
+#include "log.h"
+#include "master.h"
+#include "worker.h"
+
+#define MAX_RETIRING	1024
+#define QUICK_CRASH_MS	2000	/* a worker dying sooner than this is crash-looping */
+#define BACKOFF_MIN_MS	100
+#define BACKOFF_MAX_MS	30000
+
+struct slot {
+	pid_t		pid;		/* 0: not running */
+	int		generation;
+	uint64_t	started;	/* ms */
+	uint64_t	respawn_at;	/* ms; 0: no respawn pending */
+	int		quick_crashes;
+};
+
+static volatile sig_atomic_t got_chld, got_stop, got_hup, got_usr1, got_alrm, got_quit;
+
+static struct {
+	struct config	*cfg;
+	struct listeners *ls;
+	struct slot	*slot;
+	int		 nslots;
+	int		 generation;
+	pid_t		 retiring[MAX_RETIRING];
+	int		 nretiring;
+	int		 stopping;	/* 1 graceful, 2 immediate */
+	uint64_t	 kill_at;	/* ms; SIGKILL what is left */
+	sigset_t	 orig_mask;
+	pid_t		 pid;
+} M;
+
+static uint64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void
+on_signal(int sig)
+{
+	switch (sig) {
+	case SIGCHLD: got_chld = 1; break;
+	case SIGTERM:
+	case SIGINT: got_stop = 1; break;
+	case SIGQUIT: got_quit = 1; break;
+	case SIGHUP: got_hup = 1; break;
+	case SIGUSR1: got_usr1 = 1; break;
+	case SIGALRM: got_alrm = 1; break;
+	}
+}
+
+static const int master_signals[] = { SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGALRM };
+
+int
+master_drop_privileges(const struct config *cfg)
+{
+	struct passwd *pw;
+
+	if (cfg->user == NULL)
+		return 0;
+	if ((pw = getpwnam(cfg->user)) == NULL) {
+		log_error("user '%s' does not exist", cfg->user);
+		return -1;
+	}
+	if (geteuid() != 0) {
+		if (pw->pw_uid != geteuid())
+			log_warn("not running as root: ignoring 'user %s'", cfg->user);
+		return 0;
+	}
+	if (setgid(pw->pw_gid) == -1 || initgroups(pw->pw_name, pw->pw_gid) == -1 ||
+	    setuid(pw->pw_uid) == -1) {
+		log_errno(LOG_LVL_ERROR, "switching to user %s failed", cfg->user);
+		return -1;
+	}
+	return 0;
+}
+
+/* In the child: undo the master's signal setup and run the worker. */
+static void NORETURN
+child_main(int index, int generation)
+{
+	struct sigaction sa;
+	char name[16];
+	int status;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_DFL;
+	for (size_t i = 0; i < sizeof(master_signals) / sizeof(master_signals[0]); i++)
+		sigaction(master_signals[i], &sa, NULL);
+	/* Ctrl-C reaches the whole process group; only the master decides. */
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	sigprocmask(SIG_SETMASK, &M.orig_mask, NULL);
+	log_set_role("worker %d", index);
+	snprintf(name, sizeof(name), "roomd-w%d", index);
+	prctl(PR_SET_NAME, name, 0, 0, 0);
+	/* If the master dies, drain and exit instead of lingering as an orphan. */
+	prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
+	if (getppid() != M.pid)
+		exit(0);
+	listen_keep_slot(M.ls, index);
+	if (master_drop_privileges(M.cfg) == -1)
+		exit(2);
+	free(M.slot);
+	status = worker_run(M.cfg, index, generation, listen_slot(M.ls, index), M.ls->naddr);
+	listen_close(M.ls);
+	cfg_free(M.cfg);
+	log_close();
+	exit(status);
+}
+
+static void
+spawn(int index)
+{
+	struct slot *s = &M.slot[index];
+	pid_t pid;
+
+	s->respawn_at = 0;
+	pid = fork();
+	if (pid == -1) {
+		log_errno(LOG_LVL_ALERT, "fork() for worker %d failed; retrying in 1s", index);
+		s->respawn_at = now_ms() + 1000;
+		return;
+	}
+	if (pid == 0)
+		child_main(index, M.generation);
+	s->pid = pid;
+	s->generation = M.generation;
+	s->started = now_ms();
+	log_info("worker %d started (pid %d)", index, (int)pid);
+}
+
+static void
+describe_status(int status, char *buf, size_t len)
+{
+	if (WIFEXITED(status))
+		snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		snprintf(buf, len, "killed by signal %d (%s)%s", WTERMSIG(status),
+		    strsignal(WTERMSIG(status)), WCOREDUMP(status) ? ", core dumped" : "");
+	else
+		snprintf(buf, len, "stopped with status 0x%x", status);
+}
+
+static void
+reap(void)
+{
+	char how[128];
+	pid_t pid;
+	int status;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		int known = 0;
+
+		describe_status(status, how, sizeof(how));
+		for (int i = 0; i < M.nretiring; i++) {
+			if (M.retiring[i] == pid) {
+				log_info("old worker (pid %d) %s", (int)pid, how);
+				M.retiring[i] = M.retiring[--M.nretiring];
+				known = 1;
+				break;
+			}
+		}
+		for (int i = 0; !known && i < M.nslots; i++) {
+			struct slot *s = &M.slot[i];
+			uint64_t lived, delay;
+
+			if (s->pid != pid)
+				continue;
+			known = 1;
+			s->pid = 0;
+			if (M.stopping) {
+				log_info("worker %d (pid %d) %s", i, (int)pid, how);
+				break;
+			}
+			lived = now_ms() - s->started;
+			if (lived < QUICK_CRASH_MS) {
+				s->quick_crashes++;
+				delay = (uint64_t)BACKOFF_MIN_MS << (s->quick_crashes < 10 ? s->quick_crashes - 1 : 9);
+				if (delay > BACKOFF_MAX_MS)
+					delay = BACKOFF_MAX_MS;
+			} else {
+				s->quick_crashes = 0;
+				delay = 0;
+			}
+			if (delay == 0) {
+				log_error("worker %d (pid %d) %s; respawning", i, (int)pid, how);
+				spawn(i);
+			} else {
+				log_error("worker %d (pid %d) %s after %llums; respawning in %llums (crash loop)",
+				    i, (int)pid, how, (unsigned long long)lived, (unsigned long long)delay);
+				s->respawn_at = now_ms() + delay;
+			}
+		}
+		if (!known)
+			log_info("child %d %s", (int)pid, how);
+	}
+}
+
+static int
+children_left(void)
+{
+	int n = M.nretiring;
+
+	for (int i = 0; i < M.nslots; i++)
+		n += M.slot[i].pid != 0;
+	return n;
+}
+
+static void
+signal_all(int sig)
+{
+	for (int i = 0; i < M.nslots; i++)
+		if (M.slot[i].pid != 0 && kill(M.slot[i].pid, sig) == -1 && errno != ESRCH)
+			log_errno(LOG_LVL_ERROR, "kill(%d, %d) failed", (int)M.slot[i].pid, sig);
+	for (int i = 0; i < M.nretiring; i++)
+		if (kill(M.retiring[i], sig) == -1 && errno != ESRCH)
+			log_errno(LOG_LVL_ERROR, "kill(%d, %d) failed", (int)M.retiring[i], sig);
+}
+
+static void
+begin_stop(int immediate)
+{
+	if (immediate || M.stopping) {
+		log_notice("stopping at once");
+		M.stopping = 2;
+		signal_all(SIGQUIT);
+		M.kill_at = now_ms() + 2000;
+		return;
+	}
+	log_notice("graceful stop: draining %d worker(s), up to %dms", children_left(),
+	    M.cfg->shutdown_timeout);
+	M.stopping = 1;
+	signal_all(SIGTERM);
+	M.kill_at = now_ms() + (uint64_t)M.cfg->shutdown_timeout + 2000;
+}
+
+/* SIGHUP: a new config, a new generation in every slot, the old one drains. */
+static void
+reload(master_load_fn load)
+{
+	char err[CFG_ERR_LEN];
+	struct config *next;
+	pid_t old;
+
+	if (M.stopping)
+		return;
+	if ((next = load(err, sizeof(err))) == NULL) {
+		log_error("reload failed: %s; keeping the current configuration", err);
+		return;
+	}
+	cfg_keep_restart_only(M.cfg, next);
+	if ((M.cfg->log_file == NULL) != (next->log_file == NULL) ||
+	    (next->log_file != NULL && strcmp(M.cfg->log_file, next->log_file) != 0)) {
+		if (log_open(next->log_file) == -1) {
+			log_errno(LOG_LVL_ERROR, "reload: opening log_file %s failed; keeping the current configuration",
+			    next->log_file);
+			cfg_free(next);
+			return;
+		}
+	}
+	log_set_level((enum log_level)next->log_level);
+	cfg_free(M.cfg);
+	M.cfg = next;
+	M.generation++;
+	log_notice("reload: configuration re-read; starting worker generation %d", M.generation);
+	for (int i = 0; i < M.nslots; i++) {
+		old = M.slot[i].pid;
+		M.slot[i].pid = 0;
+		M.slot[i].quick_crashes = 0;
+		spawn(i);
+		if (old == 0)
+			continue;
+		if (M.nretiring < MAX_RETIRING)
+			M.retiring[M.nretiring++] = old;
+		if (kill(old, SIGTERM) == -1 && errno != ESRCH)
+			log_errno(LOG_LVL_ERROR, "kill(%d, SIGTERM) failed", (int)old);
+	}
+}
+
+/* Arm SIGALRM for the earliest deadline (respawn or stop), if any. */
+static void
+arm_timer(void)
+{
+	struct itimerval it;
+	uint64_t next = 0, now = now_ms();
+
+	memset(&it, 0, sizeof(it));
+	for (int i = 0; i < M.nslots; i++)
+		if (M.slot[i].respawn_at != 0 && (next == 0 || M.slot[i].respawn_at < next))
+			next = M.slot[i].respawn_at;
+	if (M.stopping && M.kill_at != 0 && (next == 0 || M.kill_at < next))
+		next = M.kill_at;
+	if (next != 0) {
+		uint64_t d = next > now ? next - now : 1;
+
+		it.it_value.tv_sec = (time_t)(d / 1000);
+		it.it_value.tv_usec = (suseconds_t)((d % 1000) * 1000);
+	}
+	if (setitimer(ITIMER_REAL, &it, NULL) == -1)
+		log_errno(LOG_LVL_ERROR, "setitimer() failed");
+}
+
+static void
+run_timers(void)
+{
+	uint64_t now = now_ms();
+
+	for (int i = 0; i < M.nslots; i++) {
+		if (M.slot[i].respawn_at != 0 && M.slot[i].respawn_at <= now && !M.stopping)
+			spawn(i);
+	}
+	if (M.stopping && M.kill_at != 0 && M.kill_at <= now) {
+		log_warn("%d worker(s) still running after the stop deadline: killing them",
+		    children_left());
+		signal_all(SIGKILL);
+		M.kill_at = 0;
+	}
+}
+
+int
+master_run(struct config *cfg, struct listeners *ls, master_load_fn load)
+{
+	struct sigaction sa;
+	sigset_t block, waitmask;
+
+	memset(&M, 0, sizeof(M));
+	M.cfg = cfg;
+	M.ls = ls;
+	M.nslots = cfg->workers;
+	M.pid = getpid();
+	if ((M.slot = calloc((size_t)M.nslots, sizeof(*M.slot))) == NULL)
+		fatalx("out of memory");
+
+	sigemptyset(&block);
+	for (size_t i = 0; i < sizeof(master_signals) / sizeof(master_signals[0]); i++)
+		sigaddset(&block, master_signals[i]);
+	if (sigprocmask(SIG_BLOCK, &block, &M.orig_mask) == -1)
+		fatal("sigprocmask() failed");
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof(master_signals) / sizeof(master_signals[0]); i++)
+		if (sigaction(master_signals[i], &sa, NULL) == -1)
+			fatal("sigaction(%d) failed", master_signals[i]);
+	waitmask = M.orig_mask;
+	for (size_t i = 0; i < sizeof(master_signals) / sizeof(master_signals[0]); i++)
+		sigdelset(&waitmask, master_signals[i]);
+
+	for (int i = 0; i < M.nslots; i++)
+		spawn(i);
+
+	for (;;) {
+		if (!(got_chld | got_stop | got_hup | got_usr1 | got_alrm | got_quit))
+			sigsuspend(&waitmask);
+		if (got_chld) {
+			got_chld = 0;
+			reap();
+		}
+		if (got_quit) {
+			got_quit = 0;
+			begin_stop(1);
+		}
+		if (got_stop) {
+			got_stop = 0;
+			begin_stop(0);
+		}
+		if (got_hup) {
+			got_hup = 0;
+			reload(load);
+		}
+		if (got_usr1) {
+			got_usr1 = 0;
+			if (log_reopen() == -1)
+				log_errno(LOG_LVL_ERROR, "reopening the log file failed");
+			else
+				log_notice("log file reopened");
+			signal_all(SIGUSR1);
+		}
+		if (got_alrm) {
+			got_alrm = 0;
+			run_timers();
+		}
+		if (M.stopping && children_left() == 0)
+			break;
+		arm_timer();
+	}
+	log_notice("all workers stopped; exiting");
+	listen_close(M.ls);
+	free(M.slot);
+	cfg_free(M.cfg);
+	return 0;
+}

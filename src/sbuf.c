@@ -1,0 +1,132 @@
+/*
+ * sbuf.c: refcounted blocks and output queues. A broadcast is one block that
+ * every member's queue references; the block is freed with its last reference.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "sbuf.h"
+
+struct sbuf *
+sbuf_new(size_t cap, size_t headroom)
+{
+	struct sbuf *b;
+
+	if (cap > UINT32_MAX - headroom - 64)
+		return NULL;
+	if ((b = malloc(sizeof(*b) + cap + headroom)) == NULL)
+		return NULL;
+	b->refs = 1;
+	b->off = (uint32_t)headroom;
+	b->len = 0;
+	b->cap = (uint32_t)(cap + headroom);
+	return b;
+}
+
+struct sbuf *
+sbuf_grow(struct sbuf *b, size_t need)
+{
+	struct sbuf *nb;
+	size_t ncap;
+
+	if (need <= b->cap - b->off)
+		return b;
+	if (need > UINT32_MAX - b->off - 64)
+		return NULL;
+	ncap = (size_t)b->cap * 2;
+	if (ncap < b->off + need)
+		ncap = b->off + need;
+	if (ncap > UINT32_MAX - 64)
+		ncap = UINT32_MAX - 64;
+	if ((nb = realloc(b, sizeof(*b) + ncap)) == NULL)
+		return NULL;
+	nb->cap = (uint32_t)ncap;
+	return nb;
+}
+
+void
+sbuf_unref(struct sbuf *b)
+{
+	if (b != NULL && --b->refs == 0)
+		free(b);
+}
+
+int
+outq_push(struct outq *q, struct sbuf *b, uint32_t off, uint32_t len)
+{
+	struct outq_ent *ne;
+	uint32_t ncap;
+
+	if (len == 0)
+		return 0;
+	if (q->count == q->cap) {
+		if (q->cap >= OUTQ_MAX_ENTRIES)
+			return -1;
+		ncap = q->cap == 0 ? 4 : q->cap * 2;
+		if ((ne = malloc(sizeof(*ne) * ncap)) == NULL)
+			return -1;
+		/* Unroll the ring into the new array. */
+		for (uint32_t i = 0; i < q->count; i++)
+			ne[i] = q->ent[(q->head + i) % q->cap];
+		free(q->ent);
+		q->ent = ne;
+		q->cap = ncap;
+		q->head = 0;
+	}
+	q->ent[(q->head + q->count) % q->cap] = (struct outq_ent){ sbuf_ref(b), off, len };
+	q->count++;
+	q->bytes += len;
+	return 0;
+}
+
+int
+outq_iov(const struct outq *q, struct iovec *iov, int max)
+{
+	int n = 0;
+
+	for (uint32_t i = 0; i < q->count && n < max; i++, n++) {
+		const struct outq_ent *e = &q->ent[(q->head + i) % q->cap];
+
+		iov[n].iov_base = e->b->data + e->off;
+		iov[n].iov_len = e->len;
+	}
+	return n;
+}
+
+void
+outq_consume(struct outq *q, size_t n)
+{
+	q->bytes -= n;
+	while (n > 0 && q->count > 0) {
+		struct outq_ent *e = &q->ent[q->head];
+
+		if (n < e->len) {
+			e->off += (uint32_t)n;
+			e->len -= (uint32_t)n;
+			return;
+		}
+		n -= e->len;
+		sbuf_unref(e->b);
+		q->head = (q->head + 1) % q->cap;
+		q->count--;
+	}
+}
+
+void
+outq_clear(struct outq *q)
+{
+	while (q->count > 0) {
+		sbuf_unref(q->ent[q->head].b);
+		q->head = (q->head + 1) % q->cap;
+		q->count--;
+	}
+	free(q->ent);
+	memset(q, 0, sizeof(*q));
+}
+
+void
+outq_trim(struct outq *q)
+{
+	if (q->count == 0 && q->ent != NULL)
+		outq_clear(q);
+}

@@ -1,0 +1,57 @@
+/*
+ * sbuf.h: refcounted byte blocks ("encode once, share many times") and the
+ * per-connection output queue of references into them.
+ */
+#ifndef ROOMD_SBUF_H
+#define ROOMD_SBUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "log.h"
+
+/* Bytes live in data[off .. off+len); room before off is headroom for a frame header. */
+struct sbuf {
+	uint32_t	refs;
+	uint32_t	off;
+	uint32_t	len;
+	uint32_t	cap;	/* bytes in data[] */
+	uint8_t		data[];
+};
+
+/* A block with cap bytes and headroom bytes reserved in front; refs = 1. NULL on OOM. */
+struct sbuf *sbuf_new(size_t cap, size_t headroom) MUST_CHECK;
+/* Grow an unshared block so that it can hold need bytes after off. */
+struct sbuf *sbuf_grow(struct sbuf *, size_t need) MUST_CHECK;
+static inline struct sbuf *sbuf_ref(struct sbuf *b) { b->refs++; return b; }
+void sbuf_unref(struct sbuf *);
+static inline uint8_t *sbuf_ptr(struct sbuf *b) { return b->data + b->off; }
+
+/* A ring of (block, offset, length) references, bounded in entries and bytes. */
+struct outq_ent {
+	struct sbuf	*b;
+	uint32_t	 off;
+	uint32_t	 len;
+};
+
+struct outq {
+	struct outq_ent	*ent;	/* NULL while never used */
+	uint32_t	 cap, head, count;
+	size_t		 bytes;
+};
+
+#define OUTQ_MAX_ENTRIES	65536
+
+/* Append a reference to b[off, off+len) (takes its own ref). -1 when full or OOM. */
+int outq_push(struct outq *, struct sbuf *, uint32_t off, uint32_t len) MUST_CHECK;
+/* Fill up to max iovecs from the head; returns how many. */
+int outq_iov(const struct outq *, struct iovec *, int max);
+/* Drop n written bytes from the head. */
+void outq_consume(struct outq *, size_t n);
+/* Drop everything and release the ring. */
+void outq_clear(struct outq *);
+/* Release the ring's memory if the queue is empty (idle connections hold none). */
+void outq_trim(struct outq *);
+
+#endif

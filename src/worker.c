@@ -1,0 +1,341 @@
+/*
+ * worker.c: the worker process. It owns an event_base, its slot's listening
+ * sockets and every connection it accepted; a periodic tick drives timeouts.
+ * Each loop turn ends by flushing queued output (one writev per connection)
+ * and freeing the connections closed during the turn.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+
+#include "conn.h"
+#include "log.h"
+#include "worker.h"
+#include "ws.h"
+
+#define ACCEPT_BATCH	64
+#define RBUF_SIZE	(64 * 1024)
+
+struct worker *worker_self;
+
+uint64_t
+worker_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+uint64_t
+worker_random(struct worker *w)
+{
+	uint64_t s1 = w->rng[0], s0 = w->rng[1];
+
+	w->rng[0] = s0;
+	s1 ^= s1 << 23;
+	w->rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+	return w->rng[1] + s0;
+}
+
+void
+worker_want_flush(struct worker *w, struct conn *c)
+{
+	if (c->flags & CONN_F_WPENDING)
+		return;
+	c->flags |= CONN_F_WPENDING;
+	c->wnext = w->wpending;
+	w->wpending = c;
+}
+
+/* End of a loop turn: write queued output, then free what was closed. */
+static void
+worker_end_turn(struct worker *w)
+{
+	struct conn *c, *next;
+
+	while ((c = w->wpending) != NULL) {
+		w->wpending = NULL;
+		for (; c != NULL; c = next) {
+			next = c->wnext;
+			c->wnext = NULL;
+			c->flags &= ~CONN_F_WPENDING;
+			if (!(c->flags & CONN_F_CLOSED))
+				conn_flush(c);
+		}
+	}
+	while ((c = w->dead) != NULL) {
+		w->dead = c->next;
+		c->h->on_free(c);
+	}
+}
+
+static void
+worker_stop_listening(struct worker *w)
+{
+	for (int i = 0; i < w->nlisten; i++) {
+		if (w->lev[i] != NULL) {
+			event_free(w->lev[i]);
+			w->lev[i] = NULL;
+		}
+		if (w->lfd[i] >= 0) {
+			close(w->lfd[i]);
+			w->lfd[i] = -1;
+		}
+	}
+	if (w->accept_retry != NULL)
+		event_del(w->accept_retry);
+}
+
+/* Refuse a connection over the limit with a one-shot 503; never blocks. */
+static void
+refuse_full(int fd)
+{
+	static const char resp[] = "HTTP/1.1 503 Service Unavailable\r\n"
+	    "Content-Type: text/plain\r\nContent-Length: 21\r\nConnection: close\r\n"
+	    "Retry-After: 1\r\n\r\nserver is at capacity";
+
+	if (write(fd, resp, sizeof(resp) - 1) < 0)
+		(void)0;	/* the peer is being refused anyway */
+	close(fd);
+}
+
+static void
+accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+
+	for (int i = 0; i < w->nlisten; i++)
+		if (w->lev[i] != NULL && event_add(w->lev[i], NULL) == -1)
+			log_error("event_add(listener) failed");
+}
+
+static void
+accept_cb(evutil_socket_t lfd, short what, void *arg)
+{
+	struct worker *w = arg;
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	int fd, one = 1;
+
+	for (int i = 0; i < ACCEPT_BATCH && !w->stopping; i++) {
+		sl = sizeof(ss);
+		fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
+			    errno == ECONNABORTED)
+				return;
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				struct timeval tv = { 0, 100000 };
+
+				log_errno(LOG_LVL_WARNING, "accept4() failed; pausing accepts for 100ms");
+				for (int j = 0; j < w->nlisten; j++)
+					if (w->lev[j] != NULL)
+						event_del(w->lev[j]);
+				evtimer_add(w->accept_retry, &tv);
+				return;
+			}
+			log_errno(LOG_LVL_ERROR, "accept4() failed");
+			return;
+		}
+		if (w->nconns >= w->max_conns) {
+			log_warn("max_connections reached (%d in this worker): refusing a client with 503",
+			    w->max_conns);
+			refuse_full(fd);
+			continue;
+		}
+		if (ss.ss_family != AF_UNIX &&
+		    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == -1)
+			log_errno(LOG_LVL_DEBUG, "setsockopt(TCP_NODELAY) failed");
+		if (ws_accept(w, fd, (struct sockaddr *)&ss) == -1) {
+			log_error("no memory for a new connection: refusing it");
+			close(fd);
+		}
+	}
+}
+
+static void
+tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	uint64_t now = worker_now();
+	struct conn *c, *next;
+
+	for (c = w->all; c != NULL; c = next) {
+		next = c->next;
+		if (c->flags & CONN_F_LINGER) {
+			if (now >= c->linger_until)
+				conn_close(c);
+			continue;
+		}
+		c->h->on_tick(c, now);
+	}
+	if (w->stopping && w->nconns == 0)
+		w->quit = 1;
+}
+
+static void
+stop_now(struct worker *w, const char *why)
+{
+	struct conn *c;
+
+	log_notice("%s: closing %d connection(s) and exiting", why, w->nconns);
+	worker_stop_listening(w);
+	while ((c = w->all) != NULL)
+		conn_close(c);
+	w->quit = 1;
+}
+
+static void
+stop_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	stop_now(arg, "shutdown_timeout passed");
+}
+
+static void
+signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct worker *w = arg;
+	struct conn *c, *next;
+
+	switch (sig) {
+	case SIGTERM:
+		if (w->stopping)
+			return;
+		w->stopping = 1;
+		log_notice("graceful stop: no new connections, closing %d client(s) with 1001",
+		    w->nconns);
+		worker_stop_listening(w);
+		for (c = w->all; c != NULL; c = next) {
+			next = c->next;
+			c->h->on_shutdown(c);
+		}
+		{
+			struct timeval tv = { w->cfg->shutdown_timeout / 1000,
+			    (w->cfg->shutdown_timeout % 1000) * 1000 };
+			evtimer_add(w->stop_timer, &tv);
+		}
+		if (w->nconns == 0)
+			w->quit = 1;
+		break;
+	case SIGQUIT:
+		stop_now(w, "immediate stop");
+		break;
+	case SIGUSR1:
+		if (log_reopen() == -1)
+			log_errno(LOG_LVL_ERROR, "reopening the log file failed");
+		break;
+	}
+}
+
+/* Tick often enough for the shortest timeout, but not more than 20 times a second. */
+static int
+tick_interval_ms(const struct config *cfg)
+{
+	int m = cfg->handshake_timeout;
+
+	if (cfg->ping_interval < m)
+		m = cfg->ping_interval;
+	if (cfg->close_timeout < m)
+		m = cfg->close_timeout;
+	m /= 5;
+	if (m < 50)
+		m = 50;
+	if (m > 1000)
+		m = 1000;
+	return m;
+}
+
+static void
+worker_free(struct worker *w)
+{
+	struct conn *c;
+
+	worker_stop_listening(w);
+	while ((c = w->all) != NULL)
+		conn_close(c);
+	worker_end_turn(w);
+	for (int i = 0; i < 4; i++)
+		if (w->sig[i] != NULL)
+			event_free(w->sig[i]);
+	if (w->tick != NULL)
+		event_free(w->tick);
+	if (w->stop_timer != NULL)
+		event_free(w->stop_timer);
+	if (w->accept_retry != NULL)
+		event_free(w->accept_retry);
+	if (w->base != NULL)
+		event_base_free(w->base);
+	free(w->rbuf);
+	free(w);
+}
+
+int
+worker_run(const struct config *cfg, int index, int generation, const int *fds, int nfds)
+{
+	static const int sigs[] = { SIGTERM, SIGQUIT, SIGUSR1 };
+	struct worker *w;
+	struct timeval tv;
+	int nworkers, ms;
+
+	if ((w = calloc(1, sizeof(*w))) == NULL)
+		fatalx("worker %d: out of memory", index);
+	worker_self = w;
+	w->index = index;
+	w->generation = generation;
+	w->cfg = cfg;
+	w->rbuflen = RBUF_SIZE;
+	nworkers = cfg->workers;
+	w->max_conns = (cfg->max_connections + nworkers - 1) / nworkers;
+	if (getrandom(w->rng, sizeof(w->rng), 0) != sizeof(w->rng))
+		fatal("getrandom() failed");
+	w->rng[0] |= 1;
+	if ((w->rbuf = malloc(w->rbuflen)) == NULL)
+		fatalx("worker %d: out of memory", index);
+	if ((w->base = event_base_new()) == NULL)
+		fatalx("worker %d: event_base_new() failed", index);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+		w->sig[i] = evsignal_new(w->base, sigs[i], signal_cb, w);
+		if (w->sig[i] == NULL || evsignal_add(w->sig[i], NULL) == -1)
+			fatalx("worker %d: evsignal_add(%d) failed", index, sigs[i]);
+	}
+	w->nlisten = nfds;
+	for (int i = 0; i < nfds; i++) {
+		w->lfd[i] = fds[i];
+		w->lev[i] = event_new(w->base, fds[i], EV_READ | EV_PERSIST, accept_cb, w);
+		if (w->lev[i] == NULL || event_add(w->lev[i], NULL) == -1)
+			fatalx("worker %d: cannot watch listening socket %d", index, fds[i]);
+	}
+	w->accept_retry = evtimer_new(w->base, accept_resume, w);
+	w->stop_timer = evtimer_new(w->base, stop_timer_cb, w);
+	w->tick = event_new(w->base, -1, EV_PERSIST, tick_cb, w);
+	ms = tick_interval_ms(cfg);
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	if (w->accept_retry == NULL || w->stop_timer == NULL || w->tick == NULL ||
+	    event_add(w->tick, &tv) == -1)
+		fatalx("worker %d: cannot create timers", index);
+
+	log_info("started (generation %d, %s backend, up to %d connections)", generation,
+	    event_base_get_method(w->base), w->max_conns);
+	while (!w->quit) {
+		if (event_base_loop(w->base, EVLOOP_ONCE) == -1) {
+			log_error("event_base_loop() failed");
+			break;
+		}
+		worker_end_turn(w);
+		if (w->stopping && w->nconns == 0)
+			w->quit = 1;
+	}
+	log_info("exiting");
+	worker_free(w);
+	worker_self = NULL;
+	return 0;
+}

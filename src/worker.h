@@ -1,0 +1,52 @@
+/*
+ * worker.h: a worker process: one libevent loop that accepts on its slot's
+ * listening sockets and runs every session it accepted. Signals: TERM drains,
+ * QUIT stops at once, USR1 reopens the log.
+ */
+#ifndef ROOMD_WORKER_H
+#define ROOMD_WORKER_H
+
+#include <stdint.h>
+#include <event2/event.h>
+
+#include "config.h"
+#include "conn.h"
+
+struct worker {
+	int			 index;
+	int			 generation;
+	struct event_base	*base;
+	const struct config	*cfg;
+	int			 nlisten;
+	int			 lfd[CFG_MAX_LISTEN];
+	struct event		*lev[CFG_MAX_LISTEN];
+	struct event		*sig[4];
+	struct event		*tick;
+	struct event		*stop_timer;
+	struct event		*accept_retry;
+	struct conn		*all;		/* every open or lingering conn */
+	struct conn		*wpending;	/* conns with queued output */
+	struct conn		*dead;		/* closed, to free after this turn */
+	int			 nconns;
+	int			 max_conns;	/* this worker's share of max_connections */
+	uint32_t		 next_id;
+	int			 stopping;
+	int			 quit;
+	uint8_t			*rbuf;		/* scratch for reads */
+	size_t			 rbuflen;
+	uint64_t		 rng[2];	/* xorshift128+ state for uuids and masks */
+};
+
+/* The worker of this process (NULL in the master). */
+extern struct worker *worker_self;
+
+/* Run worker `index` on fds[nfds] until it stops; returns the exit status. */
+int worker_run(const struct config *, int index, int generation, const int *fds, int nfds);
+/* Monotonic milliseconds (coarse clock: cheap enough for every read). */
+uint64_t worker_now(void);
+/* 64 random bits from the worker's generator. */
+uint64_t worker_random(struct worker *);
+/* Put c on the list of conns to flush at the end of this loop turn. */
+void worker_want_flush(struct worker *, struct conn *);
+
+#endif

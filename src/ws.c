@@ -1,0 +1,586 @@
+/*
+ * ws.c: the session state machine.
+ *
+ *   HTTP    collecting the request head (bounded by max_request_size and
+ *           handshake_timeout); answered with 101, or an error and close.
+ *   OPEN    frames flow; the server pings an idle peer every ping_interval
+ *           and drops one silent for ping_timeout.
+ *   CLOSING we sent a close frame: data is ignored until the peer's close
+ *           arrives or close_timeout passes.
+ *   DONE    the reply is written; conn lingers until the peer closes.
+ *
+ * Incoming payload is unmasked in the worker's read buffer and copied once
+ * into a message block that keeps WS_MAX_SERVER_HEADER bytes of headroom, so
+ * an echo prepends its header in place and sends the same block back.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "conn.h"
+#include "http.h"
+#include "log.h"
+#include "worker.h"
+#include "ws.h"
+#include "ws_frame.h"
+
+enum sess_state { SS_HTTP, SS_OPEN, SS_CLOSING, SS_DONE };
+
+/* Request facts later layers need, kept after the head buffer is gone. */
+struct reqinfo {
+	uint16_t	path_len, query_len, origin_len, cookie_len, auth_len;
+	char		data[];		/* path, query, origin, cookie, authorization */
+};
+
+struct session {
+	struct conn		 c;		/* first: conn callbacks cast back */
+	uint8_t			 state;
+	uint8_t			 close_rcvd;
+	uint16_t		 close_sent;	/* code we sent, 0 if none */
+	uint8_t			 uuid[16];
+	const struct cfg_route	*route;
+	struct reqinfo		*info;
+	uint64_t		 created, last_rx, last_ping, close_at;
+	char			*hbuf;		/* partial request head */
+	uint32_t		 hlen;
+	struct sbuf		*msg;		/* message being assembled */
+	struct ws_decoder	 dec;
+};
+
+/* Pause reading when this much of our output is queued for a peer. */
+#define WS_BACKLOG_PAUSE	(1024 * 1024)
+
+static void ws_on_read(struct conn *, uint8_t *, size_t);
+static void ws_on_eof(struct conn *, const char *);
+static void ws_on_tick(struct conn *, uint64_t);
+static void ws_on_shutdown(struct conn *);
+static void ws_on_free(struct conn *);
+
+static const struct conn_handler ws_handler = {
+	ws_on_read, ws_on_eof, ws_on_tick, ws_on_shutdown, ws_on_free,
+};
+
+static const struct config *
+cfg(void)
+{
+	return worker_self->cfg;
+}
+
+static void
+uuid_format(const uint8_t u[16], char out[37])
+{
+	static const char hex[] = "0123456789abcdef";
+	int o = 0;
+
+	for (int i = 0; i < 16; i++) {
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			out[o++] = '-';
+		out[o++] = hex[u[i] >> 4];
+		out[o++] = hex[u[i] & 15];
+	}
+	out[o] = '\0';
+}
+
+/* Log one line about a session, prefixed with its id, uuid and peer. */
+static void slog(struct session *, enum log_level, const char *, ...) PRINTF_LIKE(3, 4);
+static void
+slog(struct session *s, enum log_level l, const char *fmt, ...)
+{
+	char msg[1024], addr[64], id[37];
+	va_list ap;
+
+	if (!log_enabled(l))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	uuid_format(s->uuid, id);
+	log_msg(l, "conn %u %s %s:%u%s%s: %s", s->c.id, id, conn_addr(&s->c, addr, sizeof(addr)),
+	    s->c.port, s->route != NULL ? " " : "", s->route != NULL ? s->route->path : "", msg);
+}
+
+int
+ws_accept(struct worker *w, int fd, const struct sockaddr *sa)
+{
+	struct session *s = calloc(1, sizeof(*s));
+	uint64_t r[2];
+
+	if (s == NULL)
+		return -1;
+	if (conn_init(&s->c, w, fd, sa, &ws_handler) == -1) {
+		free(s);
+		return -1;
+	}
+	r[0] = worker_random(w);
+	r[1] = worker_random(w);
+	memcpy(s->uuid, r, 16);
+	s->uuid[6] = (uint8_t)((s->uuid[6] & 0x0f) | 0x40);	/* version 4 */
+	s->uuid[8] = (uint8_t)((s->uuid[8] & 0x3f) | 0x80);	/* RFC 4122 variant */
+	s->created = s->last_rx = s->last_ping = worker_now();
+	s->state = SS_HTTP;
+	slog(s, LOG_LVL_DEBUG, "accepted");
+	return 0;
+}
+
+/* ---- sending ---- */
+
+/* Send one complete frame built from header + payload in a single block. */
+static int
+send_frame(struct session *s, int opcode, const void *payload, size_t len)
+{
+	struct sbuf *b;
+	size_t hl;
+	int rc;
+
+	if ((b = sbuf_new(WS_MAX_SERVER_HEADER + len, 0)) == NULL)
+		return -1;
+	hl = ws_header(sbuf_ptr(b), 1, 0, opcode, len);
+	if (len > 0)
+		memcpy(sbuf_ptr(b) + hl, payload, len);
+	b->len = (uint32_t)(hl + len);
+	rc = conn_send(&s->c, b, b->off, b->len);
+	sbuf_unref(b);
+	return rc;
+}
+
+/* Send a close frame with code (none if 0) and reason; enter CLOSING. */
+static void
+send_close(struct session *s, uint16_t code, const char *reason)
+{
+	uint8_t p[WS_MAX_CONTROL];
+	size_t n = 0, rl = reason != NULL ? strlen(reason) : 0;
+
+	if (s->close_sent || conn_closed(&s->c))
+		return;
+	if (code != 0 && code != WS_CLOSE_NO_STATUS) {
+		if (rl > WS_MAX_CONTROL - 2)
+			rl = WS_MAX_CONTROL - 2;
+		p[0] = (uint8_t)(code >> 8);
+		p[1] = (uint8_t)code;
+		memcpy(p + 2, reason, rl);
+		n = 2 + rl;
+	}
+	s->close_sent = code != 0 ? code : WS_CLOSE_NO_STATUS;
+	s->close_at = worker_now();
+	s->state = SS_CLOSING;
+	if (send_frame(s, WS_OP_CLOSE, p, n) == -1)
+		conn_close(&s->c);
+}
+
+/* Fail the connection: send close(code) and shut it down after the write. */
+static void
+fail(struct session *s, uint16_t code, const char *reason)
+{
+	slog(s, LOG_LVL_INFO, "closing with %u: %s", code, reason);
+	send_close(s, code, reason);
+	s->state = SS_DONE;
+	conn_finish(&s->c, cfg()->close_timeout);
+}
+
+/* Answer the HTTP request with an error (or a small text) and close. */
+static void
+http_reply(struct session *s, int status, const char *extra, const char *body, int head_only)
+{
+	char hdr[1024];
+	size_t blen = body != NULL ? strlen(body) : 0;
+	int n;
+
+	n = snprintf(hdr, sizeof(hdr),
+	    "HTTP/1.1 %d %s\r\nServer: roomd\r\nContent-Type: text/plain; charset=utf-8\r\n"
+	    "Content-Length: %zu\r\nConnection: close\r\n%s\r\n",
+	    status, http_status_text(status), blen + 1, extra != NULL ? extra : "");
+	if (n < 0 || (size_t)n >= sizeof(hdr) ||
+	    conn_send_copy(&s->c, hdr, (size_t)n) == -1 ||
+	    (!head_only && (conn_send_copy(&s->c, body != NULL ? body : "", blen) == -1 ||
+	    conn_send_copy(&s->c, "\n", 1) == -1))) {
+		conn_close(&s->c);
+		return;
+	}
+	s->state = SS_DONE;
+	conn_finish(&s->c, cfg()->close_timeout);
+}
+
+/* ---- the opening handshake ---- */
+
+static void
+record_info(struct session *s, const struct http_req *r)
+{
+	const char *v[5];
+	size_t l[5];
+	size_t total = 0;
+
+	v[0] = r->path;
+	l[0] = r->path_len;
+	v[1] = r->query;
+	l[1] = r->query_len;
+	if ((v[2] = http_header(r, "Origin", &l[2])) == NULL)
+		l[2] = 0;
+	if ((v[3] = http_header(r, "Cookie", &l[3])) == NULL)
+		l[3] = 0;
+	if ((v[4] = http_header(r, "Authorization", &l[4])) == NULL)
+		l[4] = 0;
+	for (int i = 0; i < 5; i++) {
+		if (l[i] > UINT16_MAX)
+			l[i] = UINT16_MAX;
+		total += l[i];
+	}
+	if ((s->info = malloc(sizeof(*s->info) + total)) == NULL)
+		return;
+	s->info->path_len = (uint16_t)l[0];
+	s->info->query_len = (uint16_t)l[1];
+	s->info->origin_len = (uint16_t)l[2];
+	s->info->cookie_len = (uint16_t)l[3];
+	s->info->auth_len = (uint16_t)l[4];
+	total = 0;
+	for (int i = 0; i < 5; i++) {
+		if (l[i] > 0)
+			memcpy(s->info->data + total, v[i], l[i]);
+		total += l[i];
+	}
+}
+
+/* Pick the subprotocol this route speaks from the client's offer, or none. */
+static const char *
+pick_subprotocol(const struct session *s, const struct http_req *r)
+{
+	const char *name = cfg_route_kind_name(s->route->kind);
+
+	return http_header_has_token(r, "Sec-WebSocket-Protocol", name) ? name : NULL;
+}
+
+static void
+handle_request(struct session *s, const char *head, size_t len)
+{
+	struct http_req req;
+	struct ws_upgrade up;
+	const char *proto;
+	char resp[512], esc[128];
+	int rc, n, head_only;
+
+	if ((rc = http_parse(&req, head, len)) != 0) {
+		slog(s, LOG_LVL_INFO, "bad request head: %d", rc);
+		http_reply(s, rc, NULL, rc == 431 ? "too many header fields" :
+		    rc == 505 ? "HTTP/1.1 only" : "malformed request", 0);
+		return;
+	}
+	head_only = http_method_is(&req, "HEAD");
+	if (req.path_len == 8 && memcmp(req.path, "/healthz", 8) == 0 && !http_wants_websocket(&req)) {
+		if (!http_method_is(&req, "GET") && !head_only)
+			http_reply(s, 405, "Allow: GET, HEAD\r\n", "use GET", 0);
+		else
+			http_reply(s, 200, NULL, "ok", head_only);
+		return;
+	}
+	s->route = cfg_route_find(cfg(), req.path, req.path_len);
+	if (s->route == NULL) {
+		slog(s, LOG_LVL_INFO, "no route for %s",
+		    log_escape(esc, sizeof(esc), req.path, req.path_len));
+		http_reply(s, 404, NULL, "no such path", head_only);
+		return;
+	}
+	http_check_upgrade(&req, &up);
+	if (up.status != 0) {
+		const char *extra = NULL;
+
+		if (up.status == 426)
+			extra = "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n";
+		else if (up.status == 405)
+			extra = "Allow: GET\r\n";
+		slog(s, LOG_LVL_INFO, "refused upgrade with %d: %s", up.status, up.reason);
+		http_reply(s, up.status, extra, up.reason, head_only);
+		return;
+	}
+	record_info(s, &req);
+	proto = pick_subprotocol(s, &req);
+	n = snprintf(resp, sizeof(resp),
+	    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+	    "Sec-WebSocket-Accept: %s\r\n%s%s%s\r\n", up.accept,
+	    proto != NULL ? "Sec-WebSocket-Protocol: " : "", proto != NULL ? proto : "",
+	    proto != NULL ? "\r\n" : "");
+	if (n < 0 || (size_t)n >= sizeof(resp) || conn_send_copy(&s->c, resp, (size_t)n) == -1) {
+		conn_close(&s->c);
+		return;
+	}
+	ws_decoder_init(&s->dec, (uint64_t)cfg()->max_message_size);
+	s->state = SS_OPEN;
+	s->last_ping = worker_now();
+	slog(s, LOG_LVL_DEBUG, "upgraded (%s)", cfg_route_kind_name(s->route->kind));
+}
+
+static void feed_frames(struct session *, uint8_t *, size_t);
+
+/* Collect the request head; handle it when complete, then feed any frames after it. */
+static void
+read_http(struct session *s, uint8_t *data, size_t len)
+{
+	size_t max = (size_t)cfg()->max_request_size, end, take;
+	char *nb;
+
+	if (s->hbuf == NULL) {
+		end = http_head_end((const char *)data, len < max ? len : max, 0);
+		if (end > 0) {
+			handle_request(s, (const char *)data, end);
+			if (s->state == SS_OPEN && end < len)
+				feed_frames(s, data + end, len - end);
+			return;
+		}
+	}
+	/* Slow path: the head arrives in pieces; keep at most max bytes. */
+	take = len;
+	if (take > max - s->hlen)
+		take = max - s->hlen;
+	if ((nb = realloc(s->hbuf, s->hlen + take)) == NULL) {
+		conn_close(&s->c);
+		return;
+	}
+	s->hbuf = nb;
+	memcpy(s->hbuf + s->hlen, data, take);
+	end = http_head_end(s->hbuf, s->hlen + take, s->hlen);
+	s->hlen += (uint32_t)take;
+	if (end == 0) {
+		if (s->hlen >= max) {
+			slog(s, LOG_LVL_INFO, "request head over %zu bytes", max);
+			http_reply(s, 431, NULL, "request head too large", 0);
+		}
+		return;
+	}
+	handle_request(s, s->hbuf, end);
+	if (s->state == SS_OPEN) {
+		/* Frames sent right behind the head (unusual, but legal to buffer). */
+		if (end < s->hlen)
+			feed_frames(s, (uint8_t *)s->hbuf + end, s->hlen - end);
+		if (s->state == SS_OPEN && take < len)
+			feed_frames(s, data + take, len - take);
+	}
+	free(s->hbuf);
+	s->hbuf = NULL;
+	s->hlen = 0;
+}
+
+/* ---- frames ---- */
+
+/* A whole message arrived: serve it according to the route. */
+static void
+deliver(struct session *s, int opcode)
+{
+	struct sbuf *b = s->msg;
+	uint8_t h[WS_MAX_SERVER_HEADER];
+	size_t hl;
+
+	s->msg = NULL;
+	if (b == NULL && (b = sbuf_new(0, WS_MAX_SERVER_HEADER)) == NULL) {
+		conn_close(&s->c);
+		return;
+	}
+	switch (s->route->kind) {
+	case ROUTE_ECHO:
+		/* Prepend the header in the headroom and send the same block back. */
+		hl = ws_header(h, 1, 0, opcode, b->len);
+		b->off -= (uint32_t)hl;
+		memcpy(b->data + b->off, h, hl);
+		b->len += (uint32_t)hl;
+		if (conn_send(&s->c, b, b->off, b->len) == -1) {
+			sbuf_unref(b);
+			fail(s, WS_CLOSE_POLICY, "output queue full");
+			return;
+		}
+		if (conn_pending(&s->c) > WS_BACKLOG_PAUSE)
+			conn_pause_until_drained(&s->c);
+		break;
+	case ROUTE_OFF:
+		break;
+	}
+	sbuf_unref(b);
+}
+
+/* Append a piece of payload to the message being assembled. */
+static int
+append_data(struct session *s, const struct ws_event *ev)
+{
+	size_t have = s->msg != NULL ? s->msg->len : 0;
+	size_t need = have + ev->len, want;
+	struct sbuf *nb;
+
+	if (s->msg == NULL) {
+		/* Size for what has arrived, never for what the header merely claims. */
+		want = ev->frame_left == 0 ? need : need < 4096 ? 4096 : need;
+		if ((s->msg = sbuf_new(want, WS_MAX_SERVER_HEADER)) == NULL)
+			return -1;
+	} else if (need > s->msg->cap - s->msg->off) {
+		if ((nb = sbuf_grow(s->msg, need)) == NULL)
+			return -1;
+		s->msg = nb;
+	}
+	memcpy(sbuf_ptr(s->msg) + have, ev->data, ev->len);
+	s->msg->len = (uint32_t)need;
+	return 0;
+}
+
+static void
+handle_control(struct session *s, const struct ws_event *ev)
+{
+	const uint8_t *reason;
+	size_t rlen;
+	uint16_t code;
+	int bad;
+
+	switch (ev->opcode) {
+	case WS_OP_PING:
+		if (s->state == SS_OPEN && send_frame(s, WS_OP_PONG, ev->data, ev->len) == -1)
+			conn_close(&s->c);
+		return;
+	case WS_OP_PONG:
+		return;		/* last_rx is already updated */
+	case WS_OP_CLOSE:
+		s->close_rcvd = 1;
+		if ((bad = ws_close_parse(ev->data, ev->len, &code, &reason, &rlen)) != 0) {
+			fail(s, (uint16_t)bad, bad == WS_CLOSE_BAD_DATA ?
+			    "close reason is not UTF-8" : "invalid close frame");
+			return;
+		}
+		slog(s, LOG_LVL_DEBUG, "peer closed with %u", code);
+		if (!s->close_sent)
+			send_close(s, code == WS_CLOSE_NO_STATUS ? 0 : code, NULL);
+		s->state = SS_DONE;
+		conn_finish(&s->c, cfg()->close_timeout);
+		return;
+	}
+}
+
+static void
+feed_frames(struct session *s, uint8_t *p, size_t n)
+{
+	struct ws_event ev;
+	size_t used;
+
+	while (!conn_closed(&s->c) && (s->state == SS_OPEN || s->state == SS_CLOSING)) {
+		used = ws_decode(&s->dec, p, n, &ev);
+		p += used;
+		n -= used;
+		switch (ev.type) {
+		case WS_EV_NEED:
+			return;
+		case WS_EV_ERROR:
+			if (s->state == SS_CLOSING) {
+				/* We already said goodbye; just drop the connection. */
+				s->state = SS_DONE;
+				conn_finish(&s->c, cfg()->close_timeout);
+				return;
+			}
+			fail(s, ev.code, ev.reason);
+			return;
+		case WS_EV_CONTROL:
+			handle_control(s, &ev);
+			break;
+		case WS_EV_DATA:
+			if (s->state != SS_OPEN)
+				break;	/* after our close, data is ignored */
+			if (append_data(s, &ev) == -1) {
+				fail(s, WS_CLOSE_INTERNAL, "out of memory");
+				return;
+			}
+			if (ev.msg_end)
+				deliver(s, ev.opcode);
+			break;
+		}
+	}
+}
+
+/* ---- conn callbacks ---- */
+
+static void
+ws_on_read(struct conn *c, uint8_t *data, size_t len)
+{
+	struct session *s = (struct session *)c;
+
+	s->last_rx = worker_now();
+	switch (s->state) {
+	case SS_HTTP:
+		read_http(s, data, len);
+		break;
+	case SS_OPEN:
+	case SS_CLOSING:
+		feed_frames(s, data, len);
+		break;
+	case SS_DONE:
+		break;
+	}
+}
+
+static void
+ws_on_eof(struct conn *c, const char *why)
+{
+	struct session *s = (struct session *)c;
+
+	slog(s, LOG_LVL_DEBUG, "peer went away (%s)%s", why,
+	    s->state == SS_OPEN ? " without a close frame" : "");
+}
+
+static void
+ws_on_tick(struct conn *c, uint64_t now)
+{
+	struct session *s = (struct session *)c;
+	const struct config *cf = cfg();
+
+	switch (s->state) {
+	case SS_HTTP:
+		if (now - s->created >= (uint64_t)cf->handshake_timeout) {
+			slog(s, LOG_LVL_INFO, "no complete request within handshake_timeout");
+			conn_close(c);
+		}
+		break;
+	case SS_OPEN:
+		if (now - s->last_rx >= (uint64_t)cf->ping_timeout) {
+			slog(s, LOG_LVL_INFO, "nothing received for %dms: closing", cf->ping_timeout);
+			send_close(s, WS_CLOSE_GOING_AWAY, "ping timeout");
+			s->state = SS_DONE;
+			conn_finish(c, 1000);
+		} else if (now - s->last_rx >= (uint64_t)cf->ping_interval &&
+		    now - s->last_ping >= (uint64_t)cf->ping_interval) {
+			s->last_ping = now;
+			if (send_frame(s, WS_OP_PING, "roomd", 5) == -1)
+				conn_close(c);
+		}
+		break;
+	case SS_CLOSING:
+		if (now - s->close_at >= (uint64_t)cf->close_timeout) {
+			slog(s, LOG_LVL_INFO, "no close frame from the peer within close_timeout");
+			conn_close(c);
+		}
+		break;
+	case SS_DONE:
+		break;
+	}
+}
+
+static void
+ws_on_shutdown(struct conn *c)
+{
+	struct session *s = (struct session *)c;
+
+	switch (s->state) {
+	case SS_HTTP:
+		conn_close(c);
+		break;
+	case SS_OPEN:
+		send_close(s, WS_CLOSE_GOING_AWAY, "server shutting down");
+		break;
+	default:
+		break;
+	}
+}
+
+static void
+ws_on_free(struct conn *c)
+{
+	struct session *s = (struct session *)c;
+
+	slog(s, LOG_LVL_DEBUG, "freed");
+	sbuf_unref(s->msg);
+	free(s->hbuf);
+	free(s->info);
+	free(s);
+}
