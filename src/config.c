@@ -62,10 +62,22 @@ static const struct option options[] = {
 	{ "ping_timeout", OPT_DURATION, O(ping_timeout), 100, 86400000, "60s", 0 },
 	{ "close_timeout", OPT_DURATION, O(close_timeout), 100, 3600000, "5s", 0 },
 	{ "route", OPT_ROUTE, 0, 0, 0, NULL, 0 },
+	{ "max_outbuf", OPT_SIZE, O(max_outbuf), 65536, 1073741824, "16m", 0 },
+	{ "default_room", OPT_STRING, O(default_room), 0, 0, "lobby", 0 },
+	{ "max_rooms_per_connection", OPT_INT, O(max_rooms_per_connection), 1, 1024, "16", 0 },
+	{ "max_name_length", OPT_INT, O(max_name_length), 1, 1024, "64", 0 },
+	{ "max_roomid_length", OPT_INT, O(max_roomid_length), 1, 1024, "128", 0 },
+	{ "heartbeat_interval", OPT_DURATION, O(heartbeat_interval), 0, 3600000, "30s", 0 },
+	{ "heartbeat_misses", OPT_INT, O(heartbeat_misses), 1, 100, "2", 0 },
+	{ "redis", OPT_STRING, O(redis), 0, 0, NULL, OPT_RESTART },
+	{ "redis_prefix", OPT_STRING, O(redis_prefix), 0, 0, "roomd:", OPT_RESTART },
+	{ "redis_server", OPT_PATH, O(redis_server), 0, 0, REDIS_SERVER_PATH, OPT_RESTART },
+	{ "run_dir", OPT_PATH, O(run_dir), 0, 0, "/tmp", OPT_RESTART },
+	{ "presence_ttl", OPT_DURATION, O(presence_ttl), 1000, 3600000, "15s", 0 },
 };
 #undef O
 
-static const char *route_kinds[] = { "echo", "off" };
+static const char *route_kinds[] = { "chat", "echo", "broadcast", "off" };
 
 static int
 seterr(char *err, size_t errlen, const char *origin, int line, const char *fmt, ...)
@@ -214,7 +226,7 @@ parse_route(struct config *c, const char *value, char *why, size_t whylen)
 {
 	char path[256], kind[32];
 	struct cfg_route *r = NULL;
-	int n;
+	int n, k = -1;
 
 	if (sscanf(value, "%255s %31s %n", path, kind, &n) != 2 || value[n] != '\0') {
 		snprintf(why, whylen, "route wants 'PATH KIND', got '%s'", value);
@@ -225,6 +237,14 @@ parse_route(struct config *c, const char *value, char *why, size_t whylen)
 		    sizeof(r->path));
 		return -1;
 	}
+	for (size_t i = 0; i < sizeof(route_kinds) / sizeof(route_kinds[0]); i++)
+		if (strcmp(kind, route_kinds[i]) == 0)
+			k = (int)i;
+	if (k < 0) {
+		snprintf(why, whylen, "unknown route kind '%s' (want chat, echo, broadcast or off)", kind);
+		return -1;
+	}
+	/* A path given again is redefined in place. */
 	for (int i = 0; i < c->nroute; i++)
 		if (strcmp(c->route[i].path, path) == 0)
 			r = &c->route[i];
@@ -234,17 +254,10 @@ parse_route(struct config *c, const char *value, char *why, size_t whylen)
 			return -1;
 		}
 		r = &c->route[c->nroute++];
+		snprintf(r->path, sizeof(r->path), "%s", path);
 	}
-	snprintf(r->path, sizeof(r->path), "%s", path);
-	for (size_t k = 0; k < sizeof(route_kinds) / sizeof(route_kinds[0]); k++) {
-		if (strcmp(kind, route_kinds[k]) == 0) {
-			r->kind = (enum route_kind)k;
-			return 0;
-		}
-	}
-	c->nroute--;
-	snprintf(why, whylen, "unknown route kind '%s' (want echo or off)", kind);
-	return -1;
+	r->kind = (enum route_kind)k;
+	return 0;
 }
 
 static int
@@ -263,6 +276,97 @@ make_absolute(const char *value, char **out)
 	if ((*out = malloc(n)) == NULL)
 		return -1;
 	snprintf(*out, n, "%s/%s", cwd, value);
+	return 0;
+}
+
+/* The same rule the chat protocol applies to room ids (no control characters). */
+static int
+proto_label_ok(const char *s, size_t max)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > max)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return 0;
+	return 1;
+}
+
+int
+cfg_parse_redis(const char *v, struct cfg_redis *r, char *why, size_t whylen)
+{
+	const char *p, *at, *slash, *colon, *hend;
+	char *end;
+	long n;
+
+	memset(r, 0, sizeof(*r));
+	r->port = 6379;
+	if (v[0] == '/') {
+		if (strlen(v) >= sizeof(r->path)) {
+			snprintf(why, whylen, "redis socket path is too long (at most %zu bytes)",
+			    sizeof(r->path) - 1);
+			return -1;
+		}
+		r->is_unix = 1;
+		snprintf(r->path, sizeof(r->path), "%s", v);
+		return 0;
+	}
+	if (strncmp(v, "redis://", 8) != 0) {
+		snprintf(why, whylen, "redis wants redis://[:password@]host[:port][/db] or a socket path, got '%s'", v);
+		return -1;
+	}
+	p = v + 8;
+	if ((at = strrchr(p, '@')) != NULL) {
+		const char *pw = memchr(p, ':', (size_t)(at - p));
+
+		pw = pw != NULL ? pw + 1 : p;
+		if ((size_t)(at - pw) >= sizeof(r->password)) {
+			snprintf(why, whylen, "redis password is too long");
+			return -1;
+		}
+		snprintf(r->password, sizeof(r->password), "%.*s", (int)(at - pw), pw);
+		p = at + 1;
+	}
+	slash = strchr(p, '/');
+	hend = slash != NULL ? slash : p + strlen(p);
+	colon = memchr(p, ':', (size_t)(hend - p));
+	if (p[0] == '[') {
+		const char *rb = memchr(p, ']', (size_t)(hend - p));
+
+		colon = rb != NULL && rb + 1 < hend && rb[1] == ':' ? rb + 1 : NULL;
+		if (rb == NULL || (size_t)(rb - p - 1) >= sizeof(r->host)) {
+			snprintf(why, whylen, "bad redis host in '%s'", v);
+			return -1;
+		}
+		snprintf(r->host, sizeof(r->host), "%.*s", (int)(rb - p - 1), p + 1);
+	} else {
+		const char *he = colon != NULL ? colon : hend;
+
+		if (he == p || (size_t)(he - p) >= sizeof(r->host)) {
+			snprintf(why, whylen, "bad redis host in '%s'", v);
+			return -1;
+		}
+		snprintf(r->host, sizeof(r->host), "%.*s", (int)(he - p), p);
+	}
+	if (colon != NULL) {
+		errno = 0;
+		n = strtol(colon + 1, &end, 10);
+		if (end != hend || errno != 0 || n < 1 || n > 65535) {
+			snprintf(why, whylen, "bad redis port in '%s' (want 1-65535)", v);
+			return -1;
+		}
+		r->port = (int)n;
+	}
+	if (slash != NULL && slash[1] != '\0') {
+		errno = 0;
+		n = strtol(slash + 1, &end, 10);
+		if (*end != '\0' || errno != 0 || n < 0 || n > 1000000) {
+			snprintf(why, whylen, "bad redis database number in '%s'", v);
+			return -1;
+		}
+		r->db = (int)n;
+	}
 	return 0;
 }
 
@@ -517,8 +621,17 @@ cfg_finish(struct config *c, char *err, size_t errlen)
 
 		c->workers = n < 1 ? 1 : n > 256 ? 256 : (int)n;
 	}
-	if (c->nroute == 0 && parse_route(c, "/echo echo", why, sizeof(why)) == -1)
+	if (c->nroute == 0 && (parse_route(c, "/ chat", why, sizeof(why)) == -1 ||
+	    parse_route(c, "/echo echo", why, sizeof(why)) == -1 ||
+	    parse_route(c, "/broadcast broadcast", why, sizeof(why)) == -1))
 		return seterr(err, errlen, origin, 0, "%s", why);
+	if (c->redis != NULL && cfg_parse_redis(c->redis, &c->redis_addr, why, sizeof(why)) == -1)
+		return seterr(err, errlen, origin, 0, "%s", why);
+	if (!proto_label_ok(c->default_room, (size_t)c->max_roomid_length))
+		return seterr(err, errlen, origin, 0,
+		    "default_room must be 1 to max_roomid_length bytes without control characters");
+	if (strlen(c->redis_prefix) > 64)
+		return seterr(err, errlen, origin, 0, "redis_prefix is longer than 64 bytes");
 	if (c->ping_timeout <= c->ping_interval)
 		return seterr(err, errlen, origin, 0,
 		    "ping_timeout (%dms) must be longer than ping_interval (%dms)",

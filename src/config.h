@@ -17,8 +17,20 @@
 
 /* What a route serves. */
 enum route_kind {
+	ROUTE_CHAT,		/* the JSON chat protocol */
 	ROUTE_ECHO,		/* echo every message back (conformance, load tests) */
+	ROUTE_BROADCAST,	/* relay every message to the whole room verbatim */
 	ROUTE_OFF,		/* path disabled: 404 */
+};
+
+/* Where Redis is: a unix socket path, or host and port. */
+struct cfg_redis {
+	int	is_unix;
+	char	path[108];
+	char	host[256];
+	int	port;
+	char	password[256];
+	int	db;
 };
 
 struct cfg_listen {
@@ -54,6 +66,21 @@ struct config {
 	int		 close_timeout;		/* ms */
 	struct cfg_route route[CFG_MAX_ROUTES];
 	int		 nroute;
+	int		 max_outbuf;		/* bytes queued for one client */
+
+	char		*default_room;
+	int		 max_rooms_per_connection;
+	int		 max_name_length;
+	int		 max_roomid_length;
+	int		 heartbeat_interval;	/* ms; 0 = off */
+	int		 heartbeat_misses;
+
+	char		*redis;			/* NULL: a private redis-server */
+	struct cfg_redis redis_addr;		/* parsed, or the private socket */
+	char		*redis_prefix;
+	char		*redis_server;		/* binary for the private server */
+	char		*run_dir;
+	int		 presence_ttl;		/* ms */
 };
 
 /* A config holding every default. NULL only when out of memory. */
@@ -84,5 +111,7 @@ const char *cfg_route_kind_name(enum route_kind);
 /* Parse helpers shared with main.c and tests. */
 int cfg_parse_duration(const char *, int *ms) MUST_CHECK;
 int cfg_parse_size(const char *, long long *bytes) MUST_CHECK;
+/* Parse redis://[:password@]host[:port][/db] or a unix socket path. */
+int cfg_parse_redis(const char *, struct cfg_redis *, char *why, size_t whylen) MUST_CHECK;
 
 #endif

@@ -141,9 +141,13 @@ http_parse(struct http_req *r, const char *buf, size_t len)
 			v++;
 		while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
 			ve--;
-		for (const char *c = v; c < ve; c++)
-			if ((*c < 0x20 && *c != '\t') || *c == 0x7f)
+		/* Controls but HTAB are refused; obs-text (0x80-0xff) is allowed. */
+		for (const char *c = v; c < ve; c++) {
+			unsigned char uc = (unsigned char)*c;
+
+			if ((uc < 0x20 && uc != '\t') || uc == 0x7f)
 				return 400;
+		}
 		if (r->nhdr >= HTTP_MAX_HEADERS)
 			return 431;
 		r->hdr[r->nhdr++] = (struct http_hdr){ l, (size_t)(colon - l), v, (size_t)(ve - v) };

@@ -20,9 +20,13 @@
 #include <sys/time.h>
 #include <sys/wait.h>
 
+#include <sys/random.h>
+
+#include "bus.h"
 #include "listen.h"
 #include "log.h"
 #include "master.h"
+#include "redisproc.h"
 #include "worker.h"
 
 #define MAX_RETIRING	1024
@@ -52,6 +56,7 @@ static struct {
 	uint64_t	 kill_at;	/* ms; SIGKILL what is left */
 	sigset_t	 orig_mask;
 	pid_t		 pid;
+	char		 instance[17];	/* names this roomd in Redis */
 } M;
 
 static uint64_t
@@ -131,7 +136,7 @@ child_main(int index, int generation)
 	if (master_drop_privileges(M.cfg) == -1)
 		exit(2);
 	free(M.slot);
-	status = worker_run(M.cfg, index, generation, listen_slot(M.ls, index), M.ls->naddr);
+	status = worker_run(M.cfg, index, generation, M.instance, listen_slot(M.ls, index), M.ls->naddr);
 	listen_close(M.ls);
 	cfg_free(M.cfg);
 	log_close();
@@ -171,6 +176,23 @@ describe_status(int status, char *buf, size_t len)
 		snprintf(buf, len, "stopped with status 0x%x", status);
 }
 
+/*
+ * A worker is gone: remove from Redis whatever members it still held and tell
+ * their rooms, now rather than after presence_ttl. A graceful exit left
+ * nothing, so this is cheap; after a crash it is what prevents ghosts.
+ */
+static void
+cleanup_worker(pid_t pid)
+{
+	char wid[64];
+	int n;
+
+	snprintf(wid, sizeof(wid), "%s.%d", M.instance, (int)pid);
+	n = bus_cleanup_worker_sync(M.cfg, wid);
+	if (n > 0)
+		log_notice("removed %d member(s) of worker pid %d from their rooms", n, (int)pid);
+}
+
 static void
 reap(void)
 {
@@ -181,6 +203,8 @@ reap(void)
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 		int known = 0;
 
+		if (redisproc_reaped(pid, status))
+			continue;
 		describe_status(status, how, sizeof(how));
 		for (int i = 0; i < M.nretiring; i++) {
 			if (M.retiring[i] == pid) {
@@ -221,8 +245,11 @@ reap(void)
 				s->respawn_at = now_ms() + delay;
 			}
 		}
-		if (!known)
+		if (!known) {
 			log_info("child %d %s", (int)pid, how);
+			continue;
+		}
+		cleanup_worker(pid);
 	}
 }
 
@@ -279,6 +306,7 @@ reload(master_load_fn load)
 		return;
 	}
 	cfg_keep_restart_only(M.cfg, next);
+	redisproc_apply(next);
 	if ((M.cfg->log_file == NULL) != (next->log_file == NULL) ||
 	    (next->log_file != NULL && strcmp(M.cfg->log_file, next->log_file) != 0)) {
 		if (log_open(next->log_file) == -1) {
@@ -353,8 +381,14 @@ master_run(struct config *cfg, struct listeners *ls, master_load_fn load)
 	struct sigaction sa;
 	sigset_t block, waitmask;
 
+	uint8_t rnd[8];
+
 	memset(&M, 0, sizeof(M));
 	M.cfg = cfg;
+	if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
+		fatal("getrandom() failed");
+	for (int i = 0; i < 8; i++)
+		snprintf(M.instance + 2 * i, 3, "%02x", rnd[i]);
 	M.ls = ls;
 	M.nslots = cfg->workers;
 	M.pid = getpid();
@@ -376,6 +410,13 @@ master_run(struct config *cfg, struct listeners *ls, master_load_fn load)
 	for (size_t i = 0; i < sizeof(master_signals) / sizeof(master_signals[0]); i++)
 		sigdelset(&waitmask, master_signals[i]);
 
+	if (cfg->redis == NULL && redisproc_start(cfg) == -1) {
+		free(M.slot);
+		return 1;
+	}
+	log_info("instance %s; rooms in redis %s%s", M.instance,
+	    cfg->redis_addr.is_unix ? cfg->redis_addr.path : cfg->redis_addr.host,
+	    cfg->redis == NULL ? " (private)" : "");
 	for (int i = 0; i < M.nslots; i++)
 		spawn(i);
 
@@ -415,6 +456,7 @@ master_run(struct config *cfg, struct listeners *ls, master_load_fn load)
 		arm_timer();
 	}
 	log_notice("all workers stopped; exiting");
+	redisproc_stop();
 	listen_close(M.ls);
 	free(M.slot);
 	cfg_free(M.cfg);

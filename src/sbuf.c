@@ -12,7 +12,8 @@ sbuf_new(size_t cap, size_t headroom)
 {
 	struct sbuf *b;
 
-	if (cap > UINT32_MAX - headroom - 64)
+	/* Both terms are checked: a huge headroom must not wrap the subtraction. */
+	if (headroom > UINT32_MAX - 64 || cap > UINT32_MAX - 64 - headroom)
 		return NULL;
 	if ((b = malloc(sizeof(*b) + cap + headroom)) == NULL)
 		return NULL;

@@ -9,8 +9,11 @@
 int
 utf8_feed(struct utf8 *u, const uint8_t *p, size_t n)
 {
-	const uint8_t *e = p + n;
+	const uint8_t *e;
 
+	if (n == 0)
+		return 0;	/* p may be NULL: no pointer arithmetic on it */
+	e = p + n;
 	while (p < e) {
 		uint8_t b;
 

@@ -16,7 +16,9 @@
 #include <sys/socket.h>
 
 #include "conn.h"
+#include "bus.h"
 #include "log.h"
+#include "room.h"
 #include "worker.h"
 #include "ws.h"
 
@@ -31,6 +33,15 @@ worker_now(void)
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+uint64_t
+worker_wallclock_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME_COARSE, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
@@ -176,9 +187,17 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
 			continue;
 		}
 		c->h->on_tick(c, now);
+		outq_trim(&c->out);	/* idle connections hold no queue memory */
 	}
-	if (w->stopping && w->nconns == 0)
-		w->quit = 1;
+	room_tick(now);
+}
+
+/* A stopping worker exits once its clients are gone and Redis has its last words. */
+static int
+done_stopping(struct worker *w)
+{
+	return w->stopping && w->nconns == 0 &&
+	    (bus_idle() || worker_now() - w->stop_started > 2000);
 }
 
 static void
@@ -210,6 +229,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 		if (w->stopping)
 			return;
 		w->stopping = 1;
+		w->stop_started = worker_now();
 		log_notice("graceful stop: no new connections, closing %d client(s) with 1001",
 		    w->nconns);
 		worker_stop_listening(w);
@@ -222,8 +242,6 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 			    (w->cfg->shutdown_timeout % 1000) * 1000 };
 			evtimer_add(w->stop_timer, &tv);
 		}
-		if (w->nconns == 0)
-			w->quit = 1;
 		break;
 	case SIGQUIT:
 		stop_now(w, "immediate stop");
@@ -245,6 +263,8 @@ tick_interval_ms(const struct config *cfg)
 		m = cfg->ping_interval;
 	if (cfg->close_timeout < m)
 		m = cfg->close_timeout;
+	if (cfg->heartbeat_interval > 0 && cfg->heartbeat_interval < m)
+		m = cfg->heartbeat_interval;
 	m /= 5;
 	if (m < 50)
 		m = 50;
@@ -262,6 +282,7 @@ worker_free(struct worker *w)
 	while ((c = w->all) != NULL)
 		conn_close(c);
 	worker_end_turn(w);
+	room_shutdown();
 	for (int i = 0; i < 4; i++)
 		if (w->sig[i] != NULL)
 			event_free(w->sig[i]);
@@ -278,8 +299,10 @@ worker_free(struct worker *w)
 }
 
 int
-worker_run(const struct config *cfg, int index, int generation, const int *fds, int nfds)
+worker_run(const struct config *cfg, int index, int generation, const char *instance,
+    const int *fds, int nfds)
 {
+	char wid[96];
 	static const int sigs[] = { SIGTERM, SIGQUIT, SIGUSR1 };
 	struct worker *w;
 	struct timeval tv;
@@ -323,6 +346,9 @@ worker_run(const struct config *cfg, int index, int generation, const int *fds, 
 	    event_add(w->tick, &tv) == -1)
 		fatalx("worker %d: cannot create timers", index);
 
+	snprintf(wid, sizeof(wid), "%s.%d", instance, (int)getpid());
+	if (room_init(w->base, wid) == -1)
+		fatalx("worker %d: cannot set up rooms", index);
 	log_info("started (generation %d, %s backend, up to %d connections)", generation,
 	    event_base_get_method(w->base), w->max_conns);
 	while (!w->quit) {
@@ -331,7 +357,7 @@ worker_run(const struct config *cfg, int index, int generation, const int *fds, 
 			break;
 		}
 		worker_end_turn(w);
-		if (w->stopping && w->nconns == 0)
+		if (done_stopping(w))
 			w->quit = 1;
 	}
 	log_info("exiting");

@@ -31,6 +31,7 @@ struct worker {
 	int			 max_conns;	/* this worker's share of max_connections */
 	uint32_t		 next_id;
 	int			 stopping;
+	uint64_t		 stop_started;
 	int			 quit;
 	uint8_t			*rbuf;		/* scratch for reads */
 	size_t			 rbuflen;
@@ -40,10 +41,16 @@ struct worker {
 /* The worker of this process (NULL in the master). */
 extern struct worker *worker_self;
 
-/* Run worker `index` on fds[nfds] until it stops; returns the exit status. */
-int worker_run(const struct config *, int index, int generation, const int *fds, int nfds);
+/*
+ * Run worker `index` on fds[nfds] until it stops; returns the exit status.
+ * instance names this roomd in Redis; the worker is "<instance>.<pid>" there.
+ */
+int worker_run(const struct config *, int index, int generation, const char *instance,
+    const int *fds, int nfds);
 /* Monotonic milliseconds (coarse clock: cheap enough for every read). */
 uint64_t worker_now(void);
+/* Wall-clock milliseconds since the epoch (for timestamps clients see). */
+uint64_t worker_wallclock_ms(void);
 /* 64 random bits from the worker's generator. */
 uint64_t worker_random(struct worker *);
 /* Put c on the list of conns to flush at the end of this loop turn. */

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat.h"
 #include "config.h"
 #include "conn.h"
 #include "http.h"
@@ -47,6 +48,9 @@ struct session {
 	char			*hbuf;		/* partial request head */
 	uint32_t		 hlen;
 	struct sbuf		*msg;		/* message being assembled */
+	struct chat_conn	*chat;		/* chat and broadcast routes */
+	uint32_t		 refs;		/* async callers holding the memory */
+	uint8_t			 freed;		/* conn gone; free when refs drop */
 	struct ws_decoder	 dec;
 };
 
@@ -132,15 +136,10 @@ static int
 send_frame(struct session *s, int opcode, const void *payload, size_t len)
 {
 	struct sbuf *b;
-	size_t hl;
 	int rc;
 
-	if ((b = sbuf_new(WS_MAX_SERVER_HEADER + len, 0)) == NULL)
+	if ((b = ws_frame_new(opcode, payload, len)) == NULL)
 		return -1;
-	hl = ws_header(sbuf_ptr(b), 1, 0, opcode, len);
-	if (len > 0)
-		memcpy(sbuf_ptr(b) + hl, payload, len);
-	b->len = (uint32_t)(hl + len);
 	rc = conn_send(&s->c, b, b->off, b->len);
 	sbuf_unref(b);
 	return rc;
@@ -201,6 +200,130 @@ http_reply(struct session *s, int status, const char *extra, const char *body, i
 	}
 	s->state = SS_DONE;
 	conn_finish(&s->c, cfg()->close_timeout);
+}
+
+/* ---- the API for route handlers ---- */
+
+struct chat_conn **
+ws_chat(struct session *s)
+{
+	return &s->chat;
+}
+
+int
+ws_is_open(const struct session *s)
+{
+	return s->state == SS_OPEN && !s->freed && !conn_closed(&s->c);
+}
+
+struct sbuf *
+ws_frame_new(int opcode, const void *payload, size_t len)
+{
+	struct sbuf *b;
+	size_t hl;
+
+	if ((b = sbuf_new(WS_MAX_SERVER_HEADER + len, 0)) == NULL)
+		return NULL;
+	hl = ws_header(sbuf_ptr(b), 1, 0, opcode, len);
+	if (len > 0)
+		memcpy(sbuf_ptr(b) + hl, payload, len);
+	b->len = (uint32_t)(hl + len);
+	return b;
+}
+
+void
+ws_send_frame(struct session *s, struct sbuf *b)
+{
+	if (!ws_is_open(s))
+		return;
+	/* A reader that lets max_outbuf pile up is cut off; it never grows our memory further. */
+	if (conn_pending(&s->c) + b->len > (size_t)cfg()->max_outbuf) {
+		fail(s, WS_CLOSE_POLICY, "too slow: output buffer limit reached");
+		return;
+	}
+	if (conn_send(&s->c, b, b->off, b->len) == -1)
+		fail(s, WS_CLOSE_POLICY, "too slow: output queue full");
+}
+
+void
+ws_send_text(struct session *s, const char *p, size_t n)
+{
+	struct sbuf *b;
+
+	if (!ws_is_open(s))
+		return;
+	if ((b = ws_frame_new(WS_OP_TEXT, p, n)) == NULL) {
+		fail(s, WS_CLOSE_INTERNAL, "out of memory");
+		return;
+	}
+	ws_send_frame(s, b);
+	sbuf_unref(b);
+}
+
+void
+ws_close(struct session *s, uint16_t code, const char *reason)
+{
+	if (s->state != SS_OPEN)
+		return;
+	slog(s, LOG_LVL_INFO, "closing with %u: %s", code, reason);
+	send_close(s, code, reason);
+}
+
+void
+ws_ref(struct session *s)
+{
+	s->refs++;
+}
+
+void
+ws_unref(struct session *s)
+{
+	if (--s->refs == 0 && s->freed)
+		free(s);
+}
+
+const struct cfg_route *
+ws_route(const struct session *s)
+{
+	return s->route;
+}
+
+const char *
+ws_query_param(const struct session *s, const char *name, size_t *len)
+{
+	const char *q, *e, *amp, *eq;
+	size_t nl = strlen(name);
+
+	if (s->info == NULL || s->info->query_len == 0)
+		return NULL;
+	q = s->info->data + s->info->path_len;
+	e = q + s->info->query_len;
+	while (q < e) {
+		amp = memchr(q, '&', (size_t)(e - q));
+		if (amp == NULL)
+			amp = e;
+		eq = memchr(q, '=', (size_t)(amp - q));
+		if (eq != NULL && (size_t)(eq - q) == nl && memcmp(q, name, nl) == 0) {
+			*len = (size_t)(amp - eq - 1);
+			return eq + 1;
+		}
+		q = amp + 1;
+	}
+	return NULL;
+}
+
+void
+ws_log(struct session *s, enum log_level l, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	if (!log_enabled(l))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	slog(s, l, "%s", msg);
 }
 
 /* ---- the opening handshake ---- */
@@ -308,6 +431,8 @@ handle_request(struct session *s, const char *head, size_t len)
 	s->state = SS_OPEN;
 	s->last_ping = worker_now();
 	slog(s, LOG_LVL_DEBUG, "upgraded (%s)", cfg_route_kind_name(s->route->kind));
+	if (s->route->kind == ROUTE_CHAT || s->route->kind == ROUTE_BROADCAST)
+		chat_open(s);
 }
 
 static void feed_frames(struct session *, uint8_t *, size_t);
@@ -389,6 +514,10 @@ deliver(struct session *s, int opcode)
 		}
 		if (conn_pending(&s->c) > WS_BACKLOG_PAUSE)
 			conn_pause_until_drained(&s->c);
+		break;
+	case ROUTE_CHAT:
+	case ROUTE_BROADCAST:
+		chat_message(s, opcode, sbuf_ptr(b), b->len);
 		break;
 	case ROUTE_OFF:
 		break;
@@ -538,12 +667,18 @@ ws_on_tick(struct conn *c, uint64_t now)
 			send_close(s, WS_CLOSE_GOING_AWAY, "ping timeout");
 			s->state = SS_DONE;
 			conn_finish(c, 1000);
-		} else if (now - s->last_rx >= (uint64_t)cf->ping_interval &&
+			break;
+		}
+		if (now - s->last_rx >= (uint64_t)cf->ping_interval &&
 		    now - s->last_ping >= (uint64_t)cf->ping_interval) {
 			s->last_ping = now;
-			if (send_frame(s, WS_OP_PING, "roomd", 5) == -1)
+			if (send_frame(s, WS_OP_PING, "roomd", 5) == -1) {
 				conn_close(c);
+				break;
+			}
 		}
+		if (s->route->kind == ROUTE_CHAT)
+			chat_tick(s, now);
 		break;
 	case SS_CLOSING:
 		if (now - s->close_at >= (uint64_t)cf->close_timeout) {
@@ -566,6 +701,9 @@ ws_on_shutdown(struct conn *c)
 		conn_close(c);
 		break;
 	case SS_OPEN:
+		/* Others in our rooms hear "out" before this client is closed. */
+		if (s->chat != NULL)
+			chat_leave_all(s);
 		send_close(s, WS_CLOSE_GOING_AWAY, "server shutting down");
 		break;
 	default:
@@ -579,8 +717,15 @@ ws_on_free(struct conn *c)
 	struct session *s = (struct session *)c;
 
 	slog(s, LOG_LVL_DEBUG, "freed");
+	if (s->chat != NULL)
+		chat_free(s);
 	sbuf_unref(s->msg);
+	s->msg = NULL;
 	free(s->hbuf);
+	s->hbuf = NULL;
 	free(s->info);
-	free(s);
+	s->info = NULL;
+	s->freed = 1;
+	if (s->refs == 0)
+		free(s);
 }

@@ -46,7 +46,72 @@ fail(struct ws_event *ev, uint16_t code, const char *reason, size_t used)
 	return used;
 }
 
-/* The header is complete in d->hdr: check it and set up the frame. 0 or an error code. */
+/*
+ * The first two header bytes are in: check every rule they decide (RSV bits,
+ * the mask bit, the opcode against the message in progress, control frame
+ * size and fragmentation). Checking here, before the extended length and the
+ * mask arrive, fails a bad frame at its second byte: an unmasked empty frame
+ * has no mask bytes to wait for. Changes no state. 0 or an error code.
+ */
+static int
+header_first(const struct ws_decoder *d, const char **reason)
+{
+	uint8_t b0 = d->hdr[0], b1 = d->hdr[1], op = b0 & 0x0f, len7 = b1 & 0x7f;
+	int fin = (b0 & 0x80) != 0, rsv1 = (b0 & 0x40) != 0;
+
+	if ((b0 & 0x30) || (rsv1 && !d->allow_rsv1)) {
+		*reason = "reserved bits set without an extension";
+		return 1002;
+	}
+	if (!(b1 & 0x80)) {
+		*reason = "client frames must be masked";
+		return 1002;
+	}
+	switch (op) {
+	case WS_OP_CLOSE:
+	case WS_OP_PING:
+	case WS_OP_PONG:
+		if (!fin) {
+			*reason = "fragmented control frame";
+			return 1002;
+		}
+		if (len7 > WS_MAX_CONTROL) {
+			/* 126 and 127 announce an extended length: over 125 or non-minimal. */
+			*reason = "control frame over 125 bytes";
+			return 1002;
+		}
+		if (rsv1) {
+			*reason = "RSV1 on a control frame";
+			return 1002;
+		}
+		return 0;
+	case WS_OP_CONT:
+		if (d->msg_opcode == 0) {
+			*reason = "continuation frame with nothing to continue";
+			return 1002;
+		}
+		if (rsv1) {
+			*reason = "RSV1 on a continuation frame";
+			return 1002;
+		}
+		return 0;
+	case WS_OP_TEXT:
+	case WS_OP_BINARY:
+		if (d->msg_opcode != 0) {
+			*reason = "new data frame inside a fragmented message";
+			return 1002;
+		}
+		return 0;
+	default:
+		*reason = "reserved opcode";
+		return 1002;
+	}
+}
+
+/*
+ * The header is complete in d->hdr (its first two bytes passed header_first):
+ * check the length and set up the frame. 0 or an error code.
+ */
 static int
 header_done(struct ws_decoder *d, const char **reason)
 {
@@ -57,14 +122,6 @@ header_done(struct ws_decoder *d, const char **reason)
 	d->fin = (b0 & 0x80) != 0;
 	d->rsv1 = (b0 & 0x40) != 0;
 	d->opcode = b0 & 0x0f;
-	if ((b0 & 0x30) || (d->rsv1 && !d->allow_rsv1)) {
-		*reason = "reserved bits set without an extension";
-		return 1002;
-	}
-	if (!(b1 & 0x80)) {
-		*reason = "client frames must be masked";
-		return 1002;
-	}
 	if (len == 126) {
 		len = (uint64_t)d->hdr[2] << 8 | d->hdr[3];
 		o = 4;
@@ -89,49 +146,16 @@ header_done(struct ws_decoder *d, const char **reason)
 	memcpy(d->mask, d->hdr + o, 4);
 	d->left = len;
 	d->mask_pos = 0;
-	switch (d->opcode) {
-	case WS_OP_CLOSE:
-	case WS_OP_PING:
-	case WS_OP_PONG:
-		if (!d->fin) {
-			*reason = "fragmented control frame";
-			return 1002;
-		}
-		if (len > WS_MAX_CONTROL) {
-			*reason = "control frame over 125 bytes";
-			return 1002;
-		}
-		if (d->rsv1) {
-			*reason = "RSV1 on a control frame";
-			return 1002;
-		}
+	if (d->opcode & 0x8) {
 		d->ctl_len = 0;
 		return 0;
-	case WS_OP_CONT:
-		if (d->msg_opcode == 0) {
-			*reason = "continuation frame with nothing to continue";
-			return 1002;
-		}
-		if (d->rsv1) {
-			*reason = "RSV1 on a continuation frame";
-			return 1002;
-		}
-		break;
-	case WS_OP_TEXT:
-	case WS_OP_BINARY:
-		if (d->msg_opcode != 0) {
-			*reason = "new data frame inside a fragmented message";
-			return 1002;
-		}
+	}
+	if (d->opcode != WS_OP_CONT) {
 		d->msg_opcode = d->opcode;
 		d->msg_rsv1 = d->rsv1;
 		d->msg_len = 0;
 		d->msg_started = 0;
 		utf8_reset(&d->utf8);
-		break;
-	default:
-		*reason = "reserved opcode";
-		return 1002;
 	}
 	if (len > d->max_message - d->msg_len) {
 		*reason = "message too big";
@@ -194,6 +218,8 @@ ws_decode(struct ws_decoder *d, uint8_t *buf, size_t len, struct ws_event *ev)
 			need = header_need(d);
 			while (d->hdr_have < need && used < len) {
 				d->hdr[d->hdr_have++] = buf[used++];
+				if (d->hdr_have == 2 && (code = header_first(d, &reason)) != 0)
+					return fail(ev, (uint16_t)code, reason, used);
 				need = header_need(d);
 			}
 			if (d->hdr_have < need)

@@ -11,7 +11,11 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOMD_BIN = os.environ.get("ROOMD_BIN") or os.path.join(HERE, "..", "src", "roomd")
-BAD_LOG = re.compile(r"\[alert\]|AddressSanitizer|LeakSanitizer|runtime error:|UndefinedBehaviorSanitizer")
+BAD_LOG = re.compile(r"\[alert\]|AddressSanitizer|LeakSanitizer|runtime error:|UndefinedBehaviorSanitizer"
+                     r"|==\d+== (Invalid|Conditional|Syscall param|Mismatched)|definitely lost: [1-9]")
+# ROOMD_VALGRIND=1 runs every instance under valgrind (slow: for a leak-check job).
+VALGRIND = (["valgrind", "-q", "--leak-check=full", "--errors-for-leak-kinds=definite",
+             "--show-leak-kinds=definite"] if os.environ.get("ROOMD_VALGRIND") else [])
 
 
 def free_port():
@@ -81,9 +85,11 @@ class Roomd:
             f.write("\n".join(lines) + "\n")
 
     def start(self, wait=True):
-        cmd = [ROOMD_BIN, "-c", self.conf] + self.args
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env=self.env, cwd=self.dir)
+        cmd = VALGRIND + [ROOMD_BIN, "-c", self.conf] + self.args
+        self.stderr_path = os.path.join(self.dir, "stderr.txt")
+        with open(self.stderr_path, "ab") as err:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,
+                                         env=self.env, cwd=self.dir)
         if wait:
             self.wait_ready()
         return self
@@ -102,7 +108,7 @@ class Roomd:
         def ready():
             if self.proc.poll() is not None:
                 raise AssertionError(f"roomd exited with {self.proc.returncode}:\n{self.read_log()}"
-                                     f"\nstderr: {self.proc.stderr.read().decode(errors='replace')}")
+                                     f"\nstderr: {self.read_stderr()}")
             return self.healthy() and len(self.worker_pids()) == self.workers
         wait_for(ready, timeout, what="roomd /healthz and all workers")
 
@@ -168,14 +174,18 @@ class Roomd:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc is not None:
-            for stream in (self.proc.stdout, self.proc.stderr):
-                if stream:
-                    stream.close()
         if check:
             self.check_log()
 
+    def read_stderr(self):
+        try:
+            with open(self.stderr_path, errors="replace") as f:
+                return f.read()
+        except (OSError, AttributeError):
+            return ""
+
     def check_log(self):
-        text = self.read_log()
-        bad = [l for l in text.splitlines() if BAD_LOG.search(l)]
-        assert not bad, "roomd log has alerts or sanitizer reports:\n" + text[-20000:]
+        """Fail on [alert] lines, sanitizer reports or valgrind errors in the log or stderr."""
+        for name, text in (("log", self.read_log()), ("stderr", self.read_stderr())):
+            bad = [l for l in text.splitlines() if BAD_LOG.search(l)]
+            assert not bad, f"roomd {name} has alerts or sanitizer reports:\n" + text[-20000:]

@@ -1,0 +1,640 @@
+/*
+ * bus.c: Redis for the workers.
+ *
+ * Keys under the configured prefix P:
+ *   P r:ROOM        hash member-id -> name    (num = HLEN, who = HVALS)
+ *   P w:WID         hash member-id -> ROOM "\n" NAME, what worker WID holds
+ *   P alive:WID     expires after presence_ttl unless the worker refreshes it
+ *   P workers       set of every WID that may hold members
+ *   P c:ROOM        the room's pub/sub channel
+ * Channel payloads start with a one-line header the subscribers read without
+ * parsing JSON: "m NUM\n<json>" a chat message (the final client JSON),
+ * "e NUM MID\nNAME" enter, "o NUM MID\nNAME" out, "n NUM\n" a count refresh,
+ * "t\n<bytes>" / "b\n<bytes>" broadcast-route text / binary.
+ *
+ * Enter and out run as Lua scripts so that the change, the new count and its
+ * publication are one atomic step: every subscriber sees counts in order.
+ * Hiredis contract: a reply lives only inside its callback; every command
+ * callback runs exactly once (NULL reply on failure), so its arg is freed there.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+#include <hiredis/adapters/libevent.h>
+
+#include "bus.h"
+#include "log.h"
+
+#define BACKOFF_MIN_MS	100
+#define BACKOFF_MAX_MS	2000
+
+/* Shared Lua: remove all of a worker's members and announce each departure. */
+#define LUA_CLEANUP \
+	"local function cleanup(p, wid)\n" \
+	"  local reg = p .. 'w:' .. wid\n" \
+	"  local all = redis.call('HGETALL', reg)\n" \
+	"  local n = 0\n" \
+	"  for i = 1, #all, 2 do\n" \
+	"    local mid, v = all[i], all[i + 1]\n" \
+	"    local nl = string.find(v, '\\n', 1, true)\n" \
+	"    local room, name = string.sub(v, 1, nl - 1), string.sub(v, nl + 1)\n" \
+	"    local rk = p .. 'r:' .. room\n" \
+	"    if redis.call('HDEL', rk, mid) == 1 then\n" \
+	"      local num = redis.call('HLEN', rk)\n" \
+	"      redis.call('PUBLISH', p .. 'c:' .. room, 'o ' .. num .. ' ' .. mid .. '\\n' .. name)\n" \
+	"      n = n + 1\n" \
+	"    end\n" \
+	"  end\n" \
+	"  redis.call('DEL', reg, p .. 'alive:' .. wid)\n" \
+	"  redis.call('SREM', p .. 'workers', wid)\n" \
+	"  return n\n" \
+	"end\n"
+
+/* ARGV: prefix wid room mid name */
+static const char lua_enter[] =
+	"local p, wid, room, mid, name = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]\n"
+	"local rk = p .. 'r:' .. room\n"
+	"redis.call('HSET', rk, mid, name)\n"
+	"redis.call('HSET', p .. 'w:' .. wid, mid, room .. '\\n' .. name)\n"
+	"local num = redis.call('HLEN', rk)\n"
+	"redis.call('PUBLISH', p .. 'c:' .. room, 'e ' .. num .. ' ' .. mid .. '\\n' .. name)\n"
+	"return num\n";
+
+static const char lua_out[] =
+	"local p, wid, room, mid, name = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]\n"
+	"local rk = p .. 'r:' .. room\n"
+	"redis.call('HDEL', p .. 'w:' .. wid, mid)\n"
+	"if redis.call('HDEL', rk, mid) == 1 then\n"
+	"  local num = redis.call('HLEN', rk)\n"
+	"  redis.call('PUBLISH', p .. 'c:' .. room, 'o ' .. num .. ' ' .. mid .. '\\n' .. name)\n"
+	"  return num\n"
+	"end\n"
+	"return redis.call('HLEN', rk)\n";
+
+static const char lua_resync[] =
+	"local p, wid, room, mid, name = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]\n"
+	"local rk = p .. 'r:' .. room\n"
+	"redis.call('HSET', rk, mid, name)\n"
+	"redis.call('HSET', p .. 'w:' .. wid, mid, room .. '\\n' .. name)\n"
+	"local num = redis.call('HLEN', rk)\n"
+	"redis.call('PUBLISH', p .. 'c:' .. room, 'n ' .. num .. '\\n')\n"
+	"return num\n";
+
+/* ARGV: prefix wid */
+static const char lua_cleanup[] = LUA_CLEANUP "return cleanup(ARGV[1], ARGV[2])\n";
+
+/* ARGV: prefix; cleans every worker whose liveness record expired. */
+static const char lua_janitor[] = LUA_CLEANUP
+	"local p, gone = ARGV[1], 0\n"
+	"for _, wid in ipairs(redis.call('SMEMBERS', p .. 'workers')) do\n"
+	"  if redis.call('EXISTS', p .. 'alive:' .. wid) == 0 then\n"
+	"    cleanup(p, wid)\n"
+	"    gone = gone + 1\n"
+	"  end\n"
+	"end\n"
+	"return gone\n";
+
+static struct {
+	struct event_base	*base;
+	const struct config	*cfg;
+	const struct bus_handlers *h;
+	char			 wid[96];
+	redisAsyncContext	*cmd, *sub;
+	int			 cmd_up, sub_up;
+	int			 ready;
+	int			 stopping;
+	int			 backoff;
+	struct event		*retry;
+	struct event		*alive;
+	int			 janitor_turn;
+	char			 prefix[128];
+	size_t			 plen;
+} B;
+
+static void bus_connect(void);
+
+int
+bus_ready(void)
+{
+	return B.ready;
+}
+
+int
+bus_idle(void)
+{
+	return B.cmd == NULL || !B.cmd_up || B.cmd->replies.head == NULL;
+}
+
+/* Build "P <kind> <name>" into buf; returns its length or 0 if too long. */
+static size_t
+key(char *buf, size_t len, const char *kind, const char *name, size_t nlen)
+{
+	size_t kl = strlen(kind);
+
+	if (B.plen + kl + nlen >= len)
+		return 0;
+	memcpy(buf, B.prefix, B.plen);
+	memcpy(buf + B.plen, kind, kl);
+	memcpy(buf + B.plen + kl, name, nlen);
+	buf[B.plen + kl + nlen] = '\0';
+	return B.plen + kl + nlen;
+}
+
+static void
+schedule_retry(void)
+{
+	struct timeval tv;
+
+	if (B.stopping || B.retry == NULL || evtimer_pending(B.retry, NULL))
+		return;
+	tv.tv_sec = B.backoff / 1000;
+	tv.tv_usec = (B.backoff % 1000) * 1000;
+	evtimer_add(B.retry, &tv);
+	B.backoff = B.backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : B.backoff * 2;
+}
+
+static void
+went_down(const char *why)
+{
+	int was = B.ready;
+
+	B.ready = 0;
+	if (was) {
+		log_warn("redis link lost (%s); reconnecting", why);
+		if (B.h->down != NULL)
+			B.h->down();
+	}
+	schedule_retry();
+}
+
+static void
+refresh_alive(void)
+{
+	char k[256], ttl[24];
+	const char *argv[5];
+	size_t argl[5];
+
+	if (!B.ready)
+		return;
+	snprintf(ttl, sizeof(ttl), "%d", B.cfg->presence_ttl);
+	argv[0] = "SET";
+	argv[1] = k;
+	argl[1] = key(k, sizeof(k), "alive:", B.wid, strlen(B.wid));
+	argv[2] = "1";
+	argv[3] = "PX";
+	argv[4] = ttl;
+	argl[0] = 3;
+	argl[2] = 1;
+	argl[3] = 2;
+	argl[4] = strlen(ttl);
+	redisAsyncCommandArgv(B.cmd, NULL, NULL, 5, argv, argl);
+}
+
+static void
+run_janitor(void)
+{
+	const char *argv[4] = { "EVAL", lua_janitor, "0", B.prefix };
+	size_t argl[4] = { 4, sizeof(lua_janitor) - 1, 1, B.plen };
+
+	if (B.ready)
+		redisAsyncCommandArgv(B.cmd, NULL, NULL, 4, argv, argl);
+}
+
+static void
+alive_cb(evutil_socket_t fd, short what, void *arg)
+{
+	refresh_alive();
+	/* The janitor runs every other refresh: often enough to remove a dead host within presence_ttl. */
+	if (++B.janitor_turn % 2 == 0)
+		run_janitor();
+}
+
+static void
+check_up(void)
+{
+	const char *argv[3];
+	size_t argl[3];
+	char k[256];
+
+	if (B.ready || !B.cmd_up || !B.sub_up)
+		return;
+	B.ready = 1;
+	B.backoff = BACKOFF_MIN_MS;
+	log_notice("redis link up");
+	argv[0] = "SADD";
+	argl[0] = 4;
+	argv[1] = k;
+	argl[1] = key(k, sizeof(k), "workers", "", 0);
+	argv[2] = B.wid;
+	argl[2] = strlen(B.wid);
+	redisAsyncCommandArgv(B.cmd, NULL, NULL, 3, argv, argl);
+	refresh_alive();
+	if (B.h->up != NULL)
+		B.h->up();
+}
+
+static void
+on_connect(const redisAsyncContext *ac, int status)
+{
+	int is_cmd = ac == B.cmd;
+
+	if (status != REDIS_OK) {
+		/* hiredis frees the context after this callback. */
+		log_debug("redis connect failed: %s", ac->errstr);
+		if (is_cmd)
+			B.cmd = NULL;
+		else
+			B.sub = NULL;
+		went_down(ac->errstr);
+		return;
+	}
+	if (is_cmd)
+		B.cmd_up = 1;
+	else
+		B.sub_up = 1;
+	check_up();
+}
+
+static void
+on_disconnect(const redisAsyncContext *ac, int status)
+{
+	if (ac == B.cmd) {
+		B.cmd = NULL;
+		B.cmd_up = 0;
+	} else if (ac == B.sub) {
+		B.sub = NULL;
+		B.sub_up = 0;
+	}
+	if (!B.stopping)
+		went_down(status == REDIS_OK ? "closed" : ac->errstr);
+}
+
+/* A reply to AUTH or SELECT: an error here is a configuration problem. */
+static void
+setup_reply(redisAsyncContext *ac, void *r, void *arg)
+{
+	redisReply *reply = r;
+
+	if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
+		log_error("redis %s failed: %s", (const char *)arg, reply->str);
+}
+
+static redisAsyncContext *
+open_one(void)
+{
+	const struct cfg_redis *r = &B.cfg->redis_addr;
+	redisAsyncContext *ac;
+	char db[16];
+
+	ac = r->is_unix ? redisAsyncConnectUnix(r->path) : redisAsyncConnect(r->host, r->port);
+	if (ac == NULL)
+		return NULL;
+	if (ac->err) {
+		log_debug("redis connect failed: %s", ac->errstr);
+		redisAsyncFree(ac);
+		return NULL;
+	}
+	if (redisLibeventAttach(ac, B.base) != REDIS_OK) {
+		redisAsyncFree(ac);
+		return NULL;
+	}
+	redisAsyncSetConnectCallback(ac, on_connect);
+	redisAsyncSetDisconnectCallback(ac, on_disconnect);
+	if (r->password[0] != '\0')
+		redisAsyncCommand(ac, setup_reply, "AUTH", "AUTH %s", r->password);
+	if (r->db != 0) {
+		snprintf(db, sizeof(db), "%d", r->db);
+		redisAsyncCommand(ac, setup_reply, "SELECT", "SELECT %s", db);
+	}
+	return ac;
+}
+
+static void
+bus_connect(void)
+{
+	if (B.stopping)
+		return;
+	/* Both links come up together: drop a half-open pair first. */
+	if (B.cmd != NULL && B.sub == NULL) {
+		redisAsyncFree(B.cmd);
+		B.cmd = NULL;
+	}
+	if (B.sub != NULL && B.cmd == NULL) {
+		redisAsyncFree(B.sub);
+		B.sub = NULL;
+	}
+	if (B.cmd == NULL && B.sub == NULL) {
+		B.cmd_up = B.sub_up = 0;
+		B.cmd = open_one();
+		B.sub = B.cmd != NULL ? open_one() : NULL;
+		if (B.cmd == NULL || B.sub == NULL) {
+			if (B.cmd != NULL) {
+				redisAsyncFree(B.cmd);
+				B.cmd = NULL;
+			}
+			went_down("cannot connect");
+		}
+	}
+}
+
+static void
+retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	bus_connect();
+}
+
+/* Every pub/sub reply: message, subscribe and unsubscribe confirmations. */
+static void
+sub_reply(redisAsyncContext *ac, void *r, void *arg)
+{
+	redisReply *reply = r, *type, *chan;
+	size_t skip = B.plen + 2;	/* "P c:" */
+
+	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3)
+		return;
+	type = reply->element[0];
+	chan = reply->element[1];
+	if (type->type != REDIS_REPLY_STRING || chan->type != REDIS_REPLY_STRING ||
+	    (size_t)chan->len < skip)
+		return;
+	if (strcasecmp(type->str, "message") == 0 && reply->element[2]->type == REDIS_REPLY_STRING)
+		B.h->message(chan->str + skip, (size_t)chan->len - skip, reply->element[2]->str,
+		    (size_t)reply->element[2]->len);
+	else if (strcasecmp(type->str, "subscribe") == 0)
+		B.h->subscribed(chan->str + skip, (size_t)chan->len - skip);
+	else if (strcasecmp(type->str, "unsubscribe") == 0)
+		B.h->unsubscribed(chan->str + skip, (size_t)chan->len - skip);
+}
+
+static int
+sub_command(const char *cmd, const char *room, size_t rlen)
+{
+	char ch[1200];
+	const char *argv[2];
+	size_t argl[2];
+
+	if (!B.ready)
+		return -1;
+	argv[0] = cmd;
+	argl[0] = strlen(cmd);
+	argv[1] = ch;
+	if ((argl[1] = key(ch, sizeof(ch), "c:", room, rlen)) == 0)
+		return -1;
+	return redisAsyncCommandArgv(B.sub, sub_reply, NULL, 2, argv, argl) == REDIS_OK ? 0 : -1;
+}
+
+int
+bus_subscribe(const char *room, size_t rlen)
+{
+	return sub_command("SUBSCRIBE", room, rlen);
+}
+
+int
+bus_unsubscribe(const char *room, size_t rlen)
+{
+	return sub_command("UNSUBSCRIBE", room, rlen);
+}
+
+int
+bus_publish(const char *room, size_t rlen, const char *payload, size_t plen)
+{
+	char ch[1200];
+	const char *argv[3];
+	size_t argl[3];
+
+	if (!B.ready)
+		return -1;
+	argv[0] = "PUBLISH";
+	argl[0] = 7;
+	argv[1] = ch;
+	if ((argl[1] = key(ch, sizeof(ch), "c:", room, rlen)) == 0)
+		return -1;
+	argv[2] = payload;
+	argl[2] = plen;
+	return redisAsyncCommandArgv(B.cmd, NULL, NULL, 3, argv, argl) == REDIS_OK ? 0 : -1;
+}
+
+struct count_req {
+	bus_count_fn	fn;
+	void		*arg;
+};
+
+static void
+count_reply(redisAsyncContext *ac, void *r, void *arg)
+{
+	struct count_req *cr = arg;
+	redisReply *reply = r;
+	long num = -1;
+
+	if (reply != NULL && reply->type == REDIS_REPLY_INTEGER)
+		num = (long)reply->integer;
+	else if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
+		log_error("redis script failed: %s", reply->str);
+	if (cr->fn != NULL)
+		cr->fn(cr->arg, num);
+	free(cr);
+}
+
+static int
+script(const char *lua, size_t lualen, const char *room, size_t rlen, const char *mid,
+    const char *name, size_t nlen, bus_count_fn fn, void *arg)
+{
+	struct count_req *cr;
+	const char *argv[8];
+	size_t argl[8];
+
+	if (!B.ready)
+		return -1;
+	if ((cr = malloc(sizeof(*cr))) == NULL)
+		return -1;
+	cr->fn = fn;
+	cr->arg = arg;
+	argv[0] = "EVAL"; argl[0] = 4;
+	argv[1] = lua; argl[1] = lualen;
+	argv[2] = "0"; argl[2] = 1;
+	argv[3] = B.prefix; argl[3] = B.plen;
+	argv[4] = B.wid; argl[4] = strlen(B.wid);
+	argv[5] = room; argl[5] = rlen;
+	argv[6] = mid; argl[6] = strlen(mid);
+	argv[7] = name; argl[7] = nlen;
+	if (redisAsyncCommandArgv(B.cmd, count_reply, cr, 8, argv, argl) != REDIS_OK) {
+		free(cr);
+		return -1;
+	}
+	return 0;
+}
+
+int
+bus_enter(const char *room, size_t rlen, const char *mid, const char *name, size_t nlen,
+    bus_count_fn fn, void *arg)
+{
+	return script(lua_enter, sizeof(lua_enter) - 1, room, rlen, mid, name, nlen, fn, arg);
+}
+
+int
+bus_out(const char *room, size_t rlen, const char *mid, const char *name, size_t nlen,
+    bus_count_fn fn, void *arg)
+{
+	return script(lua_out, sizeof(lua_out) - 1, room, rlen, mid, name, nlen, fn, arg);
+}
+
+int
+bus_resync(const char *room, size_t rlen, const char *mid, const char *name, size_t nlen)
+{
+	return script(lua_resync, sizeof(lua_resync) - 1, room, rlen, mid, name, nlen, NULL, NULL);
+}
+
+struct who_req {
+	bus_who_fn	fn;
+	void		*arg;
+};
+
+static void
+who_reply(redisAsyncContext *ac, void *r, void *arg)
+{
+	struct who_req *wr = arg;
+	redisReply *reply = r;
+	const char **names = NULL;
+	size_t *lens = NULL, n = 0;
+
+	if (reply != NULL && reply->type == REDIS_REPLY_ARRAY) {
+		n = reply->elements;
+		names = calloc(n + 1, sizeof(*names));
+		lens = calloc(n + 1, sizeof(*lens));
+		if (names == NULL || lens == NULL) {
+			n = 0;
+			free(names);
+			free(lens);
+			names = NULL;
+			lens = NULL;
+			wr->fn(wr->arg, NULL, NULL, 0);
+			free(wr);
+			return;
+		}
+		for (size_t i = 0; i < n; i++) {
+			names[i] = reply->element[i]->str != NULL ? reply->element[i]->str : "";
+			lens[i] = (size_t)reply->element[i]->len;
+		}
+		wr->fn(wr->arg, names, lens, n);
+	} else
+		wr->fn(wr->arg, NULL, NULL, 0);
+	free(names);
+	free(lens);
+	free(wr);
+}
+
+int
+bus_who(const char *room, size_t rlen, bus_who_fn fn, void *arg)
+{
+	struct who_req *wr;
+	char k[1200];
+	const char *argv[2];
+	size_t argl[2];
+
+	if (!B.ready || (wr = malloc(sizeof(*wr))) == NULL)
+		return -1;
+	wr->fn = fn;
+	wr->arg = arg;
+	argv[0] = "HVALS";
+	argl[0] = 5;
+	argv[1] = k;
+	if ((argl[1] = key(k, sizeof(k), "r:", room, rlen)) == 0 ||
+	    redisAsyncCommandArgv(B.cmd, who_reply, wr, 2, argv, argl) != REDIS_OK) {
+		free(wr);
+		return -1;
+	}
+	return 0;
+}
+
+int
+bus_start(struct event_base *base, const struct config *cfg, const char *wid,
+    const struct bus_handlers *h)
+{
+	struct timeval tv;
+	int every;
+
+	memset(&B, 0, sizeof(B));
+	B.base = base;
+	B.cfg = cfg;
+	B.h = h;
+	B.backoff = BACKOFF_MIN_MS;
+	snprintf(B.wid, sizeof(B.wid), "%s", wid);
+	snprintf(B.prefix, sizeof(B.prefix), "%s", cfg->redis_prefix);
+	B.plen = strlen(B.prefix);
+	if ((B.retry = evtimer_new(base, retry_cb, NULL)) == NULL ||
+	    (B.alive = event_new(base, -1, EV_PERSIST, alive_cb, NULL)) == NULL)
+		return -1;
+	every = cfg->presence_ttl / 3;
+	tv.tv_sec = every / 1000;
+	tv.tv_usec = (every % 1000) * 1000;
+	if (event_add(B.alive, &tv) == -1)
+		return -1;
+	bus_connect();
+	return 0;
+}
+
+void
+bus_stop(void)
+{
+	B.stopping = 1;
+	B.ready = 0;
+	if (B.cmd != NULL)
+		redisAsyncFree(B.cmd);
+	if (B.sub != NULL)
+		redisAsyncFree(B.sub);
+	B.cmd = B.sub = NULL;
+	if (B.retry != NULL)
+		event_free(B.retry);
+	if (B.alive != NULL)
+		event_free(B.alive);
+	B.retry = B.alive = NULL;
+}
+
+int
+bus_cleanup_worker_sync(const struct config *cfg, const char *wid)
+{
+	const struct cfg_redis *r = &cfg->redis_addr;
+	struct timeval tv = { 0, 500000 };
+	redisContext *c;
+	redisReply *reply;
+	const char *argv[5];
+	size_t argl[5];
+	int n = -1;
+
+	c = r->is_unix ? redisConnectUnixWithTimeout(r->path, tv) :
+	    redisConnectWithTimeout(r->host, r->port, tv);
+	if (c == NULL || c->err) {
+		log_error("redis connect for cleanup of worker %s failed: %s", wid,
+		    c != NULL ? c->errstr : "out of memory");
+		if (c != NULL)
+			redisFree(c);
+		return -1;
+	}
+	if (redisSetTimeout(c, tv) != REDIS_OK)
+		log_warn("redisSetTimeout failed");
+	if (r->password[0] != '\0' && (reply = redisCommand(c, "AUTH %s", r->password)) != NULL)
+		freeReplyObject(reply);
+	if (r->db != 0 && (reply = redisCommand(c, "SELECT %d", r->db)) != NULL)
+		freeReplyObject(reply);
+	argv[0] = "EVAL"; argl[0] = 4;
+	argv[1] = lua_cleanup; argl[1] = sizeof(lua_cleanup) - 1;
+	argv[2] = "0"; argl[2] = 1;
+	argv[3] = cfg->redis_prefix; argl[3] = strlen(cfg->redis_prefix);
+	argv[4] = wid; argl[4] = strlen(wid);
+	reply = redisCommandArgv(c, 5, argv, argl);
+	if (reply == NULL)
+		log_error("redis cleanup of worker %s failed: %s", wid, c->errstr);
+	else if (reply->type == REDIS_REPLY_INTEGER)
+		n = (int)reply->integer;
+	else if (reply->type == REDIS_REPLY_ERROR)
+		log_error("redis cleanup of worker %s failed: %s", wid, reply->str);
+	if (reply != NULL)
+		freeReplyObject(reply);
+	redisFree(c);
+	return n;
+}

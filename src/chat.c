@@ -1,0 +1,375 @@
+/*
+ * chat.c: the tutorial protocol, made safe. Every client event is checked
+ * (JSON, types, bounds, membership) and bad input gets an "error" event while
+ * the connection stays usable. The sender's name is the one it entered with;
+ * a "name" field from the client is ignored. Every event to a client in one
+ * room carries that room's num, because the tutorial client copies num from
+ * whatever it receives.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus.h"
+#include "chat.h"
+#include "config.h"
+#include "proto.h"
+#include "room.h"
+#include "worker.h"
+#include "ws.h"
+#include "ws_frame.h"
+
+#define WS_CLOSE_HEARTBEAT	4000
+
+struct chat_conn {
+	struct member	*members;	/* rooms this session is in */
+	uint16_t	 nrooms;
+	uint8_t		 hb_missed;
+	uint8_t		 hb_waiting;	/* a ping is unanswered */
+	uint64_t	 hb_last;
+};
+
+static struct proto *parser;
+static struct jbuf out;
+
+static const struct config *
+cfg(void)
+{
+	return worker_self->cfg;
+}
+
+static struct chat_conn *
+state(struct session *s, int create)
+{
+	struct chat_conn **cc = ws_chat(s);
+
+	if (*cc == NULL && create) {
+		*cc = calloc(1, sizeof(**cc));
+		if (*cc != NULL)
+			(*cc)->hb_last = worker_now();
+	}
+	return *cc;
+}
+
+static long
+single_num(const struct chat_conn *c)
+{
+	return c != NULL && c->nrooms == 1 ? room_num(c->members) : -1;
+}
+
+static void
+send_error(struct session *s, const char *code, const char *why)
+{
+	struct chat_conn *c = state(s, 0);
+
+	proto_error(&out, code, why);
+	if (c != NULL && c->nrooms == 1 && out.len > 0) {
+		/* Splice num in before the closing brace. */
+		char tail[40];
+		int n = snprintf(tail, sizeof(tail), ",\"num\":%ld}", single_num(c));
+
+		out.len--;
+		jbuf_add(&out, tail, (size_t)n);
+	}
+	if (!out.oom)
+		ws_send_text(s, out.p, out.len);
+}
+
+/* The membership for a request's roomid (or the only one). */
+static struct member *
+find_member(struct chat_conn *c, const char *key, size_t klen)
+{
+	for (struct member *m = c != NULL ? c->members : NULL; m != NULL; m = room_next_of_session(m)) {
+		size_t l;
+		const char *k = room_key_of(m, &l);
+
+		if (l == klen && memcmp(k, key, klen) == 0)
+			return m;
+	}
+	return NULL;
+}
+
+static void
+unlink_from_session(struct chat_conn *c, struct member *m)
+{
+	struct member **pp = &c->members;
+
+	while (*pp != NULL && *pp != m)
+		pp = room_next_ref(*pp);
+	if (*pp == m) {
+		*pp = room_next_of_session(m);
+		c->nrooms--;
+	}
+}
+
+static void
+do_enter(struct session *s, const struct chat_req *r, const char *room, size_t rl)
+{
+	struct chat_conn *c = state(s, 1);
+	struct member *m;
+	const char *err = NULL;
+
+	if (c == NULL) {
+		send_error(s, "no_memory", "the server is out of memory");
+		return;
+	}
+	if (find_member(c, room, rl) != NULL) {
+		send_error(s, "already_in_room", "you are in this room already");
+		return;
+	}
+	if (c->nrooms >= cfg()->max_rooms_per_connection) {
+		send_error(s, "too_many_rooms", "leave a room before entering another");
+		return;
+	}
+	if ((m = room_join(s, ROOM_CHAT, room, rl, r->message, r->message_len, &err)) == NULL) {
+		send_error(s, err, strcmp(err, "unavailable") == 0 ?
+		    "room service unavailable; try again shortly" : "cannot enter the room");
+		return;
+	}
+	room_set_next_of_session(m, c->members);
+	c->members = m;
+	c->nrooms++;
+}
+
+struct who_ctx {
+	struct session	*s;
+	long		 num;
+	size_t		 rl;
+	char		 room[];
+};
+
+static void
+who_done(void *arg, const char *const *names, const size_t *lens, size_t n)
+{
+	struct who_ctx *w = arg;
+
+	if (ws_is_open(w->s)) {
+		if (names == NULL)
+			send_error(w->s, "unavailable", "room service unavailable; try again shortly");
+		else {
+			proto_who_begin(&out, w->room, w->rl);
+			for (size_t i = 0; i < n; i++)
+				proto_who_name(&out, names[i], lens[i], i == 0);
+			proto_who_end(&out, (long)n);
+			if (!out.oom)
+				ws_send_text(w->s, out.p, out.len);
+		}
+	}
+	ws_unref(w->s);
+	free(w);
+}
+
+static void
+handle_chat(struct session *s, const uint8_t *data, size_t len)
+{
+	struct proto_limits lim = { (size_t)cfg()->max_name_length, (size_t)cfg()->max_roomid_length };
+	struct chat_conn *c = state(s, 0);
+	struct chat_req r;
+	struct member *m = NULL;
+	const char *code, *room;
+	char why[160];
+	size_t rl;
+
+	if (parser == NULL && (parser = proto_new()) == NULL) {
+		send_error(s, "no_memory", "the server is out of memory");
+		return;
+	}
+	if (proto_parse(parser, (const char *)data, len, &lim, &r, &code, why, sizeof(why)) == -1) {
+		send_error(s, code, why);
+		return;
+	}
+	room = r.roomid;
+	rl = r.roomid_len;
+	if (r.ev == CHAT_ENTER) {
+		if (room == NULL) {
+			room = cfg()->default_room;
+			rl = strlen(room);
+		}
+		do_enter(s, &r, room, rl);
+		return;
+	}
+	if (r.ev == CHAT_HEARTBEAT) {
+		if (c != NULL) {
+			c->hb_missed = 0;
+			c->hb_waiting = 0;
+		}
+		if (r.message != NULL && r.message_len == 4 && memcmp(r.message, "ping", 4) == 0) {
+			static const char pong[] = "{\"event\":\"heartbeat\",\"message\":\"pong\"}";
+
+			ws_send_text(s, pong, sizeof(pong) - 1);
+		}
+		return;
+	}
+	/* message, out, who act on a room the session is in. */
+	if (room != NULL)
+		m = find_member(c, room, rl);
+	else if (c != NULL && c->nrooms == 1)
+		m = c->members;
+	else if (c != NULL && c->nrooms > 1) {
+		send_error(s, "roomid_required", "you are in several rooms: say which with \"roomid\"");
+		return;
+	}
+	if (m == NULL) {
+		send_error(s, "not_in_room", "enter the room first");
+		return;
+	}
+	switch (r.ev) {
+	case CHAT_MESSAGE:
+		if (room_say(m, r.message, r.message_len) == -1)
+			send_error(s, "unavailable", "message not delivered: room service unavailable; try again");
+		break;
+	case CHAT_OUT:
+		unlink_from_session(c, m);
+		room_leave(m, 1);
+		break;
+	case CHAT_WHO: {
+		size_t kl;
+		const char *k = room_key_of(m, &kl);
+		struct who_ctx *w = malloc(sizeof(*w) + kl);
+
+		if (w == NULL) {
+			send_error(s, "no_memory", "the server is out of memory");
+			break;
+		}
+		w->s = s;
+		w->rl = kl;
+		w->num = room_num(m);
+		memcpy(w->room, k, kl);
+		ws_ref(s);
+		if (bus_who(k, kl, who_done, w) == -1) {
+			ws_unref(s);
+			free(w);
+			send_error(s, "unavailable", "room service unavailable; try again shortly");
+		}
+		break;
+	}
+	default:
+		break;
+	}
+}
+
+/* Percent-decode a query value into buf; returns its length or -1. */
+static int
+url_decode(const char *v, size_t n, char *buf, size_t len)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		int ch = (unsigned char)v[i];
+
+		if (ch == '%' && i + 2 < n) {
+			char hex[3] = { v[i + 1], v[i + 2], 0 };
+			char *end;
+
+			ch = (int)strtol(hex, &end, 16);
+			if (*end != '\0')
+				return -1;
+			i += 2;
+		} else if (ch == '+')
+			ch = ' ';
+		if (o + 1 >= len)
+			return -1;
+		buf[o++] = (char)ch;
+	}
+	buf[o] = '\0';
+	return (int)o;
+}
+
+void
+chat_open(struct session *s)
+{
+	struct chat_conn *c;
+	struct member *m;
+	const char *v, *err = NULL;
+	char room[1100], key[1400];
+	size_t vl, kl;
+	int rl;
+
+	if (ws_route(s)->kind != ROUTE_BROADCAST)
+		return;
+	/* The broadcast route joins the room named in ?room= right away. */
+	if ((v = ws_query_param(s, "room", &vl)) != NULL) {
+		rl = url_decode(v, vl, room, sizeof(room));
+		if (rl < 0 || !proto_valid_label(room, (size_t)rl, (size_t)cfg()->max_roomid_length)) {
+			send_error(s, "bad_field", "?room= must be 1 to max_roomid_length bytes without control characters");
+			ws_close(s, WS_CLOSE_POLICY, "bad room");
+			return;
+		}
+	} else
+		rl = snprintf(room, sizeof(room), "%s", cfg()->default_room);
+	if ((kl = room_broadcast_key(key, sizeof(key), ws_route(s)->path, room, (size_t)rl)) == 0 ||
+	    (c = state(s, 1)) == NULL) {
+		ws_close(s, WS_CLOSE_INTERNAL, "cannot join");
+		return;
+	}
+	if ((m = room_join(s, ROOM_BROADCAST, key, kl, "", 0, &err)) == NULL) {
+		send_error(s, err, "room service unavailable; try again shortly");
+		ws_close(s, 1013, "try again later");
+		return;
+	}
+	c->members = m;
+	c->nrooms = 1;
+}
+
+void
+chat_message(struct session *s, int opcode, const uint8_t *data, size_t len)
+{
+	struct chat_conn *c;
+
+	if (ws_route(s)->kind == ROUTE_BROADCAST) {
+		c = state(s, 0);
+		if (c == NULL || c->members == NULL)
+			return;
+		if (room_relay(c->members, opcode, data, len) == -1)
+			send_error(s, "unavailable", "message not delivered: room service unavailable; try again");
+		return;
+	}
+	if (opcode != WS_OP_TEXT) {
+		send_error(s, "binary_not_supported", "the chat protocol speaks JSON text frames");
+		return;
+	}
+	handle_chat(s, data, len);
+}
+
+void
+chat_tick(struct session *s, uint64_t now)
+{
+	struct chat_conn *c = state(s, 0);
+	const struct config *cf = cfg();
+
+	if (c == NULL || c->nrooms == 0 || cf->heartbeat_interval == 0 ||
+	    ws_route(s)->kind != ROUTE_CHAT || now - c->hb_last < (uint64_t)cf->heartbeat_interval)
+		return;
+	c->hb_last = now;
+	if (c->hb_waiting && ++c->hb_missed >= cf->heartbeat_misses) {
+		ws_log(s, LOG_LVL_INFO, "missed %d heartbeats: closing", c->hb_missed);
+		ws_close(s, WS_CLOSE_HEARTBEAT, "heartbeat timeout: no pong to the server's pings");
+		return;
+	}
+	c->hb_waiting = 1;
+	proto_heartbeat(&out, room_num(c->members));
+	if (!out.oom)
+		ws_send_text(s, out.p, out.len);
+}
+
+void
+chat_leave_all(struct session *s)
+{
+	struct chat_conn *c = state(s, 0);
+	struct member *m;
+
+	while (c != NULL && (m = c->members) != NULL) {
+		c->members = room_next_of_session(m);
+		c->nrooms--;
+		room_leave(m, 0);
+	}
+}
+
+void
+chat_free(struct session *s)
+{
+	struct chat_conn **cc = ws_chat(s);
+
+	chat_leave_all(s);
+	free(*cc);
+	*cc = NULL;
+}

@@ -1,0 +1,365 @@
+/*
+ * proto.c: chat JSON. Input goes through json-c (depth-limited by its
+ * tokener); output is written by hand into a reused buffer, escaping every
+ * string, because a server event is built once per broadcast and must be cheap.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <json-c/json.h>
+
+#include "proto.h"
+
+struct proto {
+	struct json_tokener	*tok;
+	struct json_object	*last;	/* the object req points into */
+};
+
+struct proto *
+proto_new(void)
+{
+	struct proto *p = calloc(1, sizeof(*p));
+
+	if (p == NULL)
+		return NULL;
+	if ((p->tok = json_tokener_new_ex(16)) == NULL) {
+		free(p);
+		return NULL;
+	}
+	return p;
+}
+
+void
+proto_free(struct proto *p)
+{
+	if (p == NULL)
+		return;
+	if (p->last != NULL)
+		json_object_put(p->last);
+	json_tokener_free(p->tok);
+	free(p);
+}
+
+int
+proto_valid_label(const char *s, size_t len, size_t max)
+{
+	const unsigned char *u = (const unsigned char *)s;
+
+	if (len == 0 || len > max)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		if (u[i] < 0x20 || u[i] == 0x7f)
+			return 0;
+		/* C1 controls U+0080..U+009F are C2 80..C2 9F in UTF-8. */
+		if (u[i] == 0xc2 && i + 1 < len && u[i + 1] >= 0x80 && u[i + 1] <= 0x9f)
+			return 0;
+	}
+	return 1;
+}
+
+static int
+bad(const char **code, const char *c, char *why, size_t whylen, const char *text)
+{
+	*code = c;
+	snprintf(why, whylen, "%s", text);
+	return -1;
+}
+
+/* Fetch an optional string field: 1 found, 0 absent, -1 wrong type. */
+static int
+get_string(struct json_object *o, const char *key, const char **s, size_t *len)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || v == NULL)
+		return 0;
+	if (!json_object_is_type(v, json_type_string))
+		return -1;
+	*s = json_object_get_string(v);
+	*len = (size_t)json_object_get_string_len(v);
+	return 1;
+}
+
+int
+proto_parse(struct proto *p, const char *json, size_t len, const struct proto_limits *lim,
+    struct chat_req *req, const char **code, char *why, size_t whylen)
+{
+	static const struct { const char *name; enum chat_event ev; } events[] = {
+		{ "enter", CHAT_ENTER }, { "message", CHAT_MESSAGE }, { "out", CHAT_OUT },
+		{ "heartbeat", CHAT_HEARTBEAT }, { "who", CHAT_WHO },
+	};
+	struct json_object *o;
+	const char *ev;
+	size_t evlen;
+	int rc, found = 0;
+
+	if (p->last != NULL) {
+		json_object_put(p->last);
+		p->last = NULL;
+	}
+	memset(req, 0, sizeof(*req));
+	if (len > INT32_MAX)
+		return bad(code, "bad_json", why, whylen, "message too long");
+	json_tokener_reset(p->tok);
+	o = json_tokener_parse_ex(p->tok, json, (int)len);
+	if (o == NULL || json_tokener_get_error(p->tok) != json_tokener_success ||
+	    (size_t)json_tokener_get_parse_end(p->tok) != len) {
+		/* Trailing white space after the value is fine. */
+		if (o != NULL) {
+			size_t end = (size_t)json_tokener_get_parse_end(p->tok);
+
+			while (end < len && strchr(" \t\r\n", json[end]) != NULL)
+				end++;
+			if (end == len && json_tokener_get_error(p->tok) == json_tokener_success)
+				goto parsed;
+			json_object_put(o);
+		}
+		return bad(code, "bad_json", why, whylen, "the message is not valid JSON");
+	}
+parsed:
+	p->last = o;
+	if (!json_object_is_type(o, json_type_object))
+		return bad(code, "not_object", why, whylen, "the message must be a JSON object");
+	if ((rc = get_string(o, "event", &ev, &evlen)) != 1)
+		return bad(code, "bad_field", why, whylen,
+		    rc == 0 ? "missing \"event\"" : "\"event\" must be a string");
+	for (size_t i = 0; i < sizeof(events) / sizeof(events[0]); i++) {
+		if (strlen(events[i].name) == evlen && memcmp(events[i].name, ev, evlen) == 0) {
+			req->ev = events[i].ev;
+			found = 1;
+		}
+	}
+	if (!found)
+		return bad(code, "unknown_event", why, whylen,
+		    "unknown event (want enter, message, out, heartbeat or who)");
+	if ((rc = get_string(o, "roomid", &req->roomid, &req->roomid_len)) == -1)
+		return bad(code, "bad_field", why, whylen, "\"roomid\" must be a string");
+	if (rc == 1 && !proto_valid_label(req->roomid, req->roomid_len, lim->max_roomid)) {
+		snprintf(why, whylen, "\"roomid\" must be 1 to %zu bytes without control characters",
+		    lim->max_roomid);
+		*code = "bad_field";
+		return -1;
+	}
+	rc = get_string(o, "message", &req->message, &req->message_len);
+	if (rc == -1)
+		return bad(code, "bad_field", why, whylen, "\"message\" must be a string");
+	switch (req->ev) {
+	case CHAT_ENTER:
+		if (rc == 0)
+			return bad(code, "bad_field", why, whylen, "enter needs \"message\": your name");
+		if (!proto_valid_label(req->message, req->message_len, lim->max_name)) {
+			snprintf(why, whylen, "the name must be 1 to %zu bytes without control characters",
+			    lim->max_name);
+			*code = "bad_field";
+			return -1;
+		}
+		break;
+	case CHAT_MESSAGE:
+		if (rc == 0)
+			return bad(code, "bad_field", why, whylen, "message needs \"message\": the text");
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
+/* ---- output ---- */
+
+static void
+jbuf_reserve(struct jbuf *b, size_t n)
+{
+	size_t ncap;
+	char *np;
+
+	if (b->oom || b->len + n <= b->cap)
+		return;
+	ncap = b->cap < 256 ? 256 : b->cap;
+	while (ncap < b->len + n)
+		ncap *= 2;
+	if ((np = realloc(b->p, ncap)) == NULL) {
+		b->oom = 1;
+		return;
+	}
+	b->p = np;
+	b->cap = ncap;
+}
+
+void
+jbuf_reset(struct jbuf *b)
+{
+	b->len = 0;
+	b->oom = 0;
+}
+
+void
+jbuf_free(struct jbuf *b)
+{
+	free(b->p);
+	memset(b, 0, sizeof(*b));
+}
+
+void
+jbuf_add(struct jbuf *b, const char *s, size_t n)
+{
+	jbuf_reserve(b, n);
+	if (b->oom)
+		return;
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+}
+
+void
+jbuf_str(struct jbuf *b, const char *s)
+{
+	jbuf_add(b, s, strlen(s));
+}
+
+void
+jbuf_int(struct jbuf *b, long long v)
+{
+	char t[24];
+	int n = snprintf(t, sizeof(t), "%lld", v);
+
+	jbuf_add(b, t, (size_t)n);
+}
+
+void
+jbuf_json(struct jbuf *b, const char *s, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t i, run;
+
+	jbuf_reserve(b, n + 2);
+	jbuf_add(b, "\"", 1);
+	for (i = 0; i < n; i += run) {
+		unsigned char c;
+
+		/* Copy runs of bytes that need no escape in one go. */
+		for (run = 0; i + run < n; run++) {
+			c = (unsigned char)s[i + run];
+			if (c < 0x20 || c == '"' || c == '\\')
+				break;
+		}
+		if (run > 0) {
+			jbuf_add(b, s + i, run);
+			continue;
+		}
+		c = (unsigned char)s[i];
+		run = 1;
+		switch (c) {
+		case '"': jbuf_add(b, "\\\"", 2); break;
+		case '\\': jbuf_add(b, "\\\\", 2); break;
+		case '\n': jbuf_add(b, "\\n", 2); break;
+		case '\r': jbuf_add(b, "\\r", 2); break;
+		case '\t': jbuf_add(b, "\\t", 2); break;
+		default: {
+			char u[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+
+			jbuf_add(b, u, 6);
+		}
+		}
+	}
+	jbuf_add(b, "\"", 1);
+}
+
+static void
+common_tail(struct jbuf *b, const char *room, size_t rl, long num)
+{
+	jbuf_str(b, ",\"roomid\":");
+	jbuf_json(b, room, rl);
+	if (num >= 0) {
+		jbuf_str(b, ",\"num\":");
+		jbuf_int(b, num);
+	}
+}
+
+void
+proto_enter(struct jbuf *b, const char *name, size_t nl, const char *room, size_t rl, long num)
+{
+	jbuf_reset(b);
+	jbuf_str(b, "{\"event\":\"enter\",\"message\":");
+	jbuf_json(b, name, nl);
+	jbuf_str(b, ",\"name\":");
+	jbuf_json(b, name, nl);
+	common_tail(b, room, rl, num);
+	jbuf_str(b, "}");
+}
+
+void
+proto_out(struct jbuf *b, const char *name, size_t nl, const char *room, size_t rl, long num)
+{
+	jbuf_reset(b);
+	jbuf_str(b, "{\"event\":\"out\",\"name\":");
+	jbuf_json(b, name, nl);
+	common_tail(b, room, rl, num);
+	jbuf_str(b, "}");
+}
+
+void
+proto_message(struct jbuf *b, const char *name, size_t nl, const char *text, size_t tl,
+    const char *room, size_t rl, long num, const char *id, uint64_t ts_ms)
+{
+	jbuf_reset(b);
+	jbuf_str(b, "{\"event\":\"message\",\"name\":");
+	jbuf_json(b, name, nl);
+	jbuf_str(b, ",\"message\":");
+	jbuf_json(b, text, tl);
+	common_tail(b, room, rl, num);
+	jbuf_str(b, ",\"id\":");
+	jbuf_json(b, id, strlen(id));
+	jbuf_str(b, ",\"ts\":");
+	jbuf_int(b, (long long)ts_ms);
+	jbuf_str(b, "}");
+}
+
+void
+proto_heartbeat(struct jbuf *b, long num)
+{
+	jbuf_reset(b);
+	jbuf_str(b, "{\"event\":\"heartbeat\",\"message\":\"ping\"");
+	if (num >= 0) {
+		jbuf_str(b, ",\"num\":");
+		jbuf_int(b, num);
+	}
+	jbuf_str(b, "}");
+}
+
+void
+proto_error(struct jbuf *b, const char *code, const char *message)
+{
+	jbuf_reset(b);
+	jbuf_str(b, "{\"event\":\"error\",\"code\":");
+	jbuf_json(b, code, strlen(code));
+	jbuf_str(b, ",\"message\":");
+	jbuf_json(b, message, strlen(message));
+	jbuf_str(b, "}");
+}
+
+void
+proto_who_begin(struct jbuf *b, const char *room, size_t rl)
+{
+	jbuf_reset(b);
+	jbuf_str(b, "{\"event\":\"who\",\"roomid\":");
+	jbuf_json(b, room, rl);
+	jbuf_str(b, ",\"members\":[");
+}
+
+void
+proto_who_name(struct jbuf *b, const char *name, size_t nl, int first)
+{
+	if (!first)
+		jbuf_add(b, ",", 1);
+	jbuf_json(b, name, nl);
+}
+
+void
+proto_who_end(struct jbuf *b, long num)
+{
+	jbuf_str(b, "]");
+	if (num >= 0) {
+		jbuf_str(b, ",\"num\":");
+		jbuf_int(b, num);
+	}
+	jbuf_str(b, "}");
+}

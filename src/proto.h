@@ -1,0 +1,70 @@
+/*
+ * proto.h: the chat protocol's JSON, with no I/O. Parses client events
+ * (enter, message, out, heartbeat, who) with their bounds, and writes the
+ * server's events into a reusable buffer.
+ */
+#ifndef ROOMD_PROTO_H
+#define ROOMD_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+
+enum chat_event { CHAT_ENTER, CHAT_MESSAGE, CHAT_OUT, CHAT_HEARTBEAT, CHAT_WHO };
+
+struct chat_req {
+	enum chat_event	 ev;
+	const char	*message;	/* enter: the name; message: the text */
+	size_t		 message_len;
+	const char	*roomid;	/* NULL when absent */
+	size_t		 roomid_len;
+};
+
+struct proto_limits {
+	size_t	max_name;
+	size_t	max_roomid;
+};
+
+/* A growable output buffer, reused across events. */
+struct jbuf {
+	char	*p;
+	size_t	 len, cap;
+	int	 oom;
+};
+
+struct proto;	/* a parser (holds a json-c tokener); one per worker */
+
+struct proto *proto_new(void);
+void proto_free(struct proto *);
+/*
+ * Parse one client text message. On success fills req (pointers valid until
+ * the next call) and returns 0; on bad input returns -1 with a short error
+ * code ("bad_json", "not_object", "unknown_event", "bad_field") and a
+ * human-readable reason.
+ */
+int proto_parse(struct proto *, const char *json, size_t len, const struct proto_limits *,
+    struct chat_req *req, const char **code, char *why, size_t whylen);
+/* Whether s is a valid name or room id: non-empty, <= max bytes, no control characters. */
+int proto_valid_label(const char *s, size_t len, size_t max);
+
+void jbuf_reset(struct jbuf *);
+void jbuf_free(struct jbuf *);
+void jbuf_add(struct jbuf *, const char *, size_t);
+void jbuf_str(struct jbuf *, const char *);	/* a C string, raw */
+void jbuf_json(struct jbuf *, const char *, size_t);	/* a quoted, escaped JSON string */
+void jbuf_int(struct jbuf *, long long);
+
+/* Server events (each replaces the buffer's contents). num < 0 leaves num out. */
+void proto_enter(struct jbuf *, const char *name, size_t nl, const char *room, size_t rl, long num);
+void proto_out(struct jbuf *, const char *name, size_t nl, const char *room, size_t rl, long num);
+void proto_message(struct jbuf *, const char *name, size_t nl, const char *text, size_t tl,
+    const char *room, size_t rl, long num, const char *id, uint64_t ts_ms);
+void proto_heartbeat(struct jbuf *, long num);
+void proto_error(struct jbuf *, const char *code, const char *message);
+/* who: start, then one proto_who_name per member, then proto_who_end. */
+void proto_who_begin(struct jbuf *, const char *room, size_t rl);
+void proto_who_name(struct jbuf *, const char *name, size_t nl, int first);
+void proto_who_end(struct jbuf *, long num);
+
+#endif

@@ -1,0 +1,48 @@
+/*
+ * room.h: a worker's rooms. Local memberships of sessions, the room's
+ * subscription to its Redis channel, and fan-out: every event published on a
+ * channel is framed once and the same bytes go to every local member.
+ */
+#ifndef ROOMD_ROOM_H
+#define ROOMD_ROOM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct session;
+struct member;
+
+enum room_kind { ROOM_CHAT, ROOM_BROADCAST };
+
+/* Start the room layer on this worker: wid names the worker in Redis. -1 on failure. */
+int room_init(struct event_base *, const char *wid);
+void room_shutdown(void);
+/* Once per tick: unsubscribe rooms left empty. */
+void room_tick(uint64_t now);
+
+/*
+ * Join s to a room (chat: with a name; broadcast: name unused). The member
+ * is pending until its enter is published; then it receives the room's
+ * events. NULL with *err set ("unavailable", "no_memory") on failure.
+ */
+struct member *room_join(struct session *, enum room_kind, const char *key, size_t klen,
+    const char *name, size_t nlen, const char **err);
+/* Leave: the member stops receiving at once; others get an out event. If
+ * tell_self, the session gets its own out event too. */
+void room_leave(struct member *, int tell_self);
+/* Publish a chat message from m. -1 when Redis is unreachable (error "unavailable"). */
+int room_say(struct member *, const char *text, size_t tlen);
+/* Publish raw bytes on a broadcast room. */
+int room_relay(struct member *, int opcode, const uint8_t *data, size_t len);
+/* The room's count as last seen on its channel. */
+long room_num(const struct member *);
+const char *room_name_of(const struct member *, size_t *len);
+const char *room_key_of(const struct member *, size_t *len);
+struct member *room_next_of_session(const struct member *);
+void room_set_next_of_session(struct member *, struct member *);
+/* The link field itself, for unlinking from a session's list. */
+struct member **room_next_ref(struct member *);
+/* The broadcast room key for route path and room (a control byte keeps it apart from chat rooms). */
+size_t room_broadcast_key(char *buf, size_t len, const char *path, const char *room, size_t rlen);
+
+#endif

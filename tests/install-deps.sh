@@ -1,0 +1,19 @@
+#!/bin/sh
+# install-deps.sh: everything roomd needs to build and to run its whole test
+# suite on Debian 12, from Debian's packages and (for the Node ws client) npm.
+# Run as root: sudo tests/install-deps.sh
+set -eu
+top=$(cd "$(dirname "$0")/.." && pwd)
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+	build-essential autoconf automake pkg-config ca-certificates \
+	libevent-dev libjson-c-dev libhiredis-dev libssl-dev zlib1g-dev \
+	redis-server \
+	python3 python3-pytest python3-websockets \
+	mandoc clang libclang-rt-14-dev valgrind procps iproute2 curl
+# Node.js for the `ws` client tests: keep a newer node if one is installed.
+command -v node >/dev/null 2>&1 || apt-get install -y -qq --no-install-recommends nodejs npm
+if [ -f "$top/tests/node/package-lock.json" ]; then
+	(cd "$top/tests/node" && npm ci --no-audit --no-fund --loglevel=error)
+fi
