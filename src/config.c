@@ -21,6 +21,13 @@
 #include <unistd.h>
 #include <netinet/in.h>
 
+#ifndef DATADIR
+#define DATADIR "/usr/local/share"
+#endif
+#ifndef SRCDIR
+#define SRCDIR "."
+#endif
+
 enum opt_type {
 	OPT_INT,	/* integer in [min, max] */
 	OPT_BOOL,	/* on/off, yes/no, true/false, 1/0 */
@@ -62,6 +69,7 @@ static const struct option options[] = {
 	{ "ping_timeout", OPT_DURATION, O(ping_timeout), 100, 86400000, "60s", 0 },
 	{ "close_timeout", OPT_DURATION, O(close_timeout), 100, 3600000, "5s", 0 },
 	{ "route", OPT_ROUTE, 0, 0, 0, NULL, 0 },
+	{ "www_root", OPT_PATH, O(www_root), 0, 0, NULL, 0 },
 	{ "max_outbuf", OPT_SIZE, O(max_outbuf), 65536, 1073741824, "16m", 0 },
 	{ "default_room", OPT_STRING, O(default_room), 0, 0, "lobby", 0 },
 	{ "max_rooms_per_connection", OPT_INT, O(max_rooms_per_connection), 1, 1024, "16", 0 },
@@ -625,6 +633,19 @@ cfg_finish(struct config *c, char *err, size_t errlen)
 	    parse_route(c, "/echo echo", why, sizeof(why)) == -1 ||
 	    parse_route(c, "/broadcast broadcast", why, sizeof(why)) == -1))
 		return seterr(err, errlen, origin, 0, "%s", why);
+	if (c->www_root == NULL) {
+		/* Installed pages first; running from a build tree, the source tree's. */
+		static const char *const roots[] = { DATADIR "/roomd/www", SRCDIR "/www" };
+		char probe[PATH_MAX];
+
+		for (size_t i = 0; i < sizeof(roots) / sizeof(roots[0]) && c->www_root == NULL; i++) {
+			snprintf(probe, sizeof(probe), "%s/index.html", roots[i]);
+			if (access(probe, R_OK) == 0 && (c->www_root = strdup(roots[i])) == NULL)
+				return seterr(err, errlen, origin, 0, "out of memory");
+		}
+		if (c->www_root == NULL && (c->www_root = strdup(roots[0])) == NULL)
+			return seterr(err, errlen, origin, 0, "out of memory");
+	}
 	if (c->redis != NULL && cfg_parse_redis(c->redis, &c->redis_addr, why, sizeof(why)) == -1)
 		return seterr(err, errlen, origin, 0, "%s", why);
 	if (!proto_label_ok(c->default_room, (size_t)c->max_roomid_length))

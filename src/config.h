@@ -67,6 +67,7 @@ struct config {
 	struct cfg_route route[CFG_MAX_ROUTES];
 	int		 nroute;
 	int		 max_outbuf;		/* bytes queued for one client */
+	char		*www_root;		/* the web page's files */
 
 	char		*default_room;
 	int		 max_rooms_per_connection;

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <netinet/in.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -124,6 +125,21 @@ conn_send_copy(struct conn *c, const void *p, size_t n)
 	return rc;
 }
 
+int
+conn_send_file(struct conn *c, int fd, uint64_t off, uint32_t len)
+{
+	if (c->flags & (CONN_F_CLOSED | CONN_F_LINGER)) {
+		close(fd);
+		return 0;
+	}
+	if (outq_push_file(&c->out, fd, off, len) == -1) {
+		close(fd);
+		return -1;
+	}
+	worker_want_flush(c->w, c);
+	return 0;
+}
+
 void
 conn_close(struct conn *c)
 {
@@ -201,8 +217,21 @@ conn_flush(struct conn *c)
 	int cnt;
 
 	while (!(c->flags & CONN_F_CLOSED) && c->out.count > 0) {
-		cnt = outq_iov(&c->out, iov, CONN_IOV_MAX);
-		n = writev(c->fd, iov, cnt);
+		if (outq_head_is_file(&c->out)) {
+			/* The kernel copies file pages to the socket: no trip through user space. */
+			struct outq_ent *e = &c->out.ent[c->out.head];
+			off_t foff = (off_t)e->foff;
+
+			n = sendfile(c->fd, e->fd, &foff, e->len);
+			if (n == 0) {
+				/* The file shrank under us: the promised length cannot be sent. */
+				conn_close(c);
+				return;
+			}
+		} else {
+			cnt = outq_iov(&c->out, iov, CONN_IOV_MAX);
+			n = writev(c->fd, iov, cnt);
+		}
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;

@@ -56,6 +56,8 @@ struct conn {
 int conn_init(struct conn *, struct worker *, int fd, const struct sockaddr *, const struct conn_handler *) MUST_CHECK;
 /* Queue b[off, off+len) for sending (takes a reference). -1 if the queue is full or OOM. */
 int conn_send(struct conn *, struct sbuf *, uint32_t off, uint32_t len) MUST_CHECK;
+/* Queue len bytes of file fd from off, sent with sendfile(2); takes ownership of fd. */
+int conn_send_file(struct conn *, int fd, uint64_t off, uint32_t len) MUST_CHECK;
 /* Queue a copy of bytes; for small, rare replies. */
 int conn_send_copy(struct conn *, const void *, size_t) MUST_CHECK;
 /* Flush what is queued, shut the write side, discard input until EOF or timeout, then close. */

@@ -4,6 +4,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sbuf.h"
 
@@ -52,14 +53,13 @@ sbuf_unref(struct sbuf *b)
 		free(b);
 }
 
-int
-outq_push(struct outq *q, struct sbuf *b, uint32_t off, uint32_t len)
+/* Make room for one more entry. */
+static int
+outq_reserve(struct outq *q)
 {
 	struct outq_ent *ne;
 	uint32_t ncap;
 
-	if (len == 0)
-		return 0;
 	if (q->count == q->cap) {
 		if (q->cap >= OUTQ_MAX_ENTRIES)
 			return -1;
@@ -74,10 +74,45 @@ outq_push(struct outq *q, struct sbuf *b, uint32_t off, uint32_t len)
 		q->cap = ncap;
 		q->head = 0;
 	}
-	q->ent[(q->head + q->count) % q->cap] = (struct outq_ent){ sbuf_ref(b), off, len };
+	return 0;
+}
+
+int
+outq_push(struct outq *q, struct sbuf *b, uint32_t off, uint32_t len)
+{
+	if (len == 0)
+		return 0;
+	if (outq_reserve(q) == -1)
+		return -1;
+	q->ent[(q->head + q->count) % q->cap] = (struct outq_ent){ sbuf_ref(b), off, len, -1, 0 };
 	q->count++;
 	q->bytes += len;
 	return 0;
+}
+
+int
+outq_push_file(struct outq *q, int fd, uint64_t off, uint32_t len)
+{
+	if (len == 0) {
+		close(fd);
+		return 0;
+	}
+	if (outq_reserve(q) == -1)
+		return -1;
+	q->ent[(q->head + q->count) % q->cap] = (struct outq_ent){ NULL, 0, len, fd, off };
+	q->count++;
+	q->bytes += len;
+	return 0;
+}
+
+/* Release what one entry holds. */
+static void
+ent_release(struct outq_ent *e)
+{
+	if (e->b != NULL)
+		sbuf_unref(e->b);
+	else if (e->fd >= 0)
+		close(e->fd);
 }
 
 int
@@ -88,6 +123,8 @@ outq_iov(const struct outq *q, struct iovec *iov, int max)
 	for (uint32_t i = 0; i < q->count && n < max; i++, n++) {
 		const struct outq_ent *e = &q->ent[(q->head + i) % q->cap];
 
+		if (e->b == NULL)
+			break;
 		iov[n].iov_base = e->b->data + e->off;
 		iov[n].iov_len = e->len;
 	}
@@ -103,11 +140,12 @@ outq_consume(struct outq *q, size_t n)
 
 		if (n < e->len) {
 			e->off += (uint32_t)n;
+			e->foff += n;
 			e->len -= (uint32_t)n;
 			return;
 		}
 		n -= e->len;
-		sbuf_unref(e->b);
+		ent_release(e);
 		q->head = (q->head + 1) % q->cap;
 		q->count--;
 	}
@@ -117,7 +155,7 @@ void
 outq_clear(struct outq *q)
 {
 	while (q->count > 0) {
-		sbuf_unref(q->ent[q->head].b);
+		ent_release(&q->ent[q->head]);
 		q->head = (q->head + 1) % q->cap;
 		q->count--;
 	}

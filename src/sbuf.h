@@ -28,11 +28,17 @@ static inline struct sbuf *sbuf_ref(struct sbuf *b) { b->refs++; return b; }
 void sbuf_unref(struct sbuf *);
 static inline uint8_t *sbuf_ptr(struct sbuf *b) { return b->data + b->off; }
 
-/* A ring of (block, offset, length) references, bounded in entries and bytes. */
+/*
+ * A ring of (block, offset, length) references, bounded in entries and bytes.
+ * An entry with b == NULL is a file segment: fd at file offset foff, sent
+ * with sendfile(2) and closed when done.
+ */
 struct outq_ent {
 	struct sbuf	*b;
 	uint32_t	 off;
 	uint32_t	 len;
+	int		 fd;
+	uint64_t	 foff;
 };
 
 struct outq {
@@ -45,7 +51,11 @@ struct outq {
 
 /* Append a reference to b[off, off+len) (takes its own ref). -1 when full or OOM. */
 int outq_push(struct outq *, struct sbuf *, uint32_t off, uint32_t len) MUST_CHECK;
-/* Fill up to max iovecs from the head; returns how many. */
+/* Append a file segment (takes ownership of fd, closed when sent or dropped). */
+int outq_push_file(struct outq *, int fd, uint64_t off, uint32_t len) MUST_CHECK;
+/* Whether the head entry is a file segment. */
+static inline int outq_head_is_file(const struct outq *q) { return q->count > 0 && q->ent[q->head].b == NULL; }
+/* Fill up to max iovecs from the head, stopping at a file segment; returns how many. */
 int outq_iov(const struct outq *, struct iovec *, int max);
 /* Drop n written bytes from the head. */
 void outq_consume(struct outq *, size_t n);

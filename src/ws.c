@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "chat.h"
 #include "config.h"
@@ -27,6 +28,7 @@
 #include "worker.h"
 #include "ws.h"
 #include "ws_frame.h"
+#include "www.h"
 
 enum sess_state { SS_HTTP, SS_OPEN, SS_CLOSING, SS_DONE };
 
@@ -328,6 +330,65 @@ ws_log(struct session *s, enum log_level l, const char *fmt, ...)
 
 /* ---- the opening handshake ---- */
 
+/* Whether the client lets this connection carry another request. */
+static int
+keep_alive(const struct http_req *r)
+{
+	if (http_header_has_token(r, "Connection", "close"))
+		return 0;
+	return r->minor >= 1 || http_header_has_token(r, "Connection", "keep-alive");
+}
+
+/* Serve a file of the web page (GET or HEAD); keeps the connection when it may. */
+static void
+serve_file(struct session *s, const struct http_req *req, const char *path, size_t plen, int head_only)
+{
+	struct www_reply wr;
+	const char *inm, *ims;
+	size_t inml = 0, imsl = 0;
+	char hdr[1024];
+	int n, ka = keep_alive(req);
+
+	if (!http_method_is(req, "GET") && !head_only) {
+		http_reply(s, 405, "Allow: GET, HEAD\r\n", "use GET or HEAD", 0);
+		return;
+	}
+	inm = http_header(req, "If-None-Match", &inml);
+	ims = http_header(req, "If-Modified-Since", &imsl);
+	www_lookup(cfg()->www_root, path, plen, inm, inml, ims, imsl, &wr);
+	if (wr.status != 200 && wr.status != 304) {
+		const char *why = wr.status == 404 ? "not found" : wr.status == 403 ? "forbidden path" :
+		    "bad path";
+
+		slog(s, LOG_LVL_INFO, "static file refused with %d", wr.status);
+		http_reply(s, wr.status, NULL, why, head_only);
+		return;
+	}
+	n = snprintf(hdr, sizeof(hdr), "HTTP/1.1 %d %s\r\nServer: roomd\r\n%s",
+	    wr.status, http_status_text(wr.status), wr.headers);
+	if (wr.status == 200)
+		n += snprintf(hdr + n, sizeof(hdr) - (size_t)n, "Content-Length: %llu\r\n",
+		    (unsigned long long)wr.size);
+	n += snprintf(hdr + n, sizeof(hdr) - (size_t)n, "Connection: %s\r\n\r\n",
+	    ka ? "keep-alive" : "close");
+	if ((size_t)n >= sizeof(hdr) || conn_send_copy(&s->c, hdr, (size_t)n) == -1 ||
+	    (wr.fd >= 0 && !head_only && conn_send_file(&s->c, wr.fd, 0, (uint32_t)wr.size) == -1)) {
+		if (wr.fd >= 0 && head_only)
+			close(wr.fd);
+		conn_close(&s->c);
+		return;
+	}
+	if (wr.fd >= 0 && head_only)
+		close(wr.fd);
+	if (!ka) {
+		s->state = SS_DONE;
+		conn_finish(&s->c, cfg()->close_timeout);
+		return;
+	}
+	/* The next request gets a fresh handshake_timeout. */
+	s->created = worker_now();
+}
+
 static void
 record_info(struct session *s, const struct http_req *r)
 {
@@ -398,6 +459,15 @@ handle_request(struct session *s, const char *head, size_t len)
 		return;
 	}
 	s->route = cfg_route_find(cfg(), req.path, req.path_len);
+	if (!http_wants_websocket(&req) && (s->route == NULL || s->route->kind == ROUTE_CHAT)) {
+		/* A browser on a chat route gets the page; other paths are its files. */
+		if (s->route != NULL)
+			serve_file(s, &req, "/index.html", 11, head_only);
+		else
+			serve_file(s, &req, req.path, req.path_len, head_only);
+		s->route = NULL;
+		return;
+	}
 	if (s->route == NULL) {
 		slog(s, LOG_LVL_INFO, "no route for %s",
 		    log_escape(esc, sizeof(esc), req.path, req.path_len));
@@ -437,52 +507,93 @@ handle_request(struct session *s, const char *head, size_t len)
 
 static void feed_frames(struct session *, uint8_t *, size_t);
 
-/* Collect the request head; handle it when complete, then feed any frames after it. */
+/* Drop the first n bytes of the buffered head; free the buffer when empty. */
+static void
+hbuf_consume(struct session *s, size_t n)
+{
+	s->hlen -= (uint32_t)n;
+	memmove(s->hbuf, s->hbuf + n, s->hlen);
+	if (s->hlen == 0 || s->state != SS_HTTP) {
+		free(s->hbuf);
+		s->hbuf = NULL;
+		s->hlen = 0;
+	}
+}
+
+/*
+ * Handle one complete head at the start of hbuf, if there is one (scanning
+ * from `from`: bytes before it were scanned already). Returns 1 if handled.
+ */
+static int
+take_head(struct session *s, size_t from)
+{
+	size_t end = http_head_end(s->hbuf, s->hlen, from);
+
+	if (end == 0)
+		return 0;
+	handle_request(s, s->hbuf, end);
+	if (s->state == SS_OPEN && s->hlen > end) {
+		/* Frames sent right behind the head (unusual, but legal to buffer). */
+		feed_frames(s, (uint8_t *)s->hbuf + end, s->hlen - end);
+		end = s->hlen;
+	}
+	hbuf_consume(s, end);
+	return 1;
+}
+
+/*
+ * Collect request heads and handle them: an upgrade hands the bytes after
+ * its head to the frame decoder; a kept-alive plain request loops for the
+ * next one (pipelining). A head is bounded by max_request_size.
+ */
 static void
 read_http(struct session *s, uint8_t *data, size_t len)
 {
-	size_t max = (size_t)cfg()->max_request_size, end, take;
-	char *nb;
+	size_t max = (size_t)cfg()->max_request_size, end, take, from;
 
-	if (s->hbuf == NULL) {
-		end = http_head_end((const char *)data, len < max ? len : max, 0);
-		if (end > 0) {
-			handle_request(s, (const char *)data, end);
-			if (s->state == SS_OPEN && end < len)
-				feed_frames(s, data + end, len - end);
+	while (s->state == SS_HTTP && !conn_closed(&s->c)) {
+		if (s->hlen == 0) {
+			/* Fast path: a whole head in the read buffer needs no copy. */
+			end = http_head_end((const char *)data, len < max ? len : max, 0);
+			if (end > 0) {
+				handle_request(s, (const char *)data, end);
+				data += end;
+				len -= end;
+				if (s->state == SS_OPEN && len > 0)
+					feed_frames(s, data, len);
+				if (len == 0 || s->state != SS_HTTP)
+					return;
+				continue;
+			}
+			if (len == 0)
+				return;
+		}
+		/* Slow path: the head arrives in pieces; keep at most max bytes. */
+		if (s->hbuf == NULL && (s->hbuf = malloc(max)) == NULL) {
+			conn_close(&s->c);
 			return;
 		}
-	}
-	/* Slow path: the head arrives in pieces; keep at most max bytes. */
-	take = len;
-	if (take > max - s->hlen)
-		take = max - s->hlen;
-	if ((nb = realloc(s->hbuf, s->hlen + take)) == NULL) {
-		conn_close(&s->c);
-		return;
-	}
-	s->hbuf = nb;
-	memcpy(s->hbuf + s->hlen, data, take);
-	end = http_head_end(s->hbuf, s->hlen + take, s->hlen);
-	s->hlen += (uint32_t)take;
-	if (end == 0) {
-		if (s->hlen >= max) {
-			slog(s, LOG_LVL_INFO, "request head over %zu bytes", max);
-			http_reply(s, 431, NULL, "request head too large", 0);
+		take = len < max - s->hlen ? len : max - s->hlen;
+		memcpy(s->hbuf + s->hlen, data, take);
+		from = s->hlen;
+		s->hlen += (uint32_t)take;
+		data += take;
+		len -= take;
+		if (!take_head(s, from)) {
+			if (s->hlen >= max) {
+				slog(s, LOG_LVL_INFO, "request head over %zu bytes", max);
+				http_reply(s, 431, NULL, "request head too large", 0);
+			}
+			return;
 		}
-		return;
+		/* Pipelined heads already buffered come next. */
+		while (s->state == SS_HTTP && s->hlen > 0 && take_head(s, 0))
+			;
+		if (s->state == SS_OPEN && len > 0)
+			feed_frames(s, data, len);
+		if (len == 0)
+			return;
 	}
-	handle_request(s, s->hbuf, end);
-	if (s->state == SS_OPEN) {
-		/* Frames sent right behind the head (unusual, but legal to buffer). */
-		if (end < s->hlen)
-			feed_frames(s, (uint8_t *)s->hbuf + end, s->hlen - end);
-		if (s->state == SS_OPEN && take < len)
-			feed_frames(s, data + take, len - take);
-	}
-	free(s->hbuf);
-	s->hbuf = NULL;
-	s->hlen = 0;
 }
 
 /* ---- frames ---- */
