@@ -11,7 +11,8 @@ apt-get install -y -qq --no-install-recommends \
 	libevent-dev libjson-c-dev libhiredis-dev libssl-dev zlib1g-dev \
 	redis-server \
 	python3 python3-pytest python3-websockets \
-	mandoc clang libclang-rt-14-dev valgrind procps iproute2 curl
+	mandoc clang libclang-rt-14-dev valgrind procps iproute2 curl \
+	chromium fonts-dejavu-core
 # Node.js for the `ws` client tests: keep a newer node if one is installed.
 command -v node >/dev/null 2>&1 || apt-get install -y -qq --no-install-recommends nodejs npm
 if [ -f "$top/tests/node/package-lock.json" ]; then
