@@ -15,6 +15,9 @@ apt-get install -y -qq --no-install-recommends \
 	chromium fonts-dejavu-core
 # Node.js for the `ws` client tests: keep a newer node if one is installed.
 command -v node >/dev/null 2>&1 || apt-get install -y -qq --no-install-recommends nodejs npm
-if [ -f "$top/tests/node/package-lock.json" ]; then
-	(cd "$top/tests/node" && npm ci --no-audit --no-fund --loglevel=error)
-fi
+# The Node `ws` clients and playwright-core (which drives Debian's chromium).
+for d in tests/node tests/browser; do
+	if [ -f "$top/$d/package-lock.json" ]; then
+		(cd "$top/$d" && npm ci --no-audit --no-fund --loglevel=error)
+	fi
+done
