@@ -196,7 +196,7 @@ main(int argc, char **argv)
 	struct config *cfg;
 	struct listeners ls;
 	struct sigaction sa;
-	char *pidfile = NULL;
+	char *pidfile = NULL, *abs_config = NULL;
 	int ch, test = 0, dump = 0, rc;
 
 	while ((ch = getopt(argc, argv, "c:dhl:o:tTvw:")) != -1) {
@@ -237,10 +237,14 @@ main(int argc, char **argv)
 		usage(1);
 	if (!opt.config_given && access(DEFAULT_CONFIG, R_OK) == 0)
 		opt.config = DEFAULT_CONFIG;
+	/* Reloads happen after daemonize's chdir("/"): remember where the file is. */
+	if (opt.config != NULL && opt.config[0] != '/' && (abs_config = realpath(opt.config, NULL)) != NULL)
+		opt.config = abs_config;
 
 	if ((cfg = load_config(err, sizeof(err))) == NULL) {
 		fprintf(stderr, "roomd: %s\n", err);
-		return 1;
+		rc = 1;
+		goto out;
 	}
 	if (test) {
 		if (dump) {
@@ -250,7 +254,8 @@ main(int argc, char **argv)
 		fprintf(stderr, "roomd: configuration %s is valid\n",
 		    opt.config != NULL ? opt.config : "(built-in defaults)");
 		cfg_free(cfg);
-		return 0;
+		rc = 0;
+		goto out;
 	}
 
 	memset(&sa, 0, sizeof(sa));
@@ -258,24 +263,34 @@ main(int argc, char **argv)
 	sigaction(SIGPIPE, &sa, NULL);
 
 	log_set_level((enum log_level)cfg->log_level);
+	log_set_json(strcmp(cfg->log_format, "json") == 0);
 	if (log_open(cfg->log_file) == -1) {
 		fprintf(stderr, "roomd: cannot open log_file %s: %s\n", cfg->log_file, strerror(errno));
-		return 1;
+		cfg_free(cfg);
+		rc = 1;
+		goto out;
 	}
 	log_notice("roomd %s starting (libevent %s, hiredis %d.%d.%d, json-c %s, %s); %d worker(s); config %s",
 	    PACKAGE_VERSION, event_get_version(), HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH,
 	    json_c_version(), OpenSSL_version(OPENSSL_VERSION), cfg->workers,
 	    opt.config != NULL ? opt.config : "(built-in defaults)");
-	if (cfg->daemonize)
-		daemonize();
 	raise_fd_limit(cfg);
 	if (listen_open(&ls, cfg, cfg->workers) == -1) {
 		log_error("cannot listen; exiting");
-		return 1;
+		cfg_free(cfg);
+		rc = 1;
+		goto out;
 	}
+	/* Detach only once binding worked, so a failure shows in the exit status. */
+	if (cfg->daemonize)
+		daemonize();
 	if (cfg->pidfile != NULL) {
-		if (write_pidfile(cfg->pidfile) == -1)
-			return 1;
+		if (write_pidfile(cfg->pidfile) == -1) {
+			listen_close(&ls);
+			cfg_free(cfg);
+			rc = 1;
+			goto out;
+		}
 		if ((pidfile = strdup(cfg->pidfile)) == NULL)
 			fatalx("out of memory");
 	}
@@ -285,8 +300,10 @@ main(int argc, char **argv)
 			log_errno(LOG_LVL_WARNING, "unlink(%s) failed", pidfile);
 		free(pidfile);
 	}
+out:
 	for (int i = 0; i < opt.n; i++)
 		free(opt.value[i]);
+	free(abs_config);
 	log_close();
 	return rc;
 }

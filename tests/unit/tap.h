@@ -10,9 +10,11 @@
 
 static int tap_n, tap_failed;
 
+/* The condition is evaluated once: it may have side effects. */
 #define ok(cond, ...) do {						\
+	int pass_ = (cond) ? 1 : 0;					\
 	tap_n++;							\
-	if (cond)							\
+	if (pass_)							\
 		printf("ok %d - ", tap_n);				\
 	else {								\
 		tap_failed++;						\
@@ -20,7 +22,7 @@ static int tap_n, tap_failed;
 	}								\
 	printf(__VA_ARGS__);						\
 	printf("\n");							\
-	if (!(cond))							\
+	if (!pass_)							\
 		printf("#   failed at %s:%d: %s\n", __FILE__, __LINE__, #cond); \
 } while (0)
 
