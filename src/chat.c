@@ -373,3 +373,26 @@ chat_free(struct session *s)
 	free(*cc);
 	*cc = NULL;
 }
+
+void
+chat_rooms(struct session *s, char *buf, size_t len)
+{
+	struct chat_conn *c = *ws_chat(s);
+	size_t o = 0;
+
+	buf[0] = '\0';
+	for (struct member *m = c != NULL ? c->members : NULL; m != NULL && o + 8 < len;
+	    m = room_next_of_session(m)) {
+		size_t kl;
+		const char *k = room_key_of(m, &kl), *sep = memrchr(k, '\x01', kl);
+
+		if (sep != NULL) {	/* a broadcast room: show the room, not the internal key */
+			kl -= (size_t)(sep + 1 - k);
+			k = sep + 1;
+		}
+		if (o > 0)
+			buf[o++] = ',';
+		log_escape(buf + o, len - o, k, kl);
+		o += strlen(buf + o);
+	}
+}

@@ -21,5 +21,7 @@ void chat_tick(struct session *, uint64_t now);
 void chat_leave_all(struct session *);
 /* The session is gone: leave rooms and free the state. */
 void chat_free(struct session *);
+/* The session's rooms, comma-separated and escaped for a log line. */
+void chat_rooms(struct session *, char *buf, size_t len);
 
 #endif

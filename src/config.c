@@ -60,6 +60,7 @@ static const struct option options[] = {
 	{ "pidfile", OPT_PATH, O(pidfile), 0, 0, NULL, OPT_RESTART },
 	{ "log_file", OPT_PATH, O(log_file), 0, 0, "stderr", 0 },
 	{ "log_level", OPT_LEVEL, O(log_level), 0, 0, "info", 0 },
+	{ "log_format", OPT_STRING, O(log_format), 0, 0, "text", 0 },
 	{ "shutdown_timeout", OPT_DURATION, O(shutdown_timeout), 0, 3600000, "10s", 0 },
 	{ "max_connections", OPT_INT, O(max_connections), 1, 10000000, "100000", 0 },
 	{ "handshake_timeout", OPT_DURATION, O(handshake_timeout), 100, 3600000, "10s", 0 },
@@ -69,6 +70,10 @@ static const struct option options[] = {
 	{ "ping_timeout", OPT_DURATION, O(ping_timeout), 100, 86400000, "60s", 0 },
 	{ "close_timeout", OPT_DURATION, O(close_timeout), 100, 3600000, "5s", 0 },
 	{ "route", OPT_ROUTE, 0, 0, 0, NULL, 0 },
+	{ "drain_time", OPT_DURATION, O(drain_time), 0, 3600000, "0s", 0 },
+	{ "health_path", OPT_STRING, O(health_path), 0, 0, "/healthz", 0 },
+	{ "ready_path", OPT_STRING, O(ready_path), 0, 0, "/readyz", 0 },
+	{ "metrics_path", OPT_STRING, O(metrics_path), 0, 0, "/metrics", 0 },
 	{ "www_root", OPT_PATH, O(www_root), 0, 0, NULL, 0 },
 	{ "max_outbuf", OPT_SIZE, O(max_outbuf), 65536, 1073741824, "16m", 0 },
 	{ "default_room", OPT_STRING, O(default_room), 0, 0, "lobby", 0 },
@@ -657,6 +662,27 @@ cfg_finish(struct config *c, char *err, size_t errlen)
 		return seterr(err, errlen, origin, 0,
 		    "ping_timeout (%dms) must be longer than ping_interval (%dms)",
 		    c->ping_timeout, c->ping_interval);
+	if (strcmp(c->log_format, "text") != 0 && strcmp(c->log_format, "json") != 0)
+		return seterr(err, errlen, origin, 0, "log_format wants text or json, got '%s'", c->log_format);
+	if (c->drain_time >= c->shutdown_timeout && c->drain_time > 0)
+		return seterr(err, errlen, origin, 0,
+		    "drain_time (%dms) must be shorter than shutdown_timeout (%dms): the stop includes the drain",
+		    c->drain_time, c->shutdown_timeout);
+	{
+		const char *const *paths[] = { (const char *const *)&c->health_path,
+		    (const char *const *)&c->ready_path, (const char *const *)&c->metrics_path };
+		const char *names[] = { "health_path", "ready_path", "metrics_path" };
+
+		for (size_t i = 0; i < 3; i++) {
+			const char *v = *paths[i];
+
+			if (v[0] != '/' && !(i == 2 && strcmp(v, "off") == 0))
+				return seterr(err, errlen, origin, 0, "%s must start with '/'%s, got '%s'",
+				    names[i], i == 2 ? " or be off" : "", v);
+			if (cfg_route_find(c, v, strlen(v)) != NULL)
+				return seterr(err, errlen, origin, 0, "%s %s is also a route", names[i], v);
+		}
+	}
 	if (c->daemonize && (c->log_file == NULL || strcmp(c->log_file, "stderr") == 0))
 		return seterr(err, errlen, origin, 0,
 		    "daemonize yes needs a log_file (a path or syslog): stderr is closed");

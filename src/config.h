@@ -55,6 +55,7 @@ struct config {
 	char		*pidfile;
 	char		*log_file;
 	int		 log_level;
+	char		*log_format;		/* "text" or "json" */
 	int		 shutdown_timeout;	/* ms */
 	int		 max_connections;
 
@@ -67,6 +68,10 @@ struct config {
 	struct cfg_route route[CFG_MAX_ROUTES];
 	int		 nroute;
 	int		 max_outbuf;		/* bytes queued for one client */
+	int		 drain_time;		/* ms to spread closes over on stop */
+	char		*health_path;
+	char		*ready_path;
+	char		*metrics_path;		/* "off" disables */
 	char		*www_root;		/* the web page's files */
 
 	char		*default_room;

@@ -17,6 +17,7 @@
 #include <sys/uio.h>
 
 #include "conn.h"
+#include "metrics.h"
 #include "worker.h"
 
 #define CONN_IOV_MAX	64
@@ -85,6 +86,8 @@ conn_init(struct conn *c, struct worker *w, int fd, const struct sockaddr *sa,
 		w->all->prev = c;
 	w->all = c;
 	w->nconns++;
+	metrics_add(MET_CONN_TOTAL, 1);
+	metrics_gauge(GAUGE_CONN_OPEN, 1);
 	return 0;
 }
 
@@ -164,6 +167,7 @@ conn_close(struct conn *c)
 	c->next = w->dead;
 	w->dead = c;
 	w->nconns--;
+	metrics_gauge(GAUGE_CONN_OPEN, -1);
 }
 
 /* Queue drained during a finish: shut the write side and linger. */
@@ -247,6 +251,7 @@ conn_flush(struct conn *c)
 			conn_close(c);
 			return;
 		}
+		metrics_add(MET_BYTES_OUT, (uint64_t)n);
 		outq_consume(&c->out, (size_t)n);
 	}
 	if (c->flags & CONN_F_CLOSED)
@@ -291,6 +296,7 @@ conn_event(evutil_socket_t fd, short what, void *arg)
 		return;
 	n = read(fd, w->rbuf, w->rbuflen);
 	if (n > 0) {
+		metrics_add(MET_BYTES_IN, (uint64_t)n);
 		c->h->on_read(c, w->rbuf, (size_t)n);
 		return;
 	}

@@ -35,6 +35,7 @@ struct conn_handler {
 #define CONN_F_FINISH		0x10	/* close after the queue drains */
 #define CONN_F_LINGER		0x20	/* write side shut; discarding input until EOF */
 #define CONN_F_AUTORESUME	0x40	/* resume reading once the queue drains */
+#define CONN_F_SHUTDOWN		0x80	/* told to go by a draining worker */
 
 struct conn {
 	int			 fd;

@@ -26,7 +26,105 @@ static struct {
 	int		 use_syslog;
 	char		*dest;		/* NULL: stderr */
 	char		 role[32];
-} lg = { LOG_LVL_INFO, STDERR_FILENO, 0, NULL, "master" };
+	int		 json;
+} lg = { LOG_LVL_INFO, STDERR_FILENO, 0, NULL, "master", 0 };
+
+void
+log_set_json(int on)
+{
+	lg.json = on;
+}
+
+/* Append s as a JSON string (quoted, escaped) to buf at *o, bounded by len. */
+static void
+json_str(char *buf, size_t len, size_t *o, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	if (*o + 2 >= len)
+		return;
+	buf[(*o)++] = '"';
+	for (; *s != '\0' && *o + 8 < len; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\') {
+			buf[(*o)++] = '\\';
+			buf[(*o)++] = (char)c;
+		} else if (c < 0x20) {
+			memcpy(buf + *o, "\\u00", 4);
+			*o += 4;
+			buf[(*o)++] = hex[c >> 4];
+			buf[(*o)++] = hex[c & 15];
+		} else
+			buf[(*o)++] = (char)c;
+	}
+	buf[(*o)++] = '"';
+}
+
+/* Write one finished line (text or JSON) to the destination. */
+static void
+emit(enum log_level l, const char *msg, const char *const *keys, const char *const *vals, int n)
+{
+	static const int sysprio[] = {
+		LOG_DEBUG, LOG_INFO, LOG_NOTICE, LOG_WARNING, LOG_ERR, LOG_ALERT,
+	};
+	char line[4096], ts[40], pid[16];
+	struct timeval tv;
+	struct tm tm;
+	size_t o = 0;
+	int saved = errno;
+
+	gettimeofday(&tv, NULL);
+	localtime_r(&tv.tv_sec, &tm);
+	snprintf(ts, sizeof(ts), "%04d-%02d-%02d %02d:%02d:%02d.%03d", tm.tm_year + 1900,
+	    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000));
+	snprintf(pid, sizeof(pid), "%d", (int)getpid());
+	if (lg.json) {
+		o = (size_t)snprintf(line, sizeof(line), "{\"time\":\"%s\",\"pid\":%s,\"role\":", ts, pid);
+		json_str(line, sizeof(line), &o, lg.role);
+		o += (size_t)snprintf(line + o, sizeof(line) - o, ",\"level\":\"%s\",", level_names[l]);
+		if (keys != NULL) {
+			o += (size_t)snprintf(line + o, sizeof(line) - o, "\"event\":");
+			json_str(line, sizeof(line), &o, msg);
+			for (int i = 0; i < n && o + 16 < sizeof(line); i++) {
+				line[o++] = ',';
+				json_str(line, sizeof(line), &o, keys[i]);
+				line[o++] = ':';
+				json_str(line, sizeof(line), &o, vals[i]);
+			}
+		} else {
+			o += (size_t)snprintf(line + o, sizeof(line) - o, "\"msg\":");
+			json_str(line, sizeof(line), &o, msg);
+		}
+		if (o + 2 > sizeof(line))
+			o = sizeof(line) - 2;
+		line[o++] = '}';
+		line[o++] = '\n';
+	} else {
+		int k = snprintf(line, sizeof(line), "%s %s %s [%s] %s", ts, pid, lg.role, level_names[l], msg);
+
+		o = k < 0 ? 0 : (size_t)k >= sizeof(line) ? sizeof(line) - 1 : (size_t)k;
+		for (int i = 0; keys != NULL && i < n && o + 4 < sizeof(line); i++) {
+			k = snprintf(line + o, sizeof(line) - o, " %s=%s", keys[i], vals[i]);
+			o += k < 0 ? 0 : (size_t)k;
+			if (o >= sizeof(line) - 1)
+				o = sizeof(line) - 2;
+		}
+		line[o++] = '\n';
+	}
+	if (lg.use_syslog)
+		syslog(sysprio[l], "%.*s", (int)o - 1, line);
+	else if (write(lg.fd, line, o) < 0)
+		(void)0;	/* nothing sensible to do if the log itself cannot be written */
+	errno = saved;
+}
+
+void
+log_kv(enum log_level l, const char *event, const char *const *keys, const char *const *vals, int n)
+{
+	if (l >= lg.level)
+		emit(l, event, keys, vals, n);
+}
 
 int
 log_level_parse(const char *s)
@@ -135,39 +233,14 @@ log_close(void)
 void
 log_vmsg(enum log_level l, const char *fmt, va_list ap)
 {
-	static const int sysprio[] = {
-		LOG_DEBUG, LOG_INFO, LOG_NOTICE, LOG_WARNING, LOG_ERR, LOG_ALERT,
-	};
-	char line[2048], msg[1800];
-	struct timeval tv;
-	struct tm tm;
-	int saved = errno, n;
+	char msg[1800];
+	int saved = errno;
 
 	if (l < lg.level)
 		return;
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	if (lg.use_syslog) {
-		syslog(sysprio[l], "%s [%s] %s", lg.role, level_names[l], msg);
-		errno = saved;
-		return;
-	}
-	gettimeofday(&tv, NULL);
-	localtime_r(&tv.tv_sec, &tm);
-	n = snprintf(line, sizeof(line),
-	    "%04d-%02d-%02d %02d:%02d:%02d.%03d %d %s [%s] %s\n",
-	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-	    tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000), (int)getpid(),
-	    lg.role, level_names[l], msg);
-	if (n < 0)
-		return;
-	if ((size_t)n >= sizeof(line)) {
-		n = sizeof(line) - 1;
-		line[n - 1] = '\n';
-	}
-	/* Nothing sensible to do if the log itself cannot be written. */
-	if (write(lg.fd, line, (size_t)n) < 0)
-		(void)0;
 	errno = saved;
+	emit(l, msg, NULL, NULL, 0);
 }
 
 void

@@ -30,6 +30,13 @@ void log_set_level(enum log_level);
 int log_enabled(enum log_level);
 /* Role shown on every line: "master", "worker 3", "redis". */
 void log_set_role(const char *fmt, ...) PRINTF_LIKE(1, 2);
+/* Lines as text (default) or as one JSON object each (log shippers). */
+void log_set_json(int);
+/*
+ * A structured line: event name plus n key/value pairs; text mode writes
+ * "event k=v ...", JSON mode writes each pair as its own field.
+ */
+void log_kv(enum log_level, const char *event, const char *const *keys, const char *const *vals, int n);
 /* Parse "debug", "info", ... ; -1 if unknown. */
 int log_level_parse(const char *);
 const char *log_level_name(enum log_level);

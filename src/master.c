@@ -26,6 +26,7 @@
 #include "listen.h"
 #include "log.h"
 #include "master.h"
+#include "metrics.h"
 #include "redisproc.h"
 #include "worker.h"
 
@@ -40,6 +41,13 @@ struct slot {
 	uint64_t	started;	/* ms */
 	uint64_t	respawn_at;	/* ms; 0: no respawn pending */
 	int		quick_crashes;
+	int		mslot;		/* its metrics slot */
+};
+
+/* An old-generation worker draining after a reload. */
+struct retiring {
+	pid_t		pid;
+	int		mslot;
 };
 
 static volatile sig_atomic_t got_chld, got_stop, got_hup, got_usr1, got_alrm, got_quit;
@@ -50,7 +58,7 @@ static struct {
 	struct slot	*slot;
 	int		 nslots;
 	int		 generation;
-	pid_t		 retiring[MAX_RETIRING];
+	struct retiring	 retiring[MAX_RETIRING];
 	int		 nretiring;
 	int		 stopping;	/* 1 graceful, 2 immediate */
 	uint64_t	 kill_at;	/* ms; SIGKILL what is left */
@@ -110,7 +118,7 @@ master_drop_privileges(const struct config *cfg)
 
 /* In the child: undo the master's signal setup and run the worker. */
 static void NORETURN
-child_main(int index, int generation)
+child_main(int index, int generation, int mslot)
 {
 	struct sigaction sa;
 	char name[16];
@@ -136,6 +144,7 @@ child_main(int index, int generation)
 	if (master_drop_privileges(M.cfg) == -1)
 		exit(2);
 	free(M.slot);
+	metrics_bind(mslot);
 	status = worker_run(M.cfg, index, generation, M.instance, listen_slot(M.ls, index), M.ls->naddr);
 	listen_close(M.ls);
 	cfg_free(M.cfg);
@@ -150,14 +159,16 @@ spawn(int index)
 	pid_t pid;
 
 	s->respawn_at = 0;
+	s->mslot = metrics_slot_alloc();
 	pid = fork();
 	if (pid == -1) {
 		log_errno(LOG_LVL_ALERT, "fork() for worker %d failed; retrying in 1s", index);
+		metrics_slot_release(s->mslot);
 		s->respawn_at = now_ms() + 1000;
 		return;
 	}
 	if (pid == 0)
-		child_main(index, M.generation);
+		child_main(index, M.generation, s->mslot);
 	s->pid = pid;
 	s->generation = M.generation;
 	s->started = now_ms();
@@ -207,8 +218,9 @@ reap(void)
 			continue;
 		describe_status(status, how, sizeof(how));
 		for (int i = 0; i < M.nretiring; i++) {
-			if (M.retiring[i] == pid) {
+			if (M.retiring[i].pid == pid) {
 				log_info("old worker (pid %d) %s", (int)pid, how);
+				metrics_slot_release(M.retiring[i].mslot);
 				M.retiring[i] = M.retiring[--M.nretiring];
 				known = 1;
 				break;
@@ -222,6 +234,8 @@ reap(void)
 				continue;
 			known = 1;
 			s->pid = 0;
+			metrics_slot_release(s->mslot);
+			s->mslot = -1;
 			if (M.stopping) {
 				log_info("worker %d (pid %d) %s", i, (int)pid, how);
 				break;
@@ -236,6 +250,7 @@ reap(void)
 				s->quick_crashes = 0;
 				delay = 0;
 			}
+			metrics_worker_restart();
 			if (delay == 0) {
 				log_error("worker %d (pid %d) %s; respawning", i, (int)pid, how);
 				spawn(i);
@@ -270,8 +285,8 @@ signal_all(int sig)
 		if (M.slot[i].pid != 0 && kill(M.slot[i].pid, sig) == -1 && errno != ESRCH)
 			log_errno(LOG_LVL_ERROR, "kill(%d, %d) failed", (int)M.slot[i].pid, sig);
 	for (int i = 0; i < M.nretiring; i++)
-		if (kill(M.retiring[i], sig) == -1 && errno != ESRCH)
-			log_errno(LOG_LVL_ERROR, "kill(%d, %d) failed", (int)M.retiring[i], sig);
+		if (kill(M.retiring[i].pid, sig) == -1 && errno != ESRCH)
+			log_errno(LOG_LVL_ERROR, "kill(%d, %d) failed", (int)M.retiring[i].pid, sig);
 }
 
 static void
@@ -298,6 +313,7 @@ reload(master_load_fn load)
 	char err[CFG_ERR_LEN];
 	struct config *next;
 	pid_t old;
+	int oldslot;
 
 	if (M.stopping)
 		return;
@@ -317,19 +333,21 @@ reload(master_load_fn load)
 		}
 	}
 	log_set_level((enum log_level)next->log_level);
+	log_set_json(strcmp(next->log_format, "json") == 0);
 	cfg_free(M.cfg);
 	M.cfg = next;
 	M.generation++;
 	log_notice("reload: configuration re-read; starting worker generation %d", M.generation);
 	for (int i = 0; i < M.nslots; i++) {
 		old = M.slot[i].pid;
+		oldslot = M.slot[i].mslot;
 		M.slot[i].pid = 0;
 		M.slot[i].quick_crashes = 0;
 		spawn(i);
 		if (old == 0)
 			continue;
 		if (M.nretiring < MAX_RETIRING)
-			M.retiring[M.nretiring++] = old;
+			M.retiring[M.nretiring++] = (struct retiring){ old, oldslot };
 		if (kill(old, SIGTERM) == -1 && errno != ESRCH)
 			log_errno(LOG_LVL_ERROR, "kill(%d, SIGTERM) failed", (int)old);
 	}
@@ -343,7 +361,8 @@ arm_timer(void)
 	uint64_t next = 0, now = now_ms();
 
 	memset(&it, 0, sizeof(it));
-	for (int i = 0; i < M.nslots; i++)
+	/* While stopping nothing is respawned, so a pending respawn is no deadline. */
+	for (int i = 0; i < M.nslots && !M.stopping; i++)
 		if (M.slot[i].respawn_at != 0 && (next == 0 || M.slot[i].respawn_at < next))
 			next = M.slot[i].respawn_at;
 	if (M.stopping && M.kill_at != 0 && (next == 0 || M.kill_at < next))
@@ -394,6 +413,9 @@ master_run(struct config *cfg, struct listeners *ls, master_load_fn load)
 	M.pid = getpid();
 	if ((M.slot = calloc((size_t)M.nslots, sizeof(*M.slot))) == NULL)
 		fatalx("out of memory");
+	/* Room for every slot twice (a reload overlaps two generations) and some spare. */
+	if (metrics_init(2 * M.nslots + 8) == -1)
+		fatal("mmap() for metrics failed");
 
 	sigemptyset(&block);
 	for (size_t i = 0; i < sizeof(master_signals) / sizeof(master_signals[0]); i++)

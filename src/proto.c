@@ -26,6 +26,8 @@ proto_new(void)
 		free(p);
 		return NULL;
 	}
+	/* Without STRICT json-c takes trailing commas, leading zeros and True: not JSON. */
+	json_tokener_set_flags(p->tok, JSON_TOKENER_STRICT);
 	return p;
 }
 
@@ -89,8 +91,9 @@ proto_parse(struct proto *p, const char *json, size_t len, const struct proto_li
 		{ "heartbeat", CHAT_HEARTBEAT }, { "who", CHAT_WHO },
 	};
 	struct json_object *o;
+	enum json_tokener_error jerr;
 	const char *ev;
-	size_t evlen;
+	size_t evlen, end;
 	int rc, found = 0;
 
 	if (p->last != NULL) {
@@ -102,23 +105,32 @@ proto_parse(struct proto *p, const char *json, size_t len, const struct proto_li
 		return bad(code, "bad_json", why, whylen, "message too long");
 	json_tokener_reset(p->tok);
 	o = json_tokener_parse_ex(p->tok, json, (int)len);
-	if (o == NULL || json_tokener_get_error(p->tok) != json_tokener_success ||
-	    (size_t)json_tokener_get_parse_end(p->tok) != len) {
-		/* Trailing white space after the value is fine. */
-		if (o != NULL) {
-			size_t end = (size_t)json_tokener_get_parse_end(p->tok);
-
-			while (end < len && strchr(" \t\r\n", json[end]) != NULL)
-				end++;
-			if (end == len && json_tokener_get_error(p->tok) == json_tokener_success)
-				goto parsed;
+	jerr = json_tokener_get_error(p->tok);
+	end = (size_t)json_tokener_get_parse_end(p->tok);
+	if (jerr == json_tokener_continue && end == len) {
+		/*
+		 * A bare number or literal at the very end ("42", "null") waits
+		 * for more input: a NUL byte tells the tokener the message ended,
+		 * so these are "not_object" rather than "bad_json".
+		 */
+		o = json_tokener_parse_ex(p->tok, "", 1);
+		jerr = json_tokener_get_error(p->tok);
+	} else if (jerr == json_tokener_success) {
+		/* Trailing white space after the value is fine (a NUL byte is not). */
+		while (end < len && (json[end] == ' ' || json[end] == '\t' ||
+		    json[end] == '\r' || json[end] == '\n'))
+			end++;
+		if (end != len)
+			jerr = json_tokener_error_parse_unexpected;
+	}
+	if (jerr != json_tokener_success) {
+		if (o != NULL)
 			json_object_put(o);
-		}
 		return bad(code, "bad_json", why, whylen, "the message is not valid JSON");
 	}
-parsed:
+	/* o is NULL for the JSON value null. */
 	p->last = o;
-	if (!json_object_is_type(o, json_type_object))
+	if (o == NULL || !json_object_is_type(o, json_type_object))
 		return bad(code, "not_object", why, whylen, "the message must be a JSON object");
 	if ((rc = get_string(o, "event", &ev, &evlen)) != 1)
 		return bad(code, "bad_field", why, whylen,

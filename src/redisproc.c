@@ -24,6 +24,7 @@ static struct {
 	char	dir[256];
 	char	sock[108];
 	char	bin[512];
+	char	exe[300];	/* bin under the name roomd-redis, or "" */
 	int	restarts;
 	int	stopping;
 	const struct config *cfg;
@@ -63,10 +64,15 @@ spawn(void)
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		setpgid(0, 0);	/* a terminal's Ctrl-C goes to the master, which stops us last */
 		prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
-		prctl(PR_SET_NAME, "roomd-redis", 0, 0, 0);
 		if (master_drop_privileges(P.cfg) == -1)
 			_exit(127);
-		execl(P.bin, P.bin, "--port", "0", "--unixsocket", P.sock, "--unixsocketperm", "700",
+		/*
+		 * execve() names the process after the file it runs, so
+		 * PR_SET_NAME would not survive it: run the roomd-redis link
+		 * instead. argv[0] stays redis-server, because redis picks its
+		 * mode (server, check-rdb) from argv[0].
+		 */
+		execl(P.exe[0] != '\0' ? P.exe : P.bin, P.bin, "--port", "0", "--unixsocket", P.sock, "--unixsocketperm", "700",
 		    "--save", "", "--appendonly", "no", "--dir", P.dir, "--logfile", logf,
 		    "--daemonize", "no", (char *)NULL);
 		log_errno(LOG_LVL_ERROR, "exec(%s) failed", P.bin);
@@ -128,6 +134,12 @@ redisproc_start(struct config *cfg)
 	}
 	snprintf(P.dir, sizeof(P.dir), "%s", tmpl);
 	snprintf(P.sock, sizeof(P.sock), "%s/redis.sock", P.dir);
+	snprintf(P.exe, sizeof(P.exe), "%s/roomd-redis", P.dir);
+	if (symlink(P.bin, P.exe) == -1) {
+		log_errno(LOG_LVL_WARNING, "symlink(%s, %s) failed; the server keeps its own name",
+		    P.bin, P.exe);
+		P.exe[0] = '\0';
+	}
 	if (cfg->user != NULL && geteuid() == 0) {
 		/* The server drops to `user`: let it write its directory. */
 		if (chmod(P.dir, 0777) == -1)
@@ -194,7 +206,7 @@ redisproc_stop(void)
 		P.pid = 0;
 	}
 	if (P.dir[0] != '\0') {
-		const char *files[] = { "redis.sock", "redis.log", "dump.rdb" };
+		const char *files[] = { "redis.sock", "redis.log", "dump.rdb", "roomd-redis" };
 
 		for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
 			snprintf(path, sizeof(path), "%s/%s", P.dir, files[i]);

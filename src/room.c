@@ -436,7 +436,14 @@ on_down(void)
 			r->sub = SUB_NONE;
 			for (struct member *m = r->members, *next; m != NULL; m = next) {
 				next = m->rnext;
-				m->enter_sent = 0;	/* resent (idempotent) when the link is back */
+				/*
+				 * A pending member's enter is resent (idempotent) when the
+				 * link is back. An active one is re-registered by
+				 * bus_resync and keeps enter_sent: clearing it would hold
+				 * its messages in publish_or_hold forever.
+				 */
+				if (m->state == MEM_PENDING)
+					m->enter_sent = 0;
 				if (m->state == MEM_LEAVING)
 					member_free(m);	/* its out is retried by out_done */
 			}

@@ -18,6 +18,7 @@
 #include "conn.h"
 #include "bus.h"
 #include "log.h"
+#include "metrics.h"
 #include "room.h"
 #include "worker.h"
 #include "ws.h"
@@ -136,7 +137,7 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 	socklen_t sl;
 	int fd, one = 1;
 
-	for (int i = 0; i < ACCEPT_BATCH && !w->stopping; i++) {
+	for (int i = 0; i < ACCEPT_BATCH; i++) {
 		sl = sizeof(ss);
 		fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd == -1) {
@@ -172,6 +173,46 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 	}
 }
 
+/* Tell one connection to go (close 1001 for a session). */
+static void
+send_away(struct conn *c)
+{
+	c->flags |= CONN_F_SHUTDOWN;
+	c->h->on_shutdown(c);
+}
+
+/*
+ * Draining: close the connections that were open when the drain began a
+ * fraction at a time, so that over drain_time they reconnect elsewhere
+ * without a thundering herd; at its end stop listening and close the rest.
+ */
+static void
+drain_step(struct worker *w, uint64_t now)
+{
+	uint64_t elapsed = now - w->stop_started, span = (uint64_t)w->cfg->drain_time;
+	struct conn *c, *next;
+	int target;
+
+	if (elapsed >= span) {
+		w->drain_done = 1;
+		worker_stop_listening(w);
+		for (c = w->all; c != NULL; c = next) {
+			next = c->next;
+			if (!(c->flags & (CONN_F_SHUTDOWN | CONN_F_LINGER | CONN_F_CLOSED)))
+				send_away(c);
+		}
+		return;
+	}
+	target = (int)((uint64_t)w->drain_total * elapsed / span);
+	for (c = w->all; c != NULL && w->drained < target; c = next) {
+		next = c->next;
+		if (c->flags & (CONN_F_SHUTDOWN | CONN_F_LINGER | CONN_F_CLOSED))
+			continue;
+		send_away(c);
+		w->drained++;
+	}
+}
+
 static void
 tick_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -190,6 +231,8 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
 		outq_trim(&c->out);	/* idle connections hold no queue memory */
 	}
 	room_tick(now);
+	if (w->stopping && !w->drain_done)
+		drain_step(w, now);
 }
 
 /* A stopping worker exits once its clients are gone and Redis has its last words. */
@@ -230,12 +273,20 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 			return;
 		w->stopping = 1;
 		w->stop_started = worker_now();
-		log_notice("graceful stop: no new connections, closing %d client(s) with 1001",
-		    w->nconns);
-		worker_stop_listening(w);
-		for (c = w->all; c != NULL; c = next) {
-			next = c->next;
-			c->h->on_shutdown(c);
+		w->drain_total = w->nconns;
+		metrics_gauge(GAUGE_DRAINING, 1);
+		if (w->cfg->drain_time > 0) {
+			log_notice("draining: not ready, refusing new sessions, closing %d client(s) with 1001 over %dms",
+			    w->nconns, w->cfg->drain_time);
+		} else {
+			log_notice("graceful stop: no new connections, closing %d client(s) with 1001",
+			    w->nconns);
+			w->drain_done = 1;
+			worker_stop_listening(w);
+			for (c = w->all; c != NULL; c = next) {
+				next = c->next;
+				send_away(c);
+			}
 		}
 		{
 			struct timeval tv = { w->cfg->shutdown_timeout / 1000,
@@ -263,6 +314,8 @@ tick_interval_ms(const struct config *cfg)
 		m = cfg->ping_interval;
 	if (cfg->close_timeout < m)
 		m = cfg->close_timeout;
+	if (cfg->drain_time > 0 && cfg->drain_time / 10 < m)
+		m = cfg->drain_time / 10;
 	if (cfg->heartbeat_interval > 0 && cfg->heartbeat_interval < m)
 		m = cfg->heartbeat_interval;
 	m /= 5;

@@ -30,8 +30,11 @@ struct worker {
 	int			 nconns;
 	int			 max_conns;	/* this worker's share of max_connections */
 	uint32_t		 next_id;
-	int			 stopping;
+	int			 stopping;	/* draining: no new sessions */
 	uint64_t		 stop_started;
+	int			 drain_total;	/* connections open when the drain began */
+	int			 drained;	/* of those, told to go */
+	int			 drain_done;
 	int			 quit;
 	uint8_t			*rbuf;		/* scratch for reads */
 	size_t			 rbuflen;

@@ -24,7 +24,10 @@
 #include "config.h"
 #include "conn.h"
 #include "http.h"
+#include "bus.h"
 #include "log.h"
+#include "metrics.h"
+#include "proto.h"
 #include "worker.h"
 #include "ws.h"
 #include "ws_frame.h"
@@ -53,6 +56,11 @@ struct session {
 	struct chat_conn	*chat;		/* chat and broadcast routes */
 	uint32_t		 refs;		/* async callers holding the memory */
 	uint8_t			 freed;		/* conn gone; free when refs drop */
+	uint8_t			 upgraded;
+	uint8_t			 closer;	/* who sent the first close: 'c', 's' or 0 */
+	uint16_t		 close_code;	/* the first close code exchanged */
+	uint32_t		 msgs_in, msgs_out;
+	uint64_t		 opened;	/* ms, when upgraded */
 	struct ws_decoder	 dec;
 };
 
@@ -166,6 +174,11 @@ send_close(struct session *s, uint16_t code, const char *reason)
 	}
 	s->close_sent = code != 0 ? code : WS_CLOSE_NO_STATUS;
 	s->close_at = worker_now();
+	if (s->closer == 0) {
+		s->closer = 's';
+		s->close_code = s->close_sent;
+	}
+	metrics_close_code(s->close_sent);
 	s->state = SS_CLOSING;
 	if (send_frame(s, WS_OP_CLOSE, p, n) == -1)
 		conn_close(&s->c);
@@ -240,11 +253,17 @@ ws_send_frame(struct session *s, struct sbuf *b)
 		return;
 	/* A reader that lets max_outbuf pile up is cut off; it never grows our memory further. */
 	if (conn_pending(&s->c) + b->len > (size_t)cfg()->max_outbuf) {
+		metrics_add(MET_SLOW_DROPPED, 1);
 		fail(s, WS_CLOSE_POLICY, "too slow: output buffer limit reached");
 		return;
 	}
-	if (conn_send(&s->c, b, b->off, b->len) == -1)
+	if (conn_send(&s->c, b, b->off, b->len) == -1) {
+		metrics_add(MET_SLOW_DROPPED, 1);
 		fail(s, WS_CLOSE_POLICY, "too slow: output queue full");
+		return;
+	}
+	s->msgs_out++;
+	metrics_add(MET_MSG_OUT, 1);
 }
 
 void
@@ -426,6 +445,60 @@ record_info(struct session *s, const struct http_req *r)
 	}
 }
 
+/* Answer GET /metrics with the server-wide counters. */
+static void
+serve_metrics(struct session *s, int head_only)
+{
+	static struct jbuf out;
+	char hdr[256];
+	int n;
+
+	metrics_render(&out);
+	n = snprintf(hdr, sizeof(hdr), "HTTP/1.1 200 OK\r\nServer: roomd\r\n"
+	    "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: %zu\r\n"
+	    "Connection: close\r\n\r\n", out.len);
+	if (out.oom || conn_send_copy(&s->c, hdr, (size_t)n) == -1 ||
+	    (!head_only && conn_send_copy(&s->c, out.p, out.len) == -1)) {
+		conn_close(&s->c);
+		return;
+	}
+	s->state = SS_DONE;
+	conn_finish(&s->c, cfg()->close_timeout);
+}
+
+static int
+path_is(const struct http_req *r, const char *p)
+{
+	return strlen(p) == r->path_len && memcmp(r->path, p, r->path_len) == 0;
+}
+
+/* Serve /healthz, /readyz and /metrics; returns 1 if the request was one of them. */
+static int
+serve_admin(struct session *s, const struct http_req *req, int head_only)
+{
+	const struct config *cf = cfg();
+	int health = path_is(req, cf->health_path), ready = path_is(req, cf->ready_path);
+	int metrics = strcmp(cf->metrics_path, "off") != 0 && path_is(req, cf->metrics_path);
+
+	if (!health && !ready && !metrics)
+		return 0;
+	if (!http_method_is(req, "GET") && !head_only) {
+		http_reply(s, 405, "Allow: GET, HEAD\r\n", "use GET", 0);
+		return 1;
+	}
+	if (health)
+		http_reply(s, 200, NULL, "ok", head_only);
+	else if (metrics)
+		serve_metrics(s, head_only);
+	else if (worker_self->stopping)
+		http_reply(s, 503, NULL, "not ready: draining", head_only);
+	else if (!bus_ready())
+		http_reply(s, 503, NULL, "not ready: redis unreachable", head_only);
+	else
+		http_reply(s, 200, NULL, "ready", head_only);
+	return 1;
+}
+
 /* Pick the subprotocol this route speaks from the client's offer, or none. */
 static const char *
 pick_subprotocol(const struct session *s, const struct http_req *r)
@@ -445,19 +518,15 @@ handle_request(struct session *s, const char *head, size_t len)
 	int rc, n, head_only;
 
 	if ((rc = http_parse(&req, head, len)) != 0) {
+		metrics_refused(rc == 431 ? REFUSE_TOO_LARGE : REFUSE_BAD_REQUEST);
 		slog(s, LOG_LVL_INFO, "bad request head: %d", rc);
 		http_reply(s, rc, NULL, rc == 431 ? "too many header fields" :
 		    rc == 505 ? "HTTP/1.1 only" : "malformed request", 0);
 		return;
 	}
 	head_only = http_method_is(&req, "HEAD");
-	if (req.path_len == 8 && memcmp(req.path, "/healthz", 8) == 0 && !http_wants_websocket(&req)) {
-		if (!http_method_is(&req, "GET") && !head_only)
-			http_reply(s, 405, "Allow: GET, HEAD\r\n", "use GET", 0);
-		else
-			http_reply(s, 200, NULL, "ok", head_only);
+	if (!http_wants_websocket(&req) && serve_admin(s, &req, head_only))
 		return;
-	}
 	s->route = cfg_route_find(cfg(), req.path, req.path_len);
 	if (!http_wants_websocket(&req) && (s->route == NULL || s->route->kind == ROUTE_CHAT)) {
 		/* A browser on a chat route gets the page; other paths are its files. */
@@ -469,14 +538,24 @@ handle_request(struct session *s, const char *head, size_t len)
 		return;
 	}
 	if (s->route == NULL) {
+		metrics_refused(REFUSE_NOT_FOUND);
 		slog(s, LOG_LVL_INFO, "no route for %s",
 		    log_escape(esc, sizeof(esc), req.path, req.path_len));
 		http_reply(s, 404, NULL, "no such path", head_only);
 		return;
 	}
 	http_check_upgrade(&req, &up);
+	if (up.status == 0 && worker_self->stopping) {
+		/* Draining: clients should reconnect to another host. */
+		metrics_refused(REFUSE_DRAINING);
+		http_reply(s, 503, "Retry-After: 1\r\n", "draining: connect to another server", head_only);
+		return;
+	}
 	if (up.status != 0) {
 		const char *extra = NULL;
+
+		metrics_refused(up.status == 405 ? REFUSE_METHOD : up.status == 426 ? REFUSE_VERSION :
+		    REFUSE_BAD_REQUEST);
 
 		if (up.status == 426)
 			extra = "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n";
@@ -499,7 +578,10 @@ handle_request(struct session *s, const char *head, size_t len)
 	}
 	ws_decoder_init(&s->dec, (uint64_t)cfg()->max_message_size);
 	s->state = SS_OPEN;
-	s->last_ping = worker_now();
+	s->upgraded = 1;
+	s->last_ping = s->opened = worker_now();
+	metrics_add(MET_UPGRADES, 1);
+	metrics_gauge(GAUGE_SESSIONS, 1);
 	slog(s, LOG_LVL_DEBUG, "upgraded (%s)", cfg_route_kind_name(s->route->kind));
 	if (s->route->kind == ROUTE_CHAT || s->route->kind == ROUTE_BROADCAST)
 		chat_open(s);
@@ -581,6 +663,7 @@ read_http(struct session *s, uint8_t *data, size_t len)
 		len -= take;
 		if (!take_head(s, from)) {
 			if (s->hlen >= max) {
+				metrics_refused(REFUSE_TOO_LARGE);
 				slog(s, LOG_LVL_INFO, "request head over %zu bytes", max);
 				http_reply(s, 431, NULL, "request head too large", 0);
 			}
@@ -607,6 +690,8 @@ deliver(struct session *s, int opcode)
 	size_t hl;
 
 	s->msg = NULL;
+	s->msgs_in++;
+	metrics_add(MET_MSG_IN, 1);
 	if (b == NULL && (b = sbuf_new(0, WS_MAX_SERVER_HEADER)) == NULL) {
 		conn_close(&s->c);
 		return;
@@ -623,6 +708,8 @@ deliver(struct session *s, int opcode)
 			fail(s, WS_CLOSE_POLICY, "output queue full");
 			return;
 		}
+		s->msgs_out++;
+		metrics_add(MET_MSG_OUT, 1);
 		if (conn_pending(&s->c) > WS_BACKLOG_PAUSE)
 			conn_pause_until_drained(&s->c);
 		break;
@@ -682,6 +769,10 @@ handle_control(struct session *s, const struct ws_event *ev)
 			return;
 		}
 		slog(s, LOG_LVL_DEBUG, "peer closed with %u", code);
+		if (s->closer == 0) {
+			s->closer = 'c';
+			s->close_code = code;
+		}
 		if (!s->close_sent)
 			send_close(s, code == WS_CLOSE_NO_STATUS ? 0 : code, NULL);
 		s->state = SS_DONE;
@@ -768,6 +859,8 @@ ws_on_tick(struct conn *c, uint64_t now)
 	switch (s->state) {
 	case SS_HTTP:
 		if (now - s->created >= (uint64_t)cf->handshake_timeout) {
+			if (s->hlen > 0)
+				metrics_refused(REFUSE_TIMEOUT);
 			slog(s, LOG_LVL_INFO, "no complete request within handshake_timeout");
 			conn_close(c);
 		}
@@ -822,12 +915,45 @@ ws_on_shutdown(struct conn *c)
 	}
 }
 
+/* One line per WebSocket session: who, where, how long, how much, how it ended. */
+static void
+access_log(struct session *s)
+{
+	static const char *const keys[] = {
+		"uuid", "addr", "route", "rooms", "duration_ms", "in", "out", "close", "closed_by",
+	};
+	char id[37], addr[64], dur[24], in[16], out[16], code[8], rooms[512];
+	const char *vals[9];
+
+	uuid_format(s->uuid, id);
+	conn_addr(&s->c, addr, sizeof(addr));
+	snprintf(dur, sizeof(dur), "%llu", (unsigned long long)(worker_now() - s->opened));
+	snprintf(in, sizeof(in), "%u", s->msgs_in);
+	snprintf(out, sizeof(out), "%u", s->msgs_out);
+	snprintf(code, sizeof(code), "%u", s->close_code != 0 ? s->close_code : 1006);
+	chat_rooms(s, rooms, sizeof(rooms));
+	vals[0] = id;
+	vals[1] = addr;
+	vals[2] = s->route->path;
+	vals[3] = rooms[0] != '\0' ? rooms : "-";
+	vals[4] = dur;
+	vals[5] = in;
+	vals[6] = out;
+	vals[7] = code;
+	vals[8] = s->closer == 'c' ? "client" : s->closer == 's' ? "server" : "dropped";
+	log_kv(LOG_LVL_INFO, "access", keys, vals, 9);
+}
+
 static void
 ws_on_free(struct conn *c)
 {
 	struct session *s = (struct session *)c;
 
 	slog(s, LOG_LVL_DEBUG, "freed");
+	if (s->upgraded) {
+		access_log(s);
+		metrics_gauge(GAUGE_SESSIONS, -1);
+	}
 	if (s->chat != NULL)
 		chat_free(s);
 	sbuf_unref(s->msg);

@@ -1,0 +1,260 @@
+/*
+ * metrics.c: the shared counters. Writers use relaxed atomic stores to their
+ * own slot (no lock, no contention); readers sum every slot with relaxed
+ * loads. When a worker dies the master adds its counters to the archive slot
+ * and clears the slot, so totals never go backwards and gauges never keep a
+ * dead worker's values.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "metrics.h"
+#include "proto.h"
+
+static const unsigned close_codes[] = {
+	1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 1013, 4000, 4001,
+};
+#define NCLOSE (sizeof(close_codes) / sizeof(close_codes[0]))
+
+/* Redis round-trip buckets, microseconds. */
+static const uint64_t rtt_le[] = { 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000 };
+#define NRTT (sizeof(rtt_le) / sizeof(rtt_le[0]))
+
+static const char *const refusal_names[REFUSE__N] = {
+	"bad_request", "method", "not_found", "version", "too_large", "timeout", "draining",
+	"capacity", "proxy_protocol",
+};
+
+struct mslot {
+	uint64_t	used;
+	uint64_t	c[MET__COUNTERS];
+	int64_t		g[GAUGE__N];
+	uint64_t	refused[REFUSE__N];
+	uint64_t	close[NCLOSE + 1];
+	uint64_t	rtt[NRTT + 1];
+	uint64_t	rtt_count, rtt_sum_us;
+};
+
+struct mshm {
+	uint64_t	worker_restarts;
+	int		nslots;
+	struct mslot	archive;
+	struct mslot	slot[];
+};
+
+static struct mshm *shm;
+static struct mslot scratch;		/* before metrics_bind: counts go nowhere */
+static struct mslot *self = &scratch;
+
+#define LOAD(p)		__atomic_load_n((p), __ATOMIC_RELAXED)
+#define STORE(p, v)	__atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#define BUMP(p, n)	STORE((p), LOAD(p) + (n))
+
+int
+metrics_init(int slots)
+{
+	size_t sz = sizeof(struct mshm) + (size_t)slots * sizeof(struct mslot);
+	void *p = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		return -1;
+	shm = p;
+	shm->nslots = slots;
+	return 0;
+}
+
+int
+metrics_slot_alloc(void)
+{
+	for (int i = 0; shm != NULL && i < shm->nslots; i++) {
+		if (!LOAD(&shm->slot[i].used)) {
+			memset(&shm->slot[i], 0, sizeof(shm->slot[i]));
+			STORE(&shm->slot[i].used, 1);
+			return i;
+		}
+	}
+	return -1;
+}
+
+void
+metrics_slot_release(int i)
+{
+	struct mslot *s, *a;
+
+	if (shm == NULL || i < 0 || i >= shm->nslots)
+		return;
+	s = &shm->slot[i];
+	a = &shm->archive;
+	for (int k = 0; k < MET__COUNTERS; k++)
+		BUMP(&a->c[k], LOAD(&s->c[k]));
+	for (int k = 0; k < REFUSE__N; k++)
+		BUMP(&a->refused[k], LOAD(&s->refused[k]));
+	for (size_t k = 0; k <= NCLOSE; k++)
+		BUMP(&a->close[k], LOAD(&s->close[k]));
+	for (size_t k = 0; k <= NRTT; k++)
+		BUMP(&a->rtt[k], LOAD(&s->rtt[k]));
+	BUMP(&a->rtt_count, LOAD(&s->rtt_count));
+	BUMP(&a->rtt_sum_us, LOAD(&s->rtt_sum_us));
+	memset(s, 0, sizeof(*s));	/* gauges of a dead worker are gone with it */
+}
+
+void
+metrics_worker_restart(void)
+{
+	if (shm != NULL)
+		BUMP(&shm->worker_restarts, 1);
+}
+
+void
+metrics_bind(int i)
+{
+	if (shm != NULL && i >= 0 && i < shm->nslots)
+		self = &shm->slot[i];
+}
+
+void
+metrics_add(enum metric m, uint64_t n)
+{
+	BUMP(&self->c[m], n);
+}
+
+void
+metrics_gauge(enum gauge g, int64_t d)
+{
+	BUMP(&self->g[g], d);
+}
+
+void
+metrics_refused(enum refusal r)
+{
+	BUMP(&self->refused[r], 1);
+}
+
+void
+metrics_close_code(unsigned code)
+{
+	size_t i;
+
+	for (i = 0; i < NCLOSE && close_codes[i] != code; i++)
+		;
+	BUMP(&self->close[i], 1);
+}
+
+void
+metrics_redis_rtt(uint64_t us)
+{
+	size_t i;
+
+	for (i = 0; i < NRTT && us > rtt_le[i]; i++)
+		;
+	BUMP(&self->rtt[i], 1);
+	BUMP(&self->rtt_count, 1);
+	BUMP(&self->rtt_sum_us, us);
+}
+
+/* Sum one field over the archive and every slot. */
+#define SUM(field) ({							\
+	uint64_t s_ = LOAD(&shm->archive.field);			\
+	for (int i_ = 0; i_ < shm->nslots; i_++)			\
+		s_ += LOAD(&shm->slot[i_].field);			\
+	s_;								\
+})
+
+static void
+line(struct jbuf *o, const char *name, const char *type, const char *help)
+{
+	jbuf_str(o, "# HELP ");
+	jbuf_str(o, name);
+	jbuf_str(o, " ");
+	jbuf_str(o, help);
+	jbuf_str(o, "\n# TYPE ");
+	jbuf_str(o, name);
+	jbuf_str(o, " ");
+	jbuf_str(o, type);
+	jbuf_str(o, "\n");
+}
+
+static void
+sample(struct jbuf *o, const char *name, const char *labels, long long v)
+{
+	jbuf_str(o, name);
+	if (labels != NULL)
+		jbuf_str(o, labels);
+	jbuf_str(o, " ");
+	jbuf_int(o, v);
+	jbuf_str(o, "\n");
+}
+
+void
+metrics_render(struct jbuf *o)
+{
+	static const struct { enum metric m; const char *name, *help; } counters[] = {
+		{ MET_CONN_TOTAL, "roomd_connections_total", "Client connections accepted." },
+		{ MET_UPGRADES, "roomd_websocket_sessions_total", "WebSocket sessions opened." },
+		{ MET_MSG_IN, "roomd_messages_received_total", "WebSocket messages received from clients." },
+		{ MET_MSG_OUT, "roomd_messages_sent_total", "WebSocket messages queued to clients." },
+		{ MET_BYTES_IN, "roomd_received_bytes_total", "Bytes read from client sockets." },
+		{ MET_BYTES_OUT, "roomd_sent_bytes_total", "Bytes written to client sockets." },
+		{ MET_PUBLISHED, "roomd_broadcasts_published_total", "Room broadcasts published to Redis." },
+		{ MET_DELIVERED, "roomd_broadcast_deliveries_total", "Room broadcasts delivered to local members." },
+		{ MET_REDIS_RECONNECTS, "roomd_redis_reconnects_total", "Times a worker's Redis link came back after a loss." },
+		{ MET_SLOW_DROPPED, "roomd_slow_clients_dropped_total", "Clients closed because they did not read what they were sent." },
+	};
+	static const struct { enum gauge g; const char *name, *help; } gauges[] = {
+		{ GAUGE_CONN_OPEN, "roomd_connections_open", "Client connections open now." },
+		{ GAUGE_SESSIONS, "roomd_websocket_sessions_open", "WebSocket sessions open now." },
+		{ GAUGE_ROOMS, "roomd_rooms", "Rooms with local members, counted once per worker." },
+		{ GAUGE_REDIS_UP, "roomd_redis_links_up", "Workers whose Redis link is up." },
+		{ GAUGE_DRAINING, "roomd_workers_draining", "Workers draining before exit." },
+	};
+	char lab[64];
+	uint64_t cum = 0;
+
+	jbuf_reset(o);
+	if (shm == NULL)
+		return;
+	for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
+		line(o, counters[i].name, "counter", counters[i].help);
+		sample(o, counters[i].name, NULL, (long long)SUM(c[counters[i].m]));
+	}
+	for (size_t i = 0; i < sizeof(gauges) / sizeof(gauges[0]); i++) {
+		int64_t v = 0;
+
+		for (int k = 0; k < shm->nslots; k++)
+			v += (int64_t)LOAD(&shm->slot[k].g[gauges[i].g]);
+		line(o, gauges[i].name, "gauge", gauges[i].help);
+		sample(o, gauges[i].name, NULL, (long long)v);
+	}
+	line(o, "roomd_upgrades_refused_total", "counter", "HTTP requests on WebSocket routes refused, by reason.");
+	for (int r = 0; r < REFUSE__N; r++) {
+		snprintf(lab, sizeof(lab), "{reason=\"%s\"}", refusal_names[r]);
+		sample(o, "roomd_upgrades_refused_total", lab, (long long)SUM(refused[r]));
+	}
+	line(o, "roomd_close_codes_sent_total", "counter", "WebSocket close frames sent, by code.");
+	for (size_t k = 0; k <= NCLOSE; k++) {
+		if (k < NCLOSE)
+			snprintf(lab, sizeof(lab), "{code=\"%u\"}", close_codes[k]);
+		else
+			snprintf(lab, sizeof(lab), "{code=\"other\"}");
+		sample(o, "roomd_close_codes_sent_total", lab, (long long)SUM(close[k]));
+	}
+	line(o, "roomd_redis_rtt_seconds", "histogram", "Round-trip time of Redis commands.");
+	for (size_t k = 0; k <= NRTT; k++) {
+		cum += SUM(rtt[k]);
+		if (k < NRTT)
+			snprintf(lab, sizeof(lab), "{le=\"%g\"}", (double)rtt_le[k] / 1e6);
+		else
+			snprintf(lab, sizeof(lab), "{le=\"+Inf\"}");
+		sample(o, "roomd_redis_rtt_seconds_bucket", lab, (long long)cum);
+	}
+	{
+		char v[64];
+
+		snprintf(v, sizeof(v), "roomd_redis_rtt_seconds_sum %.6f\n", (double)SUM(rtt_sum_us) / 1e6);
+		jbuf_str(o, v);
+	}
+	sample(o, "roomd_redis_rtt_seconds_count", NULL, (long long)SUM(rtt_count));
+	line(o, "roomd_worker_restarts_total", "counter", "Workers that died unexpectedly and were replaced.");
+	sample(o, "roomd_worker_restarts_total", NULL, (long long)LOAD(&shm->worker_restarts));
+}

@@ -1,0 +1,63 @@
+/*
+ * metrics.h: server-wide counters for /metrics. The master maps one shared
+ * memory region before forking; each worker writes only its own slot, any
+ * worker renders the sum in Prometheus text format without a round trip.
+ */
+#ifndef ROOMD_METRICS_H
+#define ROOMD_METRICS_H
+
+#include <stdint.h>
+
+#include "log.h"
+
+struct jbuf;
+
+enum metric {
+	MET_CONN_TOTAL,		/* connections accepted */
+	MET_UPGRADES,		/* WebSocket sessions opened */
+	MET_MSG_IN,		/* WebSocket messages received */
+	MET_MSG_OUT,		/* WebSocket messages queued to clients */
+	MET_BYTES_IN,		/* bytes read from sockets */
+	MET_BYTES_OUT,		/* bytes written to sockets */
+	MET_PUBLISHED,		/* broadcasts published to Redis */
+	MET_DELIVERED,		/* broadcast deliveries to local members */
+	MET_REDIS_RECONNECTS,
+	MET_SLOW_DROPPED,	/* clients closed for not reading */
+	MET__COUNTERS
+};
+
+enum gauge {
+	GAUGE_CONN_OPEN,	/* open client connections */
+	GAUGE_SESSIONS,		/* open WebSocket sessions */
+	GAUGE_ROOMS,		/* rooms with local members, summed over workers */
+	GAUGE_REDIS_UP,		/* workers whose Redis link is up */
+	GAUGE_DRAINING,		/* workers draining */
+	GAUGE__N
+};
+
+enum refusal {
+	REFUSE_BAD_REQUEST, REFUSE_METHOD, REFUSE_NOT_FOUND, REFUSE_VERSION, REFUSE_TOO_LARGE,
+	REFUSE_TIMEOUT, REFUSE_DRAINING, REFUSE_CAPACITY, REFUSE_PROXY, REFUSE__N
+};
+
+/* Master, before forking: room for `slots` live workers. -1 on failure. */
+int metrics_init(int slots) MUST_CHECK;
+/* Master: a slot for a new worker, or -1 if none is free. */
+int metrics_slot_alloc(void);
+/* Master: a worker is gone; keep its counters, drop its gauges, free the slot. */
+void metrics_slot_release(int slot);
+/* Master: count a worker restart. */
+void metrics_worker_restart(void);
+/* Worker: write into this slot from now on. */
+void metrics_bind(int slot);
+
+void metrics_add(enum metric, uint64_t n);
+void metrics_gauge(enum gauge, int64_t delta);
+void metrics_refused(enum refusal);
+void metrics_close_code(unsigned code);
+/* A Redis round trip of `us` microseconds. */
+void metrics_redis_rtt(uint64_t us);
+/* Render the sum over every worker into out (Prometheus text format 0.0.4). */
+void metrics_render(struct jbuf *out);
+
+#endif
