@@ -38,6 +38,7 @@ enum opt_type {
 	OPT_LEVEL,	/* log level name */
 	OPT_LISTEN,	/* repeated: address[:port] */
 	OPT_ROUTE,	/* repeated: path kind */
+	OPT_CIDRS,	/* repeated: address blocks */
 };
 
 #define OPT_RESTART	0x1	/* a change needs a full restart, not SIGHUP */
@@ -74,6 +75,7 @@ static const struct option options[] = {
 	{ "health_path", OPT_STRING, O(health_path), 0, 0, "/healthz", 0 },
 	{ "ready_path", OPT_STRING, O(ready_path), 0, 0, "/readyz", 0 },
 	{ "metrics_path", OPT_STRING, O(metrics_path), 0, 0, "/metrics", 0 },
+	{ "trusted_proxies", OPT_CIDRS, 0, 0, 0, NULL, 0 },
 	{ "www_root", OPT_PATH, O(www_root), 0, 0, NULL, 0 },
 	{ "max_outbuf", OPT_SIZE, O(max_outbuf), 65536, 1073741824, "16m", 0 },
 	{ "default_room", OPT_STRING, O(default_room), 0, 0, "lobby", 0 },
@@ -183,8 +185,35 @@ parse_bool(const char *s, int *out)
 }
 
 /* Parse "8080", "1.2.3.4:8080", "*:8080", "[::1]:8080", "localhost:8080". */
+static int parse_listen_addr(const char *, struct cfg_listen *, char *, size_t);
+
+/* "ADDRESS [proxy_protocol]" */
 static int
-parse_listen(const char *spec, struct cfg_listen *l, char *why, size_t whylen)
+parse_listen(const char *value, struct cfg_listen *l, char *why, size_t whylen)
+{
+	char addr[128], opt[64];
+	int n = 0, used;
+
+	memset(l, 0, sizeof(*l));
+	if (sscanf(value, "%127s%n", addr, &n) != 1) {
+		snprintf(why, whylen, "listen wants an address");
+		return -1;
+	}
+	if (parse_listen_addr(addr, l, why, whylen) == -1)
+		return -1;
+	for (value += n; sscanf(value, " %63s%n", opt, &used) == 1; value += used) {
+		if (strcmp(opt, "proxy_protocol") == 0)
+			l->proxy_protocol = 1;
+		else {
+			snprintf(why, whylen, "unknown listen option '%s' (want proxy_protocol)", opt);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int
+parse_listen_addr(const char *spec, struct cfg_listen *l, char *why, size_t whylen)
 {
 	char host[128], *colon, *end;
 	const char *port;
@@ -483,6 +512,23 @@ apply(struct config *c, const struct option *o, const char *value, char *why, si
 		return 0;
 	case OPT_ROUTE:
 		return parse_route(c, value, why, whylen);
+	case OPT_CIDRS: {
+		char item[80];
+		int used;
+
+		for (; sscanf(value, " %79s%n", item, &used) == 1; value += used) {
+			if (c->ntrusted >= CFG_MAX_TRUSTED) {
+				snprintf(why, whylen, "too many trusted_proxies (at most %d)", CFG_MAX_TRUSTED);
+				return -1;
+			}
+			if (cidr_parse(item, &c->trusted[c->ntrusted]) == -1) {
+				snprintf(why, whylen, "trusted_proxies wants addresses or CIDR blocks such as 10.0.0.0/8, got '%s'", item);
+				return -1;
+			}
+			c->ntrusted++;
+		}
+		return 0;
+	}
 	}
 	return -1;
 }
@@ -722,6 +768,7 @@ render(const struct config *c, const struct option *o, char *out, size_t outlen)
 		break;
 	case OPT_LISTEN:
 	case OPT_ROUTE:
+	case OPT_CIDRS:
 		out[0] = '\0';
 		break;
 	}
@@ -737,7 +784,19 @@ cfg_dump(const struct config *c, FILE *f)
 
 		if (o->type == OPT_LISTEN) {
 			for (int j = 0; j < c->nlisten; j++)
-				fprintf(f, "listen %s\n", c->listen[j].spec);
+				fprintf(f, "listen %s%s\n", c->listen[j].spec,
+				    c->listen[j].proxy_protocol ? " proxy_protocol" : "");
+			continue;
+		}
+		if (o->type == OPT_CIDRS) {
+			if (c->ntrusted == 0)
+				fprintf(f, "# trusted_proxies (unset)\n");
+			for (int j = 0; j < c->ntrusted; j++) {
+				char a[INET6_ADDRSTRLEN];
+
+				inet_ntop(c->trusted[j].family, c->trusted[j].addr, a, sizeof(a));
+				fprintf(f, "trusted_proxies %s/%d\n", a, c->trusted[j].bits);
+			}
 			continue;
 		}
 		if (o->type == OPT_ROUTE) {
@@ -763,6 +822,7 @@ listen_equal(const struct config *a, const struct config *b)
 		return 0;
 	for (int i = 0; i < a->nlisten; i++)
 		if (a->listen[i].addrlen != b->listen[i].addrlen ||
+		    a->listen[i].proxy_protocol != b->listen[i].proxy_protocol ||
 		    memcmp(&a->listen[i].addr, &b->listen[i].addr, a->listen[i].addrlen) != 0)
 			return 0;
 	return 1;

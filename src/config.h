@@ -10,9 +10,11 @@
 #include <sys/socket.h>
 
 #include "log.h"
+#include "proxy.h"
 
 #define CFG_MAX_LISTEN	16
 #define CFG_MAX_ROUTES	16
+#define CFG_MAX_TRUSTED	64
 #define CFG_ERR_LEN	512
 
 /* What a route serves. */
@@ -37,6 +39,7 @@ struct cfg_listen {
 	char			spec[128];	/* as written, for logs */
 	struct sockaddr_storage	addr;
 	socklen_t		addrlen;
+	int			proxy_protocol;	/* a PROXY header must come first */
 };
 
 struct cfg_route {
@@ -73,6 +76,8 @@ struct config {
 	char		*ready_path;
 	char		*metrics_path;		/* "off" disables */
 	char		*www_root;		/* the web page's files */
+	struct cidr	 trusted[CFG_MAX_TRUSTED];	/* proxies whose X-Forwarded-For counts */
+	int		 ntrusted;
 
 	char		*default_room;
 	int		 max_rooms_per_connection;

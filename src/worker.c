@@ -135,7 +135,11 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 	struct worker *w = arg;
 	struct sockaddr_storage ss;
 	socklen_t sl;
-	int fd, one = 1;
+	int fd, one = 1, proxy = 0;
+
+	for (int i = 0; i < w->nlisten; i++)
+		if (w->lfd[i] == lfd)
+			proxy = w->cfg->listen[i].proxy_protocol;
 
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
 		sl = sizeof(ss);
@@ -166,7 +170,7 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 		if (ss.ss_family != AF_UNIX &&
 		    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == -1)
 			log_errno(LOG_LVL_DEBUG, "setsockopt(TCP_NODELAY) failed");
-		if (ws_accept(w, fd, (struct sockaddr *)&ss) == -1) {
+		if (ws_accept(w, fd, (struct sockaddr *)&ss, proxy) == -1) {
 			log_error("no memory for a new connection: refusing it");
 			close(fd);
 		}

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "chat.h"
@@ -28,12 +29,13 @@
 #include "log.h"
 #include "metrics.h"
 #include "proto.h"
+#include "proxy.h"
 #include "worker.h"
 #include "ws.h"
 #include "ws_frame.h"
 #include "www.h"
 
-enum sess_state { SS_HTTP, SS_OPEN, SS_CLOSING, SS_DONE };
+enum sess_state { SS_PROXY, SS_HTTP, SS_OPEN, SS_CLOSING, SS_DONE };
 
 /* Request facts later layers need, kept after the head buffer is gone. */
 struct reqinfo {
@@ -117,7 +119,7 @@ slog(struct session *s, enum log_level l, const char *fmt, ...)
 }
 
 int
-ws_accept(struct worker *w, int fd, const struct sockaddr *sa)
+ws_accept(struct worker *w, int fd, const struct sockaddr *sa, int proxy)
 {
 	struct session *s = calloc(1, sizeof(*s));
 	uint64_t r[2];
@@ -134,7 +136,7 @@ ws_accept(struct worker *w, int fd, const struct sockaddr *sa)
 	s->uuid[6] = (uint8_t)((s->uuid[6] & 0x0f) | 0x40);	/* version 4 */
 	s->uuid[8] = (uint8_t)((s->uuid[8] & 0x3f) | 0x80);	/* RFC 4122 variant */
 	s->created = s->last_rx = s->last_ping = worker_now();
-	s->state = SS_HTTP;
+	s->state = proxy ? SS_PROXY : SS_HTTP;
 	slog(s, LOG_LVL_DEBUG, "accepted");
 	return 0;
 }
@@ -499,6 +501,92 @@ serve_admin(struct session *s, const struct http_req *req, int head_only)
 	return 1;
 }
 
+static int
+trusted_peer(const struct conn *c)
+{
+	const struct config *cf = cfg();
+
+	for (int i = 0; i < cf->ntrusted; i++)
+		if (cidr_match(&cf->trusted[i], c->family, c->ip))
+			return 1;
+	return 0;
+}
+
+/* Take the next address off the right end of a comma list; 0 when none is left. */
+static int
+pop_right(const char *v, size_t *n, const char **item, size_t *ilen)
+{
+	const char *e = v + *n, *s;
+
+	while (e > v && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == ','))
+		e--;
+	if (e == v)
+		return 0;
+	for (s = e; s > v && s[-1] != ','; s--)
+		;
+	*item = s;
+	*ilen = (size_t)(e - s);
+	*n = (size_t)(s - v);
+	return 1;
+}
+
+/*
+ * Behind trusted proxies the client is the right-most address in
+ * Forwarded (for=) or X-Forwarded-For that is not itself a trusted proxy;
+ * anyone else's header is ignored, so it cannot be forged.
+ */
+static void
+real_client(struct session *s, const struct http_req *r)
+{
+	const char *v = NULL, *item;
+	size_t n = 0, il;
+	int forwarded = 0, family;
+	uint8_t ip[16];
+
+	if (cfg()->ntrusted == 0 || !trusted_peer(&s->c))
+		return;
+	for (int i = r->nhdr - 1; i >= 0 && v == NULL; i--) {
+		const struct http_hdr *h = &r->hdr[i];
+
+		if (h->nlen == 9 && strncasecmp(h->name, "Forwarded", 9) == 0) {
+			v = h->value;
+			n = h->vlen;
+			forwarded = 1;
+		}
+	}
+	if (v == NULL && (v = http_header(r, "X-Forwarded-For", &n)) == NULL)
+		return;
+	while (pop_right(v, &n, &item, &il)) {
+		if (forwarded) {
+			/* for=addr among ;-separated pairs */
+			const char *f = NULL;
+
+			for (size_t k = 0; k + 4 <= il; k++)
+				if (strncasecmp(item + k, "for=", 4) == 0 && (k == 0 || item[k - 1] == ';' ||
+				    item[k - 1] == ' ')) {
+					f = item + k + 4;
+					break;
+				}
+			if (f == NULL)
+				return;
+			il = (size_t)(item + il - f);
+			item = f;
+			for (size_t k = 0; k < il; k++)
+				if (item[k] == ';') {
+					il = k;
+					break;
+				}
+		}
+		if (proxy_ip_parse(item, il, &family, ip) == -1)
+			return;		/* "unknown" or garbage: keep what we have */
+		s->c.family = (uint8_t)family;
+		memcpy(s->c.ip, ip, 16);
+		s->c.port = 0;
+		if (!trusted_peer(&s->c))
+			return;
+	}
+}
+
 /* Pick the subprotocol this route speaks from the client's offer, or none. */
 static const char *
 pick_subprotocol(const struct session *s, const struct http_req *r)
@@ -525,6 +613,7 @@ handle_request(struct session *s, const char *head, size_t len)
 		return;
 	}
 	head_only = http_method_is(&req, "HEAD");
+	real_client(s, &req);
 	if (!http_wants_websocket(&req) && serve_admin(s, &req, head_only))
 		return;
 	s->route = cfg_route_find(cfg(), req.path, req.path_len);
@@ -679,6 +768,57 @@ read_http(struct session *s, uint8_t *data, size_t len)
 	}
 }
 
+/*
+ * A listener marked proxy_protocol: the PROXY header comes first and says
+ * who the client is. A connection without a valid one is dropped.
+ */
+static void
+read_proxy(struct session *s, uint8_t *data, size_t len)
+{
+	struct proxy_addr pa;
+	size_t take = len < PROXY_V2_MAX - s->hlen ? len : PROXY_V2_MAX - s->hlen;
+	int n;
+
+	if (s->hbuf == NULL && (s->hbuf = malloc((size_t)cfg()->max_request_size > PROXY_V2_MAX ?
+	    (size_t)cfg()->max_request_size : PROXY_V2_MAX)) == NULL) {
+		conn_close(&s->c);
+		return;
+	}
+	memcpy(s->hbuf + s->hlen, data, take);
+	s->hlen += (uint32_t)take;
+	if ((n = proxy_parse((const uint8_t *)s->hbuf, s->hlen, &pa)) == 0 && s->hlen < PROXY_V2_MAX)
+		return;
+	if (n <= 0) {
+		metrics_refused(REFUSE_PROXY);
+		slog(s, LOG_LVL_INFO, "no valid PROXY protocol header: dropping the connection");
+		conn_close(&s->c);
+		return;
+	}
+	if (pa.known) {
+		s->c.family = (uint8_t)pa.family;
+		memcpy(s->c.ip, pa.ip, 16);
+		s->c.port = pa.port;
+	}
+	s->state = SS_HTTP;
+	/* What followed the header is the start of the HTTP request. */
+	s->hlen -= (uint32_t)n;
+	memmove(s->hbuf, s->hbuf + n, s->hlen);
+	if (s->hlen == 0) {
+		free(s->hbuf);
+		s->hbuf = NULL;
+	} else {
+		size_t keep = s->hlen;
+		uint8_t *tmp = (uint8_t *)s->hbuf;
+
+		s->hbuf = NULL;
+		s->hlen = 0;
+		read_http(s, tmp, keep);
+		free(tmp);
+	}
+	if (take < len && s->state == SS_HTTP)
+		read_http(s, data + take, len - take);
+}
+
 /* ---- frames ---- */
 
 /* A whole message arrived: serve it according to the route. */
@@ -829,6 +969,9 @@ ws_on_read(struct conn *c, uint8_t *data, size_t len)
 
 	s->last_rx = worker_now();
 	switch (s->state) {
+	case SS_PROXY:
+		read_proxy(s, data, len);
+		break;
 	case SS_HTTP:
 		read_http(s, data, len);
 		break;
@@ -857,6 +1000,7 @@ ws_on_tick(struct conn *c, uint64_t now)
 	const struct config *cf = cfg();
 
 	switch (s->state) {
+	case SS_PROXY:
 	case SS_HTTP:
 		if (now - s->created >= (uint64_t)cf->handshake_timeout) {
 			if (s->hlen > 0)
@@ -901,6 +1045,7 @@ ws_on_shutdown(struct conn *c)
 	struct session *s = (struct session *)c;
 
 	switch (s->state) {
+	case SS_PROXY:
 	case SS_HTTP:
 		conn_close(c);
 		break;

@@ -18,8 +18,11 @@ struct worker;
 struct session;
 struct chat_conn;
 
-/* Start a session on an accepted fd. -1 when out of memory (fd left open). */
-int ws_accept(struct worker *, int fd, const struct sockaddr *);
+/*
+ * Start a session on an accepted fd; with proxy, a PROXY protocol header
+ * must come first. -1 when out of memory (fd left open).
+ */
+int ws_accept(struct worker *, int fd, const struct sockaddr *, int proxy);
 
 /* Where the chat layer keeps its per-session state. */
 struct chat_conn **ws_chat(struct session *);
