@@ -5,6 +5,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,10 +70,36 @@ open_one(const struct cfg_listen *l, int reuseport, int do_listen)
 	return fd;
 }
 
-int
-listen_open(struct listeners *ls, const struct config *cfg, int nslots)
+/* Take the first inherited socket bound to addr out of the list; -1 if none. */
+static int
+adopt(int *inh, int ninh, const struct cfg_listen *l)
 {
-	int fd;
+	struct sockaddr_storage ss;
+	socklen_t sl;
+
+	for (int i = 0; i < ninh; i++) {
+		if (inh[i] < 0)
+			continue;
+		sl = sizeof(ss);
+		if (getsockname(inh[i], (struct sockaddr *)&ss, &sl) == 0 && sl == l->addrlen &&
+		    memcmp(&ss, &l->addr, sl) == 0) {
+			int fd = inh[i];
+
+			inh[i] = -1;
+			if (fcntl(fd, F_SETFD, FD_CLOEXEC) == -1)
+				log_errno(LOG_LVL_WARNING, "fcntl(%d, FD_CLOEXEC) failed", fd);
+			return fd;
+		}
+	}
+	return -1;
+}
+
+int
+listen_open(struct listeners *ls, const struct config *cfg, int nslots, const char *inherited)
+{
+	int inh[256], ninh = 0, fd, adopted;
+	const char *p = inherited;
+	char *end;
 
 	ls->nslots = nslots;
 	ls->naddr = cfg->nlisten;
@@ -82,21 +109,66 @@ listen_open(struct listeners *ls, const struct config *cfg, int nslots)
 	}
 	for (int i = 0; i < nslots * cfg->nlisten; i++)
 		ls->fd[i] = -1;
+	while (p != NULL && *p != '\0' && ninh < (int)(sizeof(inh) / sizeof(inh[0]))) {
+		long v = strtol(p, &end, 10);
+
+		if (end == p || v < 0 || v > 65535)
+			break;
+		inh[ninh++] = (int)v;
+		p = *end == ',' ? end + 1 : end;
+	}
 	for (int a = 0; a < cfg->nlisten; a++) {
-		/* A plain bind fails if anyone else listens here already. */
-		if ((fd = open_one(&cfg->listen[a], 0, 0)) == -1) {
-			listen_close(ls);
-			return -1;
-		}
-		close(fd);
+		adopted = 0;
 		for (int s = 0; s < nslots; s++) {
+			if ((fd = adopt(inh, ninh, &cfg->listen[a])) >= 0) {
+				ls->fd[s * ls->naddr + a] = fd;
+				adopted++;
+			}
+		}
+		/* A plain bind fails if anyone else listens here already (not for our own group). */
+		if (adopted == 0) {
+			if ((fd = open_one(&cfg->listen[a], 0, 0)) == -1) {
+				listen_close(ls);
+				return -1;
+			}
+			close(fd);
+		}
+		for (int s = 0; s < nslots; s++) {
+			if (ls->fd[s * ls->naddr + a] >= 0)
+				continue;
 			if ((fd = open_one(&cfg->listen[a], 1, 1)) == -1) {
 				listen_close(ls);
 				return -1;
 			}
 			ls->fd[s * ls->naddr + a] = fd;
 		}
-		log_notice("listening on %s (%d SO_REUSEPORT sockets)", cfg->listen[a].spec, nslots);
+		log_notice("listening on %s (%d SO_REUSEPORT sockets%s)", cfg->listen[a].spec, nslots,
+		    adopted > 0 ? ", inherited from the previous binary" : "");
+	}
+	/* Inherited sockets for addresses no longer configured close now. */
+	for (int i = 0; i < ninh; i++)
+		if (inh[i] >= 0)
+			close(inh[i]);
+	return 0;
+}
+
+int
+listen_export(const struct listeners *ls, char *buf, size_t len)
+{
+	size_t o = 0;
+
+	buf[0] = '\0';
+	for (int i = 0; i < ls->nslots * ls->naddr; i++) {
+		int n;
+
+		if (ls->fd[i] < 0)
+			continue;
+		if (fcntl(ls->fd[i], F_SETFD, 0) == -1)
+			return -1;
+		n = snprintf(buf + o, len - o, "%s%d", o > 0 ? "," : "", ls->fd[i]);
+		if (n < 0 || (size_t)n >= len - o)
+			return -1;
+		o += (size_t)n;
 	}
 	return 0;
 }

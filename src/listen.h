@@ -14,8 +14,14 @@ struct listeners {
 	int	*fd;			/* fd[slot * naddr + addr] */
 };
 
-/* Bind every address for nslots slots; on failure logs why and returns -1. */
-int listen_open(struct listeners *, const struct config *, int nslots) MUST_CHECK;
+/*
+ * Bind every address for nslots slots; on failure logs why and returns -1.
+ * inherited: "fd,fd,..." from a binary upgrade (ROOMD_LISTEN_FDS), or NULL:
+ * sockets already bound to a configured address are adopted, not re-bound.
+ */
+int listen_open(struct listeners *, const struct config *, int nslots, const char *inherited) MUST_CHECK;
+/* "fd,fd,..." of every socket, for a binary upgrade; clears close-on-exec. */
+int listen_export(const struct listeners *, char *buf, size_t len) MUST_CHECK;
 /* The fds of one slot, naddr of them. */
 static inline const int *listen_slot(const struct listeners *l, int slot) { return l->fd + slot * l->naddr; }
 /* In a worker: close every socket except its own slot's. */

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -196,7 +197,9 @@ main(int argc, char **argv)
 	struct config *cfg;
 	struct listeners ls;
 	struct sigaction sa;
-	char *pidfile = NULL, *abs_config = NULL;
+	char *abs_config = NULL, *self = NULL, *pidcopy = NULL, **xargv = NULL;
+	struct master_exec ex;
+	const char *up;
 	int ch, test = 0, dump = 0, rc;
 
 	while ((ch = getopt(argc, argv, "c:dhl:o:tTvw:")) != -1) {
@@ -237,6 +240,9 @@ main(int argc, char **argv)
 		usage(1);
 	if (!opt.config_given && access(DEFAULT_CONFIG, R_OK) == 0)
 		opt.config = DEFAULT_CONFIG;
+	/* The binary's own path, for SIGUSR2, before any chdir. */
+	if (strchr(argv[0], '/') != NULL)
+		self = realpath(argv[0], NULL);
 	/* Reloads happen after daemonize's chdir("/"): remember where the file is. */
 	if (opt.config != NULL && opt.config[0] != '/' && (abs_config = realpath(opt.config, NULL)) != NULL)
 		opt.config = abs_config;
@@ -275,7 +281,7 @@ main(int argc, char **argv)
 	    json_c_version(), OpenSSL_version(OPENSSL_VERSION), cfg->workers,
 	    opt.config != NULL ? opt.config : "(built-in defaults)");
 	raise_fd_limit(cfg);
-	if (listen_open(&ls, cfg, cfg->workers) == -1) {
+	if (listen_open(&ls, cfg, cfg->workers, getenv("ROOMD_LISTEN_FDS")) == -1) {
 		log_error("cannot listen; exiting");
 		cfg_free(cfg);
 		rc = 1;
@@ -284,26 +290,42 @@ main(int argc, char **argv)
 	/* Detach only once binding worked, so a failure shows in the exit status. */
 	if (cfg->daemonize)
 		daemonize();
-	if (cfg->pidfile != NULL) {
-		if (write_pidfile(cfg->pidfile) == -1) {
-			listen_close(&ls);
-			cfg_free(cfg);
-			rc = 1;
-			goto out;
-		}
-		if ((pidfile = strdup(cfg->pidfile)) == NULL)
-			fatalx("out of memory");
+	if (cfg->pidfile != NULL && write_pidfile(cfg->pidfile) == -1) {
+		listen_close(&ls);
+		cfg_free(cfg);
+		rc = 1;
+		goto out;
 	}
-	rc = master_run(cfg, &ls, load_config);
-	if (pidfile != NULL) {
-		if (unlink(pidfile) == -1 && errno != ENOENT)
-			log_errno(LOG_LVL_WARNING, "unlink(%s) failed", pidfile);
-		free(pidfile);
+	/*
+	 * For SIGUSR2: the binary at this path, run again with the same arguments
+	 * and a trailing -c with the config's absolute path (the last -c wins).
+	 */
+	memset(&ex, 0, sizeof(ex));
+	ex.path = self != NULL ? self : argv[0];
+	if ((xargv = calloc((size_t)argc + 3, sizeof(*xargv))) == NULL)
+		fatalx("out of memory");
+	for (int i = 0; i < argc; i++)
+		xargv[i] = argv[i];
+	if (opt.config != NULL) {
+		xargv[argc] = (char *)(uintptr_t)"-c";
+		xargv[argc + 1] = (char *)(uintptr_t)opt.config;
 	}
+	ex.argv = xargv;
+	if (cfg->pidfile != NULL && (pidcopy = strdup(cfg->pidfile)) == NULL)
+		fatalx("out of memory");
+	ex.pidfile = pidcopy;
+	if ((up = getenv("ROOMD_UPGRADE_FROM")) != NULL)
+		ex.upgrade_from = (pid_t)atoi(up);
+	unsetenv("ROOMD_LISTEN_FDS");
+	unsetenv("ROOMD_UPGRADE_FROM");
+	rc = master_run(cfg, &ls, load_config, &ex);
+	free(pidcopy);
+	free(xargv);
 out:
 	for (int i = 0; i < opt.n; i++)
 		free(opt.value[i]);
 	free(abs_config);
+	free(self);
 	log_close();
 	return rc;
 }

@@ -50,7 +50,7 @@ struct retiring {
 	int		mslot;
 };
 
-static volatile sig_atomic_t got_chld, got_stop, got_hup, got_usr1, got_alrm, got_quit;
+static volatile sig_atomic_t got_chld, got_stop, got_hup, got_usr1, got_alrm, got_quit, got_usr2;
 
 static struct {
 	struct config	*cfg;
@@ -65,6 +65,11 @@ static struct {
 	sigset_t	 orig_mask;
 	pid_t		 pid;
 	char		 instance[17];	/* names this roomd in Redis */
+	const struct master_exec *ex;
+	char		 pidfile[1024];	/* where our pid is now ("" if none) */
+	pid_t		 heir;		/* a new binary we started, until it takes over */
+	pid_t		 upgrade_from;	/* the old master to retire once our workers stand */
+	uint64_t	 upgrade_check_at;
 } M;
 
 static uint64_t
@@ -86,11 +91,12 @@ on_signal(int sig)
 	case SIGQUIT: got_quit = 1; break;
 	case SIGHUP: got_hup = 1; break;
 	case SIGUSR1: got_usr1 = 1; break;
+	case SIGUSR2: got_usr2 = 1; break;
 	case SIGALRM: got_alrm = 1; break;
 	}
 }
 
-static const int master_signals[] = { SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGALRM };
+static const int master_signals[] = { SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGALRM };
 
 int
 master_drop_privileges(const struct config *cfg)
@@ -187,6 +193,100 @@ describe_status(int status, char *buf, size_t len)
 		snprintf(buf, len, "stopped with status 0x%x", status);
 }
 
+/* Rename our pidfile (to .oldbin during an upgrade, and back). */
+static void
+move_pidfile(const char *to)
+{
+	if (M.pidfile[0] == '\0')
+		return;
+	if (rename(M.pidfile, to) == -1) {
+		log_errno(LOG_LVL_ERROR, "rename(%s, %s) failed", M.pidfile, to);
+		return;
+	}
+	snprintf(M.pidfile, sizeof(M.pidfile), "%s", to);
+}
+
+/* The new binary died before taking over: we carry on as before. */
+static void
+heir_failed(const char *how)
+{
+	log_error("binary upgrade failed: the new master %s; this master keeps serving", how);
+	M.heir = 0;
+	if (M.ex->pidfile != NULL)
+		move_pidfile(M.ex->pidfile);
+}
+
+/*
+ * SIGUSR2: start the binary at the same path (perhaps a new version) with the
+ * listening sockets inherited. It adopts them, starts its workers and, once
+ * they stand, sends us SIGTERM: we drain while it accepts on the very same
+ * sockets, so no connection is ever refused.
+ */
+static void
+upgrade(void)
+{
+	char fds[2048], from[24], oldbin[1100];
+	sigset_t none;
+	pid_t pid;
+
+	if (M.heir != 0 || M.stopping || M.upgrade_from != 0) {
+		log_warn("binary upgrade already in progress or stopping: SIGUSR2 ignored");
+		return;
+	}
+	if (M.ex->pidfile != NULL) {
+		snprintf(oldbin, sizeof(oldbin), "%s.oldbin", M.ex->pidfile);
+		move_pidfile(oldbin);
+	}
+	if ((pid = fork()) == -1) {
+		log_errno(LOG_LVL_ERROR, "fork() for the binary upgrade failed");
+		if (M.ex->pidfile != NULL)
+			move_pidfile(M.ex->pidfile);
+		return;
+	}
+	if (pid == 0) {
+		struct sigaction sa;
+
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = SIG_DFL;
+		for (size_t i = 0; i < sizeof(master_signals) / sizeof(master_signals[0]); i++)
+			sigaction(master_signals[i], &sa, NULL);
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		snprintf(from, sizeof(from), "%d", (int)M.pid);
+		if (listen_export(M.ls, fds, sizeof(fds)) == -1 ||
+		    setenv("ROOMD_LISTEN_FDS", fds, 1) == -1 || setenv("ROOMD_UPGRADE_FROM", from, 1) == -1)
+			_exit(127);
+		if (strchr(M.ex->path, '/') != NULL)
+			execv(M.ex->path, M.ex->argv);
+		else
+			execvp(M.ex->path, M.ex->argv);
+		log_errno(LOG_LVL_ERROR, "exec(%s) for the binary upgrade failed", M.ex->path);
+		_exit(127);
+	}
+	M.heir = pid;
+	log_notice("binary upgrade: started %s as pid %d with our listening sockets", M.ex->path, (int)pid);
+}
+
+/* New master: once our workers have stood for a moment, retire the old master. */
+static void
+check_upgrade(void)
+{
+	if (M.upgrade_from == 0 || now_ms() < M.upgrade_check_at)
+		return;
+	for (int i = 0; i < M.nslots; i++) {
+		if (M.slot[i].pid == 0 || now_ms() - M.slot[i].started < 500) {
+			M.upgrade_check_at = now_ms() + 250;
+			return;
+		}
+	}
+	if (kill(M.upgrade_from, SIGTERM) == -1 && errno != ESRCH)
+		log_errno(LOG_LVL_ERROR, "kill(%d, SIGTERM) for the old master failed", (int)M.upgrade_from);
+	else
+		log_notice("binary upgrade: our workers are up; the old master (pid %d) drains and exits",
+		    (int)M.upgrade_from);
+	M.upgrade_from = 0;
+}
+
 /*
  * A worker is gone: remove from Redis whatever members it still held and tell
  * their rooms, now rather than after presence_ttl. A graceful exit left
@@ -217,6 +317,10 @@ reap(void)
 		if (redisproc_reaped(pid, status))
 			continue;
 		describe_status(status, how, sizeof(how));
+		if (pid == M.heir) {
+			heir_failed(how);
+			continue;
+		}
 		for (int i = 0; i < M.nretiring; i++) {
 			if (M.retiring[i].pid == pid) {
 				log_info("old worker (pid %d) %s", (int)pid, how);
@@ -367,6 +471,8 @@ arm_timer(void)
 			next = M.slot[i].respawn_at;
 	if (M.stopping && M.kill_at != 0 && (next == 0 || M.kill_at < next))
 		next = M.kill_at;
+	if (M.upgrade_from != 0 && (next == 0 || M.upgrade_check_at < next))
+		next = M.upgrade_check_at;
 	if (next != 0) {
 		uint64_t d = next > now ? next - now : 1;
 
@@ -382,6 +488,7 @@ run_timers(void)
 {
 	uint64_t now = now_ms();
 
+	check_upgrade();
 	for (int i = 0; i < M.nslots; i++) {
 		if (M.slot[i].respawn_at != 0 && M.slot[i].respawn_at <= now && !M.stopping)
 			spawn(i);
@@ -395,7 +502,7 @@ run_timers(void)
 }
 
 int
-master_run(struct config *cfg, struct listeners *ls, master_load_fn load)
+master_run(struct config *cfg, struct listeners *ls, master_load_fn load, const struct master_exec *ex)
 {
 	struct sigaction sa;
 	sigset_t block, waitmask;
@@ -404,6 +511,10 @@ master_run(struct config *cfg, struct listeners *ls, master_load_fn load)
 
 	memset(&M, 0, sizeof(M));
 	M.cfg = cfg;
+	M.ex = ex;
+	if (ex->pidfile != NULL)
+		snprintf(M.pidfile, sizeof(M.pidfile), "%s", ex->pidfile);
+	M.upgrade_from = ex->upgrade_from;
 	if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
 		fatal("getrandom() failed");
 	for (int i = 0; i < 8; i++)
@@ -441,9 +552,11 @@ master_run(struct config *cfg, struct listeners *ls, master_load_fn load)
 	    cfg->redis == NULL ? " (private)" : "");
 	for (int i = 0; i < M.nslots; i++)
 		spawn(i);
+	M.upgrade_check_at = now_ms() + 500;
+	arm_timer();
 
 	for (;;) {
-		if (!(got_chld | got_stop | got_hup | got_usr1 | got_alrm | got_quit))
+		if (!(got_chld | got_stop | got_hup | got_usr1 | got_alrm | got_quit | got_usr2))
 			sigsuspend(&waitmask);
 		if (got_chld) {
 			got_chld = 0;
@@ -469,6 +582,10 @@ master_run(struct config *cfg, struct listeners *ls, master_load_fn load)
 				log_notice("log file reopened");
 			signal_all(SIGUSR1);
 		}
+		if (got_usr2) {
+			got_usr2 = 0;
+			upgrade();
+		}
 		if (got_alrm) {
 			got_alrm = 0;
 			run_timers();
@@ -480,6 +597,8 @@ master_run(struct config *cfg, struct listeners *ls, master_load_fn load)
 	log_notice("all workers stopped; exiting");
 	redisproc_stop();
 	listen_close(M.ls);
+	if (M.pidfile[0] != '\0' && unlink(M.pidfile) == -1 && errno != ENOENT)
+		log_errno(LOG_LVL_WARNING, "unlink(%s) failed", M.pidfile);
 	free(M.slot);
 	cfg_free(M.cfg);
 	return 0;

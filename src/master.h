@@ -12,8 +12,19 @@
 /* Build a fresh config the way startup did (file + command line); NULL with err on failure. */
 typedef struct config *(*master_load_fn)(char *err, size_t errlen);
 
-/* Supervise workers until stopped; takes ownership of cfg and ls. Returns the exit status. */
-int master_run(struct config *cfg, struct listeners *ls, master_load_fn load);
+/* How to run this binary again for a binary upgrade (SIGUSR2). */
+struct master_exec {
+	const char	*path;		/* absolute path of the binary, or a name for execvp */
+	char *const	*argv;
+	const char	*pidfile;	/* NULL if none */
+	pid_t		 upgrade_from;	/* the old master we replace, or 0 */
+};
+
+/*
+ * Supervise workers until stopped; takes ownership of cfg and ls, removes
+ * the pidfile at exit. Returns the exit status.
+ */
+int master_run(struct config *cfg, struct listeners *ls, master_load_fn load, const struct master_exec *);
 /* In a child: become cfg->user if running as root. 0 or -1 (logged). */
 int master_drop_privileges(const struct config *cfg) MUST_CHECK;
 
