@@ -76,6 +76,18 @@ static const struct option options[] = {
 	{ "ready_path", OPT_STRING, O(ready_path), 0, 0, "/readyz", 0 },
 	{ "metrics_path", OPT_STRING, O(metrics_path), 0, 0, "/metrics", 0 },
 	{ "trusted_proxies", OPT_CIDRS, 0, 0, 0, NULL, 0 },
+	{ "auth", OPT_STRING, O(auth), 0, 0, "off", 0 },
+	{ "auth_secret", OPT_STRING, O(auth_secret), 0, 0, NULL, 0 },
+	{ "auth_secret_file", OPT_PATH, O(auth_secret_file), 0, 0, NULL, 0 },
+	{ "auth_cookie", OPT_STRING, O(auth_cookie), 0, 0, "token", 0 },
+	{ "auth_failure", OPT_STRING, O(auth_failure), 0, 0, "event", 0 },
+	{ "allowed_origins", OPT_STRING, O(allowed_origins), 0, 0, NULL, 0 },
+	{ "allow_missing_origin", OPT_BOOL, O(allow_missing_origin), 0, 1, "yes", 0 },
+	{ "max_sessions_per_ip", OPT_INT, O(max_sessions_per_ip), 0, 10000000, "0", 0 },
+	{ "max_new_sessions_per_ip", OPT_INT, O(max_new_sessions_per_ip), 0, 10000000, "0", 0 },
+	{ "rate_limit", OPT_INT, O(rate_limit), 0, 1000000, "100", 0 },
+	{ "rate_burst", OPT_INT, O(rate_burst), 1, 1000000, "200", 0 },
+	{ "worker_connections", OPT_INT, O(worker_connections), 0, 10000000, "0", 0 },
 	{ "www_root", OPT_PATH, O(www_root), 0, 0, NULL, 0 },
 	{ "max_outbuf", OPT_SIZE, O(max_outbuf), 65536, 1073741824, "16m", 0 },
 	{ "default_room", OPT_STRING, O(default_room), 0, 0, "lobby", 0 },
@@ -575,6 +587,7 @@ cfg_free(struct config *c)
 		if (options[i].type == OPT_STRING || options[i].type == OPT_PATH)
 			free(*(char **)((char *)c + options[i].off));
 	free(c->path);
+	free(c->auth_key);
 	free(c);
 }
 
@@ -708,6 +721,40 @@ cfg_finish(struct config *c, char *err, size_t errlen)
 		return seterr(err, errlen, origin, 0,
 		    "ping_timeout (%dms) must be longer than ping_interval (%dms)",
 		    c->ping_timeout, c->ping_interval);
+	if (strcmp(c->auth, "off") != 0 && strcmp(c->auth, "optional") != 0 && strcmp(c->auth, "required") != 0)
+		return seterr(err, errlen, origin, 0, "auth wants off, optional or required, got '%s'", c->auth);
+	if (strcmp(c->auth_failure, "event") != 0 && strcmp(c->auth_failure, "http") != 0)
+		return seterr(err, errlen, origin, 0, "auth_failure wants event or http, got '%s'", c->auth_failure);
+	free(c->auth_key);
+	c->auth_key = NULL;
+	c->auth_keylen = 0;
+	if (c->auth_secret != NULL && c->auth_secret_file != NULL)
+		return seterr(err, errlen, origin, 0, "set auth_secret or auth_secret_file, not both");
+	if (c->auth_secret_file != NULL) {
+		/* Read the secret now: a missing file is a config error, not a runtime surprise. */
+		FILE *f = fopen(c->auth_secret_file, "rb");
+		uint8_t buf[4096];
+		size_t n;
+
+		if (f == NULL)
+			return seterr(err, errlen, origin, 0, "auth_secret_file %s: %s", c->auth_secret_file,
+			    strerror(errno));
+		n = fread(buf, 1, sizeof(buf), f);
+		fclose(f);
+		while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+			n--;
+		if (n == 0 || (c->auth_key = malloc(n)) == NULL)
+			return seterr(err, errlen, origin, 0, "auth_secret_file %s is empty", c->auth_secret_file);
+		memcpy(c->auth_key, buf, n);
+		c->auth_keylen = n;
+	} else if (c->auth_secret != NULL) {
+		if ((c->auth_key = (uint8_t *)strdup(c->auth_secret)) == NULL)
+			return seterr(err, errlen, origin, 0, "out of memory");
+		c->auth_keylen = strlen(c->auth_secret);
+	}
+	if (strcmp(c->auth, "off") != 0 && c->auth_keylen < 16)
+		return seterr(err, errlen, origin, 0,
+		    "auth %s needs auth_secret or auth_secret_file of at least 16 bytes", c->auth);
 	if (strcmp(c->log_format, "text") != 0 && strcmp(c->log_format, "json") != 0)
 		return seterr(err, errlen, origin, 0, "log_format wants text or json, got '%s'", c->log_format);
 	if (c->drain_time >= c->shutdown_timeout && c->drain_time > 0)
@@ -806,6 +853,8 @@ cfg_dump(const struct config *c, FILE *f)
 			continue;
 		}
 		render(c, o, v, sizeof(v));
+		if (strcmp(o->name, "auth_secret") == 0 && v[0] != '\0')
+			snprintf(v, sizeof(v), "********");	/* never print a secret */
 		if (v[0] == '\0')
 			fprintf(f, "# %s (unset)\n", o->name);
 		else if (strchr(v, ' ') != NULL || strchr(v, '#') != NULL)

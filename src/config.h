@@ -6,6 +6,7 @@
 #define ROOMD_CONFIG_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <sys/socket.h>
 
@@ -78,6 +79,21 @@ struct config {
 	char		*www_root;		/* the web page's files */
 	struct cidr	 trusted[CFG_MAX_TRUSTED];	/* proxies whose X-Forwarded-For counts */
 	int		 ntrusted;
+
+	char		*auth;			/* off, optional, required */
+	char		*auth_secret;
+	char		*auth_secret_file;
+	uint8_t		*auth_key;		/* the secret in effect */
+	size_t		 auth_keylen;
+	char		*auth_cookie;
+	char		*auth_failure;		/* event (noAuth + 4001) or http (401) */
+	char		*allowed_origins;	/* NULL: same origin as Host */
+	int		 allow_missing_origin;
+	int		 max_sessions_per_ip;
+	int		 max_new_sessions_per_ip;	/* per second */
+	int		 rate_limit;		/* messages per second per session */
+	int		 rate_burst;
+	int		 worker_connections;	/* per worker; 0: no separate limit */
 
 	char		*default_room;
 	int		 max_rooms_per_connection;

@@ -25,6 +25,7 @@
 #include "bus.h"
 #include "listen.h"
 #include "log.h"
+#include "limits.h"
 #include "master.h"
 #include "metrics.h"
 #include "redisproc.h"
@@ -151,6 +152,7 @@ child_main(int index, int generation, int mslot)
 		exit(2);
 	free(M.slot);
 	metrics_bind(mslot);
+	limits_bind(mslot);
 	status = worker_run(M.cfg, index, generation, M.instance, listen_slot(M.ls, index), M.ls->naddr);
 	listen_close(M.ls);
 	cfg_free(M.cfg);
@@ -525,8 +527,8 @@ master_run(struct config *cfg, struct listeners *ls, master_load_fn load, const 
 	if ((M.slot = calloc((size_t)M.nslots, sizeof(*M.slot))) == NULL)
 		fatalx("out of memory");
 	/* Room for every slot twice (a reload overlaps two generations) and some spare. */
-	if (metrics_init(2 * M.nslots + 8) == -1)
-		fatal("mmap() for metrics failed");
+	if (metrics_init(2 * M.nslots + 8) == -1 || limits_init(2 * M.nslots + 8) == -1)
+		fatal("mmap() for shared counters failed");
 
 	sigemptyset(&block);
 	for (size_t i = 0; i < sizeof(master_signals) / sizeof(master_signals[0]); i++)

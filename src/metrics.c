@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "limits.h"
 #include "metrics.h"
 #include "proto.h"
 
@@ -23,7 +24,7 @@ static const uint64_t rtt_le[] = { 250, 500, 1000, 2500, 5000, 10000, 25000, 500
 
 static const char *const refusal_names[REFUSE__N] = {
 	"bad_request", "method", "not_found", "version", "too_large", "timeout", "draining",
-	"capacity", "proxy_protocol",
+	"capacity", "proxy_protocol", "origin", "auth", "ip_limit",
 };
 
 struct mslot {
@@ -97,6 +98,7 @@ metrics_slot_release(int i)
 	BUMP(&a->rtt_count, LOAD(&s->rtt_count));
 	BUMP(&a->rtt_sum_us, LOAD(&s->rtt_sum_us));
 	memset(s, 0, sizeof(*s));	/* gauges of a dead worker are gone with it */
+	limits_slot_release(i);
 }
 
 void
@@ -200,6 +202,7 @@ metrics_render(struct jbuf *o)
 		{ MET_DELIVERED, "roomd_broadcast_deliveries_total", "Room broadcasts delivered to local members." },
 		{ MET_REDIS_RECONNECTS, "roomd_redis_reconnects_total", "Times a worker's Redis link came back after a loss." },
 		{ MET_SLOW_DROPPED, "roomd_slow_clients_dropped_total", "Clients closed because they did not read what they were sent." },
+		{ MET_RATE_LIMITED, "roomd_messages_rate_limited_total", "Client messages refused by the per-connection rate limit." },
 	};
 	static const struct { enum gauge g; const char *name, *help; } gauges[] = {
 		{ GAUGE_CONN_OPEN, "roomd_connections_open", "Client connections open now." },

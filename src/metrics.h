@@ -23,6 +23,7 @@ enum metric {
 	MET_DELIVERED,		/* broadcast deliveries to local members */
 	MET_REDIS_RECONNECTS,
 	MET_SLOW_DROPPED,	/* clients closed for not reading */
+	MET_RATE_LIMITED,	/* messages refused by the rate limit */
 	MET__COUNTERS
 };
 
@@ -37,7 +38,8 @@ enum gauge {
 
 enum refusal {
 	REFUSE_BAD_REQUEST, REFUSE_METHOD, REFUSE_NOT_FOUND, REFUSE_VERSION, REFUSE_TOO_LARGE,
-	REFUSE_TIMEOUT, REFUSE_DRAINING, REFUSE_CAPACITY, REFUSE_PROXY, REFUSE__N
+	REFUSE_TIMEOUT, REFUSE_DRAINING, REFUSE_CAPACITY, REFUSE_PROXY, REFUSE_ORIGIN, REFUSE_AUTH,
+	REFUSE_IP_LIMIT, REFUSE__N
 };
 
 /* Master, before forking: room for `slots` live workers. -1 on failure. */

@@ -25,7 +25,9 @@
 #include "config.h"
 #include "conn.h"
 #include "http.h"
+#include "auth.h"
 #include "bus.h"
+#include "limits.h"
 #include "log.h"
 #include "metrics.h"
 #include "proto.h"
@@ -63,6 +65,12 @@ struct session {
 	uint16_t		 close_code;	/* the first close code exchanged */
 	uint32_t		 msgs_in, msgs_out;
 	uint64_t		 opened;	/* ms, when upgraded */
+	uint8_t			 ip_counted;	/* counted by limits_session_open */
+	uint8_t			 no_auth;	/* upgraded only to say noAuth and close */
+	uint16_t		 strikes;	/* messages refused in a row by the rate limit */
+	uint32_t		 tokens;	/* rate limit bucket, in thousandths of a message */
+	uint64_t		 refill;	/* ms of the last refill */
+	struct auth_identity	*id;
 	struct ws_decoder	 dec;
 };
 
@@ -303,6 +311,12 @@ ws_unref(struct session *s)
 {
 	if (--s->refs == 0 && s->freed)
 		free(s);
+}
+
+const struct auth_identity *
+ws_identity(const struct session *s)
+{
+	return s->id;
 }
 
 const struct cfg_route *
@@ -587,6 +601,138 @@ real_client(struct session *s, const struct http_req *r)
 	}
 }
 
+/* A query parameter of the request being handled; NULL if absent. */
+static const char *
+query_param(const struct session *s, const struct http_req *r, const char *name, size_t *len)
+{
+	const char *q = r->query, *e, *amp, *eq;
+	size_t nl = strlen(name);
+
+	(void)s;
+	if (q == NULL)
+		return NULL;
+	for (e = q + r->query_len; q < e; q = amp + 1) {
+		if ((amp = memchr(q, '&', (size_t)(e - q))) == NULL)
+			amp = e;
+		eq = memchr(q, '=', (size_t)(amp - q));
+		if (eq != NULL && (size_t)(eq - q) == nl && memcmp(q, name, nl) == 0) {
+			*len = (size_t)(amp - eq - 1);
+			return eq + 1;
+		}
+	}
+	return NULL;
+}
+
+/* The value of a cookie in the Cookie header(s); NULL if absent. */
+static const char *
+cookie_value(const struct http_req *r, const char *name, size_t *len)
+{
+	size_t nl = strlen(name);
+
+	for (int i = 0; i < r->nhdr; i++) {
+		const struct http_hdr *h = &r->hdr[i];
+		const char *p = h->value, *e = h->value + h->vlen, *semi;
+
+		if (h->nlen != 6 || strncasecmp(h->name, "Cookie", 6) != 0)
+			continue;
+		for (; p < e; p = semi + 1) {
+			while (p < e && (*p == ' ' || *p == '\t'))
+				p++;
+			if ((semi = memchr(p, ';', (size_t)(e - p))) == NULL)
+				semi = e;
+			if ((size_t)(semi - p) > nl && memcmp(p, name, nl) == 0 && p[nl] == '=') {
+				*len = (size_t)(semi - p - (ptrdiff_t)nl - 1);
+				return p + nl + 1;
+			}
+		}
+	}
+	return NULL;
+}
+
+/* Whether the Origin may open a WebSocket here (cross-site WebSocket hijacking). */
+static int
+origin_ok(const struct http_req *r)
+{
+	const struct config *cf = cfg();
+	const char *o, *host, *p, *sep;
+	size_t ol, hl;
+
+	if ((o = http_header(r, "Origin", &ol)) == NULL)
+		return cf->allow_missing_origin;
+	if (cf->allowed_origins == NULL) {
+		/* Same origin: the Origin's host[:port] is the Host the client asked for. */
+		if ((host = http_header(r, "Host", &hl)) == NULL || (p = memchr(o, ':', ol)) == NULL ||
+		    (size_t)(p - o) + 3 > ol || p[1] != '/' || p[2] != '/')
+			return 0;
+		p += 3;
+		return (size_t)(o + ol - p) == hl && strncasecmp(p, host, hl) == 0;
+	}
+	for (p = cf->allowed_origins; *p != '\0'; p = *sep != '\0' ? sep + 1 : sep) {
+		while (*p == ' ' || *p == ',')
+			p++;
+		if ((sep = strpbrk(p, " ,")) == NULL)
+			sep = p + strlen(p);
+		if ((sep - p == 1 && *p == '*') ||
+		    ((size_t)(sep - p) == ol && strncasecmp(p, o, ol) == 0))
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * Tokens: ?token=, then Authorization: Bearer, then the auth cookie. With a
+ * valid one the session gets an identity; a bad one is always refused, a
+ * missing one only when auth is required. Returns 0 to go on, -1 if refused
+ * with an HTTP answer already, 1 to upgrade only to say noAuth and close.
+ */
+static int
+check_auth(struct session *s, const struct http_req *r, int head_only)
+{
+	const struct config *cf = cfg();
+	const char *tok = NULL, *why = "no token";
+	char buf[AUTH_MAX_TOKEN + 1];
+	size_t tl = 0;
+	int required = strcmp(cf->auth, "required") == 0;
+
+	if (strcmp(cf->auth, "off") == 0)
+		return 0;
+	if ((tok = query_param(s, r, "token", &tl)) == NULL) {
+		size_t al;
+		const char *a = http_header(r, "Authorization", &al);
+
+		if (a != NULL && al > 7 && strncasecmp(a, "Bearer ", 7) == 0) {
+			tok = a + 7;
+			tl = al - 7;
+		} else
+			tok = cookie_value(r, cf->auth_cookie, &tl);
+	}
+	if (tok != NULL && tl <= AUTH_MAX_TOKEN) {
+		struct auth_identity id;
+
+		memcpy(buf, tok, tl);
+		buf[tl] = '\0';
+		if (auth_verify(buf, tl, cf->auth_key, cf->auth_keylen, (long long)(worker_wallclock_ms() / 1000),
+		    5, &id, &why) == 0) {
+			if ((s->id = malloc(sizeof(*s->id))) == NULL) {
+				auth_identity_free(&id);
+				return -1;
+			}
+			*s->id = id;
+			return 0;
+		}
+	} else if (tok == NULL && !required)
+		return 0;
+	else if (tok != NULL)
+		why = "token too long";
+	metrics_refused(REFUSE_AUTH);
+	slog(s, LOG_LVL_INFO, "refused: %s", why);
+	if (strcmp(cf->auth_failure, "http") == 0) {
+		http_reply(s, 401, "WWW-Authenticate: Bearer\r\n", "a valid token is required", head_only);
+		return -1;
+	}
+	return 1;
+}
+
 /* Pick the subprotocol this route speaks from the client's offer, or none. */
 static const char *
 pick_subprotocol(const struct session *s, const struct http_req *r)
@@ -603,7 +749,7 @@ handle_request(struct session *s, const char *head, size_t len)
 	struct ws_upgrade up;
 	const char *proto;
 	char resp[512], esc[128];
-	int rc, n, head_only;
+	int rc, n, head_only, auth = 0;
 
 	if ((rc = http_parse(&req, head, len)) != 0) {
 		metrics_refused(rc == 431 ? REFUSE_TOO_LARGE : REFUSE_BAD_REQUEST);
@@ -640,6 +786,24 @@ handle_request(struct session *s, const char *head, size_t len)
 		http_reply(s, 503, "Retry-After: 1\r\n", "draining: connect to another server", head_only);
 		return;
 	}
+	if (up.status == 0 && !origin_ok(&req)) {
+		metrics_refused(REFUSE_ORIGIN);
+		slog(s, LOG_LVL_INFO, "refused: Origin not allowed");
+		http_reply(s, 403, NULL, "this Origin may not open a WebSocket here", head_only);
+		return;
+	}
+	if (up.status == 0 && (cfg()->max_sessions_per_ip > 0 || cfg()->max_new_sessions_per_ip > 0)) {
+		if (limits_session_open(s->c.family, s->c.ip, cfg()->max_sessions_per_ip,
+		    cfg()->max_new_sessions_per_ip) == -1) {
+			metrics_refused(REFUSE_IP_LIMIT);
+			slog(s, LOG_LVL_INFO, "refused: too many sessions from this address");
+			http_reply(s, 429, "Retry-After: 1\r\n", "too many connections from your address", head_only);
+			return;
+		}
+		s->ip_counted = 1;
+	}
+	if (up.status == 0 && (auth = check_auth(s, &req, head_only)) == -1)
+		return;
 	if (up.status != 0) {
 		const char *extra = NULL;
 
@@ -671,6 +835,17 @@ handle_request(struct session *s, const char *head, size_t len)
 	s->last_ping = s->opened = worker_now();
 	metrics_add(MET_UPGRADES, 1);
 	metrics_gauge(GAUGE_SESSIONS, 1);
+	s->tokens = (uint32_t)cfg()->rate_burst * 1000;
+	s->refill = s->opened;
+	if (auth == 1) {
+		/* The tutorial's way to say no: an event the page understands, then 4001. */
+		static const char noauth[] = "{\"event\":\"noAuth\",\"message\":\"a valid token is required\"}";
+
+		s->no_auth = 1;
+		ws_send_text(s, noauth, sizeof(noauth) - 1);
+		ws_close(s, 4001, "authentication required");
+		return;
+	}
 	slog(s, LOG_LVL_DEBUG, "upgraded (%s)", cfg_route_kind_name(s->route->kind));
 	if (s->route->kind == ROUTE_CHAT || s->route->kind == ROUTE_BROADCAST)
 		chat_open(s);
@@ -821,6 +996,41 @@ read_proxy(struct session *s, uint8_t *data, size_t len)
 
 /* ---- frames ---- */
 
+/*
+ * The per-session token bucket: rate_limit messages a second, bursts up to
+ * rate_burst. A refused message gets a rate_limited error; a client that
+ * keeps pushing for another burst's worth is closed with 1008.
+ */
+static int
+rate_ok(struct session *s)
+{
+	const struct config *cf = cfg();
+	uint64_t now = worker_now(), cap = (uint64_t)cf->rate_burst * 1000, t;
+
+	if (cf->rate_limit == 0)
+		return 1;
+	t = s->tokens + (now - s->refill) * (uint64_t)cf->rate_limit;
+	s->tokens = (uint32_t)(t > cap ? cap : t);
+	s->refill = now;
+	if (s->tokens >= 1000) {
+		s->tokens -= 1000;
+		s->strikes = 0;
+		return 1;
+	}
+	metrics_add(MET_RATE_LIMITED, 1);
+	if (++s->strikes > cf->rate_burst) {
+		fail(s, WS_CLOSE_POLICY, "rate limit exceeded");
+		return 0;
+	}
+	{
+		static const char limited[] = "{\"event\":\"error\",\"code\":\"rate_limited\","
+		    "\"message\":\"too many messages: slow down\"}";
+
+		ws_send_text(s, limited, sizeof(limited) - 1);
+	}
+	return 0;
+}
+
 /* A whole message arrived: serve it according to the route. */
 static void
 deliver(struct session *s, int opcode)
@@ -855,6 +1065,8 @@ deliver(struct session *s, int opcode)
 		break;
 	case ROUTE_CHAT:
 	case ROUTE_BROADCAST:
+		if (!rate_ok(s))
+			break;
 		chat_message(s, opcode, sbuf_ptr(b), b->len);
 		break;
 	case ROUTE_OFF:
@@ -1098,6 +1310,13 @@ ws_on_free(struct conn *c)
 	if (s->upgraded) {
 		access_log(s);
 		metrics_gauge(GAUGE_SESSIONS, -1);
+	}
+	if (s->ip_counted)
+		limits_session_close(s->c.family, s->c.ip);
+	if (s->id != NULL) {
+		auth_identity_free(s->id);
+		free(s->id);
+		s->id = NULL;
 	}
 	if (s->chat != NULL)
 		chat_free(s);

@@ -16,6 +16,7 @@
 
 struct worker;
 struct session;
+struct auth_identity;
 struct chat_conn;
 
 /*
@@ -42,6 +43,8 @@ const char *ws_query_param(const struct session *, const char *name, size_t *len
 const struct cfg_route *ws_route(const struct session *);
 /* Log with the session's id, uuid, address and route. */
 void ws_log(struct session *, enum log_level, const char *, ...) PRINTF_LIKE(3, 4);
+/* The identity a valid token gave the session, or NULL. */
+const struct auth_identity *ws_identity(const struct session *);
 /* Build a complete server frame (header + payload) in one shared block. */
 struct sbuf *ws_frame_new(int opcode, const void *payload, size_t len) MUST_CHECK;
 
