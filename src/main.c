@@ -117,7 +117,8 @@ static void
 raise_fd_limit(const struct config *cfg)
 {
 	struct rlimit rl;
-	rlim_t want = (rlim_t)cfg->max_connections / (rlim_t)cfg->workers + 128;
+	rlim_t want = (rlim_t)(cfg->worker_connections > 0 ? cfg->worker_connections :
+	    cfg->max_connections) + 128;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
 		return;

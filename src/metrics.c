@@ -127,6 +127,18 @@ metrics_gauge(enum gauge g, int64_t d)
 	BUMP(&self->g[g], d);
 }
 
+int64_t
+metrics_gauge_total(enum gauge g)
+{
+	int64_t v = 0;
+
+	if (shm == NULL)
+		return LOAD(&self->g[g]);
+	for (int k = 0; k < shm->nslots; k++)
+		v += (int64_t)LOAD(&shm->slot[k].g[g]);
+	return v;
+}
+
 void
 metrics_refused(enum refusal r)
 {

@@ -57,6 +57,8 @@ void metrics_add(enum metric, uint64_t n);
 void metrics_gauge(enum gauge, int64_t delta);
 void metrics_refused(enum refusal);
 void metrics_close_code(unsigned code);
+/* A gauge summed over every worker. */
+int64_t metrics_gauge_total(enum gauge);
 /* A Redis round trip of `us` microseconds. */
 void metrics_redis_rtt(uint64_t us);
 /* Render the sum over every worker into out (Prometheus text format 0.0.4). */

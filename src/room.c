@@ -600,7 +600,12 @@ room_leave(struct member *m, int tell_self)
 		return;
 	}
 	if (tell_self && r->kind == ROOM_CHAT) {
-		proto_out(&R.jb, m->name, m->nlen, r->key, r->klen, r->num > 0 ? r->num - 1 : 0);
+		long num = r->num;
+
+		/* r->num counts m only once its enter came back (it is active). */
+		if (m->state == MEM_ACTIVE && num > 0)
+			num--;
+		proto_out(&R.jb, m->name, m->nlen, r->key, r->klen, num);
 		if (!R.jb.oom)
 			ws_send_text(m->s, R.jb.p, R.jb.len);
 	}

@@ -161,12 +161,19 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 			log_errno(LOG_LVL_ERROR, "accept4() failed");
 			return;
 		}
-		if (w->nconns >= w->max_conns) {
-			log_warn("max_connections reached (%d in this worker): refusing a client with 503",
-			    w->max_conns);
+		/* max_connections counts every worker (shared gauges); worker_connections this one. */
+		if ((w->cfg->worker_connections > 0 && w->nconns >= w->cfg->worker_connections) ||
+		    metrics_gauge_total(GAUGE_CONN_OPEN) >= w->cfg->max_connections) {
+			metrics_refused(REFUSE_CAPACITY);
+			if (!w->full_logged)
+				log_warn("connection limit reached (%d here, max_connections %d, worker_connections %d): "
+				    "refusing clients with 503", w->nconns, w->cfg->max_connections,
+				    w->cfg->worker_connections);
+			w->full_logged = 1;
 			refuse_full(fd);
 			continue;
 		}
+		w->full_logged = 0;
 		if (ss.ss_family != AF_UNIX &&
 		    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == -1)
 			log_errno(LOG_LVL_DEBUG, "setsockopt(TCP_NODELAY) failed");
@@ -363,7 +370,7 @@ worker_run(const struct config *cfg, int index, int generation, const char *inst
 	static const int sigs[] = { SIGTERM, SIGQUIT, SIGUSR1 };
 	struct worker *w;
 	struct timeval tv;
-	int nworkers, ms;
+	int ms;
 
 	if ((w = calloc(1, sizeof(*w))) == NULL)
 		fatalx("worker %d: out of memory", index);
@@ -372,8 +379,6 @@ worker_run(const struct config *cfg, int index, int generation, const char *inst
 	w->generation = generation;
 	w->cfg = cfg;
 	w->rbuflen = RBUF_SIZE;
-	nworkers = cfg->workers;
-	w->max_conns = (cfg->max_connections + nworkers - 1) / nworkers;
 	if (getrandom(w->rng, sizeof(w->rng), 0) != sizeof(w->rng))
 		fatal("getrandom() failed");
 	w->rng[0] |= 1;
@@ -406,8 +411,7 @@ worker_run(const struct config *cfg, int index, int generation, const char *inst
 	snprintf(wid, sizeof(wid), "%s.%d", instance, (int)getpid());
 	if (room_init(w->base, wid) == -1)
 		fatalx("worker %d: cannot set up rooms", index);
-	log_info("started (generation %d, %s backend, up to %d connections)", generation,
-	    event_base_get_method(w->base), w->max_conns);
+	log_info("started (generation %d, %s backend)", generation, event_base_get_method(w->base));
 	while (!w->quit) {
 		if (event_base_loop(w->base, EVLOOP_ONCE) == -1) {
 			log_error("event_base_loop() failed");

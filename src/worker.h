@@ -28,7 +28,7 @@ struct worker {
 	struct conn		*wpending;	/* conns with queued output */
 	struct conn		*dead;		/* closed, to free after this turn */
 	int			 nconns;
-	int			 max_conns;	/* this worker's share of max_connections */
+	int			 full_logged;	/* "limit reached" said once per episode */
 	uint32_t		 next_id;
 	int			 stopping;	/* draining: no new sessions */
 	uint64_t		 stop_started;
