@@ -7,6 +7,7 @@
  * on success.
  */
 #include "config.h"
+#include "tls.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -88,6 +89,8 @@ static const struct option options[] = {
 	{ "rate_limit", OPT_INT, O(rate_limit), 0, 1000000, "100", 0 },
 	{ "rate_burst", OPT_INT, O(rate_burst), 1, 1000000, "200", 0 },
 	{ "worker_connections", OPT_INT, O(worker_connections), 0, 10000000, "0", 0 },
+	{ "ssl_certificate", OPT_PATH, O(ssl_certificate), 0, 0, NULL, 0 },
+	{ "ssl_certificate_key", OPT_PATH, O(ssl_certificate_key), 0, 0, NULL, 0 },
 	{ "www_root", OPT_PATH, O(www_root), 0, 0, NULL, 0 },
 	{ "max_outbuf", OPT_SIZE, O(max_outbuf), 65536, 1073741824, "16m", 0 },
 	{ "default_room", OPT_STRING, O(default_room), 0, 0, "lobby", 0 },
@@ -216,8 +219,10 @@ parse_listen(const char *value, struct cfg_listen *l, char *why, size_t whylen)
 	for (value += n; sscanf(value, " %63s%n", opt, &used) == 1; value += used) {
 		if (strcmp(opt, "proxy_protocol") == 0)
 			l->proxy_protocol = 1;
+		else if (strcmp(opt, "ssl") == 0)
+			l->ssl = 1;
 		else {
-			snprintf(why, whylen, "unknown listen option '%s' (want proxy_protocol)", opt);
+			snprintf(why, whylen, "unknown listen option '%s' (want ssl or proxy_protocol)", opt);
 			return -1;
 		}
 	}
@@ -755,6 +760,14 @@ cfg_finish(struct config *c, char *err, size_t errlen)
 	if (strcmp(c->auth, "off") != 0 && c->auth_keylen < 16)
 		return seterr(err, errlen, origin, 0,
 		    "auth %s needs auth_secret or auth_secret_file of at least 16 bytes", c->auth);
+	if (tls_wanted(c)) {
+		/* Load the certificate now: a bad one is a config error, at start and on reload. */
+		SSL_CTX *ctx = tls_ctx_new(c, why, sizeof(why));
+
+		if (ctx == NULL)
+			return seterr(err, errlen, origin, 0, "%s", why);
+		SSL_CTX_free(ctx);
+	}
 	if (strcmp(c->log_format, "text") != 0 && strcmp(c->log_format, "json") != 0)
 		return seterr(err, errlen, origin, 0, "log_format wants text or json, got '%s'", c->log_format);
 	if (c->drain_time >= c->shutdown_timeout && c->drain_time > 0)
@@ -831,7 +844,8 @@ cfg_dump(const struct config *c, FILE *f)
 
 		if (o->type == OPT_LISTEN) {
 			for (int j = 0; j < c->nlisten; j++)
-				fprintf(f, "listen %s%s\n", c->listen[j].spec,
+				fprintf(f, "listen %s%s%s\n", c->listen[j].spec,
+				    c->listen[j].ssl ? " ssl" : "",
 				    c->listen[j].proxy_protocol ? " proxy_protocol" : "");
 			continue;
 		}
@@ -872,6 +886,7 @@ listen_equal(const struct config *a, const struct config *b)
 	for (int i = 0; i < a->nlisten; i++)
 		if (a->listen[i].addrlen != b->listen[i].addrlen ||
 		    a->listen[i].proxy_protocol != b->listen[i].proxy_protocol ||
+		    a->listen[i].ssl != b->listen[i].ssl ||
 		    memcmp(&a->listen[i].addr, &b->listen[i].addr, a->listen[i].addrlen) != 0)
 			return 0;
 	return 1;

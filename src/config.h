@@ -41,6 +41,7 @@ struct cfg_listen {
 	struct sockaddr_storage	addr;
 	socklen_t		addrlen;
 	int			proxy_protocol;	/* a PROXY header must come first */
+	int			ssl;		/* TLS */
 };
 
 struct cfg_route {
@@ -94,6 +95,8 @@ struct config {
 	int		 rate_limit;		/* messages per second per session */
 	int		 rate_burst;
 	int		 worker_connections;	/* per worker; 0: no separate limit */
+	char		*ssl_certificate;
+	char		*ssl_certificate_key;
 
 	char		*default_room;
 	int		 max_rooms_per_connection;

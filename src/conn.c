@@ -15,12 +15,14 @@
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <openssl/err.h>
 
 #include "conn.h"
 #include "metrics.h"
 #include "worker.h"
 
 #define CONN_IOV_MAX	64
+#define TLS_CHUNK	16384	/* one TLS record's worth per SSL_write */
 
 static void conn_event(evutil_socket_t, short, void *);
 
@@ -32,9 +34,9 @@ conn_arm(struct conn *c)
 
 	if (c->flags & CONN_F_CLOSED)
 		return;
-	if (!(c->flags & CONN_F_PAUSED) || (c->flags & CONN_F_LINGER))
+	if (!(c->flags & CONN_F_PAUSED) || (c->flags & (CONN_F_LINGER | CONN_F_TLS_HS | CONN_F_TLS_WR)))
 		what |= EV_READ;
-	if (c->flags & CONN_F_WANTWRITE)
+	if (c->flags & (CONN_F_WANTWRITE | CONN_F_TLS_RW))
 		what |= EV_WRITE;
 	if (event_initialized(&c->ev)) {
 		if (event_get_events(&c->ev) == what && event_pending(&c->ev, EV_READ | EV_WRITE, NULL))
@@ -52,9 +54,17 @@ conn_arm(struct conn *c)
 
 int
 conn_init(struct conn *c, struct worker *w, int fd, const struct sockaddr *sa,
-    const struct conn_handler *h)
+    const struct conn_handler *h, SSL_CTX *tls)
 {
 	memset(c, 0, sizeof(*c));
+	if (tls != NULL) {
+		if ((c->ssl = SSL_new(tls)) == NULL || SSL_set_fd(c->ssl, fd) != 1) {
+			SSL_free(c->ssl);
+			return -1;
+		}
+		SSL_set_accept_state(c->ssl);
+		c->flags |= CONN_F_TLS_HS;
+	}
 	c->fd = fd;
 	c->w = w;
 	c->h = h;
@@ -79,8 +89,11 @@ conn_init(struct conn *c, struct worker *w, int fd, const struct sockaddr *sa,
 	} else
 		c->family = AF_UNSPEC;
 	event_assign(&c->ev, w->base, fd, EV_READ | EV_PERSIST, conn_event, c);
-	if (event_add(&c->ev, NULL) == -1)
+	if (event_add(&c->ev, NULL) == -1) {
+		SSL_free(c->ssl);
+		c->ssl = NULL;
 		return -1;
+	}
 	c->next = w->all;
 	if (w->all != NULL)
 		w->all->prev = c;
@@ -153,6 +166,10 @@ conn_close(struct conn *c)
 	c->flags |= CONN_F_CLOSED;
 	if (event_initialized(&c->ev))
 		event_del(&c->ev);
+	if (c->ssl != NULL) {
+		SSL_free(c->ssl);
+		c->ssl = NULL;
+	}
 	close(c->fd);
 	c->fd = -1;
 	outq_clear(&c->out);
@@ -175,7 +192,9 @@ static void
 conn_start_linger(struct conn *c)
 {
 	c->flags |= CONN_F_LINGER;
-	c->flags &= ~(CONN_F_FINISH | CONN_F_PAUSED | CONN_F_AUTORESUME);
+	c->flags &= ~(CONN_F_FINISH | CONN_F_PAUSED | CONN_F_AUTORESUME | CONN_F_TLS_RW | CONN_F_TLS_WR);
+	if (c->ssl != NULL && !(c->flags & CONN_F_TLS_HS))
+		(void)SSL_shutdown(c->ssl);	/* close_notify, best effort */
 	if (shutdown(c->fd, SHUT_WR) == -1) {
 		conn_close(c);
 		return;
@@ -204,6 +223,9 @@ conn_pause(struct conn *c, int paused)
 	else
 		c->flags &= ~CONN_F_PAUSED;
 	conn_arm(c);
+	/* Bytes OpenSSL already holds will not make the socket readable again. */
+	if (!paused && c->ssl != NULL && SSL_has_pending(c->ssl) && !(c->flags & CONN_F_CLOSED))
+		event_active(&c->ev, EV_READ, 0);
 }
 
 void
@@ -213,6 +235,70 @@ conn_pause_until_drained(struct conn *c)
 	conn_pause(c, 1);
 }
 
+/* Copy up to n queued bytes (files included) into buf; returns how many, -1 on error. */
+static ssize_t
+gather(struct conn *c, uint8_t *buf, size_t n)
+{
+	struct outq *q = &c->out;
+	size_t o = 0;
+
+	for (uint32_t i = 0; i < q->count && o < n; i++) {
+		const struct outq_ent *e = &q->ent[(q->head + i) % q->cap];
+		size_t k = e->len < n - o ? e->len : n - o;
+
+		if (e->b != NULL)
+			memcpy(buf + o, e->b->data + e->off, k);
+		else if (pread(e->fd, buf + o, k, (off_t)e->foff) != (ssize_t)k)
+			return -1;
+		o += k;
+	}
+	return (ssize_t)o;
+}
+
+/* The TLS write path: coalesce up to a record, SSL_write, retry with the same length. */
+static void
+tls_flush(struct conn *c)
+{
+	uint8_t *buf = worker_tls_buffer(c->w);
+	ssize_t n;
+	int r;
+
+	while (!(c->flags & CONN_F_CLOSED) && c->out.count > 0) {
+		size_t want = c->tls_retry != 0 ? c->tls_retry : c->out.bytes < TLS_CHUNK ? c->out.bytes : TLS_CHUNK;
+
+		if (buf == NULL || (n = gather(c, buf, want)) != (ssize_t)want) {
+			conn_close(c);
+			return;
+		}
+		ERR_clear_error();
+		r = SSL_write(c->ssl, buf, (int)want);
+		if (r > 0) {
+			c->tls_retry = 0;
+			metrics_add(MET_BYTES_OUT, (uint64_t)r);
+			outq_consume(&c->out, (size_t)r);
+			continue;
+		}
+		c->tls_retry = (uint32_t)want;
+		switch (SSL_get_error(c->ssl, r)) {
+		case SSL_ERROR_WANT_WRITE:
+			if (!(c->flags & CONN_F_WANTWRITE)) {
+				c->flags |= CONN_F_WANTWRITE;
+				conn_arm(c);
+			}
+			return;
+		case SSL_ERROR_WANT_READ:
+			c->flags |= CONN_F_TLS_WR;
+			conn_arm(c);
+			return;
+		default:
+			if (c->h->on_eof != NULL)
+				c->h->on_eof(c, "TLS write failed");
+			conn_close(c);
+			return;
+		}
+	}
+}
+
 void
 conn_flush(struct conn *c)
 {
@@ -220,6 +306,12 @@ conn_flush(struct conn *c)
 	ssize_t n;
 	int cnt;
 
+	if (c->ssl != NULL) {
+		if (c->flags & CONN_F_TLS_HS)
+			return;		/* nothing is sent before the handshake */
+		tls_flush(c);
+		goto done;
+	}
 	while (!(c->flags & CONN_F_CLOSED) && c->out.count > 0) {
 		if (outq_head_is_file(&c->out)) {
 			/* The kernel copies file pages to the socket: no trip through user space. */
@@ -254,7 +346,8 @@ conn_flush(struct conn *c)
 		metrics_add(MET_BYTES_OUT, (uint64_t)n);
 		outq_consume(&c->out, (size_t)n);
 	}
-	if (c->flags & CONN_F_CLOSED)
+done:
+	if ((c->flags & CONN_F_CLOSED) || c->out.count > 0)
 		return;
 	if (c->flags & (CONN_F_WANTWRITE | CONN_F_AUTORESUME)) {
 		if (c->flags & CONN_F_AUTORESUME)
@@ -277,6 +370,78 @@ conn_drain_input(struct conn *c)
 	conn_close(c);
 }
 
+/* Drive the TLS handshake; 1 when it is done. */
+static int
+tls_handshake(struct conn *c)
+{
+	char why[160];
+	int r;
+
+	ERR_clear_error();
+	if ((r = SSL_accept(c->ssl)) == 1) {
+		c->flags &= ~(CONN_F_TLS_HS | CONN_F_WANTWRITE);
+		conn_arm(c);
+		return 1;
+	}
+	switch (SSL_get_error(c->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+		if (c->flags & CONN_F_WANTWRITE) {
+			c->flags &= ~CONN_F_WANTWRITE;
+			conn_arm(c);
+		}
+		return 0;
+	case SSL_ERROR_WANT_WRITE:
+		c->flags |= CONN_F_WANTWRITE;
+		conn_arm(c);
+		return 0;
+	default:
+		ERR_error_string_n(ERR_get_error(), why, sizeof(why));
+		log_debug("conn %u: TLS handshake failed: %s", c->id, why);
+		ERR_clear_error();
+		conn_close(c);
+		return 0;
+	}
+}
+
+/* The TLS read path: everything OpenSSL can give us now. */
+static void
+tls_read(struct conn *c)
+{
+	struct worker *w = c->w;
+	int r;
+
+	c->flags &= ~CONN_F_TLS_RW;
+	while (!(c->flags & (CONN_F_CLOSED | CONN_F_PAUSED | CONN_F_LINGER))) {
+		ERR_clear_error();
+		r = SSL_read(c->ssl, w->rbuf, (int)w->rbuflen);
+		if (r > 0) {
+			metrics_add(MET_BYTES_IN, (uint64_t)r);
+			c->h->on_read(c, w->rbuf, (size_t)r);
+			continue;
+		}
+		switch (SSL_get_error(c->ssl, r)) {
+		case SSL_ERROR_WANT_READ:
+			conn_arm(c);
+			return;
+		case SSL_ERROR_WANT_WRITE:
+			c->flags |= CONN_F_TLS_RW;
+			conn_arm(c);
+			return;
+		case SSL_ERROR_ZERO_RETURN:
+			if (c->h->on_eof != NULL)
+				c->h->on_eof(c, "eof");
+			conn_close(c);
+			return;
+		default:
+			if (c->h->on_eof != NULL)
+				c->h->on_eof(c, "TLS read failed");
+			ERR_clear_error();
+			conn_close(c);
+			return;
+		}
+	}
+}
+
 static void
 conn_event(evutil_socket_t fd, short what, void *arg)
 {
@@ -284,6 +449,17 @@ conn_event(evutil_socket_t fd, short what, void *arg)
 	struct worker *w = c->w;
 	ssize_t n;
 
+	if (c->ssl != NULL && !(c->flags & CONN_F_LINGER)) {
+		if ((c->flags & CONN_F_TLS_HS) && !tls_handshake(c))
+			return;
+		if ((what & EV_WRITE) || ((what & EV_READ) && (c->flags & CONN_F_TLS_WR))) {
+			c->flags &= ~CONN_F_TLS_WR;
+			conn_flush(c);
+		}
+		if (((what & EV_READ) || (c->flags & CONN_F_TLS_RW)) && !(c->flags & CONN_F_CLOSED))
+			tls_read(c);
+		return;
+	}
 	if ((what & EV_WRITE) && !(c->flags & CONN_F_CLOSED))
 		conn_flush(c);
 	if (!(what & EV_READ) || (c->flags & CONN_F_CLOSED))

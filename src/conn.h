@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
+#include <openssl/ssl.h>
 
 #include "sbuf.h"
 
@@ -36,6 +37,9 @@ struct conn_handler {
 #define CONN_F_LINGER		0x20	/* write side shut; discarding input until EOF */
 #define CONN_F_AUTORESUME	0x40	/* resume reading once the queue drains */
 #define CONN_F_SHUTDOWN		0x80	/* told to go by a draining worker */
+#define CONN_F_TLS_HS		0x100	/* TLS handshake in progress */
+#define CONN_F_TLS_RW		0x200	/* an SSL_read wants the socket writable */
+#define CONN_F_TLS_WR		0x400	/* an SSL_write wants the socket readable */
 
 struct conn {
 	int			 fd;
@@ -51,10 +55,16 @@ struct conn {
 	struct outq		 out;
 	const struct conn_handler *h;
 	struct worker		*w;
+	SSL			*ssl;		/* NULL: plain TCP */
+	uint32_t		 tls_retry;	/* bytes an unfinished SSL_write must be retried with */
 };
 
-/* Adopt an accepted, non-blocking fd; registers for reading. -1 on failure (fd not closed). */
-int conn_init(struct conn *, struct worker *, int fd, const struct sockaddr *, const struct conn_handler *) MUST_CHECK;
+/*
+ * Adopt an accepted, non-blocking fd; registers for reading. With tls, a TLS
+ * handshake comes first. -1 on failure (fd not closed).
+ */
+int conn_init(struct conn *, struct worker *, int fd, const struct sockaddr *, const struct conn_handler *,
+    SSL_CTX *tls) MUST_CHECK;
 /* Queue b[off, off+len) for sending (takes a reference). -1 if the queue is full or OOM. */
 int conn_send(struct conn *, struct sbuf *, uint32_t off, uint32_t len) MUST_CHECK;
 /* Queue len bytes of file fd from off, sent with sendfile(2); takes ownership of fd. */

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "room.h"
+#include "tls.h"
 #include "worker.h"
 #include "ws.h"
 
@@ -55,6 +56,14 @@ worker_random(struct worker *w)
 	s1 ^= s1 << 23;
 	w->rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
 	return w->rng[1] + s0;
+}
+
+uint8_t *
+worker_tls_buffer(struct worker *w)
+{
+	if (w->tlsbuf == NULL)
+		w->tlsbuf = malloc(16384);
+	return w->tlsbuf;
 }
 
 void
@@ -136,10 +145,14 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 	struct sockaddr_storage ss;
 	socklen_t sl;
 	int fd, one = 1, proxy = 0;
+	SSL_CTX *tls = NULL;
 
-	for (int i = 0; i < w->nlisten; i++)
-		if (w->lfd[i] == lfd)
+	for (int i = 0; i < w->nlisten; i++) {
+		if (w->lfd[i] == lfd) {
 			proxy = w->cfg->listen[i].proxy_protocol;
+			tls = w->cfg->listen[i].ssl ? w->tls : NULL;
+		}
+	}
 
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
 		sl = sizeof(ss);
@@ -177,7 +190,7 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 		if (ss.ss_family != AF_UNIX &&
 		    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == -1)
 			log_errno(LOG_LVL_DEBUG, "setsockopt(TCP_NODELAY) failed");
-		if (ws_accept(w, fd, (struct sockaddr *)&ss, proxy) == -1) {
+		if (ws_accept(w, fd, (struct sockaddr *)&ss, proxy, tls) == -1) {
 			log_error("no memory for a new connection: refusing it");
 			close(fd);
 		}
@@ -358,6 +371,9 @@ worker_free(struct worker *w)
 		event_free(w->accept_retry);
 	if (w->base != NULL)
 		event_base_free(w->base);
+	if (w->tls != NULL)
+		SSL_CTX_free(w->tls);
+	free(w->tlsbuf);
 	free(w->rbuf);
 	free(w);
 }
@@ -386,6 +402,13 @@ worker_run(const struct config *cfg, int index, int generation, const char *inst
 		fatalx("worker %d: out of memory", index);
 	if ((w->base = event_base_new()) == NULL)
 		fatalx("worker %d: event_base_new() failed", index);
+	if (tls_wanted(cfg)) {
+		char err[CFG_ERR_LEN];
+
+		/* Built here, not inherited: a reload's new workers read renewed certificates. */
+		if ((w->tls = tls_ctx_new(cfg, err, sizeof(err))) == NULL)
+			fatalx("worker %d: %s", index, err);
+	}
 	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
 		w->sig[i] = evsignal_new(w->base, sigs[i], signal_cb, w);
 		if (w->sig[i] == NULL || evsignal_add(w->sig[i], NULL) == -1)

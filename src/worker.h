@@ -8,6 +8,7 @@
 
 #include <stdint.h>
 #include <event2/event.h>
+#include <openssl/ssl.h>
 
 #include "config.h"
 #include "conn.h"
@@ -38,6 +39,8 @@ struct worker {
 	int			 quit;
 	uint8_t			*rbuf;		/* scratch for reads */
 	size_t			 rbuflen;
+	uint8_t			*tlsbuf;	/* scratch for coalescing TLS writes */
+	SSL_CTX			*tls;		/* for listeners marked ssl */
 	uint64_t		 rng[2];	/* xorshift128+ state for uuids and masks */
 };
 
@@ -56,6 +59,8 @@ uint64_t worker_now(void);
 uint64_t worker_wallclock_ms(void);
 /* 64 random bits from the worker's generator. */
 uint64_t worker_random(struct worker *);
+/* The scratch buffer for one TLS record's worth of output (NULL on OOM). */
+uint8_t *worker_tls_buffer(struct worker *);
 /* Put c on the list of conns to flush at the end of this loop turn. */
 void worker_want_flush(struct worker *, struct conn *);
 

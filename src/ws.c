@@ -127,14 +127,14 @@ slog(struct session *s, enum log_level l, const char *fmt, ...)
 }
 
 int
-ws_accept(struct worker *w, int fd, const struct sockaddr *sa, int proxy)
+ws_accept(struct worker *w, int fd, const struct sockaddr *sa, int proxy, SSL_CTX *tls)
 {
 	struct session *s = calloc(1, sizeof(*s));
 	uint64_t r[2];
 
 	if (s == NULL)
 		return -1;
-	if (conn_init(&s->c, w, fd, sa, &ws_handler) == -1) {
+	if (conn_init(&s->c, w, fd, sa, &ws_handler, tls) == -1) {
 		free(s);
 		return -1;
 	}

@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 #include <sys/socket.h>
+#include <openssl/ssl.h>
 
 #include "config.h"
 #include "log.h"
@@ -21,9 +22,9 @@ struct chat_conn;
 
 /*
  * Start a session on an accepted fd; with proxy, a PROXY protocol header
- * must come first. -1 when out of memory (fd left open).
+ * must come first; with tls, a TLS handshake. -1 when out of memory (fd left open).
  */
-int ws_accept(struct worker *, int fd, const struct sockaddr *, int proxy);
+int ws_accept(struct worker *, int fd, const struct sockaddr *, int proxy, SSL_CTX *tls);
 
 /* Where the chat layer keeps its per-session state. */
 struct chat_conn **ws_chat(struct session *);
