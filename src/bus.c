@@ -599,7 +599,7 @@ int
 bus_cleanup_worker_sync(const struct config *cfg, const char *wid)
 {
 	const struct cfg_redis *r = &cfg->redis_addr;
-	struct timeval tv = { 0, 500000 };
+	struct timeval tv = { 0, 200000 };	/* the master must not stall on a dead Redis */
 	redisContext *c;
 	redisReply *reply;
 	const char *argv[5];

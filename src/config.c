@@ -210,6 +210,10 @@ parse_listen(const char *value, struct cfg_listen *l, char *why, size_t whylen)
 	int n = 0, used;
 
 	memset(l, 0, sizeof(*l));
+	if (strcspn(value, " \t") >= sizeof(addr)) {
+		snprintf(why, whylen, "listen address too long");
+		return -1;
+	}
 	if (sscanf(value, "%127s%n", addr, &n) != 1) {
 		snprintf(why, whylen, "listen wants an address");
 		return -1;
@@ -319,17 +323,22 @@ parse_route(struct config *c, const char *value, char *why, size_t whylen)
 	return 0;
 }
 
+/*
+ * Relative paths are taken from the directory roomd started in, remembered
+ * at the first call: a daemon's reload, after chdir("/"), resolves them the
+ * same way.
+ */
 static int
 make_absolute(const char *value, char **out)
 {
-	char cwd[PATH_MAX];
+	static char cwd[PATH_MAX];
 	size_t n;
 
 	if (value[0] == '/' || strcmp(value, "stderr") == 0 || strcmp(value, "syslog") == 0) {
 		*out = strdup(value);
 		return *out == NULL ? -1 : 0;
 	}
-	if (getcwd(cwd, sizeof(cwd)) == NULL)
+	if (cwd[0] == '\0' && getcwd(cwd, sizeof(cwd)) == NULL)
 		return -1;
 	n = strlen(cwd) + strlen(value) + 2;
 	if ((*out = malloc(n)) == NULL)

@@ -148,10 +148,8 @@ conn_send_file(struct conn *c, int fd, uint64_t off, uint32_t len)
 		close(fd);
 		return 0;
 	}
-	if (outq_push_file(&c->out, fd, off, len) == -1) {
-		close(fd);
-		return -1;
-	}
+	if (outq_push_file(&c->out, fd, off, len) == -1)
+		return -1;	/* outq_push_file closed it */
 	worker_want_flush(c->w, c);
 	return 0;
 }

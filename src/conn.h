@@ -85,5 +85,6 @@ void conn_flush(struct conn *);
 const char *conn_addr(const struct conn *, char *buf, size_t len);
 static inline int conn_closed(const struct conn *c) { return (c->flags & CONN_F_CLOSED) != 0; }
 static inline size_t conn_pending(const struct conn *c) { return c->out.bytes; }
+static inline uint32_t conn_queued(const struct conn *c) { return c->out.count; }
 
 #endif

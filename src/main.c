@@ -277,6 +277,7 @@ main(int argc, char **argv)
 		rc = 1;
 		goto out;
 	}
+	master_chown_log(cfg);
 	log_notice("roomd %s starting (libevent %s, hiredis %d.%d.%d, json-c %s, %s); %d worker(s); config %s",
 	    PACKAGE_VERSION, event_get_version(), HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH,
 	    json_c_version(), OpenSSL_version(OPENSSL_VERSION), cfg->workers,

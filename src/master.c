@@ -25,7 +25,7 @@
 #include "bus.h"
 #include "listen.h"
 #include "log.h"
-#include "limits.h"
+#include "addrlimit.h"
 #include "master.h"
 #include "metrics.h"
 #include "redisproc.h"
@@ -121,6 +121,18 @@ master_drop_privileges(const struct config *cfg)
 		return -1;
 	}
 	return 0;
+}
+
+void
+master_chown_log(const struct config *cfg)
+{
+	struct passwd *pw;
+
+	if (cfg->user == NULL || geteuid() != 0 || cfg->log_file == NULL || cfg->log_file[0] != '/')
+		return;
+	if ((pw = getpwnam(cfg->user)) == NULL || chown(cfg->log_file, pw->pw_uid, pw->pw_gid) == -1)
+		log_errno(LOG_LVL_WARNING, "chown(%s, %s) failed: workers may not reopen the log",
+		    cfg->log_file, cfg->user);
 }
 
 /* In the child: undo the master's signal setup and run the worker. */
@@ -580,8 +592,10 @@ master_run(struct config *cfg, struct listeners *ls, master_load_fn load, const 
 			got_usr1 = 0;
 			if (log_reopen() == -1)
 				log_errno(LOG_LVL_ERROR, "reopening the log file failed");
-			else
+			else {
+				master_chown_log(M.cfg);
 				log_notice("log file reopened");
+			}
 			signal_all(SIGUSR1);
 		}
 		if (got_usr2) {

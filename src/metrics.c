@@ -9,7 +9,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "limits.h"
+#include "addrlimit.h"
 #include "metrics.h"
 #include "proto.h"
 

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <pwd.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -141,9 +142,11 @@ redisproc_start(struct config *cfg)
 		P.exe[0] = '\0';
 	}
 	if (cfg->user != NULL && geteuid() == 0) {
-		/* The server drops to `user`: let it write its directory. */
-		if (chmod(P.dir, 0777) == -1)
-			log_errno(LOG_LVL_WARNING, "chmod(%s) failed", P.dir);
+		/* The server drops to `user`: give it its directory, still closed to everyone else. */
+		struct passwd *pw = getpwnam(cfg->user);
+
+		if (pw == NULL || chown(P.dir, pw->pw_uid, pw->pw_gid) == -1)
+			log_errno(LOG_LVL_WARNING, "chown(%s, %s) failed", P.dir, cfg->user);
 	}
 	if (spawn() == -1)
 		return -1;
@@ -181,10 +184,14 @@ redisproc_reaped(pid_t pid, int status)
 	else
 		log_error("private redis-server killed by signal %d; restarting it",
 		    WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-	/* Workers keep their clients and reconnect; a crash loop backs off. */
+	/*
+	 * Workers keep their clients and reconnect with backoff, so there is no
+	 * need to wait for it here (the master must stay responsive); only a
+	 * crash loop is slowed down, by at most a second.
+	 */
 	if (P.restarts++ > 0)
 		sleep_ms(P.restarts < 10 ? 100 * P.restarts : 1000);
-	if (spawn() == 0 && wait_ready(5000) == 0)
+	if (spawn() == 0)
 		log_notice("private redis-server restarted (pid %d)", (int)P.pid);
 	return 1;
 }

@@ -97,8 +97,10 @@ outq_push_file(struct outq *q, int fd, uint64_t off, uint32_t len)
 		close(fd);
 		return 0;
 	}
-	if (outq_reserve(q) == -1)
+	if (outq_reserve(q) == -1) {
+		close(fd);
 		return -1;
+	}
 	q->ent[(q->head + q->count) % q->cap] = (struct outq_ent){ NULL, 0, len, fd, off };
 	q->count++;
 	q->bytes += len;

@@ -27,7 +27,7 @@
 #include "http.h"
 #include "auth.h"
 #include "bus.h"
-#include "limits.h"
+#include "addrlimit.h"
 #include "log.h"
 #include "metrics.h"
 #include "proto.h"
@@ -76,6 +76,8 @@ struct session {
 
 /* Pause reading when this much of our output is queued for a peer. */
 #define WS_BACKLOG_PAUSE	(1024 * 1024)
+/* Unsent answers to pipelined requests a client may have queued (each holds a file). */
+#define WS_MAX_PIPELINED	32
 
 static void ws_on_read(struct conn *, uint8_t *, size_t);
 static void ws_on_eof(struct conn *, const char *);
@@ -122,7 +124,8 @@ slog(struct session *s, enum log_level l, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	uuid_format(s->uuid, id);
-	log_msg(l, "conn %u %s %s:%u%s%s: %s", s->c.id, id, conn_addr(&s->c, addr, sizeof(addr)),
+	log_msg(l, "conn %u %s %s%s%s:%u%s%s: %s", s->c.id, id, s->c.family == AF_INET6 ? "[" : "",
+	    conn_addr(&s->c, addr, sizeof(addr)), s->c.family == AF_INET6 ? "]" : "",
 	    s->c.port, s->route != NULL ? " " : "", s->route != NULL ? s->route->path : "", msg);
 }
 
@@ -179,7 +182,8 @@ send_close(struct session *s, uint16_t code, const char *reason)
 			rl = WS_MAX_CONTROL - 2;
 		p[0] = (uint8_t)(code >> 8);
 		p[1] = (uint8_t)code;
-		memcpy(p + 2, reason, rl);
+		if (rl > 0)
+			memcpy(p + 2, reason, rl);
 		n = 2 + rl;
 	}
 	s->close_sent = code != 0 ? code : WS_CLOSE_NO_STATUS;
@@ -388,6 +392,12 @@ serve_file(struct session *s, const struct http_req *req, const char *path, size
 		http_reply(s, 405, "Allow: GET, HEAD\r\n", "use GET or HEAD", 0);
 		return;
 	}
+	if (conn_queued(&s->c) >= 2 * WS_MAX_PIPELINED || conn_pending(&s->c) > WS_BACKLOG_PAUSE) {
+		/* A client that pipelines without reading must not pin a file per request. */
+		slog(s, LOG_LVL_INFO, "over %d pipelined requests unanswered: closing", WS_MAX_PIPELINED);
+		conn_close(&s->c);
+		return;
+	}
 	inm = http_header(req, "If-None-Match", &inml);
 	ims = http_header(req, "If-Modified-Since", &imsl);
 	www_lookup(cfg()->www_root, path, plen, inm, inml, ims, imsl, &wr);
@@ -406,15 +416,18 @@ serve_file(struct session *s, const struct http_req *req, const char *path, size
 		    (unsigned long long)wr.size);
 	n += snprintf(hdr + n, sizeof(hdr) - (size_t)n, "Connection: %s\r\n\r\n",
 	    ka ? "keep-alive" : "close");
-	if ((size_t)n >= sizeof(hdr) || conn_send_copy(&s->c, hdr, (size_t)n) == -1 ||
-	    (wr.fd >= 0 && !head_only && conn_send_file(&s->c, wr.fd, 0, (uint32_t)wr.size) == -1)) {
-		if (wr.fd >= 0 && head_only)
+	if ((size_t)n >= sizeof(hdr) || conn_send_copy(&s->c, hdr, (size_t)n) == -1) {
+		if (wr.fd >= 0)
 			close(wr.fd);
 		conn_close(&s->c);
 		return;
 	}
 	if (wr.fd >= 0 && head_only)
 		close(wr.fd);
+	else if (wr.fd >= 0 && conn_send_file(&s->c, wr.fd, 0, (uint32_t)wr.size) == -1) {
+		conn_close(&s->c);	/* conn_send_file closed the file */
+		return;
+	}
 	if (!ka) {
 		s->state = SS_DONE;
 		conn_finish(&s->c, cfg()->close_timeout);
@@ -1108,8 +1121,15 @@ handle_control(struct session *s, const struct ws_event *ev)
 
 	switch (ev->opcode) {
 	case WS_OP_PING:
-		if (s->state == SS_OPEN && send_frame(s, WS_OP_PONG, ev->data, ev->len) == -1)
-			conn_close(&s->c);
+		if (s->state != SS_OPEN)
+			return;
+		if (send_frame(s, WS_OP_PONG, ev->data, ev->len) == -1) {
+			fail(s, WS_CLOSE_POLICY, "too slow: output queue full");
+			return;
+		}
+		/* Owed pongs are output like echoes: stop reading while they pile up. */
+		if (conn_pending(&s->c) > WS_BACKLOG_PAUSE)
+			conn_pause_until_drained(&s->c);
 		return;
 	case WS_OP_PONG:
 		return;		/* last_rx is already updated */
@@ -1226,7 +1246,7 @@ ws_on_tick(struct conn *c, uint64_t now)
 			slog(s, LOG_LVL_INFO, "nothing received for %dms: closing", cf->ping_timeout);
 			send_close(s, WS_CLOSE_GOING_AWAY, "ping timeout");
 			s->state = SS_DONE;
-			conn_finish(c, 1000);
+			conn_finish(c, cf->close_timeout);
 			break;
 		}
 		if (now - s->last_rx >= (uint64_t)cf->ping_interval &&

@@ -1,5 +1,5 @@
 /*
- * limits.c: per-address counters. An address hashes to one of LIM_BUCKETS
+ * addrlimit.c: per-address counters. An address hashes to one of LIM_BUCKETS
  * buckets (two addresses sharing a bucket share a limit: rare, and it only
  * ever errs on the side of refusing). Each worker writes only its own row; a
  * check sums the bucket over every row. The master clears a dead worker's row.
@@ -9,7 +9,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 
-#include "limits.h"
+#include "addrlimit.h"
 
 #define LIM_BUCKETS	16384
 

@@ -1,10 +1,10 @@
 /*
- * limits.h: limits per client address, over all workers: open WebSocket
+ * addrlimit.h: limits per client address, over all workers: open WebSocket
  * sessions and new sessions per second. Counts live in shared memory the
  * master maps before forking, one row per worker slot.
  */
-#ifndef ROOMD_LIMITS_H
-#define ROOMD_LIMITS_H
+#ifndef ROOMD_ADDRLIMIT_H
+#define ROOMD_ADDRLIMIT_H
 
 #include <stdint.h>
 
