@@ -26,9 +26,14 @@ function setStatus(state, text) {
   ui.status.textContent = text || state;
 }
 
-function scrollToEnd(force) {
-  const nearEnd = ui.log.scrollHeight - ui.log.scrollTop - ui.log.clientHeight < 80;
-  if (force || nearEnd) ui.log.scrollTop = ui.log.scrollHeight;
+// Whether the reader is at (or near) the newest line; measured before adding
+// one, since a tall new message would otherwise look like the reader scrolled up.
+function atEnd() {
+  return ui.log.scrollHeight - ui.log.scrollTop - ui.log.clientHeight < 80;
+}
+
+function scrollToEnd() {
+  ui.log.scrollTop = ui.log.scrollHeight;
 }
 
 // Every piece of user text goes in with textContent: shown as text, never run as HTML.
@@ -37,11 +42,12 @@ function notice(text, kind) {
   li.className = 'notice' + (kind ? ' ' + kind : '');
   li.textContent = text;
   ui.log.append(li);
-  scrollToEnd(true);
+  scrollToEnd();
 }
 
 function addMessage(ev) {
   const mine = ev.name === me.name;
+  const follow = mine || atEnd();
   const li = document.createElement('li');
   li.className = 'msg' + (mine ? ' mine' : '');
   const who = document.createElement('span');
@@ -59,7 +65,7 @@ function addMessage(ev) {
     li.append(t);
   }
   ui.log.append(li);
-  scrollToEnd(mine);
+  if (follow) scrollToEnd();
 }
 
 function setCount(n) {
@@ -178,6 +184,8 @@ ui.leave.addEventListener('click', () => {
   send({ event: 'out', roomid: me.room });
   me.room = null;
   clearTimeout(retryTimer);
+  wasConnected = false;   // joining again is a fresh join, not a reconnect
+  attempt = 0;
   if (ws) ws.close(1000, 'left');
   ui.chat.hidden = true;
   ui.join.hidden = false;
