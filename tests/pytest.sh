@@ -4,4 +4,7 @@
 here=$(cd "$(dirname "$0")" && pwd)
 : "${ROOMD_BIN:=$(pwd)/src/roomd}"
 export ROOMD_BIN
+# Test artifacts (failure screenshots) go to the build tree: the source tree may be read-only.
+: "${ROOMD_TEST_OUT:=$(pwd)/tests/out}"
+export ROOMD_TEST_OUT
 exec /usr/bin/python3 -m pytest -q -p no:cacheprovider "$here" "$@"
