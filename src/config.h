@@ -98,6 +98,11 @@ struct config {
 	char		*ssl_certificate;
 	char		*ssl_certificate_key;
 
+	int		 deflate;		/* permessage-deflate offered to clients */
+	int		 deflate_level;
+	int		 deflate_window_bits;
+	int		 deflate_min_size;	/* smaller messages go uncompressed */
+
 	char		*default_room;
 	int		 max_rooms_per_connection;
 	int		 max_name_length;

@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 
 #include "conn.h"
+#include "deflate.h"
 #include "bus.h"
 #include "log.h"
 #include "metrics.h"
@@ -375,6 +376,7 @@ worker_free(struct worker *w)
 		SSL_CTX_free(w->tls);
 	free(w->tlsbuf);
 	free(w->rbuf);
+	pmd_free();
 	free(w);
 }
 
@@ -402,6 +404,8 @@ worker_run(const struct config *cfg, int index, int generation, const char *inst
 		fatalx("worker %d: out of memory", index);
 	if ((w->base = event_base_new()) == NULL)
 		fatalx("worker %d: event_base_new() failed", index);
+	if (cfg->deflate && pmd_init(cfg->deflate_level, cfg->deflate_window_bits) == -1)
+		fatalx("worker %d: out of memory for zlib", index);
 	if (tls_wanted(cfg)) {
 		char err[CFG_ERR_LEN];
 

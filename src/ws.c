@@ -24,6 +24,7 @@
 #include "chat.h"
 #include "config.h"
 #include "conn.h"
+#include "deflate.h"
 #include "http.h"
 #include "auth.h"
 #include "bus.h"
@@ -34,6 +35,7 @@
 #include "proxy.h"
 #include "worker.h"
 #include "ws.h"
+#include "utf8.h"
 #include "ws_frame.h"
 #include "www.h"
 
@@ -67,6 +69,7 @@ struct session {
 	uint64_t		 opened;	/* ms, when upgraded */
 	uint8_t			 ip_counted;	/* counted by limits_session_open */
 	uint8_t			 no_auth;	/* upgraded only to say noAuth and close */
+	uint8_t			 pmd_bits;	/* permessage-deflate window; 0: not negotiated */
 	uint16_t		 strikes;	/* messages refused in a row by the rate limit */
 	uint32_t		 tokens;	/* rate limit bucket, in thousandths of a message */
 	uint64_t		 refill;	/* ms of the last refill */
@@ -260,6 +263,35 @@ ws_frame_new(int opcode, const void *payload, size_t len)
 	return b;
 }
 
+struct sbuf *
+ws_frame_deflate(int bits, int opcode, const void *payload, size_t len)
+{
+	uint8_t h[WS_MAX_SERVER_HEADER];
+	struct sbuf *b;
+	long clen;
+	size_t hl;
+
+	if ((b = sbuf_new(pmd_bound(len), WS_MAX_SERVER_HEADER)) == NULL)
+		return NULL;
+	clen = pmd_compress(bits, payload, len, sbuf_ptr(b), b->cap - b->off);
+	if (clen < 0 || (size_t)clen >= len) {
+		/* Incompressible, or a zlib failure: the caller sends it plain. */
+		sbuf_unref(b);
+		return NULL;
+	}
+	hl = ws_header(h, 1, 1, opcode, (uint64_t)clen);
+	b->off -= (uint32_t)hl;
+	memcpy(b->data + b->off, h, hl);
+	b->len = (uint32_t)(hl + (size_t)clen);
+	return b;
+}
+
+int
+ws_deflate_bits(const struct session *s, size_t len)
+{
+	return s->pmd_bits != 0 && len >= (size_t)cfg()->deflate_min_size ? s->pmd_bits : 0;
+}
+
 void
 ws_send_frame(struct session *s, struct sbuf *b)
 {
@@ -283,11 +315,14 @@ ws_send_frame(struct session *s, struct sbuf *b)
 void
 ws_send_text(struct session *s, const char *p, size_t n)
 {
-	struct sbuf *b;
+	struct sbuf *b = NULL;
+	int bits;
 
 	if (!ws_is_open(s))
 		return;
-	if ((b = ws_frame_new(WS_OP_TEXT, p, n)) == NULL) {
+	if ((bits = ws_deflate_bits(s, n)) != 0)
+		b = ws_frame_deflate(bits, WS_OP_TEXT, p, n);
+	if (b == NULL && (b = ws_frame_new(WS_OP_TEXT, p, n)) == NULL) {
 		fail(s, WS_CLOSE_INTERNAL, "out of memory");
 		return;
 	}
@@ -761,7 +796,7 @@ handle_request(struct session *s, const char *head, size_t len)
 	struct http_req req;
 	struct ws_upgrade up;
 	const char *proto;
-	char resp[512], esc[128];
+	char resp[768], esc[128], ext[200];
 	int rc, n, head_only, auth = 0;
 
 	if ((rc = http_parse(&req, head, len)) != 0) {
@@ -833,16 +868,32 @@ handle_request(struct session *s, const char *head, size_t len)
 	}
 	record_info(s, &req);
 	proto = pick_subprotocol(s, &req);
+	ext[0] = '\0';
+	if (cfg()->deflate) {
+		struct pmd_config pc = { cfg()->deflate_window_bits };
+		struct pmd_params pp;
+
+		/* Offers may span several header lines; the first acceptable one wins. */
+		for (int i = 0; i < req.nhdr && s->pmd_bits == 0; i++) {
+			const struct http_hdr *h = &req.hdr[i];
+
+			if (h->nlen == 24 && strncasecmp(h->name, "Sec-WebSocket-Extensions", 24) == 0 &&
+			    pmd_negotiate(h->value, h->vlen, &pc, &pp, ext, sizeof(ext)))
+				s->pmd_bits = (uint8_t)pp.server_bits;
+		}
+	}
 	n = snprintf(resp, sizeof(resp),
 	    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-	    "Sec-WebSocket-Accept: %s\r\n%s%s%s\r\n", up.accept,
+	    "Sec-WebSocket-Accept: %s\r\n%s%s%s%s%s%s\r\n", up.accept,
 	    proto != NULL ? "Sec-WebSocket-Protocol: " : "", proto != NULL ? proto : "",
-	    proto != NULL ? "\r\n" : "");
+	    proto != NULL ? "\r\n" : "", s->pmd_bits ? "Sec-WebSocket-Extensions: " : "",
+	    s->pmd_bits ? ext : "", s->pmd_bits ? "\r\n" : "");
 	if (n < 0 || (size_t)n >= sizeof(resp) || conn_send_copy(&s->c, resp, (size_t)n) == -1) {
 		conn_close(&s->c);
 		return;
 	}
 	ws_decoder_init(&s->dec, (uint64_t)cfg()->max_message_size);
+	s->dec.allow_rsv1 = s->pmd_bits != 0;
 	s->state = SS_OPEN;
 	s->upgraded = 1;
 	s->last_ping = s->opened = worker_now();
@@ -1044,15 +1095,63 @@ rate_ok(struct session *s)
 	return 0;
 }
 
+/*
+ * A compressed message arrived whole: inflate it (stopping the moment it
+ * passes max_message_size, however small the frame was) and check text as
+ * UTF-8. Returns the inflated block, or NULL after failing the connection.
+ */
+static struct sbuf *
+inflate_msg(struct session *s, struct sbuf *b, int opcode)
+{
+	static uint8_t *out;
+	static size_t cap;
+	struct sbuf *nb;
+	size_t olen = 0;
+	int rc;
+
+	rc = pmd_inflate(b != NULL ? sbuf_ptr(b) : (const uint8_t *)"", b != NULL ? b->len : 0,
+	    (size_t)cfg()->max_message_size, &out, &cap, &olen);
+	sbuf_unref(b);
+	if (rc == PMD_TOO_BIG) {
+		fail(s, WS_CLOSE_TOO_BIG, "message too big once inflated");
+		return NULL;
+	}
+	if (rc != PMD_OK) {
+		fail(s, WS_CLOSE_BAD_DATA, "invalid compressed data");
+		return NULL;
+	}
+	if (opcode == WS_OP_TEXT && !utf8_valid(out, olen)) {
+		fail(s, WS_CLOSE_BAD_DATA, "invalid UTF-8 in text");
+		return NULL;
+	}
+	if ((nb = sbuf_new(olen, WS_MAX_SERVER_HEADER)) == NULL) {
+		fail(s, WS_CLOSE_INTERNAL, "out of memory");
+		return NULL;
+	}
+	if (olen > 0)
+		memcpy(sbuf_ptr(nb), out, olen);
+	nb->len = (uint32_t)olen;
+	/* A bomb's worth of buffer is not kept between messages. */
+	if (cap > 1024 * 1024) {
+		free(out);
+		out = NULL;
+		cap = 0;
+	}
+	return nb;
+}
+
 /* A whole message arrived: serve it according to the route. */
 static void
-deliver(struct session *s, int opcode)
+deliver(struct session *s, int opcode, int compressed)
 {
-	struct sbuf *b = s->msg;
+	struct sbuf *b = s->msg, *z;
 	uint8_t h[WS_MAX_SERVER_HEADER];
 	size_t hl;
+	int bits;
 
 	s->msg = NULL;
+	if (compressed && (b = inflate_msg(s, b, opcode)) == NULL)
+		return;
 	s->msgs_in++;
 	metrics_add(MET_MSG_IN, 1);
 	if (b == NULL && (b = sbuf_new(0, WS_MAX_SERVER_HEADER)) == NULL) {
@@ -1061,6 +1160,21 @@ deliver(struct session *s, int opcode)
 	}
 	switch (s->route->kind) {
 	case ROUTE_ECHO:
+		if ((bits = ws_deflate_bits(s, b->len)) != 0 &&
+		    (z = ws_frame_deflate(bits, opcode, sbuf_ptr(b), b->len)) != NULL) {
+			sbuf_unref(b);
+			b = z;
+			if (conn_send(&s->c, b, b->off, b->len) == -1) {
+				sbuf_unref(b);
+				fail(s, WS_CLOSE_POLICY, "output queue full");
+				return;
+			}
+			s->msgs_out++;
+			metrics_add(MET_MSG_OUT, 1);
+			if (conn_pending(&s->c) > WS_BACKLOG_PAUSE)
+				conn_pause_until_drained(&s->c);
+			break;
+		}
 		/* Prepend the header in the headroom and send the same block back. */
 		hl = ws_header(h, 1, 0, opcode, b->len);
 		b->off -= (uint32_t)hl;
@@ -1186,7 +1300,7 @@ feed_frames(struct session *s, uint8_t *p, size_t n)
 				return;
 			}
 			if (ev.msg_end)
-				deliver(s, ev.opcode);
+				deliver(s, ev.opcode, ev.rsv1);
 			break;
 		}
 	}

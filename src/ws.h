@@ -46,6 +46,10 @@ const struct cfg_route *ws_route(const struct session *);
 void ws_log(struct session *, enum log_level, const char *, ...) PRINTF_LIKE(3, 4);
 /* The identity a valid token gave the session, or NULL. */
 const struct auth_identity *ws_identity(const struct session *);
+/* Window bits to compress a len-byte message to this session with, or 0 for plain. */
+int ws_deflate_bits(const struct session *, size_t len);
+/* A complete compressed (RSV1) frame, or NULL if compression does not pay or fails. */
+struct sbuf *ws_frame_deflate(int bits, int opcode, const void *payload, size_t len) MUST_CHECK;
 /* Build a complete server frame (header + payload) in one shared block. */
 struct sbuf *ws_frame_new(int opcode, const void *payload, size_t len) MUST_CHECK;
 
