@@ -95,7 +95,7 @@ if [ "${SKIP_SANITIZERS:-0}" != 1 ]; then
 		export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:log_path=$san_logs/asan"
 		export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$san_logs/ubsan"
 		unit "$root/asan"
-		integration "$root/asan" asan
+		integration "$root/asan" asan ROOMD_SANITIZED=1
 		unset ASAN_OPTIONS UBSAN_OPTIONS
 		note "sanitizer reports"
 		if ls "$san_logs"/* >/dev/null 2>&1; then

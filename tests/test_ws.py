@@ -635,11 +635,17 @@ def test_ping_flood_without_reading_is_bounded(roomd):
     c.handshake()
     c.sock.settimeout(2)
     burst = frame(0x9, b"p" * 125) * 100
+    rounds = 0
     try:
-        for _ in range(1000):        # 100000 pings, 13 MB of pongs owed
+        for rounds in range(1000):   # 100000 pings, 13 MB of pongs owed
             c.sock.sendall(burst)
     except OSError:
         pass                         # paused (timeout) or dropped: both fine
     time.sleep(0.3)
+    if os.environ.get("ROOMD_SANITIZED"):
+        # ASan keeps freed memory in quarantine, so RSS says nothing here;
+        # what bounds memory is that roomd stopped reading (or dropped us).
+        assert rounds < 999, "roomd read every ping of a client that never read its pongs"
+        return
     grown = worker_hwm_kb(pid) - before
     assert grown < 5 * 1024, f"worker grew by {grown} kB for one client with max_outbuf 64k"
