@@ -125,6 +125,15 @@ do_enter(struct session *s, const struct chat_req *r, const char *room, size_t r
 		    "room service unavailable; try again shortly" : "cannot enter the room");
 		return;
 	}
+	if (c->nrooms == 0) {
+		/*
+		 * Pings go to members only: a ping left unanswered before the
+		 * session left its last room must not count against it now.
+		 */
+		c->hb_missed = 0;
+		c->hb_waiting = 0;
+		c->hb_last = worker_now();
+	}
 	room_set_next_of_session(m, c->members);
 	c->members = m;
 	c->nrooms++;

@@ -73,8 +73,8 @@ spawn(void)
 		 * instead. argv[0] stays redis-server, because redis picks its
 		 * mode (server, check-rdb) from argv[0].
 		 */
-		execl(P.exe[0] != '\0' ? P.exe : P.bin, P.bin, "--port", "0", "--unixsocket", P.sock, "--unixsocketperm", "700",
-		    "--save", "", "--appendonly", "no", "--dir", P.dir, "--logfile", logf,
+		execl(P.exe[0] != '\0' ? P.exe : P.bin, P.bin, "--port", "0", "--unixsocket", P.sock,
+		    "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", P.dir, "--logfile", logf,
 		    "--daemonize", "no", (char *)NULL);
 		log_errno(LOG_LVL_ERROR, "exec(%s) failed", P.bin);
 		_exit(127);

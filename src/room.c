@@ -46,6 +46,7 @@ struct member {
 
 struct held {
 	struct held	*next;
+	const struct member *from;	/* the sender (see release_held) */
 	size_t		 len;
 	char		 data[];	/* a ready channel payload */
 };
@@ -444,8 +445,18 @@ on_down(void)
 				 */
 				if (m->state == MEM_PENDING)
 					m->enter_sent = 0;
-				if (m->state == MEM_LEAVING)
-					member_free(m);	/* its out is retried by out_done */
+				if (m->state == MEM_LEAVING) {
+					/*
+					 * Its own out event will never come back on this
+					 * link: answer the leaver here (as room_leave does
+					 * offline). Redis hears the out when out_done retries.
+					 */
+					proto_out(&R.jb, m->name, m->nlen, r->key, r->klen,
+					    r->num > 0 ? r->num - 1 : 0);
+					if (!R.jb.oom)
+						ws_send_text(m->s, R.jb.p, R.jb.len);
+					member_free(m);
+				}
 			}
 			drop_held(r);
 		}
@@ -557,6 +568,31 @@ room_join(struct session *s, enum room_kind kind, const char *key, size_t klen,
 	return m;
 }
 
+/*
+ * m leaves while messages it sent still wait for the room's subscription.
+ * Publish them now, ahead of its out, if the room heard of m (or it is a
+ * broadcast room); otherwise drop them: others would get a message from
+ * someone whose enter they never saw.
+ */
+static void
+release_held(struct room *r, const struct member *m, int publish)
+{
+	struct held **pp = &r->held, *h;
+
+	while ((h = *pp) != NULL) {
+		if (h->from != m) {
+			pp = &h->next;
+			continue;
+		}
+		*pp = h->next;
+		if (publish)
+			(void)bus_publish(r->key, r->klen, h->data, h->len);
+		free(h);
+		r->nheld--;
+	}
+	r->held_tail = pp;
+}
+
 /* Tell Redis that m left: now, or once the link is back. */
 static int
 leave_redis(const struct room *r, const struct member *m)
@@ -591,6 +627,7 @@ room_leave(struct member *m, int tell_self)
 	}
 	/* Pending members may be registered already: their enter could be in flight. */
 	registered = r->kind == ROOM_CHAT && (m->enter_sent || m->state == MEM_ACTIVE);
+	release_held(r, m, registered || r->kind == ROOM_BROADCAST);
 	if (registered)
 		sent = leave_redis(r, m) == 0;
 	if (sent && tell_self && r->sub == SUB_ACTIVE && m->state == MEM_ACTIVE) {
@@ -626,6 +663,7 @@ publish_or_hold(struct room *r, const struct member *m, const char *p, size_t n)
 	if (r->nheld >= MAX_HELD || (h = malloc(sizeof(*h) + n)) == NULL)
 		return -1;
 	h->next = NULL;
+	h->from = m;
 	h->len = n;
 	memcpy(h->data, p, n);
 	*r->held_tail = h;

@@ -22,5 +22,12 @@ def roomd(tmp_path):
         return r
 
     yield make
+    # Stop every instance even when one's log check fails, then report the first failure.
+    errors = []
     for r in made:
-        r.stop()
+        try:
+            r.stop()
+        except AssertionError as e:
+            errors.append(e)
+    if errors:
+        raise errors[0]
