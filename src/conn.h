@@ -40,6 +40,7 @@ struct conn_handler {
 #define CONN_F_TLS_HS		0x100	/* TLS handshake in progress */
 #define CONN_F_TLS_RW		0x200	/* an SSL_read wants the socket writable */
 #define CONN_F_TLS_WR		0x400	/* an SSL_write wants the socket readable */
+#define CONN_F_DRAIN		0x800	/* open when the drain began: closed during it */
 
 struct conn {
 	int			 fd;

@@ -302,7 +302,7 @@ log_escape(char *dst, size_t dstlen, const void *src, size_t srclen)
 		return dst;
 	for (size_t i = 0; i < srclen; i++) {
 		unsigned char c = s[i];
-		size_t need = (c >= 0x20 && c < 0x7f && c != '\\') ? 1 : 4;
+		size_t need = (c > 0x20 && c < 0x7f && c != '\\') ? 1 : 4;
 
 		if (o + need + 4 > dstlen) {
 			if (dstlen >= 4) {

@@ -420,7 +420,8 @@ begin_stop(int immediate)
 	log_notice("graceful stop: draining %d worker(s), up to %dms", children_left(),
 	    M.cfg->shutdown_timeout);
 	M.stopping = 1;
-	signal_all(SIGTERM);
+	/* After a binary upgrade the heir accepts on our sockets: stop accepting at once. */
+	signal_all(M.heir != 0 && kill(M.heir, 0) == 0 ? SIGUSR2 : SIGTERM);
 	M.kill_at = now_ms() + (uint64_t)M.cfg->shutdown_timeout + 2000;
 }
 
@@ -466,8 +467,9 @@ reload(master_load_fn load)
 			continue;
 		if (M.nretiring < MAX_RETIRING)
 			M.retiring[M.nretiring++] = (struct retiring){ old, oldslot };
-		if (kill(old, SIGTERM) == -1 && errno != ESRCH)
-			log_errno(LOG_LVL_ERROR, "kill(%d, SIGTERM) failed", (int)old);
+		/* The new worker shares its sockets: the old one stops accepting and drains. */
+		if (kill(old, SIGUSR2) == -1 && errno != ESRCH)
+			log_errno(LOG_LVL_ERROR, "kill(%d, SIGUSR2) failed", (int)old);
 	}
 }
 

@@ -231,7 +231,9 @@ drain_step(struct worker *w, uint64_t now)
 	target = (int)((uint64_t)w->drain_total * elapsed / span);
 	for (c = w->all; c != NULL && w->drained < target; c = next) {
 		next = c->next;
-		if (c->flags & (CONN_F_SHUTDOWN | CONN_F_LINGER | CONN_F_CLOSED))
+		/* Only those open when the drain began; later ones are health checks and refusals. */
+		if (!(c->flags & CONN_F_DRAIN) ||
+		    (c->flags & (CONN_F_SHUTDOWN | CONN_F_LINGER | CONN_F_CLOSED)))
 			continue;
 		send_away(c);
 		w->drained++;
@@ -293,12 +295,27 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	struct conn *c, *next;
 
 	switch (sig) {
+	case SIGUSR2:
+		/*
+		 * Replaced by workers that share our listening sockets (reload,
+		 * binary upgrade): they accept from now on, we only drain.
+		 */
+		if (!w->stopping) {
+			w->retiring = 1;
+			worker_stop_listening(w);
+		}
+		/* FALLTHROUGH */
 	case SIGTERM:
 		if (w->stopping)
 			return;
 		w->stopping = 1;
 		w->stop_started = worker_now();
-		w->drain_total = w->nconns;
+		w->drain_total = 0;
+		for (c = w->all; c != NULL; c = c->next)
+			if (!(c->flags & (CONN_F_SHUTDOWN | CONN_F_LINGER | CONN_F_CLOSED))) {
+				c->flags |= CONN_F_DRAIN;
+				w->drain_total++;
+			}
 		metrics_gauge(GAUGE_DRAINING, 1);
 		if (w->cfg->drain_time > 0) {
 			log_notice("draining: not ready, refusing new sessions, closing %d client(s) with 1001 over %dms",
@@ -385,7 +402,7 @@ worker_run(const struct config *cfg, int index, int generation, const char *inst
     const int *fds, int nfds)
 {
 	char wid[96];
-	static const int sigs[] = { SIGTERM, SIGQUIT, SIGUSR1 };
+	static const int sigs[] = { SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2 };
 	struct worker *w;
 	struct timeval tv;
 	int ms;

@@ -36,6 +36,7 @@ struct worker {
 	int			 drain_total;	/* connections open when the drain began */
 	int			 drained;	/* of those, told to go */
 	int			 drain_done;
+	int			 retiring;	/* a successor accepts on our listening sockets */
 	int			 quit;
 	uint8_t			*rbuf;		/* scratch for reads */
 	size_t			 rbuflen;

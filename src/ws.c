@@ -600,52 +600,56 @@ pop_right(const char *v, size_t *n, const char **item, size_t *ilen)
 static void
 real_client(struct session *s, const struct http_req *r)
 {
-	const char *v = NULL, *item;
-	size_t n = 0, il;
+	const char *name = "X-Forwarded-For", *item;
+	size_t n, il, nl;
 	int forwarded = 0, family;
 	uint8_t ip[16];
 
 	if (cfg()->ntrusted == 0 || !trusted_peer(&s->c))
 		return;
-	for (int i = r->nhdr - 1; i >= 0 && v == NULL; i--) {
-		const struct http_hdr *h = &r->hdr[i];
-
-		if (h->nlen == 9 && strncasecmp(h->name, "Forwarded", 9) == 0) {
-			v = h->value;
-			n = h->vlen;
-			forwarded = 1;
-		}
+	/* Forwarded (RFC 7239) wins when present. */
+	if (http_header_count(r, "Forwarded") > 0) {
+		name = "Forwarded";
+		forwarded = 1;
 	}
-	if (v == NULL && (v = http_header(r, "X-Forwarded-For", &n)) == NULL)
-		return;
-	while (pop_right(v, &n, &item, &il)) {
-		if (forwarded) {
-			/* for=addr among ;-separated pairs */
-			const char *f = NULL;
+	nl = strlen(name);
+	/* Several lines of one field are one list (RFC 9110 5.3): walk it from the right end. */
+	for (int i = r->nhdr - 1; i >= 0; i--) {
+		const struct http_hdr *h = &r->hdr[i];
+		const char *v = h->value;
 
-			for (size_t k = 0; k + 4 <= il; k++)
-				if (strncasecmp(item + k, "for=", 4) == 0 && (k == 0 || item[k - 1] == ';' ||
-				    item[k - 1] == ' ')) {
-					f = item + k + 4;
-					break;
-				}
-			if (f == NULL)
+		if (h->nlen != nl || strncasecmp(h->name, name, nl) != 0)
+			continue;
+		n = h->vlen;
+		while (pop_right(v, &n, &item, &il)) {
+			if (forwarded) {
+				/* for=addr among ;-separated pairs */
+				const char *f = NULL;
+
+				for (size_t k = 0; k + 4 <= il; k++)
+					if (strncasecmp(item + k, "for=", 4) == 0 && (k == 0 ||
+					    item[k - 1] == ';' || item[k - 1] == ' ')) {
+						f = item + k + 4;
+						break;
+					}
+				if (f == NULL)
+					return;
+				il = (size_t)(item + il - f);
+				item = f;
+				for (size_t k = 0; k < il; k++)
+					if (item[k] == ';') {
+						il = k;
+						break;
+					}
+			}
+			if (proxy_ip_parse(item, il, &family, ip) == -1)
+				return;		/* "unknown" or garbage: keep what we have */
+			s->c.family = (uint8_t)family;
+			memcpy(s->c.ip, ip, 16);
+			s->c.port = 0;
+			if (!trusted_peer(&s->c))
 				return;
-			il = (size_t)(item + il - f);
-			item = f;
-			for (size_t k = 0; k < il; k++)
-				if (item[k] == ';') {
-					il = k;
-					break;
-				}
 		}
-		if (proxy_ip_parse(item, il, &family, ip) == -1)
-			return;		/* "unknown" or garbage: keep what we have */
-		s->c.family = (uint8_t)family;
-		memcpy(s->c.ip, ip, 16);
-		s->c.port = 0;
-		if (!trusted_peer(&s->c))
-			return;
 	}
 }
 
@@ -828,7 +832,7 @@ handle_request(struct session *s, const char *head, size_t len)
 		return;
 	}
 	http_check_upgrade(&req, &up);
-	if (up.status == 0 && worker_self->stopping) {
+	if (up.status == 0 && worker_self->stopping && !worker_self->retiring) {
 		/* Draining: clients should reconnect to another host. */
 		metrics_refused(REFUSE_DRAINING);
 		http_reply(s, 503, "Retry-After: 1\r\n", "draining: connect to another server", head_only);
@@ -913,6 +917,9 @@ handle_request(struct session *s, const char *head, size_t len)
 	slog(s, LOG_LVL_DEBUG, "upgraded (%s)", cfg_route_kind_name(s->route->kind));
 	if (s->route->kind == ROUTE_CHAT || s->route->kind == ROUTE_BROADCAST)
 		chat_open(s);
+	/* A retiring worker's handshake in flight: served, then sent to its successor. */
+	if (s->c.flags & CONN_F_SHUTDOWN)
+		ws_on_shutdown(&s->c);
 }
 
 static void feed_frames(struct session *, uint8_t *, size_t);
@@ -1353,6 +1360,9 @@ ws_on_tick(struct conn *c, uint64_t now)
 				metrics_refused(REFUSE_TIMEOUT);
 			slog(s, LOG_LVL_INFO, "no complete request within handshake_timeout");
 			conn_close(c);
+		} else if ((c->flags & CONN_F_SHUTDOWN) && now - s->created >= 1000) {
+			slog(s, LOG_LVL_DEBUG, "no complete request before shutting down");
+			conn_close(c);
 		}
 		break;
 	case SS_OPEN:
@@ -1393,7 +1403,11 @@ ws_on_shutdown(struct conn *c)
 	switch (s->state) {
 	case SS_PROXY:
 	case SS_HTTP:
-		conn_close(c);
+		/*
+		 * A request may be in flight (accepted a moment ago, its bytes not
+		 * read yet): answer it rather than cut it off; ws_on_tick closes
+		 * the connection if no request completes within a second.
+		 */
 		break;
 	case SS_OPEN:
 		/* Others in our rooms hear "out" before this client is closed. */
