@@ -9,8 +9,8 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
 	build-essential autoconf automake pkg-config ca-certificates \
 	libevent-dev libjson-c-dev libhiredis-dev libssl-dev zlib1g-dev \
-	redis-server \
-	python3 python3-pytest python3-websockets \
+	redis-server haproxy \
+	python3 python3-pytest python3-websockets python3-prometheus-client \
 	mandoc clang libclang-rt-14-dev valgrind procps iproute2 curl \
 	chromium fonts-dejavu-core
 # Node.js for the `ws` client tests: keep a newer node if one is installed.
