@@ -22,6 +22,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/time.h>
+#include <time.h>
 
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
@@ -29,6 +30,7 @@
 
 #include "bus.h"
 #include "log.h"
+#include "metrics.h"
 
 #define BACKOFF_MIN_MS	100
 #define BACKOFF_MAX_MS	2000
@@ -65,11 +67,12 @@ static const char lua_enter[] =
 	"redis.call('PUBLISH', p .. 'c:' .. room, 'e ' .. num .. ' ' .. mid .. '\\n' .. name)\n"
 	"return num\n";
 
+/* ARGV[6] "1": announce even if Redis no longer knew the member (it lost its data). */
 static const char lua_out[] =
 	"local p, wid, room, mid, name = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]\n"
 	"local rk = p .. 'r:' .. room\n"
 	"redis.call('HDEL', p .. 'w:' .. wid, mid)\n"
-	"if redis.call('HDEL', rk, mid) == 1 then\n"
+	"if redis.call('HDEL', rk, mid) == 1 or ARGV[6] == '1' then\n"
 	"  local num = redis.call('HLEN', rk)\n"
 	"  redis.call('PUBLISH', p .. 'c:' .. room, 'o ' .. num .. ' ' .. mid .. '\\n' .. name)\n"
 	"  return num\n"
@@ -79,10 +82,14 @@ static const char lua_out[] =
 static const char lua_resync[] =
 	"local p, wid, room, mid, name = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]\n"
 	"local rk = p .. 'r:' .. room\n"
-	"redis.call('HSET', rk, mid, name)\n"
+	"local added = redis.call('HSET', rk, mid, name)\n"
 	"redis.call('HSET', p .. 'w:' .. wid, mid, room .. '\\n' .. name)\n"
 	"local num = redis.call('HLEN', rk)\n"
-	"redis.call('PUBLISH', p .. 'c:' .. room, 'n ' .. num .. '\\n')\n"
+	"if added == 1 then\n"
+	"  redis.call('PUBLISH', p .. 'c:' .. room, 'e ' .. num .. ' ' .. mid .. '\\n' .. name)\n"
+	"else\n"
+	"  redis.call('PUBLISH', p .. 'c:' .. room, 'n ' .. num .. '\\n')\n"
+	"end\n"
 	"return num\n";
 
 /* ARGV: prefix wid */
@@ -112,6 +119,8 @@ static struct {
 	struct event		*retry;
 	struct event		*alive;
 	int			 janitor_turn;
+	int			 was_up;	/* the link has been up before: a comeback is a reconnect */
+	uint64_t		 ping_sent;	/* us, of the PING in flight; 0 if none */
 	char			 prefix[128];
 	size_t			 plen;
 } B;
@@ -164,7 +173,9 @@ went_down(const char *why)
 	int was = B.ready;
 
 	B.ready = 0;
+	B.ping_sent = 0;
 	if (was) {
+		metrics_gauge(GAUGE_REDIS_UP, -1);
 		log_warn("redis link lost (%s); reconnecting", why);
 		if (B.h->down != NULL)
 			B.h->down();
@@ -205,9 +216,52 @@ run_janitor(void)
 		redisAsyncCommandArgv(B.cmd, NULL, NULL, 4, argv, argl);
 }
 
+static uint64_t
+now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* A PING came back: the link is alive; its round trip goes to the histogram. */
+static void
+ping_reply(redisAsyncContext *ac, void *r, void *arg)
+{
+	if (r != NULL && B.ping_sent != 0)
+		metrics_redis_rtt(now_us() - B.ping_sent);
+	B.ping_sent = 0;
+}
+
+/* Drop both links now (a hung server): hiredis alone would wait forever. */
+static void
+force_reconnect(void)
+{
+	if (B.cmd != NULL)
+		redisAsyncFree(B.cmd);
+	if (B.sub != NULL)
+		redisAsyncFree(B.sub);
+	B.cmd = B.sub = NULL;
+	B.cmd_up = B.sub_up = 0;
+	went_down("no answer to PING");
+}
+
 static void
 alive_cb(evutil_socket_t fd, short what, void *arg)
 {
+	/*
+	 * hiredis's async client has no timeouts: a Redis that stopped answering
+	 * (hung, or a dead host behind a silent network) is found by a PING that
+	 * did not come back within one refresh interval.
+	 */
+	if (B.ready && B.ping_sent != 0) {
+		log_warn("redis did not answer a PING within %dms", B.cfg->presence_ttl / 3);
+		force_reconnect();
+		return;
+	}
+	if (B.ready && redisAsyncCommand(B.cmd, ping_reply, NULL, "PING") == REDIS_OK)
+		B.ping_sent = now_us();
 	refresh_alive();
 	/* The janitor runs every other refresh: often enough to remove a dead host within presence_ttl. */
 	if (++B.janitor_turn % 2 == 0)
@@ -225,6 +279,10 @@ check_up(void)
 		return;
 	B.ready = 1;
 	B.backoff = BACKOFF_MIN_MS;
+	metrics_gauge(GAUGE_REDIS_UP, 1);
+	if (B.was_up)
+		metrics_add(MET_REDIS_RECONNECTS, 1);
+	B.was_up = 1;
 	log_notice("redis link up");
 	argv[0] = "SADD";
 	argl[0] = 4;
@@ -400,8 +458,17 @@ bus_unsubscribe(const char *room, size_t rlen)
 	return sub_command("UNSUBSCRIBE", room, rlen);
 }
 
+/* The reply to a PUBLISH someone waits on: NULL when the link died first. */
+static void
+publish_reply(redisAsyncContext *ac, void *r, void *arg)
+{
+	redisReply *reply = r;
+
+	B.h->published(arg, reply != NULL && reply->type == REDIS_REPLY_INTEGER);
+}
+
 int
-bus_publish(const char *room, size_t rlen, const char *payload, size_t plen)
+bus_publish(const char *room, size_t rlen, const char *payload, size_t plen, void *arg)
 {
 	char ch[1200];
 	const char *argv[3];
@@ -416,7 +483,10 @@ bus_publish(const char *room, size_t rlen, const char *payload, size_t plen)
 		return -1;
 	argv[2] = payload;
 	argl[2] = plen;
-	return redisAsyncCommandArgv(B.cmd, NULL, NULL, 3, argv, argl) == REDIS_OK ? 0 : -1;
+	if (redisAsyncCommandArgv(B.cmd, arg != NULL ? publish_reply : NULL, arg, 3, argv, argl) != REDIS_OK)
+		return -1;
+	metrics_add(MET_PUBLISHED, 1);
+	return 0;
 }
 
 struct count_req {
@@ -442,11 +512,11 @@ count_reply(redisAsyncContext *ac, void *r, void *arg)
 
 static int
 script(const char *lua, size_t lualen, const char *room, size_t rlen, const char *mid,
-    const char *name, size_t nlen, bus_count_fn fn, void *arg)
+    const char *name, size_t nlen, const char *extra, bus_count_fn fn, void *arg)
 {
 	struct count_req *cr;
-	const char *argv[8];
-	size_t argl[8];
+	const char *argv[9];
+	size_t argl[9];
 
 	if (!B.ready)
 		return -1;
@@ -462,7 +532,9 @@ script(const char *lua, size_t lualen, const char *room, size_t rlen, const char
 	argv[5] = room; argl[5] = rlen;
 	argv[6] = mid; argl[6] = strlen(mid);
 	argv[7] = name; argl[7] = nlen;
-	if (redisAsyncCommandArgv(B.cmd, count_reply, cr, 8, argv, argl) != REDIS_OK) {
+	argv[8] = extra != NULL ? extra : "";
+	argl[8] = strlen(argv[8]);
+	if (redisAsyncCommandArgv(B.cmd, count_reply, cr, 9, argv, argl) != REDIS_OK) {
 		free(cr);
 		return -1;
 	}
@@ -473,20 +545,21 @@ int
 bus_enter(const char *room, size_t rlen, const char *mid, const char *name, size_t nlen,
     bus_count_fn fn, void *arg)
 {
-	return script(lua_enter, sizeof(lua_enter) - 1, room, rlen, mid, name, nlen, fn, arg);
+	return script(lua_enter, sizeof(lua_enter) - 1, room, rlen, mid, name, nlen, NULL, fn, arg);
 }
 
 int
 bus_out(const char *room, size_t rlen, const char *mid, const char *name, size_t nlen,
-    bus_count_fn fn, void *arg)
+    int announce_always, bus_count_fn fn, void *arg)
 {
-	return script(lua_out, sizeof(lua_out) - 1, room, rlen, mid, name, nlen, fn, arg);
+	return script(lua_out, sizeof(lua_out) - 1, room, rlen, mid, name, nlen,
+	    announce_always ? "1" : "0", fn, arg);
 }
 
 int
 bus_resync(const char *room, size_t rlen, const char *mid, const char *name, size_t nlen)
 {
-	return script(lua_resync, sizeof(lua_resync) - 1, room, rlen, mid, name, nlen, NULL, NULL);
+	return script(lua_resync, sizeof(lua_resync) - 1, room, rlen, mid, name, nlen, NULL, NULL, NULL);
 }
 
 struct who_req {

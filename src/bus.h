@@ -21,6 +21,8 @@ struct bus_handlers {
 	/* Both connections are up (again) / the link broke. */
 	void	(*up)(void);
 	void	(*down)(void);
+	/* A bus_publish with an arg was (ok) or was not (!ok) accepted by Redis. */
+	void	(*published)(void *arg, int ok);
 };
 
 /* A reply to bus_enter/bus_out/bus_resync: the room's count, or -1 on failure. */
@@ -37,14 +39,20 @@ int bus_idle(void);
 /* Whether an unsubscribe may be sent (no command pending on the channel). */
 int bus_subscribe(const char *room, size_t rlen);
 int bus_unsubscribe(const char *room, size_t rlen);
-/* Publish on a room's channel. -1 when the link is down. */
-int bus_publish(const char *room, size_t rlen, const char *payload, size_t plen);
+/*
+ * Publish on a room's channel. -1 when the link is down. With an arg, the
+ * handlers' published(arg, ok) tells later whether Redis took it.
+ */
+int bus_publish(const char *room, size_t rlen, const char *payload, size_t plen, void *arg);
 /* Atomically add/remove a member, publish the enter/out event, answer with the count. */
 int bus_enter(const char *room, size_t rlen, const char *mid, const char *name, size_t nlen,
     bus_count_fn, void *arg);
 int bus_out(const char *room, size_t rlen, const char *mid, const char *name, size_t nlen,
-    bus_count_fn, void *arg);
-/* Re-register a member after a reconnect (no enter event); publishes the count. */
+    int announce_always, bus_count_fn, void *arg);
+/*
+ * Re-register a member after a reconnect; publishes the count, or an enter
+ * event if Redis had lost the member (others were told it left).
+ */
 int bus_resync(const char *room, size_t rlen, const char *mid, const char *name, size_t nlen);
 /* Member names of a room. */
 int bus_who(const char *room, size_t rlen, bus_who_fn, void *arg);

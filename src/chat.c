@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "bus.h"
 #include "chat.h"
 #include "config.h"
@@ -105,8 +106,10 @@ static void
 do_enter(struct session *s, const struct chat_req *r, const char *room, size_t rl)
 {
 	struct chat_conn *c = state(s, 1);
+	const struct auth_identity *id;
 	struct member *m;
-	const char *err = NULL;
+	const char *err = NULL, *name = r->message;
+	size_t nlen = r->message_len;
 
 	if (c == NULL) {
 		send_error(s, "no_memory", "the server is out of memory");
@@ -120,7 +123,20 @@ do_enter(struct session *s, const struct chat_req *r, const char *room, size_t r
 		send_error(s, "too_many_rooms", "leave a room before entering another");
 		return;
 	}
-	if ((m = room_join(s, ROOM_CHAT, room, rl, r->message, r->message_len, &err)) == NULL) {
+	/* With a token, the name is the token's and its rooms claim says where it may go. */
+	if ((id = ws_identity(s)) != NULL) {
+		name = id->sub;
+		nlen = strlen(id->sub);
+		if (!proto_valid_label(name, nlen, (size_t)cfg()->max_name_length)) {
+			send_error(s, "bad_field", "the token's name (sub) is empty, too long or holds control characters");
+			return;
+		}
+		if (!auth_room_allowed(id, room, rl)) {
+			send_error(s, "forbidden", "your token does not allow this room");
+			return;
+		}
+	}
+	if ((m = room_join(s, ROOM_CHAT, room, rl, name, nlen, &err)) == NULL) {
 		send_error(s, err, strcmp(err, "unavailable") == 0 ?
 		    "room service unavailable; try again shortly" : "cannot enter the room");
 		return;
@@ -305,6 +321,11 @@ chat_open(struct session *s)
 		}
 	} else
 		rl = snprintf(room, sizeof(room), "%s", cfg()->default_room);
+	if (ws_identity(s) != NULL && !auth_room_allowed(ws_identity(s), room, (size_t)rl)) {
+		send_error(s, "forbidden", "your token does not allow this room");
+		ws_close(s, WS_CLOSE_POLICY, "room not allowed");
+		return;
+	}
 	if ((kl = room_broadcast_key(key, sizeof(key), ws_route(s)->path, room, (size_t)rl)) == 0 ||
 	    (c = state(s, 1)) == NULL) {
 		ws_close(s, WS_CLOSE_INTERNAL, "cannot join");

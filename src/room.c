@@ -20,6 +20,7 @@
 
 #include "bus.h"
 #include "log.h"
+#include "metrics.h"
 #include "proto.h"
 #include "room.h"
 #include "sbuf.h"
@@ -68,6 +69,7 @@ struct room {
 
 struct pending_out {
 	struct pending_out *next;
+	int		 replay;	/* retried after a lost link: announce even if Redis forgot */
 	size_t		 klen, nlen;
 	char		 mid[64];
 	char		 data[];	/* key then name */
@@ -143,6 +145,7 @@ room_create(enum room_kind kind, const char *key, size_t klen)
 	r->hnext = R.tab[r->hash & (R.nbuckets - 1)];
 	R.tab[r->hash & (R.nbuckets - 1)] = r;
 	R.nrooms++;
+	metrics_gauge(GAUGE_ROOMS, 1);
 	return r;
 }
 
@@ -168,38 +171,77 @@ room_destroy(struct room *r)
 		pp = &(*pp)->hnext;
 	*pp = r->hnext;
 	R.nrooms--;
+	metrics_gauge(GAUGE_ROOMS, -1);
 	drop_held(r);
 	free(r);
 }
 
 /* ---- fan-out ---- */
 
-/* Send one frame to every active member (and, for out events, the leaver). */
-static void
-fan_out(struct room *r, struct sbuf *frame, const char *leaver_mid)
-{
-	struct member *m, *next;
+/*
+ * The frames of one broadcast: built on first need and shared by every
+ * member that needs the same bytes (plain, or compressed with one window).
+ */
+struct variants {
+	struct sbuf	*plain;
+	struct sbuf	*z[16];
+	uint16_t	 tried;
+};
 
+static struct sbuf *
+frame_for(struct variants *v, struct session *s, int opcode, const char *p, size_t n)
+{
+	int bits = ws_deflate_bits(s, n);
+
+	if (bits != 0) {
+		if (!(v->tried & (1u << bits))) {
+			v->tried |= (uint16_t)(1u << bits);
+			v->z[bits] = ws_frame_deflate(bits, opcode, p, n);
+		}
+		if (v->z[bits] != NULL)
+			return v->z[bits];
+	}
+	if (v->plain == NULL)
+		v->plain = ws_frame_new(opcode, p, n);
+	return v->plain;
+}
+
+/* Send a message to every active member (and, for out events, the leaver). */
+static void
+fan_out(struct room *r, int opcode, const char *p, size_t n, const char *leaver_mid)
+{
+	struct variants v;
+	struct member *m, *next;
+	struct sbuf *f;
+	uint64_t sent = 0;
+
+	memset(&v, 0, sizeof(v));
 	for (m = r->members; m != NULL; m = next) {
 		next = m->rnext;
-		if (m->state == MEM_ACTIVE)
-			ws_send_frame(m->s, frame);
-		else if (m->state == MEM_LEAVING && leaver_mid != NULL && strcmp(m->mid, leaver_mid) == 0)
-			ws_send_frame(m->s, frame);
+		if (m->state != MEM_ACTIVE && (m->state != MEM_LEAVING || leaver_mid == NULL ||
+		    strcmp(m->mid, leaver_mid) != 0))
+			continue;
+		if ((f = frame_for(&v, m->s, opcode, p, n)) == NULL) {
+			log_error("no memory to frame an event for room %.*s", (int)r->klen, r->key);
+			break;
+		}
+		ws_send_frame(m->s, f);
+		sent++;
 	}
+	metrics_add(MET_DELIVERED, sent);
+	sbuf_unref(v.plain);
+	for (int b = 0; b < 16; b++)
+		sbuf_unref(v.z[b]);
 }
 
 static void
 fan_out_json(struct room *r, const char *leaver_mid)
 {
-	struct sbuf *f;
-
-	if (R.jb.oom || (f = ws_frame_new(WS_OP_TEXT, R.jb.p, R.jb.len)) == NULL) {
-		log_error("no memory to frame an event for room %.*s", (int)r->klen, r->key);
+	if (R.jb.oom) {
+		log_error("no memory to build an event for room %.*s", (int)r->klen, r->key);
 		return;
 	}
-	fan_out(r, f, leaver_mid);
-	sbuf_unref(f);
+	fan_out(r, WS_OP_TEXT, R.jb.p, R.jb.len, leaver_mid);
 }
 
 static void
@@ -261,7 +303,6 @@ on_message(const char *key, size_t klen, const char *p, size_t n)
 	struct room *r = room_find(key, klen);
 	const char *mid, *body;
 	size_t midlen, off, blen;
-	struct sbuf *f;
 	long num;
 
 	if (r == NULL || r->sub != SUB_ACTIVE || n < 2)
@@ -272,17 +313,11 @@ on_message(const char *key, size_t klen, const char *p, size_t n)
 	blen = n - off;
 	switch (p[0]) {
 	case 'm':
-		if ((f = ws_frame_new(WS_OP_TEXT, body, blen)) != NULL) {
-			fan_out(r, f, NULL);
-			sbuf_unref(f);
-		}
+		fan_out(r, WS_OP_TEXT, body, blen, NULL);
 		break;
 	case 't':
 	case 'b':
-		if ((f = ws_frame_new(p[0] == 't' ? WS_OP_TEXT : WS_OP_BINARY, body, blen)) != NULL) {
-			fan_out(r, f, NULL);
-			sbuf_unref(f);
-		}
+		fan_out(r, p[0] == 't' ? WS_OP_TEXT : WS_OP_BINARY, body, blen, NULL);
 		break;
 	case 'e':
 		r->num = num;
@@ -340,7 +375,7 @@ flush_room(struct room *r)
 	}
 	while ((h = r->held) != NULL) {
 		r->held = h->next;
-		(void)bus_publish(r->key, r->klen, h->data, h->len);
+		(void)bus_publish(r->key, r->klen, h->data, h->len, NULL);
 		free(h);
 	}
 	r->held_tail = &r->held;
@@ -385,6 +420,7 @@ out_done(void *arg, long num)
 		free(o);
 		return;
 	}
+	o->replay = 1;
 	o->next = R.outs;
 	R.outs = o;
 }
@@ -392,7 +428,7 @@ out_done(void *arg, long num)
 static int
 send_out(struct pending_out *o)
 {
-	return bus_out(o->data, o->klen, o->mid, o->data + o->klen, o->nlen, out_done, o);
+	return bus_out(o->data, o->klen, o->mid, o->data + o->klen, o->nlen, o->replay, out_done, o);
 }
 
 static void
@@ -463,8 +499,21 @@ on_down(void)
 	}
 }
 
+/* Redis never took a message: its sender must not think it was delivered. */
+static void
+on_published(void *arg, int ok)
+{
+	static const char lost[] = "{\"event\":\"error\",\"code\":\"unavailable\","
+	    "\"message\":\"message not delivered: room service unavailable; try again\"}";
+	struct session *s = arg;
+
+	if (!ok)
+		ws_send_text(s, lost, sizeof(lost) - 1);
+	ws_unref(s);
+}
+
 static const struct bus_handlers handlers = {
-	on_message, on_subscribed, on_unsubscribed, on_up, on_down,
+	on_message, on_subscribed, on_unsubscribed, on_up, on_down, on_published,
 };
 
 int
@@ -586,7 +635,7 @@ release_held(struct room *r, const struct member *m, int publish)
 		}
 		*pp = h->next;
 		if (publish)
-			(void)bus_publish(r->key, r->klen, h->data, h->len);
+			(void)bus_publish(r->key, r->klen, h->data, h->len, NULL);
 		free(h);
 		r->nheld--;
 	}
@@ -608,8 +657,10 @@ leave_redis(const struct room *r, const struct member *m)
 	snprintf(o->mid, sizeof(o->mid), "%s", m->mid);
 	memcpy(o->data, r->key, r->klen);
 	memcpy(o->data + r->klen, m->name, m->nlen);
+	o->replay = 0;
 	if (bus_ready() && send_out(o) == 0)
 		return 0;
+	o->replay = 1;	/* Redis may come back without its data: others still know m */
 	o->next = R.outs;
 	R.outs = o;
 	return -1;
@@ -658,8 +709,14 @@ publish_or_hold(struct room *r, const struct member *m, const char *p, size_t n)
 
 	if (!bus_ready())
 		return -1;
-	if (r->sub == SUB_ACTIVE && (r->kind == ROOM_BROADCAST || m->enter_sent))
-		return bus_publish(r->key, r->klen, p, n);
+	if (r->sub == SUB_ACTIVE && (r->kind == ROOM_BROADCAST || m->enter_sent)) {
+		/* The sender hears if the link dies before Redis took the message. */
+		ws_ref(m->s);
+		if (bus_publish(r->key, r->klen, p, n, m->s) == 0)
+			return 0;
+		ws_unref(m->s);
+		return -1;
+	}
 	if (r->nheld >= MAX_HELD || (h = malloc(sizeof(*h) + n)) == NULL)
 		return -1;
 	h->next = NULL;
