@@ -241,7 +241,7 @@ gather(struct conn *c, uint8_t *buf, size_t n)
 	size_t o = 0;
 
 	for (uint32_t i = 0; i < q->count && o < n; i++) {
-		const struct outq_ent *e = &q->ent[(q->head + i) % q->cap];
+		const struct outq_ent *e = &q->ent[(q->head + i) & (q->cap - 1)];
 		size_t k = e->len < n - o ? e->len : n - o;
 
 		if (e->b != NULL)

@@ -225,10 +225,10 @@ fan_out(struct room *r, int opcode, const char *p, size_t n, const char *leaver_
 			log_error("no memory to frame an event for room %.*s", (int)r->klen, r->key);
 			break;
 		}
-		ws_send_frame(m->s, f);
-		sent++;
+		sent += (uint64_t)ws_send_shared(m->s, f);
 	}
 	metrics_add(MET_DELIVERED, sent);
+	metrics_add(MET_MSG_OUT, sent);
 	sbuf_unref(v.plain);
 	for (int b = 0; b < 16; b++)
 		sbuf_unref(v.z[b]);

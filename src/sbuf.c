@@ -68,7 +68,7 @@ outq_reserve(struct outq *q)
 			return -1;
 		/* Unroll the ring into the new array. */
 		for (uint32_t i = 0; i < q->count; i++)
-			ne[i] = q->ent[(q->head + i) % q->cap];
+			ne[i] = q->ent[(q->head + i) & (q->cap - 1)];
 		free(q->ent);
 		q->ent = ne;
 		q->cap = ncap;
@@ -84,7 +84,7 @@ outq_push(struct outq *q, struct sbuf *b, uint32_t off, uint32_t len)
 		return 0;
 	if (outq_reserve(q) == -1)
 		return -1;
-	q->ent[(q->head + q->count) % q->cap] = (struct outq_ent){ sbuf_ref(b), off, len, -1, 0 };
+	q->ent[(q->head + q->count) & (q->cap - 1)] = (struct outq_ent){ sbuf_ref(b), off, len, -1, 0 };
 	q->count++;
 	q->bytes += len;
 	return 0;
@@ -101,7 +101,7 @@ outq_push_file(struct outq *q, int fd, uint64_t off, uint32_t len)
 		close(fd);
 		return -1;
 	}
-	q->ent[(q->head + q->count) % q->cap] = (struct outq_ent){ NULL, 0, len, fd, off };
+	q->ent[(q->head + q->count) & (q->cap - 1)] = (struct outq_ent){ NULL, 0, len, fd, off };
 	q->count++;
 	q->bytes += len;
 	return 0;
@@ -123,7 +123,7 @@ outq_iov(const struct outq *q, struct iovec *iov, int max)
 	int n = 0;
 
 	for (uint32_t i = 0; i < q->count && n < max; i++, n++) {
-		const struct outq_ent *e = &q->ent[(q->head + i) % q->cap];
+		const struct outq_ent *e = &q->ent[(q->head + i) & (q->cap - 1)];
 
 		if (e->b == NULL)
 			break;
@@ -148,7 +148,7 @@ outq_consume(struct outq *q, size_t n)
 		}
 		n -= e->len;
 		ent_release(e);
-		q->head = (q->head + 1) % q->cap;
+		q->head = (q->head + 1) & (q->cap - 1);
 		q->count--;
 	}
 }
@@ -158,7 +158,7 @@ outq_clear(struct outq *q)
 {
 	while (q->count > 0) {
 		ent_release(&q->ent[q->head]);
-		q->head = (q->head + 1) % q->cap;
+		q->head = (q->head + 1) & (q->cap - 1);
 		q->count--;
 	}
 	free(q->ent);

@@ -43,7 +43,7 @@ struct outq_ent {
 
 struct outq {
 	struct outq_ent	*ent;	/* NULL while never used */
-	uint32_t	 cap, head, count;
+	uint32_t	 cap, head, count;	/* cap is a power of two: indexes are masked */
 	size_t		 bytes;
 };
 

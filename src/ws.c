@@ -295,21 +295,28 @@ ws_deflate_bits(const struct session *s, size_t len)
 void
 ws_send_frame(struct session *s, struct sbuf *b)
 {
+	if (ws_send_shared(s, b))
+		metrics_add(MET_MSG_OUT, 1);
+}
+
+int
+ws_send_shared(struct session *s, struct sbuf *b)
+{
 	if (!ws_is_open(s))
-		return;
+		return 0;
 	/* A reader that lets max_outbuf pile up is cut off; it never grows our memory further. */
 	if (conn_pending(&s->c) + b->len > (size_t)cfg()->max_outbuf) {
 		metrics_add(MET_SLOW_DROPPED, 1);
 		fail(s, WS_CLOSE_POLICY, "too slow: output buffer limit reached");
-		return;
+		return 0;
 	}
 	if (conn_send(&s->c, b, b->off, b->len) == -1) {
 		metrics_add(MET_SLOW_DROPPED, 1);
 		fail(s, WS_CLOSE_POLICY, "too slow: output queue full");
-		return;
+		return 0;
 	}
 	s->msgs_out++;
-	metrics_add(MET_MSG_OUT, 1);
+	return 1;
 }
 
 void

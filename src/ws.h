@@ -30,6 +30,8 @@ int ws_accept(struct worker *, int fd, const struct sockaddr *, int proxy, SSL_C
 struct chat_conn **ws_chat(struct session *);
 /* Queue a complete frame held in b (shared; takes its own reference). */
 void ws_send_frame(struct session *, struct sbuf *);
+/* The same for one member of a broadcast: 1 if queued; the caller counts messages in bulk. */
+int ws_send_shared(struct session *, struct sbuf *);
 /* Build and queue a text frame with this payload. */
 void ws_send_text(struct session *, const char *, size_t);
 /* Start the close handshake with code and reason. */
