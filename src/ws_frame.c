@@ -157,7 +157,14 @@ header_done(struct ws_decoder *d, const char **reason)
 		d->msg_started = 0;
 		utf8_reset(&d->utf8);
 	}
-	if (len > d->max_message - d->msg_len) {
+	/*
+	 * A compressed message is bounded once inflated (ws.c); on the wire it
+	 * may exceed the limit by deflate's worst-case expansion (zlib's
+	 * conservative deflateBound), or a message of exactly the limit that
+	 * the client could not shrink would be refused.
+	 */
+	if (len > d->max_message + (d->msg_rsv1 ? (d->max_message >> 3) + (d->max_message >> 6) + 64 : 0) -
+	    d->msg_len) {
 		*reason = "message too big";
 		return 1009;
 	}
