@@ -130,7 +130,36 @@ int
 conn_send_copy(struct conn *c, const void *p, size_t n)
 {
 	struct sbuf *b;
+	ssize_t w = 0;
 	int rc;
+
+	/*
+	 * Nothing queued on a plain socket: write now. A handshake's 101 or a
+	 * pong then needs no block and no queue, so an idle connection never
+	 * allocated either (the leftovers of a burst of handshakes would
+	 * otherwise stay in the heap as holes).
+	 */
+	if (c->out.count == 0 && c->ssl == NULL && !(c->flags & (CONN_F_CLOSED | CONN_F_LINGER))) {
+		do
+			w = write(c->fd, p, n);
+		while (w < 0 && errno == EINTR);
+		if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+			if (c->h->on_eof != NULL)
+				c->h->on_eof(c, strerror(errno));
+			conn_close(c);
+			return 0;
+		}
+		if (w < 0)
+			w = 0;
+		metrics_add(MET_BYTES_OUT, (uint64_t)w);
+		if ((size_t)w == n) {
+			if (c->flags & CONN_F_FINISH)
+				worker_want_flush(c->w, c);	/* let the flush start the linger */
+			return 0;
+		}
+		p = (const uint8_t *)p + w;
+		n -= (size_t)w;
+	}
 
 	if ((b = sbuf_new(n, 0)) == NULL)
 		return -1;

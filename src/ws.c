@@ -161,9 +161,18 @@ ws_accept(struct worker *w, int fd, const struct sockaddr *sa, int proxy, SSL_CT
 static int
 send_frame(struct session *s, int opcode, const void *payload, size_t len)
 {
+	uint8_t cf[WS_MAX_SERVER_HEADER + WS_MAX_CONTROL];
 	struct sbuf *b;
+	size_t hl;
 	int rc;
 
+	if (len <= WS_MAX_CONTROL) {
+		/* A control frame: written at once when nothing is queued (conn_send_copy). */
+		hl = ws_header(cf, 1, 0, opcode, len);
+		if (len > 0)
+			memcpy(cf + hl, payload, len);
+		return conn_send_copy(&s->c, cf, hl + len);
+	}
 	if ((b = ws_frame_new(opcode, payload, len)) == NULL)
 		return -1;
 	rc = conn_send(&s->c, b, b->off, b->len);
