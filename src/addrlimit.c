@@ -75,19 +75,27 @@ limits_session_open(int family, const uint8_t *ip, int max_open, int max_rate)
 	b = bucket(family, ip);
 	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
 	now = (uint32_t)ts.tv_sec;
-	for (int r = 0; r < nrows; r++) {
-		open += LOAD(&rows[r].open[b]);
-		if (LOAD(&rows[r].sec[b]) == now)
-			rate += LOAD(&rows[r].rate[b]);
-	}
-	if ((max_open > 0 && open >= (uint32_t)max_open) || (max_rate > 0 && rate >= (uint32_t)max_rate))
-		return -1;
-	STORE(&self->open[b], LOAD(&self->open[b]) + 1);
+	/*
+	 * Count this session first, then look at the sum: two workers racing
+	 * for the last place may both refuse, but never both get in. The
+	 * sequentially consistent add and loads order our write before our reads.
+	 */
 	if (LOAD(&self->sec[b]) != now) {
-		STORE(&self->sec[b], now);
 		STORE(&self->rate[b], 0);
+		__atomic_store_n(&self->sec[b], now, __ATOMIC_SEQ_CST);
 	}
-	STORE(&self->rate[b], LOAD(&self->rate[b]) + 1);
+	__atomic_add_fetch(&self->open[b], 1, __ATOMIC_SEQ_CST);
+	__atomic_add_fetch(&self->rate[b], 1, __ATOMIC_SEQ_CST);
+	for (int r = 0; r < nrows; r++) {
+		open += __atomic_load_n(&rows[r].open[b], __ATOMIC_SEQ_CST);
+		if (__atomic_load_n(&rows[r].sec[b], __ATOMIC_SEQ_CST) == now)
+			rate += __atomic_load_n(&rows[r].rate[b], __ATOMIC_SEQ_CST);
+	}
+	if ((max_open > 0 && open > (uint32_t)max_open) || (max_rate > 0 && rate > (uint32_t)max_rate)) {
+		__atomic_sub_fetch(&self->open[b], 1, __ATOMIC_SEQ_CST);
+		__atomic_sub_fetch(&self->rate[b], 1, __ATOMIC_SEQ_CST);
+		return -1;
+	}
 	return 0;
 }
 

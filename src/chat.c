@@ -299,6 +299,24 @@ url_decode(const char *v, size_t n, char *buf, size_t len)
 	return (int)o;
 }
 
+int
+chat_broadcast_allowed(struct session *s)
+{
+	const struct auth_identity *id = ws_identity(s);
+	const char *v;
+	char room[1100];
+	size_t vl;
+	int rl;
+
+	if (id == NULL || ws_route(s)->kind != ROUTE_BROADCAST)
+		return 1;
+	if ((v = ws_query_param(s, "room", &vl)) == NULL)
+		rl = snprintf(room, sizeof(room), "%s", cfg()->default_room);
+	else if ((rl = url_decode(v, vl, room, sizeof(room))) < 0)
+		return 1;	/* a bad name: chat_open says bad_field */
+	return auth_room_allowed(id, room, (size_t)rl);
+}
+
 void
 chat_open(struct session *s)
 {

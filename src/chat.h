@@ -13,6 +13,8 @@ struct session;
 
 /* The session was upgraded on a chat or broadcast route. */
 void chat_open(struct session *);
+/* Whether the session's token allows the broadcast room its URL names (1 without a token). */
+int chat_broadcast_allowed(struct session *);
 /* A complete message arrived. */
 void chat_message(struct session *, int opcode, const uint8_t *data, size_t len);
 /* Timers: the JSON heartbeat. */

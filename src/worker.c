@@ -251,7 +251,8 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
 
 	for (c = w->all; c != NULL; c = next) {
 		next = c->next;
-		if (c->flags & CONN_F_LINGER) {
+		if (c->flags & (CONN_F_LINGER | CONN_F_FINISH)) {
+			/* A finishing conn whose peer stops reading must not wait forever for its queue. */
 			if (now >= c->linger_until)
 				conn_close(c);
 			continue;

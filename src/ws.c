@@ -887,6 +887,13 @@ handle_request(struct session *s, const char *head, size_t len)
 		return;
 	}
 	record_info(s, &req);
+	/* A broadcast URL names its room now: under auth_failure http, a token that does not allow it gets no upgrade. */
+	if (s->info != NULL && strcmp(cfg()->auth_failure, "http") == 0 && !chat_broadcast_allowed(s)) {
+		metrics_refused(REFUSE_AUTH);
+		slog(s, LOG_LVL_INFO, "refused: the token does not allow this room");
+		http_reply(s, 403, NULL, "your token does not allow this room", head_only);
+		return;
+	}
 	proto = pick_subprotocol(s, &req);
 	ext[0] = '\0';
 	if (cfg()->deflate) {
