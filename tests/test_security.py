@@ -1,0 +1,1169 @@
+"""Hostile clients against the real roomd: cross-origin browsers, forged and
+stale tokens, floods over the message rate, ten thousand connections from one
+address, a member that never reads, oversized fields, and memory under load.
+Every test ends by checking that an ordinary client is still served.
+
+Stated bounds (the measured figures are printed even with -q; under ASan,
+ROOMD_SANITIZED set, the RSS assertions are skipped and say so, everything
+else still runs):
+  SLOW_RSS_DELTA_MB   worker RSS growth while a non-reader is cut off
+  SLOW_P99_MS         the other members' delivery latency meanwhile
+  LOAD_RSS_MB         sum of worker RSS with 2,000 sessions at the rate limit
+"""
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import resource
+import socket
+import struct
+import time
+
+import pytest
+import websockets
+
+from roomd import wait_for
+
+HOST = "127.0.0.1"
+SECRET = "s3cret-for-tests-0123456789"
+# RSS means nothing under ASan or valgrind: those runs skip only the RSS assertions.
+SANITIZED = bool(os.environ.get("ROOMD_SANITIZED") or os.environ.get("ROOMD_VALGRIND"))
+
+SLOW_RSS_DELTA_MB = 16      # measured about +1.5 MB (max_outbuf 256k)
+SLOW_P99_MS = 200           # measured p99 under 10 ms
+LOAD_RSS_MB = 64            # measured about 13 MB for 2,000 sessions over 2 workers
+
+
+def run(coro, timeout=60):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def raise_nofile(want):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def rss_kb(pids):
+    """Sum of VmRSS (kB) over pids."""
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def report(capsys, text):
+    """Print past pytest's capture, so the measured figures show with -q."""
+    with capsys.disabled():
+        print(f"\n  [security] {text}")
+
+
+# ---- tokens ----
+
+def b64u(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def jwt(claims, secret=SECRET, header=None, sig=None):
+    """An HS256 JWT (or whatever header says) signed with secret; sig overrides the signature."""
+    head = b64u(json.dumps(header or {"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64u(json.dumps(claims).encode())
+    signing = f"{head}.{body}"
+    if sig is None:
+        sig = hmac.new(secret.encode(), signing.encode(), hashlib.sha256).digest()
+    return f"{signing}.{b64u(sig)}"
+
+
+def good_claims(**kw):
+    now = int(time.time())
+    c = {"sub": "alice", "iat": now, "exp": now + 300}
+    c.update(kw)
+    return {k: v for k, v in c.items() if v is not None}
+
+
+def bad_tokens():
+    now = int(time.time())
+    c = good_claims()
+    return {
+        "forged": jwt(c, secret="not-the-right-secret-at-all"),
+        "expired": jwt(good_claims(exp=now - 60)),
+        "not_yet_valid": jwt(good_claims(nbf=now + 60)),
+        "alg_none": jwt(c, header={"alg": "none", "typ": "JWT"}, sig=b""),
+        "alg_none_signed": jwt(c, header={"alg": "none", "typ": "JWT"}),
+        "rs256_header": jwt(c, header={"alg": "RS256", "typ": "JWT"}),
+        "hs512_header": jwt(c, header={"alg": "HS512", "typ": "JWT"}),
+        "no_sub": jwt(good_claims(sub=None)),
+        "empty_sub": jwt(good_claims(sub="")),
+        "sub_not_string": jwt(good_claims(sub=42)),
+        "rooms_not_array": jwt(good_claims(rooms="tea")),
+        "garbage": "not.a.jwt",
+        "truncated_sig": jwt(c)[:-4],
+        "too_long": jwt(good_claims(pad="x" * 5000)),
+    }
+
+
+# ---- raw HTTP / WebSocket ----
+
+def ws_request(path="/", host=None, port=None, headers=()):
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host or f'{HOST}:{port}'}", "Upgrade: websocket",
+             "Connection: Upgrade", f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}",
+             "Sec-WebSocket-Version: 13", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def read_head(sock, limit=65536):
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = sock.recv(4096)
+        if not d:
+            break
+        buf += d
+        assert len(buf) < limit
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1]) if lines[0].startswith("HTTP/") else 0
+    hdrs = {}
+    for l in lines[1:]:
+        k, _, v = l.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    return status, hdrs, rest
+
+
+def handshake(port, path="/", headers=(), host=None, keep=False, timeout=5.0):
+    """Send an upgrade request; (status, headers[, sock, leftover])."""
+    s = socket.create_connection((HOST, port), timeout=timeout)
+    s.sendall(ws_request(path, host, port, headers))
+    status, hdrs, rest = read_head(s)
+    if keep:
+        return status, hdrs, s, rest
+    s.close()
+    return status, hdrs
+
+
+def mask_frame(opcode, payload, fin=True):
+    n = len(payload)
+    b0 = (0x80 if fin else 0) | opcode
+    if n < 126:
+        head = struct.pack("!BB", b0, 0x80 | n)
+    elif n < 65536:
+        head = struct.pack("!BBH", b0, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", b0, 0x80 | 127, n)
+    key = os.urandom(4)
+    if n == 0:
+        return head + key
+    k = (key * (n // 4 + 1))[:n]
+    return head + key + (int.from_bytes(payload, "big") ^ int.from_bytes(k, "big")).to_bytes(n, "big")
+
+
+def parse_frames(buf):
+    """Complete server frames in buf: ([(opcode, payload)], rest)."""
+    out, i, n = [], 0, len(buf)
+    while n - i >= 2:
+        op, ln, hl = buf[i] & 0x0f, buf[i + 1] & 0x7f, 2
+        if ln == 126:
+            if n - i < 4:
+                break
+            ln, hl = struct.unpack("!H", buf[i + 2:i + 4])[0], 4
+        elif ln == 127:
+            if n - i < 10:
+                break
+            ln, hl = struct.unpack("!Q", buf[i + 2:i + 10])[0], 10
+        if n - i < hl + ln:
+            break
+        out.append((op, bytes(buf[i + hl:i + hl + ln])))
+        i += hl + ln
+    return out, buf[i:]
+
+
+def close_code(payload):
+    return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+
+
+# ---- an asyncio chat client on python3-websockets ----
+
+def short(x, n=160):
+    """repr of x with long strings cut, for assertion messages."""
+    if isinstance(x, str):
+        return x if len(x) <= n else f"{x[:n]}...({len(x)} chars)"
+    if isinstance(x, bytes):
+        return repr(x[:n]) + (f"...({len(x)} bytes)" if len(x) > n else "")
+    if isinstance(x, dict):
+        return {k: short(v, n) for k, v in x.items()}
+    if isinstance(x, list):
+        return [short(v, n) for v in x]
+    return x
+
+
+class Client:
+    """Keeps every event it receives; wait() finds the next matching one."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.events = []
+        self.cursor = 0
+        self.closed = False
+        self.changed = asyncio.Event()
+        self.task = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def open(cls, port, path="/", **kw):
+        kw.setdefault("ping_interval", None)
+        kw.setdefault("max_size", None)
+        kw.setdefault("max_queue", None)
+        kw.setdefault("open_timeout", 10)
+        kw.setdefault("close_timeout", 2)
+        return cls(await websockets.connect(f"ws://{HOST}:{port}{path}", **kw))
+
+    async def _read(self):
+        try:
+            async for m in self.ws:
+                if isinstance(m, bytes):
+                    ev = {"binary": m}
+                else:
+                    try:
+                        ev = json.loads(m)
+                    except ValueError:
+                        ev = {"text": m}
+                    if not isinstance(ev, dict):
+                        ev = {"text": m}
+                if ev.get("event") == "heartbeat" and ev.get("message") == "ping":
+                    await self.ws.send('{"event":"heartbeat","message":"pong"}')
+                ev["_t"] = time.monotonic()
+                self.events.append(ev)
+                self.changed.set()
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self.closed = True
+            self.changed.set()
+
+    @property
+    def code(self):
+        return self.ws.close_code
+
+    async def send(self, obj):
+        await self.ws.send(obj if isinstance(obj, (str, bytes)) else json.dumps(obj))
+
+    async def enter(self, name, roomid=None):
+        m = {"event": "enter", "message": name}
+        if roomid is not None:
+            m["roomid"] = roomid
+        await self.send(m)
+
+    async def until(self, cond, timeout=5.0, what="condition"):
+        deadline = time.monotonic() + timeout
+        while not cond():
+            left = deadline - time.monotonic()
+            if left <= 0 or self.closed:
+                if cond():
+                    return
+                raise AssertionError(f"{what}: not within {timeout}s (closed={self.closed}, "
+                                     f"code={self.code}); last events {short(self.events[-6:])}")
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), min(left, 0.5))
+            except asyncio.TimeoutError:
+                pass
+
+    async def wait(self, want, timeout=5.0):
+        """Next event (after the cursor) containing every key/value of want."""
+        hit = []
+
+        def cond():
+            for i in range(self.cursor, len(self.events)):
+                if all(self.events[i].get(k) == v for k, v in want.items()):
+                    hit.append(i)
+                    return True
+            return False
+        await self.until(cond, timeout, f"event {want}")
+        self.cursor = hit[0] + 1
+        return self.events[hit[0]]
+
+    async def wait_closed(self, timeout=5.0):
+        await self.until(lambda: self.closed, timeout, "close")
+        return self.code
+
+    def of(self, event, **kw):
+        return [e for e in self.events if e.get("event") == event and
+                all(e.get(k) == v for k, v in kw.items())]
+
+    async def close(self):
+        await self.ws.close()
+        self.task.cancel()
+
+
+async def still_serves(port):
+    """An ordinary client is served: an echo round trip and a chat message to itself."""
+    async with websockets.connect(f"ws://{HOST}:{port}/echo", open_timeout=10) as ws:
+        await ws.send("still here")
+        assert await asyncio.wait_for(ws.recv(), 5) == "still here"
+    c = await Client.open(port)
+    room = f"after-{os.urandom(3).hex()}"
+    await c.enter("normal", room)
+    await c.wait({"event": "enter", "name": "normal", "roomid": room})
+    await c.send({"event": "message", "message": "hello", "roomid": room})
+    ev = await c.wait({"event": "message", "roomid": room})
+    assert ev["name"] == "normal" and ev["message"] == "hello"
+    await c.close()
+
+
+# ==== 1. Origin ====
+
+def test_cross_origin_browsers_get_403(roomd):
+    r = roomd()
+    same = f"http://{HOST}:{r.port}"
+    cases = [
+        ("Origin: https://evil.example", 403),
+        ("Origin: null", 403),
+        (f"Origin: http://{HOST}:{r.port + 1}", 403),              # another port is another origin
+        (f"Origin: http://{HOST}", 403),                            # the port is part of it
+        (f"Origin: http://evil.example/{HOST}:{r.port}", 403),     # path tricks
+        (f"Origin: http://{HOST}:{r.port}.evil.example", 403),
+        (f"Origin: {same}", 101),
+        (f"Origin: https://{HOST}:{r.port}", 101),                  # Host says nothing of the scheme
+        (f"Origin: HTTP://{HOST.upper()}:{r.port}", 101),
+        (None, 101),                                                # non-browser clients
+    ]
+    for origin, want in cases:
+        for path in ("/", "/echo", "/broadcast"):
+            st, hdrs = handshake(r.port, path, [origin] if origin else [])
+            assert st == want, f"{origin!r} on {path}: HTTP {st}, want {want}"
+    # The Host the client asked for is what counts.
+    st, _ = handshake(r.port, "/", ["Origin: http://chat.example.org"], host="chat.example.org")
+    assert st == 101
+    st, _ = handshake(r.port, "/", ["Origin: http://chat.example.org"], host="other.example.org")
+    assert st == 403
+    # A real client library with a foreign origin is refused before the upgrade.
+    async def lib():
+        with pytest.raises(websockets.InvalidStatusCode) as e:
+            await websockets.connect(f"ws://{HOST}:{r.port}/echo", origin="https://evil.example")
+        assert e.value.status_code == 403
+        async with websockets.connect(f"ws://{HOST}:{r.port}/echo", origin=same) as ws:
+            await ws.send("x")
+            assert await ws.recv() == "x"
+    run(lib())
+    assert "refused: Origin not allowed" in r.read_log()
+    run(still_serves(r.port))
+
+
+def test_allowed_origins_list_and_star(roomd):
+    r = roomd({"allowed_origins": '"https://chat.example.org, https://other.example:8443 http://a.example"'})
+    for origin, want in [("https://chat.example.org", 101), ("https://other.example:8443", 101),
+                         ("http://a.example", 101), ("https://evil.example", 403),
+                         ("https://chat.example.org.evil.example", 403), ("http://chat.example.org", 403),
+                         ("https://other.example", 403), ("https://chat.example.or", 403),
+                         (f"http://{HOST}:{r.port}", 403)]:    # a list replaces same-origin
+        st, _ = handshake(r.port, "/echo", [f"Origin: {origin}"])
+        assert st == want, f"{origin}: HTTP {st}, want {want}"
+    assert handshake(r.port, "/echo")[0] == 101
+
+    star = roomd({"allowed_origins": "*"})
+    for origin in ("https://evil.example", "null", f"http://{HOST}:{star.port}"):
+        assert handshake(star.port, "/echo", [f"Origin: {origin}"])[0] == 101, origin
+    run(still_serves(star.port))
+
+
+def test_missing_origin_refused_when_configured(roomd):
+    r = roomd({"allow_missing_origin": "no"})
+    assert handshake(r.port, "/echo")[0] == 403
+    assert handshake(r.port, "/")[0] == 403
+    assert handshake(r.port, "/echo", [f"Origin: http://{HOST}:{r.port}"])[0] == 101
+    assert handshake(r.port, "/echo", ["Origin: https://evil.example"])[0] == 403
+    # Plain HTTP (the page, health) is not a WebSocket and needs no Origin.
+    s = socket.create_connection((HOST, r.port), timeout=5)
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert read_head(s)[0] == 200
+    s.close()
+    async def ok():
+        async with websockets.connect(f"ws://{HOST}:{r.port}/echo", origin=f"http://{HOST}:{r.port}") as ws:
+            await ws.send("y")
+            assert await ws.recv() == "y"
+    run(ok())
+
+
+# ==== 2. Tokens ====
+
+def auth_settings(mode="required", failure="event", **kw):
+    s = {"auth": mode, "auth_secret": SECRET, "auth_failure": failure}
+    s.update(kw)
+    return s
+
+
+async def refused_by_event(port, path="/", headers=(), query=""):
+    """The upgrade completes, the server says noAuth and closes with 4001."""
+    sep = "&" if "?" in path else "?"
+    ws = await websockets.connect(f"ws://{HOST}:{port}{path}{sep + query if query else ''}",
+                                  extra_headers=list(headers), open_timeout=10, close_timeout=2,
+                                  ping_interval=None)
+    first = json.loads(await asyncio.wait_for(ws.recv(), 5))
+    assert first.get("event") == "noAuth", first
+    with pytest.raises(websockets.ConnectionClosed):
+        await asyncio.wait_for(ws.recv(), 5)
+    assert ws.close_code == 4001, ws.close_code
+    # Nothing it sends in between reaches anyone: it is closed.
+    return first
+
+
+def test_bad_tokens_refused_with_event(roomd):
+    r = roomd(auth_settings("required", "event"))
+    toks = bad_tokens()
+
+    async def main():
+        for name, tok in toks.items():
+            for carrier in ("query", "bearer", "cookie"):
+                if name == "too_long" and carrier != "bearer":
+                    continue      # too long for a request line or cookie within max_request_size
+                q, h = "", []
+                if carrier == "query":
+                    q = f"token={tok}"
+                elif carrier == "bearer":
+                    h = [("Authorization", f"Bearer {tok}")]
+                else:
+                    h = [("Cookie", f"token={tok}")]
+                try:
+                    await refused_by_event(r.port, "/", h, q)
+                except AssertionError as e:
+                    raise AssertionError(f"{name} via {carrier}: {e}") from None
+        await refused_by_event(r.port, "/")                       # no token at all
+        await refused_by_event(r.port, "/broadcast?room=tea")
+        await refused_by_event(r.port, "/echo")
+    run(main(), 90)
+    log = r.read_log()
+    assert not [t for t in toks.values() if len(t) > 20 and t in log], "a token was logged"
+    for why in ("bad token signature", "token expired", "token not valid yet", "token algorithm is not HS256",
+                "token has no sub", "bad token header", "token too long", "no token"):
+        assert f"refused: {why}" in log, why
+    run(still_serves_with_token(r.port))
+
+
+def test_bad_tokens_refused_with_http_401(roomd):
+    r = roomd(auth_settings("required", "http", max_request_size="16k"))
+    for name, tok in bad_tokens().items():
+        for hdr in ([f"Authorization: Bearer {tok}"], [f"Cookie: token={tok}"]):
+            st, h = handshake(r.port, "/", hdr)
+            assert st == 401, f"{name}: HTTP {st}"
+            assert h.get("www-authenticate", "").startswith("Bearer"), h
+        st, _ = handshake(r.port, f"/echo?token={tok}")
+        assert st == 401, f"{name} in query: HTTP {st}"
+    st, h = handshake(r.port, "/")
+    assert st == 401 and h["www-authenticate"].startswith("Bearer")
+    # The query token is preferred: a bad one there is not rescued by a good header.
+    good = jwt(good_claims())
+    st, _ = handshake(r.port, f"/echo?token={bad_tokens()['forged']}", [f"Authorization: Bearer {good}"])
+    assert st == 401
+    st, _ = handshake(r.port, f"/echo?token={good}", [f"Authorization: Bearer {bad_tokens()['forged']}"])
+    assert st == 101
+    # The page and health checks are not WebSockets: no token needed.
+    s = socket.create_connection((HOST, r.port), timeout=5)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert read_head(s)[0] == 200
+    s.close()
+    run(still_serves_with_token(r.port))
+
+
+def test_optional_auth_refuses_bad_tokens_only(roomd):
+    r = roomd(auth_settings("optional", "http"))
+    assert handshake(r.port, "/echo")[0] == 101                                  # no token: fine
+    for name, tok in bad_tokens().items():
+        assert handshake(r.port, "/echo", [f"Authorization: Bearer {tok}"])[0] == 401, name
+    assert handshake(r.port, "/echo", [f"Authorization: Bearer {jwt(good_claims())}"])[0] == 101
+    assert handshake(r.port, "/echo?token=")[0] == 401                           # empty is bad
+    run(still_serves(r.port))
+
+
+def test_clock_skew_leeway(roomd):
+    r = roomd(auth_settings("required", "http"))
+    now = int(time.time())
+    for claims, want in [({"exp": now - 2}, 101), ({"exp": now - 30}, 401),
+                         ({"nbf": now + 2}, 101), ({"nbf": now + 30}, 401)]:
+        tok = jwt(good_claims(**claims))
+        assert handshake(r.port, "/echo", [f"Authorization: Bearer {tok}"])[0] == want, claims
+
+
+async def still_serves_with_token(port, sub="carol"):
+    tok = jwt(good_claims(sub=sub))
+    async with websockets.connect(f"ws://{HOST}:{port}/echo?token={tok}", open_timeout=10) as ws:
+        await ws.send("ok")
+        assert await asyncio.wait_for(ws.recv(), 5) == "ok"
+
+
+def test_valid_token_via_each_carrier(roomd):
+    r = roomd(auth_settings("required", "event"))
+    tok = jwt(good_claims(sub="alice"))
+    custom = roomd(auth_settings("required", "http", auth_cookie="sess"))
+
+    async def main():
+        for kind, path, kw in [
+            ("query", f"/echo?token={tok}", {}),
+            ("bearer", "/echo", {"extra_headers": [("Authorization", f"Bearer {tok}")]}),
+            ("bearer-lowercase", "/echo", {"extra_headers": [("Authorization", f"bearer {tok}")]}),
+            ("cookie", "/echo", {"extra_headers": [("Cookie", f"theme=dark; token={tok}; x=1")]}),
+        ]:
+            async with websockets.connect(f"ws://{HOST}:{r.port}{path}", open_timeout=10, **kw) as ws:
+                await ws.send(kind)
+                assert await asyncio.wait_for(ws.recv(), 5) == kind, kind
+        # auth_cookie names the cookie: "token" is then just another cookie.
+        async with websockets.connect(f"ws://{HOST}:{custom.port}/echo", open_timeout=10,
+                                      extra_headers=[("Cookie", f"sess={tok}")]) as ws:
+            await ws.send("c")
+            assert await ws.recv() == "c"
+        with pytest.raises(websockets.InvalidStatusCode) as e:
+            await websockets.connect(f"ws://{HOST}:{custom.port}/echo", open_timeout=10,
+                                     extra_headers=[("Cookie", f"token={tok}; xsess={tok}")])
+        assert e.value.status_code == 401
+        # Chat with a token works end to end.
+        c = await Client.open(r.port, f"/?token={tok}")
+        await c.enter("alice", "tea")
+        await c.wait({"event": "enter", "roomid": "tea"})
+        await c.send({"event": "message", "message": "hi", "roomid": "tea"})
+        await c.wait({"event": "message", "message": "hi"})
+        await c.close()
+    run(main())
+    # Credentials stay out of the log, whichever way they came.
+    for log in (r.read_log(), custom.read_log()):
+        assert tok.rsplit(".", 1)[1] not in log and SECRET not in log
+
+
+def test_token_sub_is_the_chat_name(roomd):
+    r = roomd(auth_settings("optional", "event"))
+
+    async def main():
+        a = await Client.open(r.port, f"/?token={jwt(good_claims(sub='alice'))}")
+        b = await Client.open(r.port, "/")
+        await b.enter("bob", "tea")
+        await b.wait({"event": "enter", "name": "bob"})
+        await a.enter("mallory", "tea")            # the claimed name is ignored
+        ev = await b.wait({"event": "enter", "roomid": "tea"})
+        assert ev["name"] == "alice", ev
+        await a.send({"event": "message", "message": "it is me", "roomid": "tea", "name": "bob"})
+        ev = await b.wait({"event": "message", "message": "it is me"})
+        assert ev["name"] == "alice", ev
+        await b.send({"event": "who", "roomid": "tea"})
+        who = await b.wait({"event": "who"})
+        assert sorted(who["members"]) == ["alice", "bob"], who
+        # A signed name is still a name: too long or with control characters, it is refused.
+        for sub in ("s" * 65, "eve\u0007", "eve\nbob"):
+            c = await Client.open(r.port, f"/?token={jwt(good_claims(sub=sub))}")
+            await c.enter("fine", "tea")
+            assert (await c.wait({"event": "error"}))["code"] == "bad_field", sub
+            await c.close()
+        assert [e["name"] for e in b.of("enter")] == ["bob", "alice"]
+        await a.close()
+        await b.close()
+    run(main())
+
+
+def test_token_rooms_claim_limits_chat_rooms(roomd):
+    r = roomd(auth_settings("required", "event"))
+    tok = jwt(good_claims(sub="alice", rooms=["tea", "coffee"]))
+    other = jwt(good_claims(sub="eve"))
+
+    async def main():
+        spy = await Client.open(r.port, f"/?token={other}")
+        await spy.enter("eve", "secret")
+        await spy.wait({"event": "enter", "roomid": "secret"})
+        a = await Client.open(r.port, f"/?token={tok}")
+        await a.enter("alice", "secret")
+        err = await a.wait({"event": "error"}, 2)
+        assert err["code"] == "forbidden", err
+        await a.enter("alice", "tea")                  # an allowed room still works
+        await a.wait({"event": "enter", "roomid": "tea"})
+        await a.send({"event": "message", "message": "x", "roomid": "secret"})
+        await a.wait({"event": "error", "code": "not_in_room"})
+        await asyncio.sleep(0.3)
+        assert not spy.of("enter", name="alice") and not spy.of("message", message="x"), spy.events
+        assert not a.closed
+        await a.close()
+        await spy.close()
+    run(main())
+
+
+@pytest.mark.parametrize("failure", ["event", "http"])
+def test_token_for_another_broadcast_room_is_refused(roomd, failure):
+    """A token whose rooms claim does not hold the broadcast ?room= gets no
+    session in it (refused as auth_failure says: http before the upgrade,
+    event after it) and nothing it sends arrives."""
+    r = roomd(auth_settings("required", failure))
+    tok = jwt(good_claims(sub="alice", rooms=["tea"]))
+    member = jwt(good_claims(sub="bob"))
+
+    async def main():
+        spy = await Client.open(r.port, f"/broadcast?room=secret&token={member}")
+        if failure == "http":
+            st, h = handshake(r.port, f"/broadcast?room=secret&token={tok}")
+            assert st in (401, 403), st
+        else:
+            ws = await websockets.connect(f"ws://{HOST}:{r.port}/broadcast?room=secret&token={tok}",
+                                          ping_interval=None, close_timeout=2)
+            got = []
+            try:
+                await ws.send("from alice")
+            except websockets.ConnectionClosed:
+                pass
+            try:
+                while True:       # what came before the close is still queued
+                    got.append(await asyncio.wait_for(ws.recv(), 2))
+            except (websockets.ConnectionClosed, asyncio.TimeoutError):
+                pass
+            assert ws.closed, f"still open in room secret; got {got}"
+            assert ws.close_code in (4001, 1008), ws.close_code
+            assert any('"noAuth"' in m or '"forbidden"' in m for m in got if isinstance(m, str)), got
+        await asyncio.sleep(0.3)
+        assert not spy.closed
+        assert not [e for e in spy.events if "binary" in e or "text" in e], spy.events
+        assert handshake(r.port, f"/broadcast?room=tea&token={tok}")[0] == 101
+        await spy.close()
+    run(main())
+
+
+# ==== 3. Message floods ====
+
+def test_flood_over_rate_is_limited_then_closed(roomd):
+    burst, rate = 10, 20
+    r = roomd({"rate_limit": str(rate), "rate_burst": str(burst)})
+
+    async def main():
+        a = await Client.open(r.port)
+        b = await Client.open(r.port)
+        f = await Client.open(r.port)
+        for c, n in ((a, "ann"), (b, "bob"), (f, "flood")):
+            await c.enter(n, "hall")
+            await c.wait({"event": "enter", "name": n})
+        await asyncio.sleep(0.6)                     # the bucket is full again
+
+        # The normal member keeps talking at half the rate throughout.
+        async def talk():
+            for i in range(15):
+                await a.send({"event": "message", "message": f"a#{i}", "roomid": "hall"})
+                await asyncio.sleep(1.0 / (rate / 2))
+        talker = asyncio.create_task(talk())
+        sent = 0
+        try:
+            for i in range(200):
+                await f.send({"event": "message", "message": f"f#{i}", "roomid": "hall"})
+                sent += 1
+        except websockets.ConnectionClosed:
+            pass
+        assert await f.wait_closed(5) == 1008
+        await talker
+        await b.until(lambda: len([e for e in b.of("message") if e["name"] == "ann"]) == 15, 5,
+                      "all of ann's messages")
+        flood_seen = [e for e in b.of("message") if e["name"] == "flood"]
+        limited = f.of("error", code="rate_limited")
+        # The burst gets through, the next rate_burst are refused, one more and it is closed.
+        assert burst <= len(flood_seen) <= burst + 2, len(flood_seen)
+        assert burst - 1 <= len(limited) <= burst + 1, len(limited)
+        assert [int(e["message"][2:]) for e in flood_seen] == list(range(len(flood_seen)))
+        assert [e["message"] for e in b.of("message") if e["name"] == "ann"] == [f"a#{i}" for i in range(15)]
+        await b.wait({"event": "out", "name": "flood"})
+        assert not a.closed and not b.closed
+        await a.close()
+        await b.close()
+    run(main())
+    assert "closing with 1008: rate limit exceeded" in r.read_log()
+    run(still_serves(r.port))
+
+
+def test_flood_that_backs_off_recovers(roomd):
+    r = roomd({"rate_limit": "20", "rate_burst": "10"})
+
+    async def main():
+        f = await Client.open(r.port)
+        await f.enter("f", "hall")
+        await f.wait({"event": "enter"})
+        await asyncio.sleep(0.6)
+        for i in range(15):
+            await f.send({"event": "message", "message": f"m{i}"})
+        await f.until(lambda: len(f.of("error", code="rate_limited")) >= 4, 5, "rate_limited errors")
+        await asyncio.sleep(0.6)                      # back off: the bucket refills
+        await f.send({"event": "message", "message": "later"})
+        await f.wait({"event": "message", "message": "later"})
+        assert not f.closed
+        await f.close()
+    run(main())
+
+
+def test_broadcast_binary_flood_is_limited(roomd):
+    r = roomd({"rate_limit": "20", "rate_burst": "10"})
+
+    async def main():
+        b = await Client.open(r.port, "/broadcast?room=x")
+        f = await Client.open(r.port, "/broadcast?room=x")
+        # The room is connected end to end before the flood; then the bucket refills.
+        await f.send(b"hi")
+        await b.until(lambda: any(e.get("binary") == b"hi" for e in b.events), 5, "a first relay")
+        b.events.clear()
+        await asyncio.sleep(0.6)
+        try:
+            for i in range(100):
+                await f.send(bytes([i]) * 10)
+        except websockets.ConnectionClosed:
+            pass
+        assert await f.wait_closed(5) == 1008
+        # Relays may reach b (through Redis, maybe on the other worker) after f's close.
+        await b.until(lambda: len([e for e in b.events if "binary" in e]) >= 9, 5, "the burst's relays")
+        await asyncio.sleep(0.3)
+        got = [e["binary"] for e in b.events if "binary" in e]
+        assert 9 <= len(got) <= 12, len(got)
+        assert got == [bytes([i]) * 10 for i in range(len(got))]
+        await b.send(b"still")
+        await b.until(lambda: any(e.get("binary") == b"still" for e in b.events), 5, "own relay")
+        await b.close()
+    run(main())
+
+
+# ==== 4. Many connections from one address ====
+
+async def attempt(port, sem, path, keep, statuses):
+    async with sem:
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), 10)
+        except (OSError, asyncio.TimeoutError) as e:
+            statuses.append(f"connect: {e!r}")
+            return
+        try:
+            writer.write(ws_request(path, port=port))
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            st = int(head.split(b" ", 2)[1])
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as e:
+            statuses.append(f"read: {e!r}")
+            writer.transport.abort()
+            return
+        statuses.append(st)
+        if st == 101:
+            keep.append((reader, writer, head))
+        else:
+            if st == 429:
+                assert b"\r\nRetry-After: 1\r\n" in head, head
+            # RST instead of FIN: ten thousand TIME_WAITs would use up the port range.
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                       struct.pack("ii", 1, 0))
+            writer.transport.abort()
+
+
+def drop_all(keep):
+    for _, w, _ in keep:
+        w.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        w.transport.abort()
+    keep.clear()
+
+
+def test_ten_thousand_connections_one_address(roomd, capsys):
+    raise_nofile(12000)
+    r = roomd({"max_sessions_per_ip": "100", "handshake_timeout": "20s"})
+    total = 10000
+
+    async def main():
+        sem = asyncio.Semaphore(200)
+        keep, statuses = [], []
+        t0 = time.monotonic()
+        await asyncio.gather(*(attempt(r.port, sem, "/echo", keep, statuses) for _ in range(total)))
+        took = time.monotonic() - t0
+        counts = {s: statuses.count(s) for s in set(statuses)}
+        report(capsys, f"{total} connections from one address in {took:.1f}s: {counts}")
+        assert counts.get(101) == 100, counts
+        assert counts.get(429) == total - 100, counts
+        # The sessions that got in work, and the limit still holds while they are open.
+        for reader, writer, _ in keep[:5]:
+            writer.write(mask_frame(1, b"ping"))
+            frames, _ = parse_frames(await asyncio.wait_for(reader.readexactly(6), 5))
+            assert frames == [(1, b"ping")]
+        st, h = handshake(r.port, "/echo")
+        assert st == 429 and h["retry-after"] == "1"
+        drop_all(keep)
+    run(main(), 120)
+    # Once they are gone the address is served again.
+    wait_for(lambda: handshake(r.port, "/echo")[0] == 101, 10, what="the limit to free up")
+    run(still_serves(r.port))
+    assert r.healthy()
+    # Both workers refused: the count spans workers (neither held 100 alone).
+    refusers = set(re.findall(r"worker (\d+) \[info\] conn \d+ .*refused: too many sessions", r.read_log()))
+    assert len(refusers) == 2, refusers
+
+
+def test_session_limit_holds_under_concurrent_handshakes(roomd):
+    """Two workers admitting at the same instant must not both take the last
+    place: with max_sessions_per_ip 1, rounds of 8 simultaneous handshakes
+    never get more than one session. (A race there shows only now and then,
+    more often on a loaded machine: this guards, it cannot prove.)"""
+    r = roomd({"max_sessions_per_ip": "1"})
+
+    async def one(gate, out):
+        reader, writer = await asyncio.open_connection(HOST, r.port)
+        await gate.wait()
+        writer.write(ws_request("/echo", port=r.port))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        out.append((int(head.split(b" ", 2)[1]), writer))
+
+    async def main():
+        over, none = [], 0
+        for rnd in range(150):
+            gate, out = asyncio.Event(), []
+            tasks = [asyncio.create_task(one(gate, out)) for _ in range(8)]
+            await asyncio.sleep(0.004)
+            gate.set()
+            await asyncio.gather(*tasks)
+            n = [st for st, _ in out].count(101)
+            if n > 1:
+                over.append((rnd, n))
+            none += n == 0
+            drop_all([(None, w, None) for _, w in out])
+            await asyncio.sleep(0.008)      # the worker frees them before the next round
+        assert not over, f"rounds that admitted more than one session: {over}"
+        assert none < 30, f"{none} of 150 rounds admitted nobody"
+    run(main(), 60)
+
+
+def test_max_new_sessions_per_ip(roomd):
+    r = roomd({"max_new_sessions_per_ip": "20"})
+    # The limit counts per second: start the burst early in one.
+    wait_for(lambda: 0.02 < time.clock_gettime(time.CLOCK_MONOTONIC) % 1 < 0.3, 2, 0.005)
+    t0 = time.monotonic()
+    socks, got = [], []
+    for _ in range(40):
+        st, h, s, _ = handshake(r.port, "/echo", keep=True)
+        got.append(st)
+        socks.append(s)
+        if st == 429:
+            assert h["retry-after"] == "1"
+    assert time.monotonic() - t0 < 0.65, "too slow to stay within one second"
+    assert got.count(101) == 20 and got.count(429) == 20, got
+    assert got[:20] == [101] * 20
+    time.sleep(1.1)
+    st, _, s, _ = handshake(r.port, "/echo", keep=True)
+    assert st == 101
+    socks.append(s)
+    for s in socks:
+        s.close()
+    run(still_serves(r.port))
+
+
+def test_max_connections_503(roomd):
+    raise_nofile(2000)
+    r = roomd({"max_connections": "500", "handshake_timeout": "20s"})
+
+    async def main():
+        sem = asyncio.Semaphore(100)
+        keep, st = [], []
+        await asyncio.gather(*(attempt(r.port, sem, "/echo", keep, st) for _ in range(500)))
+        assert st.count(101) == 500, {s: st.count(s) for s in set(st)}
+        over = []
+        await asyncio.gather(*(attempt(r.port, sem, "/echo", keep, over) for _ in range(100)))
+        assert over.count(503) == 100, {s: over.count(s) for s in set(over)}
+        # Plain HTTP is a connection too.
+        s = socket.create_connection((HOST, r.port), timeout=5)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, h, _ = read_head(s)
+        s.close()
+        assert status == 503 and h.get("retry-after") == "1"
+        drop_all(keep)
+    run(main())
+    wait_for(lambda: r.healthy(), 10, what="room under max_connections again")
+    run(still_serves(r.port))
+    assert "connection limit reached" in r.read_log()
+
+
+def test_worker_connections_503(roomd):
+    r = roomd({"worker_connections": "20"}, workers=1)
+    socks = []
+    for i in range(20):
+        st, _, s, _ = handshake(r.port, "/echo", keep=True)
+        assert st == 101, i
+        socks.append(s)
+    for _ in range(5):
+        st, h, s, _ = handshake(r.port, "/echo", keep=True)
+        assert st == 503
+        s.close()
+    for s in socks[:5]:
+        s.close()
+    wait_for(lambda: handshake(r.port, "/echo")[0] == 101, 5, what="a free slot")
+    for s in socks[5:]:
+        s.close()
+    run(still_serves(r.port))
+
+
+# ==== 5. A member that never reads ====
+
+def wmem_max():
+    try:
+        with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+            return int(f.read().split()[2])
+    except (OSError, ValueError, IndexError):
+        return 4 << 20
+
+
+def test_member_that_never_reads_is_cut_off(roomd, capsys):
+    """The kernel's send buffer for the non-reader autotunes up to tcp_wmem's
+    maximum (4 MB by default) before roomd's own queue grows at all, so the
+    room talks until the cut-off shows in the log: at most max_outbuf plus
+    that plus one message, bounded at 24 MB or 8 s."""
+    outbuf = 256 * 1024
+    r = roomd({"max_outbuf": "256k", "close_timeout": "1s"})
+    size, interval = 64 * 1024, 0.02
+    limit = min(outbuf + wmem_max() + 2 * size + (2 << 20), 24 << 20) // size
+
+    async def main():
+        recv = [await Client.open(r.port) for _ in range(2)]
+        sender = await Client.open(r.port)
+        for i, c in enumerate(recv + [sender]):
+            await c.enter(f"u{i}", "big")
+            await c.wait({"event": "enter", "name": f"u{i}"})
+        # The non-reader: a tiny receive buffer, joins, then never reads again.
+        z = socket.socket()
+        z.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        z.connect((HOST, r.port))
+        z.sendall(ws_request("/", port=r.port))
+        st, _, _ = read_head(z)
+        assert st == 101
+        z.sendall(mask_frame(1, json.dumps({"event": "enter", "message": "sloth", "roomid": "big"}).encode()))
+        for c in recv:
+            await c.wait({"event": "enter", "name": "sloth"})
+        pids = r.worker_pids()
+        base = rss_kb(pids)
+        peak = [base]
+        stop = asyncio.Event()
+
+        async def sample():
+            while not stop.is_set():
+                peak[0] = max(peak[0], rss_kb(pids))
+                await asyncio.sleep(0.05)
+        sampler = asyncio.create_task(sample())
+        pad = "x" * size
+        r.log_mark()
+        count, cut_at, t0 = 0, None, time.monotonic()
+        while count < limit and time.monotonic() - t0 < 8:
+            await sender.send({"event": "message", "roomid": "big",
+                               "message": f"{count}:{time.monotonic():.6f}:{pad}"})
+            count += 1
+            if cut_at is None and count % 4 == 0 and "closing with 1008: too slow" in r.new_log():
+                cut_at = count
+            if cut_at is not None and count >= cut_at + 10:   # and the room goes on after it
+                break
+            await asyncio.sleep(interval)
+        assert cut_at is not None, f"not cut off after {count} messages of {size} bytes"
+        for c in recv:
+            await c.until(lambda c=c: len(c.of("message")) == count, 10, "every message")
+        stop.set()
+        await sampler
+        lat = []
+        for c in recv:
+            msgs = c.of("message")
+            assert [int(e["message"].split(":", 1)[0]) for e in msgs] == list(range(count))
+            lat += [(e["_t"] - float(e["message"].split(":", 2)[1])) * 1000 for e in msgs]
+        lat.sort()
+        p50, p99, worst = lat[len(lat) // 2], lat[int(len(lat) * 0.99) - 1], lat[-1]
+        delta = (peak[0] - base) / 1024
+        # Once cut off it is gone within close_timeout, even though it never reads
+        # what is still queued for it: the room says so and its memory is freed.
+        for c in recv:
+            try:
+                await c.wait({"event": "out", "name": "sloth"}, 5)
+            except AssertionError as e:
+                raise AssertionError("the non-reader was sent 1008 but never disconnected: a finishing "
+                                     f"connection whose peer does not read is kept forever ({e})") from None
+            assert not c.closed
+        # Its socket ends: the close frame 1008 if it got that far, else just EOF or a reset
+        # (the frame sat behind the queue it never read).
+        z.settimeout(5)
+        buf, codes, end, nbytes = b"", [], "eof", 0
+        try:
+            while True:
+                d = z.recv(1 << 16)
+                if not d:
+                    break
+                nbytes += len(d)
+                buf += d
+                frames, buf = parse_frames(buf)
+                codes += [close_code(p) for op, p in frames if op == 8]
+        except ConnectionResetError:
+            end = "reset"
+        except socket.timeout:
+            end = "still open"
+        z.close()
+        end = "close 1008" if codes else end
+        report(capsys, f"non-reader cut off after {cut_at} x {size // 1024} KiB ({cut_at * size / 2**20:.1f} MiB; "
+                       f"it got {nbytes / 2**20:.1f} MiB then {end}; kernel "
+                       f"tcp_wmem max {wmem_max() / 2**20:.1f} MiB); worker RSS {base / 1024:.1f} MB -> peak "
+                       f"{peak[0] / 1024:.1f} MB (+{delta:.1f} MB, bound {SLOW_RSS_DELTA_MB}); others' latency "
+                       f"p50 {p50:.1f} ms p99 {p99:.1f} ms max {worst:.1f} ms over {len(lat)} deliveries "
+                       f"(bound p99 < {SLOW_P99_MS})" + ("; RSS bound not asserted under ASan" if SANITIZED else ""))
+        assert codes in ([], [1008]) and end != "still open", (codes, end)
+        # What it was sent is bounded by roomd's queue plus the kernel's buffer.
+        assert nbytes <= outbuf + wmem_max() + 2 * size + 65536, nbytes
+        assert p99 < SLOW_P99_MS, lat[-10:]
+        if not SANITIZED:
+            assert delta < SLOW_RSS_DELTA_MB
+        for c in recv + [sender]:
+            await c.close()
+    run(main(), 60)
+    run(still_serves(r.port))
+
+
+# ==== 6. Oversized fields ====
+
+def test_oversize_names_rooms_and_messages(roomd):
+    r = roomd({"max_message_size": "4k", "max_request_size": "8k"})
+
+    async def main():
+        c = await Client.open(r.port)
+        for bad in ({"event": "enter", "message": "n" * 65, "roomid": "r"},
+                    {"event": "enter", "message": "ok", "roomid": "r" * 129},
+                    {"event": "enter", "message": "a\u0007b", "roomid": "r"},
+                    {"event": "enter", "message": "", "roomid": "r"},
+                    {"event": "enter", "message": "ok", "roomid": "x\ny"}):
+            await c.send(bad)
+            ev = await c.wait({"event": "error"})
+            assert ev["code"] == "bad_field", (bad, ev)
+        await c.enter("n" * 64, "r" * 128)               # exactly at the bounds is fine
+        await c.wait({"event": "enter", "name": "n" * 64, "roomid": "r" * 128})
+        await c.enter("é" * 32, "ü" * 64)                # bounds are bytes: 64 and 128
+        await c.wait({"event": "enter", "roomid": "ü" * 64})
+        await c.enter("é" * 33, "r2")
+        assert (await c.wait({"event": "error"}))["code"] == "bad_field"
+        assert not c.closed
+        await c.send({"event": "message", "message": "m" * 5000, "roomid": "r2"})
+        assert await c.wait_closed(5) == 1009
+        # An oversized message in fragments is refused too, before it is all buffered.
+        e = await Client.open(r.port, "/echo")
+        await e.send(["a" * 3000, "b" * 3000])
+        assert await e.wait_closed(5) == 1009
+        # A broadcast room name over the bound.
+        b = await Client.open(r.port, "/broadcast?room=" + "q" * 129)
+        ev = await b.wait({"event": "error"})
+        assert ev["code"] == "bad_field"
+        assert await b.wait_closed(5) == 1008
+    run(main())
+    # A request head over max_request_size gets 431, not a session.
+    st, _ = handshake(r.port, "/echo", ["X-Pad: " + "p" * 9000])
+    assert st == 431
+    st, _ = handshake(r.port, "/echo", [f"X-H{i}: v" for i in range(100)])
+    assert st == 431
+    run(still_serves(r.port))
+
+
+def test_max_message_size_is_the_inflated_size(roomd):
+    """The limit is on the message, not its compressed form: a deflating
+    client (websockets, memLevel 5) sending incompressible bytes of exactly
+    max_message_size is served; one byte more gets 1009."""
+    r = roomd({"max_message_size": "64k"})
+
+    async def main():
+        async with websockets.connect(f"ws://{HOST}:{r.port}/echo", max_size=None) as ws:
+            assert ws.extensions, "no permessage-deflate: the test means nothing"
+            blob = os.urandom(64 * 1024)
+            await ws.send(blob)
+            assert await asyncio.wait_for(ws.recv(), 5) == blob
+        async with websockets.connect(f"ws://{HOST}:{r.port}/echo", max_size=None) as ws:
+            await ws.send(os.urandom(64 * 1024 + 1))
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 5)
+            assert ws.close_code == 1009
+    run(main())
+
+
+# ==== 7. Memory under load ====
+
+class Loader(asyncio.Protocol):
+    """A lean WebSocket client for thousands of sessions: counts bytes in, answers nothing."""
+
+    def __init__(self, req):
+        self.req = req
+        self.opened = asyncio.get_running_loop().create_future()
+        self.up = False
+        self.buf = b""
+        self.nbytes = 0
+        self.limited = 0
+        self.lost = False
+
+    def connection_made(self, t):
+        self.t = t
+        t.write(self.req)
+
+    def data_received(self, d):
+        if not self.up:
+            self.buf += d
+            if b"\r\n\r\n" in self.buf:
+                self.up = True
+                if not self.opened.done():
+                    if self.buf.startswith(b"HTTP/1.1 101"):
+                        self.opened.set_result(True)
+                    else:
+                        self.opened.set_exception(ConnectionError(self.buf[:40]))
+            return
+        self.nbytes += len(d)
+        self.limited += d.count(b"rate_limited")
+
+    def connection_lost(self, exc):
+        self.lost = True
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError("lost"))
+
+
+PAYLOAD = b'{"load":"' + b"z" * 100 + b'"}'
+
+
+def test_memory_many_sessions_at_the_rate_limit(roomd, capsys):
+    n, rate, secs, room_size = 2000, 5, 4, 4
+    raise_nofile(n + 500)
+    r = roomd({"rate_limit": str(rate), "rate_burst": str(2 * rate), "max_outbuf": "1m"})
+    pids = r.worker_pids()
+    idle = rss_kb(pids)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        sem = asyncio.Semaphore(200)
+        conns = []
+
+        async def one(i):
+            async with sem:
+                _, p = await loop.create_connection(
+                    lambda: Loader(ws_request(f"/broadcast?room=load{i // room_size}", port=r.port)), HOST, r.port)
+                await asyncio.wait_for(p.opened, 10)
+                conns.append(p)
+        await asyncio.gather(*(one(i) for i in range(n)))
+        opened = rss_kb(pids)
+        peak = opened
+        msg = mask_frame(1, PAYLOAD)
+        t0 = time.monotonic()
+        ticks = secs * rate
+        for k in range(ticks):
+            # Every session sends one message per 1/rate s, spread over the interval.
+            for j in range(0, n, n // 10):
+                for p in conns[j:j + n // 10]:
+                    p.t.write(msg)
+                await asyncio.sleep(1.0 / rate / 10)
+            peak = max(peak, rss_kb(pids))
+            await asyncio.sleep(max(0, t0 + (k + 1) / rate - time.monotonic()))
+        await asyncio.sleep(0.5)
+        peak = max(peak, rss_kb(pids))
+        got = sum(p.nbytes for p in conns)
+        limited = sum(p.limited for p in conns)
+        lost = sum(p.lost for p in conns)
+        sent = n * ticks
+        for p in conns:
+            p.t.abort()
+        return opened, peak, got, limited, lost, sent
+    opened, peak, got, limited, lost, sent = run(main(), 60)
+    per_msg = 2 + len(PAYLOAD)      # each relayed frame: header and payload
+    report(capsys, f"{n} sessions x {rate} msg/s for {secs}s ({sent} messages in, {got // per_msg} frames out): "
+                   f"worker RSS idle {idle / 1024:.1f} MB, connected {opened / 1024:.1f} MB, peak "
+                   f"{peak / 1024:.1f} MB (bound {LOAD_RSS_MB} MB); rate_limited {limited}, lost {lost}"
+                   + ("; RSS bound not asserted under ASan" if SANITIZED else ""))
+    assert lost == 0
+    assert limited <= sent // 100, "sending at the rate limit should almost never be refused"
+    assert got >= 0.98 * sent * room_size * per_msg, "relayed less than was sent"
+    if not SANITIZED:
+        assert peak / 1024 < LOAD_RSS_MB
+    assert r.healthy()
+    run(still_serves(r.port))
