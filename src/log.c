@@ -253,30 +253,36 @@ log_msg(enum log_level l, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* A message with " (errno: text)" of the errno current when called. */
+static void log_verrno(enum log_level, const char *, va_list) PRINTF_LIKE(2, 0);
+static void
+log_verrno(enum log_level l, const char *fmt, va_list ap)
+{
+	char buf[1024];
+	int e = errno;
+
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	log_msg(l, "%s (%d: %s)", buf, e, strerror(e));
+}
+
 void
 log_errno(enum log_level l, const char *fmt, ...)
 {
-	char buf[1024];
 	va_list ap;
-	int e = errno;
 
 	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
+	log_verrno(l, fmt, ap);
 	va_end(ap);
-	log_msg(l, "%s (%d: %s)", buf, e, strerror(e));
 }
 
 void
 fatal(const char *fmt, ...)
 {
-	char buf[1024];
 	va_list ap;
-	int e = errno;
 
 	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
+	log_verrno(LOG_LVL_ERROR, fmt, ap);
 	va_end(ap);
-	log_msg(LOG_LVL_ERROR, "%s (%d: %s)", buf, e, strerror(e));
 	exit(1);
 }
 

@@ -1194,22 +1194,13 @@ deliver(struct session *s, int opcode, int compressed)
 		    (z = ws_frame_deflate(bits, opcode, sbuf_ptr(b), b->len)) != NULL) {
 			sbuf_unref(b);
 			b = z;
-			if (conn_send(&s->c, b, b->off, b->len) == -1) {
-				sbuf_unref(b);
-				fail(s, WS_CLOSE_POLICY, "output queue full");
-				return;
-			}
-			s->msgs_out++;
-			metrics_add(MET_MSG_OUT, 1);
-			if (conn_pending(&s->c) > WS_BACKLOG_PAUSE)
-				conn_pause_until_drained(&s->c);
-			break;
+		} else {
+			/* Prepend the header in the headroom and send the same block back. */
+			hl = ws_header(h, 1, 0, opcode, b->len);
+			b->off -= (uint32_t)hl;
+			memcpy(b->data + b->off, h, hl);
+			b->len += (uint32_t)hl;
 		}
-		/* Prepend the header in the headroom and send the same block back. */
-		hl = ws_header(h, 1, 0, opcode, b->len);
-		b->off -= (uint32_t)hl;
-		memcpy(b->data + b->off, h, hl);
-		b->len += (uint32_t)hl;
 		if (conn_send(&s->c, b, b->off, b->len) == -1) {
 			sbuf_unref(b);
 			fail(s, WS_CLOSE_POLICY, "output queue full");
