@@ -13,6 +13,7 @@
 #include "bus.h"
 #include "chat.h"
 #include "config.h"
+#include "http.h"
 #include "proto.h"
 #include "room.h"
 #include "worker.h"
@@ -272,32 +273,6 @@ handle_chat(struct session *s, const uint8_t *data, size_t len)
 	}
 }
 
-/* Percent-decode a query value into buf; returns its length or -1. */
-static int
-url_decode(const char *v, size_t n, char *buf, size_t len)
-{
-	size_t o = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		int ch = (unsigned char)v[i];
-
-		if (ch == '%' && i + 2 < n) {
-			char hex[3] = { v[i + 1], v[i + 2], 0 };
-			char *end;
-
-			ch = (int)strtol(hex, &end, 16);
-			if (*end != '\0')
-				return -1;
-			i += 2;
-		} else if (ch == '+')
-			ch = ' ';
-		if (o + 1 >= len)
-			return -1;
-		buf[o++] = (char)ch;
-	}
-	buf[o] = '\0';
-	return (int)o;
-}
 
 int
 chat_broadcast_allowed(struct session *s)
@@ -312,7 +287,7 @@ chat_broadcast_allowed(struct session *s)
 		return 1;
 	if ((v = ws_query_param(s, "room", &vl)) == NULL)
 		rl = snprintf(room, sizeof(room), "%s", cfg()->default_room);
-	else if ((rl = url_decode(v, vl, room, sizeof(room))) < 0)
+	else if ((rl = http_pct_decode(v, vl, room, sizeof(room), 1)) < 0)
 		return 1;	/* a bad name: chat_open says bad_field */
 	return auth_room_allowed(id, room, (size_t)rl);
 }
@@ -331,7 +306,7 @@ chat_open(struct session *s)
 		return;
 	/* The broadcast route joins the room named in ?room= right away. */
 	if ((v = ws_query_param(s, "room", &vl)) != NULL) {
-		rl = url_decode(v, vl, room, sizeof(room));
+		rl = http_pct_decode(v, vl, room, sizeof(room), 1);
 		if (rl < 0 || !proto_valid_label(room, (size_t)rl, (size_t)cfg()->max_roomid_length)) {
 			send_error(s, "bad_field", "?room= must be 1 to max_roomid_length bytes without control characters");
 			ws_close(s, WS_CLOSE_POLICY, "bad room");

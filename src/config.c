@@ -7,6 +7,7 @@
  * on success.
  */
 #include "config.h"
+#include "proto.h"
 #include "tls.h"
 
 #include <arpa/inet.h>
@@ -351,19 +352,6 @@ make_absolute(const char *value, char **out)
 	return 0;
 }
 
-/* The same rule the chat protocol applies to room ids (no control characters). */
-static int
-proto_label_ok(const char *s, size_t max)
-{
-	size_t n = strlen(s);
-
-	if (n == 0 || n > max)
-		return 0;
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-			return 0;
-	return 1;
-}
 
 int
 cfg_parse_redis(const char *v, struct cfg_redis *r, char *why, size_t whylen)
@@ -730,7 +718,7 @@ cfg_finish(struct config *c, char *err, size_t errlen)
 	}
 	if (c->redis != NULL && cfg_parse_redis(c->redis, &c->redis_addr, why, sizeof(why)) == -1)
 		return seterr(err, errlen, origin, 0, "%s", why);
-	if (!proto_label_ok(c->default_room, (size_t)c->max_roomid_length))
+	if (!proto_valid_label(c->default_room, strlen(c->default_room), (size_t)c->max_roomid_length))
 		return seterr(err, errlen, origin, 0,
 		    "default_room must be 1 to max_roomid_length bytes without control characters");
 	if (strlen(c->redis_prefix) > 64)

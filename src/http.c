@@ -305,6 +305,59 @@ http_check_upgrade(const struct http_req *r, struct ws_upgrade *u)
 }
 
 const char *
+http_query_param(const char *q, size_t qlen, const char *name, size_t *vlen)
+{
+	const char *e = q + qlen, *amp, *eq;
+	size_t nl = strlen(name);
+
+	for (; q != NULL && q < e; q = amp + 1) {
+		if ((amp = memchr(q, '&', (size_t)(e - q))) == NULL)
+			amp = e;
+		eq = memchr(q, '=', (size_t)(amp - q));
+		if (eq != NULL && (size_t)(eq - q) == nl && memcmp(q, name, nl) == 0) {
+			*vlen = (size_t)(amp - eq - 1);
+			return eq + 1;
+		}
+	}
+	return NULL;
+}
+
+static int
+hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int
+http_pct_decode(const char *in, size_t n, char *out, size_t outlen, int plus)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		int c = (unsigned char)in[i], h, l;
+
+		if (c == '%') {
+			if (i + 2 >= n || (h = hexval(in[i + 1])) < 0 || (l = hexval(in[i + 2])) < 0)
+				return -1;
+			c = h << 4 | l;
+			i += 2;
+		} else if (c == '+' && plus)
+			c = ' ';
+		if (o + 1 >= outlen)
+			return -1;
+		out[o++] = (char)c;
+	}
+	out[o] = '\0';
+	return (int)o;
+}
+
+const char *
 http_status_text(int status)
 {
 	switch (status) {

@@ -58,6 +58,14 @@ void http_check_upgrade(const struct http_req *, struct ws_upgrade *);
 int http_wants_websocket(const struct http_req *);
 /* base64(SHA-1(key + GUID)) into out[29]. */
 void http_accept_key(const char *key, size_t klen, char out[29]);
+/* The raw value of name in a query string (a=1&b=2); NULL if absent. */
+const char *http_query_param(const char *query, size_t qlen, const char *name, size_t *vlen);
+/*
+ * Percent-decode n bytes into out (NUL-terminated); with plus, '+' is a
+ * space (query strings). Returns the decoded length, or -1 on a bad escape
+ * or when out is too small. The result may hold NUL bytes: callers check.
+ */
+int http_pct_decode(const char *in, size_t n, char *out, size_t outlen, int plus);
 /* Reason phrase of a status code. */
 const char *http_status_text(int status);
 

@@ -383,25 +383,9 @@ ws_route(const struct session *s)
 const char *
 ws_query_param(const struct session *s, const char *name, size_t *len)
 {
-	const char *q, *e, *amp, *eq;
-	size_t nl = strlen(name);
-
 	if (s->info == NULL || s->info->query_len == 0)
 		return NULL;
-	q = s->info->data + s->info->path_len;
-	e = q + s->info->query_len;
-	while (q < e) {
-		amp = memchr(q, '&', (size_t)(e - q));
-		if (amp == NULL)
-			amp = e;
-		eq = memchr(q, '=', (size_t)(amp - q));
-		if (eq != NULL && (size_t)(eq - q) == nl && memcmp(q, name, nl) == 0) {
-			*len = (size_t)(amp - eq - 1);
-			return eq + 1;
-		}
-		q = amp + 1;
-	}
-	return NULL;
+	return http_query_param(s->info->data + s->info->path_len, s->info->query_len, name, len);
 }
 
 void
@@ -669,28 +653,6 @@ real_client(struct session *s, const struct http_req *r)
 	}
 }
 
-/* A query parameter of the request being handled; NULL if absent. */
-static const char *
-query_param(const struct session *s, const struct http_req *r, const char *name, size_t *len)
-{
-	const char *q = r->query, *e, *amp, *eq;
-	size_t nl = strlen(name);
-
-	(void)s;
-	if (q == NULL)
-		return NULL;
-	for (e = q + r->query_len; q < e; q = amp + 1) {
-		if ((amp = memchr(q, '&', (size_t)(e - q))) == NULL)
-			amp = e;
-		eq = memchr(q, '=', (size_t)(amp - q));
-		if (eq != NULL && (size_t)(eq - q) == nl && memcmp(q, name, nl) == 0) {
-			*len = (size_t)(amp - eq - 1);
-			return eq + 1;
-		}
-	}
-	return NULL;
-}
-
 /* The value of a cookie in the Cookie header(s); NULL if absent. */
 static const char *
 cookie_value(const struct http_req *r, const char *name, size_t *len)
@@ -764,7 +726,7 @@ check_auth(struct session *s, const struct http_req *r, int head_only)
 
 	if (strcmp(cf->auth, "off") == 0)
 		return 0;
-	if ((tok = query_param(s, r, "token", &tl)) == NULL) {
+	if ((tok = http_query_param(r->query, r->query_len, "token", &tl)) == NULL) {
 		size_t al;
 		const char *a = http_header(r, "Authorization", &al);
 

@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <sys/stat.h>
 
+#include "http.h"
 #include "www.h"
 
 static const struct {
@@ -44,42 +45,14 @@ content_type(const char *path)
 	return "application/octet-stream";
 }
 
-static int
-hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* Decode %XX; -1 on bad escapes, NUL or backslash. */
+/* Decode %XX; -1 on bad escapes, NUL or backslash (never part of a file name here). */
 static int
 decode(const char *p, size_t n, char *out, size_t outlen)
 {
-	size_t o = 0;
+	int len = http_pct_decode(p, n, out, outlen, 0);
 
-	for (size_t i = 0; i < n; i++) {
-		int c = (unsigned char)p[i];
-
-		if (c == '%') {
-			int h, l;
-
-			if (i + 2 >= n)
-				return -1;
-			if ((h = hexval(p[i + 1])) < 0 || (l = hexval(p[i + 2])) < 0)
-				return -1;
-			c = h << 4 | l;
-			i += 2;
-		}
-		if (c == '\0' || c == '\\' || o + 1 >= outlen)
-			return -1;
-		out[o++] = (char)c;
-	}
-	out[o] = '\0';
+	if (len < 0 || memchr(out, '\0', (size_t)len) != NULL || memchr(out, '\\', (size_t)len) != NULL)
+		return -1;
 	return 0;
 }
 
