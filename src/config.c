@@ -98,6 +98,7 @@ static const struct option options[] = {
 	{ "deflate_min_size", OPT_SIZE, O(deflate_min_size), 0, 1048576, "64", 0 },
 	{ "www_root", OPT_PATH, O(www_root), 0, 0, NULL, 0 },
 	{ "max_outbuf", OPT_SIZE, O(max_outbuf), 65536, 1073741824, "16m", 0 },
+	{ "slow_client", OPT_STRING, O(slow_client), 0, 0, "close", 0 },
 	{ "default_room", OPT_STRING, O(default_room), 0, 0, "lobby", 0 },
 	{ "max_rooms_per_connection", OPT_INT, O(max_rooms_per_connection), 1, 1024, "16", 0 },
 	{ "max_name_length", OPT_INT, O(max_name_length), 1, 1024, "64", 0 },
@@ -727,6 +728,8 @@ cfg_finish(struct config *c, char *err, size_t errlen)
 		return seterr(err, errlen, origin, 0,
 		    "ping_timeout (%dms) must be longer than ping_interval (%dms)",
 		    c->ping_timeout, c->ping_interval);
+	if (strcmp(c->slow_client, "close") != 0 && strcmp(c->slow_client, "drop") != 0)
+		return seterr(err, errlen, origin, 0, "slow_client wants close or drop, got '%s'", c->slow_client);
 	if (strcmp(c->auth, "off") != 0 && strcmp(c->auth, "optional") != 0 && strcmp(c->auth, "required") != 0)
 		return seterr(err, errlen, origin, 0, "auth wants off, optional or required, got '%s'", c->auth);
 	if (strcmp(c->auth_failure, "event") != 0 && strcmp(c->auth_failure, "http") != 0)

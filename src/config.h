@@ -73,6 +73,7 @@ struct config {
 	struct cfg_route route[CFG_MAX_ROUTES];
 	int		 nroute;
 	int		 max_outbuf;		/* bytes queued for one client */
+	char		*slow_client;		/* over max_outbuf: close, or drop old room messages */
 	int		 drain_time;		/* ms to spread closes over on stop */
 	char		*health_path;
 	char		*ready_path;

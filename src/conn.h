@@ -87,5 +87,9 @@ const char *conn_addr(const struct conn *, char *buf, size_t len);
 static inline int conn_closed(const struct conn *c) { return (c->flags & CONN_F_CLOSED) != 0; }
 static inline size_t conn_pending(const struct conn *c) { return c->out.bytes; }
 static inline uint32_t conn_queued(const struct conn *c) { return c->out.count; }
+/* The frame just queued may be dropped for a slow reader (a room broadcast). */
+static inline void conn_mark_droppable(struct conn *c) { outq_mark_droppable(&c->out); }
+/* Drop the oldest droppable frames not yet started until need bytes are freed; how many. */
+static inline uint32_t conn_drop_oldest(struct conn *c, size_t need) { return outq_drop_oldest(&c->out, need); }
 
 #endif

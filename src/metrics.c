@@ -215,6 +215,7 @@ metrics_render(struct jbuf *o)
 		{ MET_REDIS_RECONNECTS, "roomd_redis_reconnects_total", "Times a worker's Redis link came back after a loss." },
 		{ MET_SLOW_DROPPED, "roomd_slow_clients_dropped_total", "Clients closed because they did not read what they were sent." },
 		{ MET_RATE_LIMITED, "roomd_messages_rate_limited_total", "Client messages refused by the per-connection rate limit." },
+		{ MET_SLOW_DROPPED_MSGS, "roomd_slow_client_messages_dropped_total", "Room messages dropped for readers over max_outbuf (slow_client drop)." },
 	};
 	static const struct { enum gauge g; const char *name, *help; } gauges[] = {
 		{ GAUGE_CONN_OPEN, "roomd_connections_open", "Client connections open now." },

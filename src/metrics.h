@@ -24,6 +24,7 @@ enum metric {
 	MET_REDIS_RECONNECTS,
 	MET_SLOW_DROPPED,	/* clients closed for not reading */
 	MET_RATE_LIMITED,	/* messages refused by the rate limit */
+	MET_SLOW_DROPPED_MSGS,	/* room messages a slow reader lost (slow_client drop) */
 	MET__COUNTERS
 };
 

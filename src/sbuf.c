@@ -84,7 +84,7 @@ outq_push(struct outq *q, struct sbuf *b, uint32_t off, uint32_t len)
 		return 0;
 	if (outq_reserve(q) == -1)
 		return -1;
-	q->ent[(q->head + q->count) & (q->cap - 1)] = (struct outq_ent){ sbuf_ref(b), off, len, -1, 0 };
+	q->ent[(q->head + q->count) & (q->cap - 1)] = (struct outq_ent){ sbuf_ref(b), off, len, -1, 0, 0 };
 	q->count++;
 	q->bytes += len;
 	return 0;
@@ -101,7 +101,7 @@ outq_push_file(struct outq *q, int fd, uint64_t off, uint32_t len)
 		close(fd);
 		return -1;
 	}
-	q->ent[(q->head + q->count) & (q->cap - 1)] = (struct outq_ent){ NULL, 0, len, fd, off };
+	q->ent[(q->head + q->count) & (q->cap - 1)] = (struct outq_ent){ NULL, 0, len, fd, 0, off };
 	q->count++;
 	q->bytes += len;
 	return 0;
@@ -144,13 +144,47 @@ outq_consume(struct outq *q, size_t n)
 			e->off += (uint32_t)n;
 			e->foff += n;
 			e->len -= (uint32_t)n;
+			q->head_started = 1;
 			return;
 		}
 		n -= e->len;
+		q->head_started = 0;
 		ent_release(e);
 		q->head = (q->head + 1) & (q->cap - 1);
 		q->count--;
 	}
+}
+
+void
+outq_mark_droppable(struct outq *q)
+{
+	if (q->count > 0)
+		q->ent[(q->head + q->count - 1) & (q->cap - 1)].droppable = 1;
+}
+
+uint32_t
+outq_drop_oldest(struct outq *q, size_t need)
+{
+	uint32_t kept = 0, dropped = 0, mask = q->cap - 1;
+	size_t freed = 0;
+
+	/* Compact the ring in place: keep what must stay, drop from the oldest. */
+	for (uint32_t i = 0; i < q->count; i++) {
+		struct outq_ent *e = &q->ent[(q->head + i) & mask];
+
+		if (freed < need && e->droppable && !(i == 0 && q->head_started)) {
+			freed += e->len;
+			q->bytes -= e->len;
+			ent_release(e);
+			dropped++;
+			continue;
+		}
+		if (kept != i)
+			q->ent[(q->head + kept) & mask] = *e;
+		kept++;
+	}
+	q->count = kept;
+	return dropped;
 }
 
 void
@@ -162,7 +196,7 @@ outq_clear(struct outq *q)
 		q->count--;
 	}
 	free(q->ent);
-	memset(q, 0, sizeof(*q));
+	memset(q, 0, sizeof(*q));	/* head_started too */
 }
 
 void

@@ -38,12 +38,14 @@ struct outq_ent {
 	uint32_t	 off;
 	uint32_t	 len;
 	int		 fd;
+	uint8_t		 droppable;	/* a room broadcast a slow reader may lose */
 	uint64_t	 foff;
 };
 
 struct outq {
 	struct outq_ent	*ent;	/* NULL while never used */
 	uint32_t	 cap, head, count;	/* cap is a power of two: indexes are masked */
+	uint8_t		 head_started;	/* part of the head entry is on the wire */
 	size_t		 bytes;
 };
 
@@ -51,6 +53,13 @@ struct outq {
 
 /* Append a reference to b[off, off+len) (takes its own ref). -1 when full or OOM. */
 int outq_push(struct outq *, struct sbuf *, uint32_t off, uint32_t len) MUST_CHECK;
+/* Mark the entry just pushed as droppable (see outq_drop_oldest). */
+void outq_mark_droppable(struct outq *);
+/*
+ * Drop the oldest droppable entries, never one partly written, until at
+ * least need bytes are freed. Returns how many entries were dropped.
+ */
+uint32_t outq_drop_oldest(struct outq *, size_t need);
 /* Append a file segment (takes ownership of fd, closed when sent or dropped). */
 int outq_push_file(struct outq *, int fd, uint64_t off, uint32_t len) MUST_CHECK;
 /* Whether the head entry is a file segment. */

@@ -66,6 +66,8 @@ struct session {
 	uint8_t			 closer;	/* who sent the first close: 'c', 's' or 0 */
 	uint16_t		 close_code;	/* the first close code exchanged */
 	uint32_t		 msgs_in, msgs_out;
+	uint32_t		 dropped;	/* room messages lost to slow_client drop */
+	uint64_t		 drop_logged;	/* ms of the last warning about it */
 	uint64_t		 opened;	/* ms, when upgraded */
 	uint8_t			 ip_counted;	/* counted by limits_session_open */
 	uint8_t			 no_auth;	/* upgraded only to say noAuth and close */
@@ -301,20 +303,31 @@ ws_deflate_bits(const struct session *s, size_t len)
 	return s->pmd_bits != 0 && len >= (size_t)cfg()->deflate_min_size ? s->pmd_bits : 0;
 }
 
-void
-ws_send_frame(struct session *s, struct sbuf *b)
+/*
+ * Queue a frame. A reader that lets max_outbuf pile up is cut off (1008), or
+ * with slow_client drop loses its oldest undelivered room messages instead:
+ * either way it never grows our memory further.
+ */
+static int
+send_block(struct session *s, struct sbuf *b, int broadcast)
 {
-	if (ws_send_shared(s, b))
-		metrics_add(MET_MSG_OUT, 1);
-}
+	const struct config *cf = cfg();
+	size_t limit = (size_t)cf->max_outbuf;
+	uint32_t n;
 
-int
-ws_send_shared(struct session *s, struct sbuf *b)
-{
 	if (!ws_is_open(s))
 		return 0;
-	/* A reader that lets max_outbuf pile up is cut off; it never grows our memory further. */
-	if (conn_pending(&s->c) + b->len > (size_t)cfg()->max_outbuf) {
+	if (conn_pending(&s->c) + b->len > limit && broadcast && cf->slow_client[0] == 'd' &&
+	    (n = conn_drop_oldest(&s->c, conn_pending(&s->c) + b->len - limit)) > 0) {
+		metrics_add(MET_SLOW_DROPPED_MSGS, n);
+		s->dropped += n;
+		if (worker_now() - s->drop_logged >= 10000) {
+			s->drop_logged = worker_now();
+			slog(s, LOG_LVL_WARNING, "slow reader: %u room message(s) dropped so far (max_outbuf)",
+			    s->dropped);
+		}
+	}
+	if (conn_pending(&s->c) + b->len > limit) {
 		metrics_add(MET_SLOW_DROPPED, 1);
 		fail(s, WS_CLOSE_POLICY, "too slow: output buffer limit reached");
 		return 0;
@@ -324,8 +337,23 @@ ws_send_shared(struct session *s, struct sbuf *b)
 		fail(s, WS_CLOSE_POLICY, "too slow: output queue full");
 		return 0;
 	}
+	if (broadcast)
+		conn_mark_droppable(&s->c);
 	s->msgs_out++;
 	return 1;
+}
+
+void
+ws_send_frame(struct session *s, struct sbuf *b)
+{
+	if (send_block(s, b, 0))
+		metrics_add(MET_MSG_OUT, 1);
+}
+
+int
+ws_send_shared(struct session *s, struct sbuf *b)
+{
+	return send_block(s, b, 1);
 }
 
 void

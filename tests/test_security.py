@@ -25,7 +25,7 @@ import time
 import pytest
 import websockets
 
-from roomd import wait_for
+from roomd import http_get, wait_for
 
 HOST = "127.0.0.1"
 SECRET = "s3cret-for-tests-0123456789"
@@ -1167,3 +1167,40 @@ def test_memory_many_sessions_at_the_rate_limit(roomd, capsys):
         assert peak / 1024 < LOAD_RSS_MB
     assert r.healthy()
     run(still_serves(r.port))
+
+
+def test_slow_client_drop_keeps_the_reader_and_counts(roomd):
+    """slow_client drop: a member that does not read loses its oldest room
+    messages instead of its connection, and every drop is counted."""
+    r = roomd({"max_outbuf": "64k", "slow_client": "drop", "close_timeout": "1s"})
+    size = 16 * 1024
+
+    async def main():
+        recv = await Client.open(r.port)
+        sender = await Client.open(r.port)
+        for i, c in enumerate([recv, sender]):
+            await c.enter(f"u{i}", "slow")
+            await c.wait({"event": "enter", "name": f"u{i}"})
+        z = socket.socket()
+        z.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        z.connect((HOST, r.port))
+        z.sendall(ws_request("/", port=r.port))
+        st, _, _ = read_head(z)
+        assert st == 101
+        z.sendall(mask_frame(1, json.dumps({"event": "enter", "message": "sloth", "roomid": "slow"}).encode()))
+        await recv.wait({"event": "enter", "name": "sloth"})
+        r.log_mark()
+        count = 0
+        while count < 2000 and "room message(s) dropped" not in r.new_log():
+            await sender.send({"event": "message", "roomid": "slow", "message": f"{count}:" + "x" * size})
+            count += 1
+            if count % 20 == 0:
+                await asyncio.sleep(0.01)
+        assert "room message(s) dropped" in r.new_log(), f"nothing dropped after {count} messages"
+        await recv.until(lambda: len(recv.of("message")) == count, 15, "every message")
+        assert "closing with 1008" not in r.new_log(), "the slow reader was cut off instead"
+        z.close()
+    run(main())
+    metrics = http_get(r.port, "/metrics")[2].decode()
+    dropped = [l for l in metrics.splitlines() if l.startswith("roomd_slow_client_messages_dropped_total ")]
+    assert dropped and int(float(dropped[0].split()[1])) > 0, dropped

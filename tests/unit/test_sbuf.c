@@ -209,10 +209,56 @@ test_queue(void)
 	ok(q.ent == NULL, "clearing an empty queue is fine");
 }
 
+/* slow_client drop: the oldest droppable entries go, never a started one or a kept one. */
+static void
+test_drop_oldest(void)
+{
+	struct outq q;
+	struct sbuf *b = sbuf_new(64, 0);
+	struct iovec iov[8];
+
+	memset(&q, 0, sizeof(q));
+	b->len = 64;
+	/* keep(10) drop(20) drop(30) keep(5) drop(40) */
+	is_int(outq_push(&q, b, 0, 10), 0, "push a kept frame");
+	is_int(outq_push(&q, b, 0, 20), 0, "push a broadcast");
+	outq_mark_droppable(&q);
+	is_int(outq_push(&q, b, 0, 30), 0, "push a broadcast");
+	outq_mark_droppable(&q);
+	is_int(outq_push(&q, b, 0, 5), 0, "push a kept frame");
+	is_int(outq_push(&q, b, 0, 40), 0, "push a broadcast");
+	outq_mark_droppable(&q);
+	is_int(q.bytes, 105, "105 bytes queued");
+	is_int(outq_drop_oldest(&q, 25), 2, "two oldest broadcasts dropped to free 25 bytes");
+	is_int(q.count, 3, "three entries left");
+	is_int(q.bytes, 55, "55 bytes left");
+	is_int(outq_iov(&q, iov, 8), 3, "three iovecs");
+	is_int(iov[0].iov_len, 10, "the kept frame first");
+	is_int(iov[1].iov_len, 5, "then the second kept frame");
+	is_int(iov[2].iov_len, 40, "then the newest broadcast");
+	is_int(b->refs, 4, "dropped entries released their references");
+	/* A started head is never dropped, even when it is a broadcast. */
+	outq_clear(&q);
+	is_int(outq_push(&q, b, 0, 30), 0, "push a broadcast");
+	outq_mark_droppable(&q);
+	is_int(outq_push(&q, b, 0, 30), 0, "push another");
+	outq_mark_droppable(&q);
+	outq_consume(&q, 7);
+	is_int(outq_drop_oldest(&q, 1000), 1, "only the unstarted broadcast is dropped");
+	is_int(q.count, 1, "the started one stays");
+	is_int(q.bytes, 23, "with its unsent rest");
+	outq_consume(&q, 23);
+	is_int(q.head_started, 0, "a fully sent head clears the mark");
+	outq_clear(&q);
+	is_int(b->refs, 1, "every reference back");
+	sbuf_unref(b);
+}
+
 int
 main(void)
 {
 	test_blocks();
 	test_queue();
+	test_drop_oldest();
 	return tap_done();
 }
