@@ -1165,7 +1165,9 @@ def test_memory_many_sessions_at_the_rate_limit(roomd, capsys):
     assert got >= 0.98 * sent * room_size * per_msg, "relayed less than was sent"
     if not SANITIZED:
         assert peak / 1024 < LOAD_RSS_MB
-    assert r.healthy()
+    # 2,000 sessions were just cut at once: the workers tear them down (slower
+    # under ASan), then serve again.
+    wait_for(r.healthy, 15, what="/healthz after the load")
     run(still_serves(r.port))
 
 
