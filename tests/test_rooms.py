@@ -33,7 +33,10 @@ def check_delivery(clients, senders, per_sender, roomid):
         got = [(e["name"], e["message"]) for e in c.messages(roomid)
                if e["name"] in senders and "#" in e["message"]]
         assert len(got) == len(set(got)), f"duplicates: {len(got) - len(set(got))}"
-        assert set(got) == want, f"missing {len(want - set(got))}, extra {len(set(got) - want)}"
+        assert set(got) == want, (
+            f"missing {len(want - set(got))}, extra {len(set(got) - want)}; "
+            f"e.g. {sorted(want - set(got))[:6]}; not messages: "
+            f"{[e for e in c.events if e.get('event') not in ('message', 'enter')][-6:]}")
         for s in senders:
             seq = [int(m.rsplit("#", 1)[1]) for n, m in got if n == s]
             assert seq == list(range(per_sender)), f"{s}'s messages out of order"
@@ -77,7 +80,13 @@ def test_two_instances_four_workers_one_room(roomd, redis):
             for k in range(50):
                 await c.say(f"{name_of[id(c)]}#{k}")
         await asyncio.gather(*(blast(c) for c in senders), x.say("side-1"), y.say("side-2"))
-        # A last message after all others: once it is in, anything duplicated would be too.
+        # Each worker publishes its own sender's messages, so "end" may pass
+        # another worker's last ones: wait for all 200, then for "end", after
+        # which anything duplicated would have shown up too.
+        for c in clients:
+            await c.until(lambda c=c: len({(e["name"], e["message"]) for e in c.messages("hall")
+                                           if e["name"] in sender_names}) >= 200, 15,
+                          "all 200 hall messages")
         await senders[0].say("end")
         for c in clients:
             await c.expect({"event": "message", "message": "end"}, 15)
