@@ -74,6 +74,7 @@ struct config {
 	int		 nroute;
 	int		 max_outbuf;		/* bytes queued for one client */
 	char		*slow_client;		/* over max_outbuf: close, or drop old room messages */
+	int		 broadcast_coalesce;	/* ms: longest pause between broadcast flushes */
 	int		 drain_time;		/* ms to spread closes over on stop */
 	char		*health_path;
 	char		*ready_path;

@@ -115,15 +115,30 @@ conn_addr(const struct conn *c, char *buf, size_t len)
 	return buf;
 }
 
-int
-conn_send(struct conn *c, struct sbuf *b, uint32_t off, uint32_t len)
+static int
+queue(struct conn *c, struct sbuf *b, uint32_t off, uint32_t len, int bulk)
 {
 	if (c->flags & (CONN_F_CLOSED | CONN_F_LINGER))
 		return 0;
 	if (outq_push(&c->out, b, off, len) == -1)
 		return -1;
-	worker_want_flush(c->w, c);
+	if (bulk)
+		worker_want_flush_bulk(c->w, c);
+	else
+		worker_want_flush(c->w, c);
 	return 0;
+}
+
+int
+conn_send(struct conn *c, struct sbuf *b, uint32_t off, uint32_t len)
+{
+	return queue(c, b, off, len, 0);
+}
+
+int
+conn_send_bulk(struct conn *c, struct sbuf *b, uint32_t off, uint32_t len)
+{
+	return queue(c, b, off, len, 1);
 }
 
 int
@@ -143,6 +158,7 @@ conn_send_copy(struct conn *c, const void *p, size_t n)
 		do
 			w = write(c->fd, p, n);
 		while (w < 0 && errno == EINTR);
+		metrics_add(MET_WRITES, 1);
 		if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
 			if (c->h->on_eof != NULL)
 				c->h->on_eof(c, strerror(errno));
@@ -299,6 +315,7 @@ tls_flush(struct conn *c)
 		}
 		ERR_clear_error();
 		r = SSL_write(c->ssl, buf, (int)want);
+		metrics_add(MET_WRITES, 1);
 		if (r > 0) {
 			c->tls_retry = 0;
 			metrics_add(MET_BYTES_OUT, (uint64_t)r);
@@ -355,6 +372,7 @@ conn_flush(struct conn *c)
 			cnt = outq_iov(&c->out, iov, CONN_IOV_MAX);
 			n = writev(c->fd, iov, cnt);
 		}
+		metrics_add(MET_WRITES, 1);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;

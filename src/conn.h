@@ -41,6 +41,7 @@ struct conn_handler {
 #define CONN_F_TLS_RW		0x200	/* an SSL_read wants the socket writable */
 #define CONN_F_TLS_WR		0x400	/* an SSL_write wants the socket readable */
 #define CONN_F_DRAIN		0x800	/* open when the drain began: closed during it */
+#define CONN_F_BPENDING		0x1000	/* on the worker's broadcast-flush list */
 
 struct conn {
 	int			 fd;
@@ -53,6 +54,7 @@ struct conn {
 	struct event		 ev;
 	struct conn		*prev, *next;	/* worker's list of all conns */
 	struct conn		*wnext;		/* worker's pending-write list */
+	struct conn		*bnext;		/* worker's broadcast-flush list */
 	struct outq		 out;
 	const struct conn_handler *h;
 	struct worker		*w;
@@ -70,6 +72,8 @@ int conn_init(struct conn *, struct worker *, int fd, const struct sockaddr *, c
 int conn_send(struct conn *, struct sbuf *, uint32_t off, uint32_t len) MUST_CHECK;
 /* Queue len bytes of file fd from off, sent with sendfile(2); takes ownership of fd. */
 int conn_send_file(struct conn *, int fd, uint64_t off, uint32_t len) MUST_CHECK;
+/* The same for a room message: its flush may be coalesced with the next ones. */
+int conn_send_bulk(struct conn *, struct sbuf *, uint32_t off, uint32_t len) MUST_CHECK;
 /* Queue a copy of bytes; for small, rare replies. */
 int conn_send_copy(struct conn *, const void *, size_t) MUST_CHECK;
 /* Flush what is queued, shut the write side, discard input until EOF or timeout, then close. */

@@ -216,6 +216,8 @@ metrics_render(struct jbuf *o)
 		{ MET_SLOW_DROPPED, "roomd_slow_clients_dropped_total", "Clients closed because they did not read what they were sent." },
 		{ MET_RATE_LIMITED, "roomd_messages_rate_limited_total", "Client messages refused by the per-connection rate limit." },
 		{ MET_SLOW_DROPPED_MSGS, "roomd_slow_client_messages_dropped_total", "Room messages dropped for readers over max_outbuf (slow_client drop)." },
+		{ MET_WRITES, "roomd_socket_writes_total", "Write system calls on client sockets (several messages may share one)." },
+		{ MET_BCAST_PAUSES, "roomd_broadcast_pauses_total", "Times a worker held room messages back to write more per call (broadcast_coalesce)." },
 	};
 	static const struct { enum gauge g; const char *name, *help; } gauges[] = {
 		{ GAUGE_CONN_OPEN, "roomd_connections_open", "Client connections open now." },

@@ -25,6 +25,8 @@ enum metric {
 	MET_SLOW_DROPPED,	/* clients closed for not reading */
 	MET_RATE_LIMITED,	/* messages refused by the rate limit */
 	MET_SLOW_DROPPED_MSGS,	/* room messages a slow reader lost (slow_client drop) */
+	MET_WRITES,		/* writev/sendfile calls on client sockets */
+	MET_BCAST_PAUSES,	/* broadcast flushes held back (broadcast_coalesce) */
 	MET__COUNTERS
 };
 

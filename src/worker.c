@@ -2,7 +2,8 @@
  * worker.c: the worker process. It owns an event_base, its slot's listening
  * sockets and every connection it accepted; a periodic tick drives timeouts.
  * Each loop turn ends by flushing queued output (one writev per connection)
- * and freeing the connections closed during the turn.
+ * and freeing the connections closed during the turn. Room messages may be
+ * held a little longer under load, so that one write carries several.
  */
 #include <errno.h>
 #include <signal.h>
@@ -79,6 +80,98 @@ worker_want_flush(struct worker *w, struct conn *c)
 	w->wpending = c;
 }
 
+void
+worker_want_flush_bulk(struct worker *w, struct conn *c)
+{
+	if (c->flags & CONN_F_BPENDING)
+		return;
+	c->flags |= CONN_F_BPENDING;
+	c->bnext = w->bpending;
+	w->bpending = c;
+}
+
+static uint64_t
+mono_us(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) == -1)
+		return 0;
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void
+bulk_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+
+	(void)fd;
+	(void)what;
+	w->bulk_due = 1;	/* the end of this turn flushes */
+}
+
+/*
+ * Write the queued room messages, unless the last such flush was costly and
+ * recent. Writing to N sockets costs about N syscalls whatever each carries,
+ * so pausing for as long as the last flush took keeps the worker's time in
+ * them at most half while each write takes more messages. A member waits
+ * at most one flush's time more, which is also the spread between the first
+ * and the last member of a flush. Sub-millisecond flushes never pause: the
+ * loop's timers are not finer than that.
+ */
+static void
+flush_broadcasts(struct worker *w)
+{
+	uint64_t now = mono_us(), took, cap;
+	struct conn *c, *next;
+
+	if (!w->bulk_due && now - w->bulk_last < w->bulk_pause) {
+		if (!evtimer_pending(w->bulk_timer, NULL)) {
+			uint64_t left = w->bulk_last + w->bulk_pause - now;
+			struct timeval tv = { (time_t)(left / 1000000u), (suseconds_t)(left % 1000000u) };
+
+			if (evtimer_add(w->bulk_timer, &tv) == 0) {
+				metrics_add(MET_BCAST_PAUSES, 1);
+				return;
+			}
+			log_error("cannot arm the broadcast timer: flushing now");
+		} else
+			return;
+	}
+	if (evtimer_pending(w->bulk_timer, NULL))
+		evtimer_del(w->bulk_timer);
+	w->bulk_due = 0;
+	c = w->bpending;
+	w->bpending = NULL;
+	for (; c != NULL; c = next) {
+		next = c->bnext;
+		c->bnext = NULL;
+		c->flags &= ~CONN_F_BPENDING;
+		if (!(c->flags & CONN_F_CLOSED) && c->out.count > 0)
+			conn_flush(c);
+	}
+	w->bulk_last = mono_us();
+	took = w->bulk_last - now;
+	cap = (uint64_t)w->cfg->broadcast_coalesce * 1000u;
+	w->bulk_pause = took < 1000 ? 0 : took < cap ? took : cap;
+}
+
+/* Take closed conns off the broadcast list before they are freed. */
+static void
+unlink_closed_broadcasts(struct worker *w)
+{
+	struct conn **pp = &w->bpending, *c;
+
+	while ((c = *pp) != NULL) {
+		if (c->flags & CONN_F_CLOSED) {
+			*pp = c->bnext;
+			c->bnext = NULL;
+			c->flags &= ~CONN_F_BPENDING;
+		} else
+			pp = &c->bnext;
+	}
+}
+
 /* End of a loop turn: write queued output, then free what was closed. */
 static void
 worker_end_turn(struct worker *w)
@@ -95,6 +188,13 @@ worker_end_turn(struct worker *w)
 				conn_flush(c);
 		}
 	}
+	if (w->bpending != NULL)
+		flush_broadcasts(w);
+	for (c = w->dead; c != NULL; c = c->next)
+		if (c->flags & CONN_F_BPENDING) {
+			unlink_closed_broadcasts(w);
+			break;
+		}
 	while ((c = w->dead) != NULL) {
 		w->dead = c->next;
 		c->h->on_free(c);
@@ -388,6 +488,8 @@ worker_free(struct worker *w)
 		event_free(w->tick);
 	if (w->stop_timer != NULL)
 		event_free(w->stop_timer);
+	if (w->bulk_timer != NULL)
+		event_free(w->bulk_timer);
 	if (w->accept_retry != NULL)
 		event_free(w->accept_retry);
 	if (w->base != NULL)
@@ -448,10 +550,11 @@ worker_run(const struct config *cfg, int index, int generation, const char *inst
 	w->accept_retry = evtimer_new(w->base, accept_resume, w);
 	w->stop_timer = evtimer_new(w->base, stop_timer_cb, w);
 	w->tick = event_new(w->base, -1, EV_PERSIST, tick_cb, w);
+	w->bulk_timer = evtimer_new(w->base, bulk_timer_cb, w);
 	ms = tick_interval_ms(cfg);
 	tv.tv_sec = ms / 1000;
 	tv.tv_usec = (ms % 1000) * 1000;
-	if (w->accept_retry == NULL || w->stop_timer == NULL || w->tick == NULL ||
+	if (w->accept_retry == NULL || w->stop_timer == NULL || w->tick == NULL || w->bulk_timer == NULL ||
 	    event_add(w->tick, &tv) == -1)
 		fatalx("worker %d: cannot create timers", index);
 

@@ -27,6 +27,11 @@ struct worker {
 	struct event		*accept_retry;
 	struct conn		*all;		/* every open or lingering conn */
 	struct conn		*wpending;	/* conns with queued output */
+	struct conn		*bpending;	/* conns with queued room messages */
+	struct event		*bulk_timer;	/* ends a coalescing pause */
+	uint64_t		 bulk_last;	/* µs (monotonic): end of the last broadcast flush */
+	uint64_t		 bulk_pause;	/* µs to hold the next broadcasts for */
+	int			 bulk_due;	/* the pause is over: flush this turn */
 	struct conn		*dead;		/* closed, to free after this turn */
 	int			 nconns;
 	int			 full_logged;	/* "limit reached" said once per episode */
@@ -64,5 +69,12 @@ uint64_t worker_random(struct worker *);
 uint8_t *worker_tls_buffer(struct worker *);
 /* Put c on the list of conns to flush at the end of this loop turn. */
 void worker_want_flush(struct worker *, struct conn *);
+/*
+ * The same for room messages, whose flushes may be coalesced: after a
+ * broadcast flush that took F >= 1 ms, the next waits F (at most
+ * broadcast_coalesce), so that under load each member gets several
+ * messages per write.
+ */
+void worker_want_flush_bulk(struct worker *, struct conn *);
 
 #endif

@@ -332,7 +332,8 @@ send_block(struct session *s, struct sbuf *b, int broadcast)
 		fail(s, WS_CLOSE_POLICY, "too slow: output buffer limit reached");
 		return 0;
 	}
-	if (conn_send(&s->c, b, b->off, b->len) == -1) {
+	if ((broadcast ? conn_send_bulk(&s->c, b, b->off, b->len) :
+	    conn_send(&s->c, b, b->off, b->len)) == -1) {
 		metrics_add(MET_SLOW_DROPPED, 1);
 		fail(s, WS_CLOSE_POLICY, "too slow: output queue full");
 		return 0;

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from roomd import wait_for
+from roomd import http_get, wait_for
 from roomclient import (Chat, RedisServer, enter_all, mask_frame, raw_connect, run,
                         spread_clients, who, workers_of)
 
@@ -148,6 +148,28 @@ def raise_nofile(n):
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+async def connect_crowd(port, n):
+    """n raw clients, connected 100 at a time."""
+    clients = []
+    for i in range(0, n, 100):
+        clients += await asyncio.gather(*(raw_connect(port) for _ in range(min(100, n - i))))
+    return clients
+
+
+async def enter_crowd(clients, roomid):
+    """Every client enters roomid as m<i>; returns once all have seen num n."""
+    n = len(clients)
+    for i, c in enumerate(clients):
+        c.send_text(f'{{"event":"enter","message":"m{i}","roomid":"{roomid}"}}')
+    # The last enter carries num n and reaches everyone who entered before it.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 40
+    while not all(c.enter_max_num == n for c in clients):
+        assert loop.time() < deadline, \
+            f"{sum(c.enter_max_num == n for c in clients)} of {n} saw num {n}"
+        await asyncio.sleep(0.05)
+
+
 def test_thousand_members_one_room(roomd):
     """1,000 clients over both workers in one room: every message reaches every
     member exactly once, in one order."""
@@ -156,22 +178,13 @@ def test_thousand_members_one_room(roomd):
     r = roomd({"heartbeat_interval": "0", "max_connections": "5000"}, workers=2)
 
     async def main():
-        clients = []
-        for i in range(0, n, 100):
-            clients += await asyncio.gather(*(raw_connect(r.port) for _ in range(100)))
+        clients = await connect_crowd(r.port, n)
         ports = [c.transport.get_extra_info("sockname")[1] for c in clients]
         owner = workers_of(r, ports)
         per = {p: sum(1 for v in owner.values() if v == p) for p in r.worker_pids()}
         assert len(owner) == n and all(v > 0 for v in per.values()), f"spread: {per}"
-        for i, c in enumerate(clients):
-            c.send_text(f'{{"event":"enter","message":"m{i}","roomid":"crowd"}}')
-        # The last enter carries num n and reaches everyone who entered before it.
+        await enter_crowd(clients, "crowd")
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 40
-        while not all(c.enter_max_num == n for c in clients):
-            assert loop.time() < deadline, \
-                f"{sum(c.enter_max_num == n for c in clients)} of {n} saw num {n}"
-            await asyncio.sleep(0.05)
         assert not any(c.other for c in clients), [c.other for c in clients if c.other][:3]
         senders = [clients[0], clients[n // 3], clients[2 * n // 3], clients[-1]]
         for k in range(5):
@@ -195,6 +208,69 @@ def test_thousand_members_one_room(roomd):
         for c in clients:
             c.transport.close()
     run(main(), 60)
+
+
+def counters(port):
+    """The /metrics counters as {name: int}."""
+    st, _, body = http_get(port, "/metrics")
+    assert st == 200
+    out = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#") and " " in line and "{" not in line:
+            name, value = line.split(" ", 1)
+            out[name] = int(float(value))
+    return out
+
+
+@pytest.mark.parametrize("coalesce", ["10ms", "0"])
+def test_busy_worker_coalesces_broadcasts(roomd, coalesce):
+    """A worker writing to 1,000 members takes over a millisecond per flush, so
+    under a stream of messages it holds the next ones back (broadcast_coalesce)
+    and counts each pause; with 0 it never does. Either way every member gets
+    every message once, in one order. (How much a pause saves depends on what
+    arrives during it; roomd-bench measures that, not this test.)"""
+    n, total = 1000, 200
+    assert raise_nofile(2 * n + 500) >= 2 * n + 200, "RLIMIT_NOFILE too low for this test"
+    r = roomd({"heartbeat_interval": "0", "max_connections": "5000", "rate_limit": "0",
+               "broadcast_coalesce": coalesce}, workers=1)
+
+    async def main():
+        clients = await connect_crowd(r.port, n)
+        await enter_crowd(clients, "busy")
+        loop = asyncio.get_running_loop()
+        before = counters(r.port)
+        # A steady stream from two senders, a millisecond or so apart: each
+        # message tends to arrive while the previous one's flush is recent.
+        senders = [clients[0], clients[-1]]
+        for k in range(total):
+            senders[k % 2].send_text(f'{{"event":"message","message":"{k}"}}')
+            await asyncio.sleep(0.001)
+        deadline = loop.time() + 30
+        while not all(len(c.messages) >= total for c in clients):
+            assert loop.time() < deadline, \
+                f"{sum(len(c.messages) >= total for c in clients)} of {n} got all {total} messages"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)    # room for a duplicate to show up
+        want = [(f"m{0 if k % 2 == 0 else n - 1}", str(k)) for k in range(total)]
+        for c in clients:
+            # One order per room: the two senders' messages interleave in
+            # Redis's order, which is not necessarily send order.
+            assert sorted(c.messages) == sorted(want)
+            assert c.messages == clients[0].messages
+            assert [m for m in c.messages if m[0] == "m0"] == [w for w in want if w[0] == "m0"]
+            assert c.close_code is None and not c.lost
+        after = counters(r.port)
+        delivered = after["roomd_broadcast_deliveries_total"] - before["roomd_broadcast_deliveries_total"]
+        pauses = after["roomd_broadcast_pauses_total"] - before["roomd_broadcast_pauses_total"]
+        writes = after["roomd_socket_writes_total"] - before["roomd_socket_writes_total"]
+        assert delivered == n * total
+        if coalesce == "0":
+            assert pauses == 0
+        else:
+            assert pauses > 0, f"no pause in {total} broadcasts to {n} members ({writes} writes)"
+        for c in clients:
+            c.transport.close()
+    run(main(), 90)
 
 
 # (payload, error code) for input rejected before any membership check.
