@@ -3,7 +3,8 @@
  * own slot (no lock, no contention); readers sum every slot with relaxed
  * loads. When a worker dies the master adds its counters to the archive slot
  * and clears the slot, so totals never go backwards and gauges never keep a
- * dead worker's values.
+ * dead worker's values; a sequence number around that move lets a reader
+ * that raced it read again instead of counting the dead worker twice.
  */
 #include <stdio.h>
 #include <string.h>
@@ -37,7 +38,10 @@ struct mslot {
 	uint64_t	rtt_count, rtt_sum_us;
 };
 
+_Static_assert(sizeof(struct mslot) % sizeof(uint64_t) == 0, "mslot is cleared word by word");
+
 struct mshm {
+	uint64_t	seq;		/* odd while the master moves a dead worker's counts */
 	uint64_t	worker_restarts;
 	int		nslots;
 	struct mslot	archive;
@@ -87,6 +91,8 @@ metrics_slot_release(int i)
 		return;
 	s = &shm->slot[i];
 	a = &shm->archive;
+	STORE(&shm->seq, LOAD(&shm->seq) + 1);
+	__atomic_thread_fence(__ATOMIC_RELEASE);
 	for (int k = 0; k < MET__COUNTERS; k++)
 		BUMP(&a->c[k], LOAD(&s->c[k]));
 	for (int k = 0; k < REFUSE__N; k++)
@@ -97,7 +103,9 @@ metrics_slot_release(int i)
 		BUMP(&a->rtt[k], LOAD(&s->rtt[k]));
 	BUMP(&a->rtt_count, LOAD(&s->rtt_count));
 	BUMP(&a->rtt_sum_us, LOAD(&s->rtt_sum_us));
-	memset(s, 0, sizeof(*s));	/* gauges of a dead worker are gone with it */
+	for (size_t k = 0; k < sizeof(*s) / sizeof(uint64_t); k++)
+		STORE(&((uint64_t *)s)[k], 0);	/* gauges of a dead worker are gone with it */
+	__atomic_store_n(&shm->seq, LOAD(&shm->seq) + 1, __ATOMIC_RELEASE);
 	limits_slot_release(i);
 }
 
@@ -200,8 +208,32 @@ sample(struct jbuf *o, const char *name, const char *labels, long long v)
 	jbuf_str(o, "\n");
 }
 
+static void render_once(struct jbuf *);
+
 void
 metrics_render(struct jbuf *o)
+{
+	uint64_t s1, s2;
+
+	jbuf_reset(o);
+	if (shm == NULL)
+		return;
+	/* The master's move takes microseconds and happens when a worker dies. */
+	for (int tries = 0; tries < 1000; tries++) {
+		s1 = __atomic_load_n(&shm->seq, __ATOMIC_ACQUIRE);
+		if (s1 & 1)
+			continue;
+		render_once(o);
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		s2 = LOAD(&shm->seq);
+		if (s1 == s2)
+			return;
+	}
+	render_once(o);		/* a master stuck mid-move: better approximate than nothing */
+}
+
+static void
+render_once(struct jbuf *o)
 {
 	static const struct { enum metric m; const char *name, *help; } counters[] = {
 		{ MET_CONN_TOTAL, "roomd_connections_total", "Client connections accepted." },
@@ -230,8 +262,6 @@ metrics_render(struct jbuf *o)
 	uint64_t cum = 0;
 
 	jbuf_reset(o);
-	if (shm == NULL)
-		return;
 	for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
 		line(o, counters[i].name, "counter", counters[i].help);
 		sample(o, counters[i].name, NULL, (long long)SUM(c[counters[i].m]));
