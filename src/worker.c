@@ -154,6 +154,13 @@ flush_broadcasts(struct worker *w)
 	took = w->bulk_last - now;
 	cap = (uint64_t)w->cfg->broadcast_coalesce * 1000u;
 	w->bulk_pause = took < 1000 ? 0 : took < cap ? took : cap;
+	if (w->bpending != NULL) {
+		/* Queued by a handler during the flush: not left for whatever event comes next. */
+		struct timeval tv = { (time_t)(w->bulk_pause / 1000000u), (suseconds_t)(w->bulk_pause % 1000000u) };
+
+		if (evtimer_add(w->bulk_timer, &tv) == -1)
+			log_error("cannot arm the broadcast timer");
+	}
 }
 
 /* Take closed conns off the broadcast list before they are freed. */
