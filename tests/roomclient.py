@@ -6,12 +6,12 @@ import base64
 import json
 import os
 import socket
-import struct
 import subprocess
 
 import websockets
 
 from roomd import free_port, wait_for
+from wsraw import frame as mask_frame  # noqa: F401 (the chat tests' name for it)
 
 
 def run(coro, timeout=60):
@@ -253,23 +253,6 @@ async def spread_clients(r, per_worker, path="/", limit=400):
 
 
 # ---- a lean client for many connections ----
-
-def mask_frame(opcode, payload):
-    """A masked client frame."""
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
-    elif n < 65536:
-        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-    key = os.urandom(4)
-    if n == 0:
-        return head + key
-    k = (key * (n // 4 + 1))[:n]
-    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(k, "big")).to_bytes(n, "big")
-    return head + key + masked
-
 
 class RawWS(asyncio.Protocol):
     """A minimal WebSocket client protocol: handshake, unmasked server frames

@@ -26,7 +26,8 @@ import pytest
 import websockets
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
-HOST = "127.0.0.1"
+from wsraw import HOST, RawSocket, frame
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 TAIL = b"\x00\x00\xff\xff"
 BASE = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
@@ -79,76 +80,33 @@ def inflate(data, bits=15):
     return d.decompress(data + TAIL)
 
 
-def xor_mask(payload, key):
-    n = len(payload)
-    if n == 0:
-        return b""
-    k = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "big") ^ int.from_bytes(k, "big")).to_bytes(n, "big")
-
-
-def frame(opcode, payload=b"", fin=True, rsv=0):
-    """A masked client frame; rsv is the 3-bit field (4 = RSV1)."""
-    n = len(payload)
-    b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
-    if n < 126:
-        head = struct.pack("!BB", b0, 0x80 | n)
-    elif n <= 0xffff:
-        head = struct.pack("!BBH", b0, 0x80 | 126, n)
-    else:
-        head = struct.pack("!BBQ", b0, 0x80 | 127, n)
-    key = os.urandom(4)
-    return head + key + xor_mask(payload, key)
-
-
-class Wire:
+class Wire(RawSocket):
     """A raw WebSocket client that shows what is on the wire: RSV bits of every
     server frame, and the compressed bytes before inflating them."""
     opened = []
 
     def __init__(self, port, path="/echo", offers=("permessage-deflate",), timeout=10.0, expect=101):
-        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        super().__init__(port, timeout)
         Wire.opened.append(self)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
         key = base64.b64encode(os.urandom(16)).decode()
         ext = "".join(f"Sec-WebSocket-Extensions: {o}\r\n" for o in offers)
-        self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
-                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                           f"Sec-WebSocket-Version: 13\r\n{ext}\r\n").encode())
-        while b"\r\n\r\n" not in self.buf:
-            self._fill()
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
-        self.status = int(lines[0].split()[1])
+        self.send((f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
+                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                   f"Sec-WebSocket-Version: 13\r\n{ext}\r\n").encode())
+        self.status, lines, head = self.read_head_lines()
         assert self.status == expect, lines
-        self.ext_lines = [l.split(":", 1)[1].strip() for l in lines[1:]
+        self.ext_lines = [l.split(":", 1)[1].strip() for l in lines
                           if l.lower().startswith("sec-websocket-extensions:")]
         assert len(self.ext_lines) <= 1, self.ext_lines
         self.ext = self.ext_lines[0] if self.ext_lines else None
         accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
                                                .encode()).digest()).decode()
         if expect == 101:
-            assert f"sec-websocket-accept: {accept}".lower() in head.decode().lower()
+            assert f"sec-websocket-accept: {accept}".lower() in head.lower()
         self.bits = 15
         for p in (self.ext or "").split(";"):
             if p.strip().startswith("server_max_window_bits="):
                 self.bits = int(p.split("=")[1])
-
-    def _fill(self):
-        chunk = self.sock.recv(1 << 20)
-        if not chunk:
-            raise EOFError("server closed the connection")
-        self.buf += chunk
-
-    def _take(self, n):
-        while len(self.buf) < n:
-            self._fill()
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-    def send(self, data):
-        self.sock.sendall(data)
 
     def send_msg(self, data, binary=False, compressed=False, level=6):
         if isinstance(data, str):
@@ -156,22 +114,11 @@ class Wire:
         self.send(frame(0x2 if binary else 0x1, compress(data, level=level) if compressed else data,
                         rsv=4 if compressed else 0))
 
-    def read_frame(self):
-        """(fin, rsv, opcode, payload) of one server frame."""
-        b0, b1 = self._take(2)
-        assert not b1 & 0x80, "server frame is masked"
-        n = b1 & 0x7f
-        if n == 126:
-            n = struct.unpack("!H", self._take(2))[0]
-        elif n == 127:
-            n = struct.unpack("!Q", self._take(8))[0]
-        return bool(b0 & 0x80), (b0 >> 4) & 7, b0 & 0x0f, self._take(n)
-
     def read_msg(self):
         """(opcode, data, rsv1, wire_bytes) of one data message, inflated with the negotiated window."""
         parts, op, rsv1 = [], None, None
         while True:
-            fin, rsv, opcode, payload = self.read_frame()
+            fin, rsv, opcode, payload = self.read_frame_rsv()
             if opcode in (0x9, 0xA):
                 assert rsv == 0, f"control frame with RSV {rsv}"
                 continue
@@ -190,7 +137,7 @@ class Wire:
     def expect_close(self, code, timeout=10.0):
         self.sock.settimeout(timeout)
         while True:
-            fin, rsv, opcode, payload = self.read_frame()
+            fin, rsv, opcode, payload = self.read_frame_rsv()
             if opcode == 0x8:
                 break
         assert rsv == 0
@@ -202,9 +149,6 @@ class Wire:
         except (ConnectionResetError, socket.timeout):
             pass
         return payload[2:].decode()
-
-    def close(self):
-        self.sock.close()
 
 
 @pytest.fixture(autouse=True)
@@ -431,7 +375,7 @@ def test_wire_replies_compressed_from_min_size(roomd):
     assert not wire1.endswith(TAIL)
     # Control frames on a deflate connection are never compressed.
     w.send(frame(0x9, b"ping payload"))
-    fin, rsv, op, payload = w.read_frame()
+    fin, rsv, op, payload = w.read_frame_rsv()
     assert (fin, rsv, op, payload) == (True, 0, 0xA, b"ping payload")
     w.send(frame(0x8, struct.pack("!H", 1000)))
     w.expect_close(1000)
@@ -513,7 +457,7 @@ def test_fragmented_compressed_message(roomd):
     # A ping between the fragments is answered and does not disturb the message.
     z = compress(b"between " * 50)
     w.send(frame(0x1, z[:5], fin=False, rsv=4) + frame(0x9, b"p") + frame(0x0, z[5:]))
-    assert w.read_frame() == (True, 0, 0xA, b"p")
+    assert w.read_frame_rsv() == (True, 0, 0xA, b"p")
     assert w.read_msg()[1] == b"between " * 50
 
 

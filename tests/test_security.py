@@ -26,6 +26,7 @@ import pytest
 import websockets
 
 from roomd import http_get, wait_for
+from wsraw import frame as mask_frame
 
 HOST = "127.0.0.1"
 SECRET = "s3cret-for-tests-0123456789"
@@ -148,22 +149,6 @@ def handshake(port, path="/", headers=(), host=None, keep=False, timeout=5.0):
         return status, hdrs, s, rest
     s.close()
     return status, hdrs
-
-
-def mask_frame(opcode, payload, fin=True):
-    n = len(payload)
-    b0 = (0x80 if fin else 0) | opcode
-    if n < 126:
-        head = struct.pack("!BB", b0, 0x80 | n)
-    elif n < 65536:
-        head = struct.pack("!BBH", b0, 0x80 | 126, n)
-    else:
-        head = struct.pack("!BBQ", b0, 0x80 | 127, n)
-    key = os.urandom(4)
-    if n == 0:
-        return head + key
-    k = (key * (n // 4 + 1))[:n]
-    return head + key + (int.from_bytes(payload, "big") ^ int.from_bytes(k, "big")).to_bytes(n, "big")
 
 
 def parse_frames(buf):

@@ -12,7 +12,8 @@ import time
 import pytest
 import websockets
 
-HOST = "127.0.0.1"
+from wsraw import HOST, RawSocket, close_payload, frame
+
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 SIZES = [0, 1, 125, 126, 127, 65535, 65536]
@@ -29,86 +30,14 @@ def url(r, path="/echo"):
 
 # ---- raw-socket helpers ----
 
-def frame(opcode, payload=b"", fin=True, rsv=0, mask=True, length=None):
-    """A client frame; rsv is the 3-bit RSV field; length overrides the encoded length."""
-    n = len(payload) if length is None else length
-    b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
-    mbit = 0x80 if mask else 0
-    if n < 126:
-        head = struct.pack("!BB", b0, mbit | n)
-    elif n <= 0xffff:
-        head = struct.pack("!BBH", b0, mbit | 126, n)
-    else:
-        head = struct.pack("!BBQ", b0, mbit | 127, n)
-    if not mask:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + xor_mask(payload, key)
-
-
-def xor_mask(payload, key):
-    """payload XOR the repeated 4-byte key (big-integer XOR: fast for large payloads)."""
-    n = len(payload)
-    if n == 0:
-        return b""
-    k = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "big") ^ int.from_bytes(k, "big")).to_bytes(n, "big")
-
-
-def close_payload(code, reason=b""):
-    return struct.pack("!H", code) + reason
-
-
 def handshake_request(path="/echo", key=KEY, version="13", connection="Upgrade", extra=""):
     return (f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nUpgrade: websocket\r\n"
             f"Connection: {connection}\r\nSec-WebSocket-Key: {key}\r\n"
             f"Sec-WebSocket-Version: {version}\r\n{extra}\r\n").encode()
 
 
-class Raw:
+class Raw(RawSocket):
     """A plain TCP client that speaks WebSocket by hand."""
-
-    def __init__(self, port, timeout=5.0):
-        self.sock = socket.create_connection((HOST, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
-
-    def send(self, data, bytewise=False, pause=0.0):
-        if not bytewise:
-            self.sock.sendall(data)
-            return
-        for i in range(len(data)):
-            self.sock.sendall(data[i:i + 1])
-            if pause:
-                time.sleep(pause)
-
-    def _fill(self):
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise EOFError("server closed the connection")
-        self.buf += chunk
-
-    def _take(self, n):
-        while len(self.buf) < n:
-            self._fill()
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-    def read_head(self):
-        """(status, headers dict with lower-case names, body bytes so far) of an HTTP response."""
-        while b"\r\n\r\n" not in self.buf:
-            self._fill()
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {}
-        for line in lines[1:]:
-            k, v = line.split(":", 1)
-            headers[k.strip().lower()] = v.strip()
-        return status, headers
-
-    def read_body(self, headers):
-        return self._take(int(headers.get("content-length", "0")))
 
     def handshake(self, **kw):
         self.send(handshake_request(**kw))
@@ -118,16 +47,10 @@ class Raw:
         return headers
 
     def read_frame(self):
-        """(fin, opcode, payload) of one server frame; server frames are never masked."""
-        b0, b1 = self._take(2)
-        assert b0 & 0x70 == 0, f"server set RSV bits: {b0:#x}"
-        assert not b1 & 0x80, "server frame is masked"
-        n = b1 & 0x7f
-        if n == 126:
-            n = struct.unpack("!H", self._take(2))[0]
-        elif n == 127:
-            n = struct.unpack("!Q", self._take(8))[0]
-        return bool(b0 & 0x80), b0 & 0x0f, self._take(n)
+        """(fin, opcode, payload) of one server frame, which sets no RSV bit."""
+        fin, rsv, opcode, payload = self.read_frame_rsv()
+        assert rsv == 0, f"server set RSV bits: {rsv:#x}"
+        return fin, opcode, payload
 
     def read_message(self):
         """Reassemble one data message, skipping pongs."""
@@ -158,18 +81,6 @@ class Raw:
         if then_eof:
             self.expect_eof()
         return reason
-
-    def expect_eof(self, timeout=5.0):
-        self.sock.settimeout(timeout)
-        try:
-            while True:
-                if not self.sock.recv(65536):
-                    return
-        except ConnectionResetError:
-            return
-
-    def close(self):
-        self.sock.close()
 
 
 def raw_ws(r, **kw):
