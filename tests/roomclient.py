@@ -203,13 +203,14 @@ def socket_owners(pids):
     return owner
 
 
-def workers_of(r, client_ports):
-    """{client port: worker pid} for connections from 127.0.0.1 client ports to r."""
-    owner = socket_owners(r.worker_pids())
+def holders(port, pids, client_ports, established=False):
+    """{client port: pid} for the connections from client_ports to port held by
+    one of pids (only those in state ESTABLISHED if established)."""
+    owner = socket_owners(pids)
     want = set(client_ports)
     # The table can hold tens of thousands of lines when other tests run: match
     # the server's port as text before splitting a line.
-    local = f":{r.port:04X} "
+    local = f":{port:04X} "
     found = {}
     for fn in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -221,11 +222,23 @@ def workers_of(r, client_ports):
             if local not in line[:64]:
                 continue
             fields = line.split()
+            if established and fields[3] != "01":
+                continue
             lport = int(fields[1].rsplit(":", 1)[1], 16)
             rport = int(fields[2].rsplit(":", 1)[1], 16)
-            if lport == r.port and rport in want and fields[9] in owner:
+            if lport == port and rport in want and fields[9] in owner:
                 found[rport] = owner[fields[9]]
     return found
+
+
+def holder_of(port, pids, client_port):
+    """The pid among pids holding the server side of our connection from client_port, or None."""
+    return holders(port, pids, [client_port]).get(client_port)
+
+
+def workers_of(r, client_ports):
+    """{client port: worker pid} for connections from 127.0.0.1 client ports to r."""
+    return holders(r.port, r.worker_pids(), client_ports)
 
 
 async def spread_clients(r, per_worker, path="/", limit=400):

@@ -14,6 +14,7 @@ from datetime import datetime
 import pytest
 
 from roomd import ROOMD_BIN, http_get, wait_for
+from roomclient import holders
 
 
 def pid_alive(pid):
@@ -46,40 +47,12 @@ def slot_pid(r, slot):
     return None
 
 
-def socket_inodes(pid):
-    """Inode numbers of the sockets pid has open."""
-    inodes = set()
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return inodes
-    for fd in fds:
-        try:
-            link = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            inodes.add(link[8:-1])
-    return inodes
-
-
 def accepted_by(port, pids, client_ports):
     """{pid: n}: how many of the connections from client_ports (our local ports)
-    to 127.0.0.1:port each pid holds, from /proc/net/tcp (established only)."""
-    owner = {}
-    for pid in pids:
-        for ino in socket_inodes(pid):
-            owner[ino] = pid
+    to 127.0.0.1:port each pid holds, established ones only."""
     counts = {pid: 0 for pid in pids}
-    with open("/proc/net/tcp") as f:
-        next(f)
-        for line in f:
-            fields = line.split()
-            local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
-            if state != "01" or int(local.split(":")[1], 16) != port:
-                continue
-            if int(remote.split(":")[1], 16) in client_ports and inode in owner:
-                counts[owner[inode]] += 1
+    for pid in holders(port, pids, client_ports, established=True).values():
+        counts[pid] += 1
     return counts
 
 

@@ -16,6 +16,7 @@ import pytest
 import websockets
 
 from roomd import ROOMD_BIN, http_get, wait_for
+from roomclient import holder_of
 
 
 def pid_alive(pid):
@@ -25,31 +26,6 @@ def pid_alive(pid):
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
-
-
-def held_by(port, pids, client_port):
-    """The pid among pids holding the server side of our connection from client_port."""
-    owner = {}
-    for pid in pids:
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                link = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if link.startswith("socket:["):
-                owner[link[8:-1]] = pid
-    with open("/proc/net/tcp") as f:
-        next(f)
-        for line in f:
-            fields = line.split()
-            if (int(fields[1].split(":")[1], 16) == port and
-                    int(fields[2].split(":")[1], 16) == client_port and fields[9] in owner):
-                return owner[fields[9]]
-    return None
 
 
 def edit_config(r, **changes):
@@ -132,7 +108,7 @@ def test_sigterm_drains_websocket_and_idle_connections(roomd):
     # An idle connection mid-handshake: half a request head.
     idle = socket.create_connection(("127.0.0.1", r.port), timeout=5)
     idle.sendall(b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-    wait_for(lambda: held_by(r.port, workers, idle.getsockname()[1]), 5, what="the idle connection accepted")
+    wait_for(lambda: holder_of(r.port, workers, idle.getsockname()[1]), 5, what="the idle connection accepted")
 
     async def scenario():
         async with websockets.connect(f"ws://127.0.0.1:{r.port}/echo", open_timeout=5,
@@ -172,7 +148,7 @@ def test_second_sigterm_stops_at_once(roomd):
     workers = r.worker_pids()
     s = ws_handshake(r.port)
     try:
-        holder = wait_for(lambda: held_by(r.port, workers, s.getsockname()[1]), 5, what="the holder")
+        holder = wait_for(lambda: holder_of(r.port, workers, s.getsockname()[1]), 5, what="the holder")
         r.sigterm()
         opcode, payload = read_frame(s)
         assert opcode == 0x8
@@ -362,7 +338,7 @@ def test_master_sleeps_while_draining_with_a_respawn_pending(roomd):
     r = roomd(workers=2, settings={"shutdown_timeout": "30s", "close_timeout": "3600s"})
     s = ws_handshake(r.port)
     try:
-        holder = wait_for(lambda: held_by(r.port, r.worker_pids(), s.getsockname()[1]), 5, what="the holder")
+        holder = wait_for(lambda: holder_of(r.port, r.worker_pids(), s.getsockname()[1]), 5, what="the holder")
         with open(f"/proc/{holder}/comm") as f:
             crasher = "roomd-w1" if f.read().strip() == "roomd-w0" else "roomd-w0"
 
