@@ -116,18 +116,15 @@ uuid_format(const uint8_t u[16], char out[37])
 }
 
 /* Log one line about a session, prefixed with its id, uuid and peer. */
-static void slog(struct session *, enum log_level, const char *, ...) PRINTF_LIKE(3, 4);
+static void vslog(struct session *, enum log_level, const char *, va_list) PRINTF_LIKE(3, 0);
 static void
-slog(struct session *s, enum log_level l, const char *fmt, ...)
+vslog(struct session *s, enum log_level l, const char *fmt, va_list ap)
 {
 	char msg[1024], addr[64], id[37];
-	va_list ap;
 
 	if (!log_enabled(l))
 		return;
-	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
 	uuid_format(s->uuid, id);
 	log_msg(l, "conn %u %s %s%s%s:%u%s%s: %s", s->c.id, id, s->c.family == AF_INET6 ? "[" : "",
 	    conn_addr(&s->c, addr, sizeof(addr)), s->c.family == AF_INET6 ? "]" : "",
@@ -153,7 +150,7 @@ ws_accept(struct worker *w, int fd, const struct sockaddr *sa, int proxy, SSL_CT
 	s->uuid[8] = (uint8_t)((s->uuid[8] & 0x3f) | 0x80);	/* RFC 4122 variant */
 	s->created = s->last_rx = s->last_ping = worker_now();
 	s->state = proxy ? SS_PROXY : SS_HTTP;
-	slog(s, LOG_LVL_DEBUG, "accepted");
+	ws_log(s, LOG_LVL_DEBUG, "accepted");
 	return 0;
 }
 
@@ -216,7 +213,7 @@ send_close(struct session *s, uint16_t code, const char *reason)
 static void
 fail(struct session *s, uint16_t code, const char *reason)
 {
-	slog(s, LOG_LVL_INFO, "closing with %u: %s", code, reason);
+	ws_log(s, LOG_LVL_INFO, "closing with %u: %s", code, reason);
 	send_close(s, code, reason);
 	s->state = SS_DONE;
 	conn_finish(&s->c, cfg()->close_timeout);
@@ -323,7 +320,7 @@ send_block(struct session *s, struct sbuf *b, int broadcast)
 		s->dropped += n;
 		if (worker_now() - s->drop_logged >= 10000) {
 			s->drop_logged = worker_now();
-			slog(s, LOG_LVL_WARNING, "slow reader: %u room message(s) dropped so far (max_outbuf)",
+			ws_log(s, LOG_LVL_WARNING, "slow reader: %u room message(s) dropped so far (max_outbuf)",
 			    s->dropped);
 		}
 	}
@@ -380,7 +377,7 @@ ws_close(struct session *s, uint16_t code, const char *reason)
 {
 	if (s->state != SS_OPEN)
 		return;
-	slog(s, LOG_LVL_INFO, "closing with %u: %s", code, reason);
+	ws_log(s, LOG_LVL_INFO, "closing with %u: %s", code, reason);
 	send_close(s, code, reason);
 }
 
@@ -420,15 +417,11 @@ ws_query_param(const struct session *s, const char *name, size_t *len)
 void
 ws_log(struct session *s, enum log_level l, const char *fmt, ...)
 {
-	char msg[1024];
 	va_list ap;
 
-	if (!log_enabled(l))
-		return;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	vslog(s, l, fmt, ap);
 	va_end(ap);
-	slog(s, l, "%s", msg);
 }
 
 /* ---- the opening handshake ---- */
@@ -458,7 +451,7 @@ serve_file(struct session *s, const struct http_req *req, const char *path, size
 	}
 	if (conn_queued(&s->c) >= 2 * WS_MAX_PIPELINED || conn_pending(&s->c) > WS_BACKLOG_PAUSE) {
 		/* A client that pipelines without reading must not pin a file per request. */
-		slog(s, LOG_LVL_INFO, "over %d pipelined requests unanswered: closing", WS_MAX_PIPELINED);
+		ws_log(s, LOG_LVL_INFO, "over %d pipelined requests unanswered: closing", WS_MAX_PIPELINED);
 		conn_close(&s->c);
 		return;
 	}
@@ -469,7 +462,7 @@ serve_file(struct session *s, const struct http_req *req, const char *path, size
 		const char *why = wr.status == 404 ? "not found" : wr.status == 403 ? "forbidden path" :
 		    "bad path";
 
-		slog(s, LOG_LVL_INFO, "static file refused with %d", wr.status);
+		ws_log(s, LOG_LVL_INFO, "static file refused with %d", wr.status);
 		http_reply(s, wr.status, NULL, why, head_only);
 		return;
 	}
@@ -784,7 +777,7 @@ check_auth(struct session *s, const struct http_req *r, int head_only)
 	else if (tok != NULL)
 		why = "token too long";
 	metrics_refused(REFUSE_AUTH);
-	slog(s, LOG_LVL_INFO, "refused: %s", why);
+	ws_log(s, LOG_LVL_INFO, "refused: %s", why);
 	if (strcmp(cf->auth_failure, "http") == 0) {
 		http_reply(s, 401, "WWW-Authenticate: Bearer\r\n", "a valid token is required", head_only);
 		return -1;
@@ -812,7 +805,7 @@ handle_request(struct session *s, const char *head, size_t len)
 
 	if ((rc = http_parse(&req, head, len)) != 0) {
 		metrics_refused(rc == 431 ? REFUSE_TOO_LARGE : REFUSE_BAD_REQUEST);
-		slog(s, LOG_LVL_INFO, "bad request head: %d", rc);
+		ws_log(s, LOG_LVL_INFO, "bad request head: %d", rc);
 		http_reply(s, rc, NULL, rc == 431 ? "too many header fields" :
 		    rc == 505 ? "HTTP/1.1 only" : "malformed request", 0);
 		return;
@@ -833,7 +826,7 @@ handle_request(struct session *s, const char *head, size_t len)
 	}
 	if (s->route == NULL) {
 		metrics_refused(REFUSE_NOT_FOUND);
-		slog(s, LOG_LVL_INFO, "no route for %s",
+		ws_log(s, LOG_LVL_INFO, "no route for %s",
 		    log_escape(esc, sizeof(esc), req.path, req.path_len));
 		http_reply(s, 404, NULL, "no such path", head_only);
 		return;
@@ -847,7 +840,7 @@ handle_request(struct session *s, const char *head, size_t len)
 	}
 	if (up.status == 0 && !origin_ok(&req)) {
 		metrics_refused(REFUSE_ORIGIN);
-		slog(s, LOG_LVL_INFO, "refused: Origin not allowed");
+		ws_log(s, LOG_LVL_INFO, "refused: Origin not allowed");
 		http_reply(s, 403, NULL, "this Origin may not open a WebSocket here", head_only);
 		return;
 	}
@@ -855,7 +848,7 @@ handle_request(struct session *s, const char *head, size_t len)
 		if (limits_session_open(s->c.family, s->c.ip, cfg()->max_sessions_per_ip,
 		    cfg()->max_new_sessions_per_ip) == -1) {
 			metrics_refused(REFUSE_IP_LIMIT);
-			slog(s, LOG_LVL_INFO, "refused: too many sessions from this address");
+			ws_log(s, LOG_LVL_INFO, "refused: too many sessions from this address");
 			http_reply(s, 429, "Retry-After: 1\r\n", "too many connections from your address", head_only);
 			return;
 		}
@@ -873,7 +866,7 @@ handle_request(struct session *s, const char *head, size_t len)
 			extra = "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n";
 		else if (up.status == 405)
 			extra = "Allow: GET\r\n";
-		slog(s, LOG_LVL_INFO, "refused upgrade with %d: %s", up.status, up.reason);
+		ws_log(s, LOG_LVL_INFO, "refused upgrade with %d: %s", up.status, up.reason);
 		http_reply(s, up.status, extra, up.reason, head_only);
 		return;
 	}
@@ -881,7 +874,7 @@ handle_request(struct session *s, const char *head, size_t len)
 	/* A broadcast URL names its room now: under auth_failure http, a token that does not allow it gets no upgrade. */
 	if (s->info != NULL && strcmp(cfg()->auth_failure, "http") == 0 && !chat_broadcast_allowed(s)) {
 		metrics_refused(REFUSE_AUTH);
-		slog(s, LOG_LVL_INFO, "refused: the token does not allow this room");
+		ws_log(s, LOG_LVL_INFO, "refused: the token does not allow this room");
 		http_reply(s, 403, NULL, "your token does not allow this room", head_only);
 		return;
 	}
@@ -928,7 +921,7 @@ handle_request(struct session *s, const char *head, size_t len)
 		ws_close(s, 4001, "authentication required");
 		return;
 	}
-	slog(s, LOG_LVL_DEBUG, "upgraded (%s)", cfg_route_kind_name(s->route->kind));
+	ws_log(s, LOG_LVL_DEBUG, "upgraded (%s)", cfg_route_kind_name(s->route->kind));
 	if (s->route->kind == ROUTE_CHAT || s->route->kind == ROUTE_BROADCAST)
 		chat_open(s);
 	/* A retiring worker's handshake in flight: served, then sent to its successor. */
@@ -1013,7 +1006,7 @@ read_http(struct session *s, uint8_t *data, size_t len)
 		if (!take_head(s, from)) {
 			if (s->hlen >= max) {
 				metrics_refused(REFUSE_TOO_LARGE);
-				slog(s, LOG_LVL_INFO, "request head over %zu bytes", max);
+				ws_log(s, LOG_LVL_INFO, "request head over %zu bytes", max);
 				http_reply(s, 431, NULL, "request head too large", 0);
 			}
 			return;
@@ -1050,7 +1043,7 @@ read_proxy(struct session *s, uint8_t *data, size_t len)
 		return;
 	if (n <= 0) {
 		metrics_refused(REFUSE_PROXY);
-		slog(s, LOG_LVL_INFO, "no valid PROXY protocol header: dropping the connection");
+		ws_log(s, LOG_LVL_INFO, "no valid PROXY protocol header: dropping the connection");
 		conn_close(&s->c);
 		return;
 	}
@@ -1266,7 +1259,7 @@ handle_control(struct session *s, const struct ws_event *ev)
 			    "close reason is not UTF-8" : "invalid close frame");
 			return;
 		}
-		slog(s, LOG_LVL_DEBUG, "peer closed with %u", code);
+		ws_log(s, LOG_LVL_DEBUG, "peer closed with %u", code);
 		if (s->closer == 0) {
 			s->closer = 'c';
 			s->close_code = code;
@@ -1347,7 +1340,7 @@ ws_on_eof(struct conn *c, const char *why)
 {
 	struct session *s = (struct session *)c;
 
-	slog(s, LOG_LVL_DEBUG, "peer went away (%s)%s", why,
+	ws_log(s, LOG_LVL_DEBUG, "peer went away (%s)%s", why,
 	    s->state == SS_OPEN ? " without a close frame" : "");
 }
 
@@ -1363,16 +1356,16 @@ ws_on_tick(struct conn *c, uint64_t now)
 		if (now - s->created >= (uint64_t)cf->handshake_timeout) {
 			if (s->hlen > 0)
 				metrics_refused(REFUSE_TIMEOUT);
-			slog(s, LOG_LVL_INFO, "no complete request within handshake_timeout");
+			ws_log(s, LOG_LVL_INFO, "no complete request within handshake_timeout");
 			conn_close(c);
 		} else if ((c->flags & CONN_F_SHUTDOWN) && now - s->created >= 1000) {
-			slog(s, LOG_LVL_DEBUG, "no complete request before shutting down");
+			ws_log(s, LOG_LVL_DEBUG, "no complete request before shutting down");
 			conn_close(c);
 		}
 		break;
 	case SS_OPEN:
 		if (now - s->last_rx >= (uint64_t)cf->ping_timeout) {
-			slog(s, LOG_LVL_INFO, "nothing received for %dms: closing", cf->ping_timeout);
+			ws_log(s, LOG_LVL_INFO, "nothing received for %dms: closing", cf->ping_timeout);
 			send_close(s, WS_CLOSE_GOING_AWAY, "ping timeout");
 			s->state = SS_DONE;
 			conn_finish(c, cf->close_timeout);
@@ -1391,7 +1384,7 @@ ws_on_tick(struct conn *c, uint64_t now)
 		break;
 	case SS_CLOSING:
 		if (now - s->close_at >= (uint64_t)cf->close_timeout) {
-			slog(s, LOG_LVL_INFO, "no close frame from the peer within close_timeout");
+			ws_log(s, LOG_LVL_INFO, "no close frame from the peer within close_timeout");
 			conn_close(c);
 		}
 		break;
@@ -1459,7 +1452,7 @@ ws_on_free(struct conn *c)
 {
 	struct session *s = (struct session *)c;
 
-	slog(s, LOG_LVL_DEBUG, "freed");
+	ws_log(s, LOG_LVL_DEBUG, "freed");
 	if (s->upgraded) {
 		access_log(s);
 		metrics_gauge(GAUGE_SESSIONS, -1);
