@@ -3,6 +3,7 @@ config, a free port, readiness proven by GET /healthz, signal helpers, and a
 log check that fails on [alert] lines and sanitizer reports."""
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -23,6 +24,29 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def raise_nofile(n):
+    """Raise our soft RLIMIT_NOFILE towards n (as far as the hard limit allows); the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = n if hard == resource.RLIM_INFINITY else min(n, hard)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def worker_hwm_kb(pid):
+    """The peak resident size (VmHWM) of pid, in kB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def node_modules():
+    """Where the tests' npm packages (ws) are: ROOMD_NODE_MODULES, or tests/node/node_modules."""
+    return os.environ.get("ROOMD_NODE_MODULES") or os.path.join(HERE, "node", "node_modules")
 
 
 def wait_for(pred, timeout=10.0, interval=0.05, what="condition"):

@@ -26,6 +26,7 @@ import pytest
 import websockets
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
+from roomd import node_modules, worker_hwm_kb
 from wsraw import HOST, RawSocket, frame
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -543,14 +544,6 @@ def test_compressed_wire_over_limit_inflating_within_it(roomd):
     assert got == data
 
 
-def worker_hwm_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmHWM")
-
-
 def bomb_1gib():
     """~1 MB of raw deflate data that inflates to 1 GiB of zeros. zlib at
     level 9 is fed the zeros in 1 MiB chunks: the first megabyte is
@@ -633,10 +626,6 @@ NODE_VARIANTS = {
             "serverMaxWindowBits": 10, "clientMaxWindowBits": 12},
     "defaults": {},
 }
-
-
-def node_modules():
-    return os.environ.get("ROOMD_NODE_MODULES") or os.path.join(HERE, "node", "node_modules")
 
 
 @pytest.mark.parametrize("name", list(NODE_VARIANTS))

@@ -14,16 +14,8 @@ from datetime import datetime
 import pytest
 
 from roomd import ROOMD_BIN, http_get, wait_for
+from lbtools import pid_alive, read_pid
 from roomclient import holders
-
-
-def pid_alive(pid):
-    """True while pid exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def comm(pid):
@@ -108,13 +100,7 @@ def test_daemonize(roomd, how):
     assert r.wait_exit(5) == 0, "the launching process must exit 0"
     daemon = None
     try:
-        def pid_from_file():
-            try:
-                with open(r.pidfile) as f:
-                    return int(f.read())
-            except (OSError, ValueError):
-                return None
-        daemon = wait_for(pid_from_file, 5, what="pidfile")
+        daemon = wait_for(lambda: read_pid(r.pidfile), 5, what="pidfile")
         assert daemon != r.pid
         assert pid_alive(daemon)
         assert os.getsid(daemon) != os.getsid(0), "the daemon must leave our session"

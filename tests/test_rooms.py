@@ -6,12 +6,11 @@ private redis-server."""
 import asyncio
 import glob
 import os
-import resource
 import time
 
 import pytest
 
-from roomd import http_get, wait_for
+from roomd import http_get, raise_nofile, wait_for
 from roomclient import (Chat, RedisServer, enter_all, mask_frame, raw_connect, run,
                         spread_clients, who, workers_of)
 
@@ -138,14 +137,6 @@ def test_two_instances_four_workers_one_room(roomd, redis):
 
 def now():
     return asyncio.get_running_loop().time()
-
-
-def raise_nofile(n):
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = n if hard == resource.RLIM_INFINITY else min(n, hard)
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 async def connect_crowd(port, n):

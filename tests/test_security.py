@@ -17,7 +17,6 @@ import hmac
 import json
 import os
 import re
-import resource
 import socket
 import struct
 import time
@@ -25,7 +24,7 @@ import time
 import pytest
 import websockets
 
-from roomd import http_get, wait_for
+from roomd import http_get, raise_nofile, wait_for
 from wsraw import frame as mask_frame
 
 HOST = "127.0.0.1"
@@ -40,13 +39,6 @@ LOAD_RSS_MB = 64            # measured about 13 MB for 2,000 sessions over 2 wor
 
 def run(coro, timeout=60):
     return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-def raise_nofile(want):
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def rss_kb(pids):

@@ -16,16 +16,8 @@ import pytest
 import websockets
 
 from roomd import ROOMD_BIN, http_get, wait_for
+from lbtools import pid_alive, read_pid, stop_pid
 from roomclient import holder_of
-
-
-def pid_alive(pid):
-    """True while pid exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def edit_config(r, **changes):
@@ -304,13 +296,7 @@ def test_sighup_reloads_a_daemon_started_with_a_relative_config(roomd):
     assert launcher.returncode == 0, launcher.stderr
     daemon = None
     try:
-        def pid_from_file():
-            try:
-                with open(r.pidfile) as f:
-                    return int(f.read())
-            except (OSError, ValueError):
-                return None
-        daemon = wait_for(pid_from_file, 5, what="the pidfile")
+        daemon = wait_for(lambda: read_pid(r.pidfile), 5, what="the pidfile")
         wait_for(r.healthy, 5, what="the daemon serving")
         edit_config(r, log_level="debug")
         r.log_mark()
@@ -318,13 +304,8 @@ def test_sighup_reloads_a_daemon_started_with_a_relative_config(roomd):
         r.wait_log(r"reload failed|starting worker generation 1")
         assert "reload failed" not in r.new_log(), r.new_log()
     finally:
-        if daemon is not None and pid_alive(daemon):
-            os.kill(daemon, signal.SIGTERM)
-            try:
-                wait_for(lambda: not pid_alive(daemon), 10, what="the daemon to exit")
-            finally:
-                if pid_alive(daemon):
-                    os.kill(daemon, signal.SIGKILL)
+        if daemon:
+            assert stop_pid(daemon, 10), "the daemon did not exit on SIGTERM"
 
 
 def context_switches(pid):

@@ -19,7 +19,7 @@ import websockets
 # Offering TLS 1.0/1.1 is the point of one test: its deprecation warnings are noise.
 pytestmark = pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
 
-from roomd import ROOMD_BIN, free_port, wait_for
+from roomd import ROOMD_BIN, free_port, node_modules, wait_for
 
 HOST = "127.0.0.1"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -146,7 +146,7 @@ def test_wss_python_echo_and_chat(tls_roomd):
 
 def node_ready():
     node = shutil.which("node")
-    mods = os.environ.get("ROOMD_NODE_MODULES") or os.path.join(NODE_DIR, "node_modules")
+    mods = node_modules()
     assert node, "node is not installed: the Node TLS test needs it (apt-get install nodejs)"
     assert os.path.isfile(os.path.join(mods, "ws", "package.json")), \
         f"{mods} has no ws package: run `npm ci --prefix tests/node` first"

@@ -8,13 +8,9 @@ import shutil
 import pytest
 
 from roomclient import run
+from roomd import node_modules
 
 NODE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node")
-
-
-def node_modules():
-    """Where ws is installed (as for test_ws_node.py): ROOMD_NODE_MODULES or tests/node."""
-    return os.environ.get("ROOMD_NODE_MODULES") or os.path.join(NODE_DIR, "node_modules")
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import time
 import pytest
 import websockets
 
+from roomd import worker_hwm_kb
 from wsraw import HOST, RawSocket, close_payload, frame
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
@@ -525,14 +526,6 @@ def test_sigterm_close_handshake(roomd):
     assert r.wait_exit(5) == 0
     took = time.monotonic() - t0
     assert 0.8 < took < 4.0, f"exit after {took:.2f}s with close_timeout 1s"
-
-
-def worker_hwm_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmHWM")
 
 
 def test_ping_flood_without_reading_is_bounded(roomd):

@@ -8,13 +8,11 @@ import subprocess
 
 import pytest
 
+from roomd import node_modules
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 NODE_DIR = os.path.join(HERE, "node")
 SCRIPTS = ["echo_sizes.js", "binary_ping.js", "close_codes.js"]
-
-
-def node_modules():
-    return os.environ.get("ROOMD_NODE_MODULES") or os.path.join(NODE_DIR, "node_modules")
 
 
 def node_ready():
