@@ -21,12 +21,12 @@ ws_decoder_init(struct ws_decoder *d, uint64_t max_message)
 void
 ws_unmask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t pos)
 {
-	uint8_t m[8];
+	unsigned r = (unsigned)(pos & 3);
+	uint8_t m[8] = { mask[r], mask[(r + 1) & 3], mask[(r + 2) & 3], mask[(r + 3) & 3] };
 	uint64_t m64, v;
 	size_t i = 0;
 
-	for (int k = 0; k < 8; k++)
-		m[k] = mask[(pos + (uint64_t)k) & 3];
+	memcpy(m + 4, m, 4);
 	memcpy(&m64, m, 8);
 	for (; i + 8 <= n; i += 8) {
 		memcpy(&v, p + i, 8);
@@ -184,6 +184,19 @@ header_need(const struct ws_decoder *d)
 	return 2 + (l == 126 ? 2 : l == 127 ? 8 : 0) + 4;
 }
 
+/* Move up to upto - hdr_have header bytes from p[0..n) into d->hdr; returns how many. */
+static size_t
+header_take(struct ws_decoder *d, const uint8_t *p, size_t n, size_t upto)
+{
+	size_t take = upto - d->hdr_have;
+
+	if (take > n)
+		take = n;
+	memcpy(d->hdr + d->hdr_have, p, take);
+	d->hdr_have = (uint8_t)(d->hdr_have + take);
+	return take;
+}
+
 /* Emit a DATA event for p[0..n) of the current frame. */
 static size_t
 emit_data(struct ws_decoder *d, const uint8_t *p, size_t n, size_t used, struct ws_event *ev)
@@ -222,13 +235,17 @@ ws_decode(struct ws_decoder *d, uint8_t *buf, size_t len, struct ws_event *ev)
 	memset(ev, 0, sizeof(*ev));
 	while (used < len || (d->in_payload && d->left == 0)) {
 		if (!d->in_payload) {
-			need = header_need(d);
-			while (d->hdr_have < need && used < len) {
-				d->hdr[d->hdr_have++] = buf[used++];
-				if (d->hdr_have == 2 && (code = header_first(d, &reason)) != 0)
+			/* Copy what the header still needs: its first two bytes, then the rest. */
+			if (d->hdr_have < 2) {
+				take = header_take(d, buf + used, len - used, 2);
+				used += take;
+				if (d->hdr_have < 2)
+					break;
+				if ((code = header_first(d, &reason)) != 0)
 					return fail(ev, (uint16_t)code, reason, used);
-				need = header_need(d);
 			}
+			need = header_need(d);
+			used += header_take(d, buf + used, len - used, need);
 			if (d->hdr_have < need)
 				break;
 			d->hdr_have = 0;
