@@ -8,6 +8,35 @@
 
 #include "sbuf.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n)	ASAN_POISON_MEMORY_REGION((p), (n))
+#define UNPOISON(p, n)	ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define POISON(p, n)	((void)(p), (void)(n))
+#define UNPOISON(p, n)	((void)(p), (void)(n))
+#endif
+
+/*
+ * Small blocks, which is most messages in and out, are recycled through a
+ * bounded free list instead of going back to malloc: a worker takes one and
+ * releases one per message. A small block always has cap SBUF_SMALL, which
+ * no other block has (larger ones start above it and only grow). The link
+ * lives in data[]; the rest of a cached block is poisoned under ASan, so a
+ * use after the last unref is still caught.
+ */
+static struct sbuf *cache;
+static unsigned ncached;
+
+static struct sbuf *
+cache_next(struct sbuf *b)
+{
+	struct sbuf *n;
+
+	memcpy(&n, b->data, sizeof(n));
+	return n;
+}
+
 struct sbuf *
 sbuf_new(size_t cap, size_t headroom)
 {
@@ -16,13 +45,40 @@ sbuf_new(size_t cap, size_t headroom)
 	/* Both terms are checked: a huge headroom must not wrap the subtraction. */
 	if (headroom > UINT32_MAX - 64 || cap > UINT32_MAX - 64 - headroom)
 		return NULL;
-	if ((b = malloc(sizeof(*b) + cap + headroom)) == NULL)
+	if (cap + headroom <= SBUF_SMALL) {
+		if ((b = cache) != NULL) {
+			UNPOISON(b, sizeof(*b) + SBUF_SMALL);
+			cache = cache_next(b);
+			ncached--;
+		} else if ((b = malloc(sizeof(*b) + SBUF_SMALL)) == NULL)
+			return NULL;
+		cap = SBUF_SMALL - headroom;
+	} else if ((b = malloc(sizeof(*b) + cap + headroom)) == NULL)
 		return NULL;
 	b->refs = 1;
 	b->off = (uint32_t)headroom;
 	b->len = 0;
 	b->cap = (uint32_t)(cap + headroom);
 	return b;
+}
+
+unsigned
+sbuf_cached(void)
+{
+	return ncached;
+}
+
+void
+sbuf_cache_clear(void)
+{
+	struct sbuf *b;
+
+	while ((b = cache) != NULL) {
+		UNPOISON(b, sizeof(*b) + SBUF_SMALL);
+		cache = cache_next(b);
+		free(b);
+	}
+	ncached = 0;
 }
 
 struct sbuf *
@@ -49,8 +105,17 @@ sbuf_grow(struct sbuf *b, size_t need)
 void
 sbuf_unref(struct sbuf *b)
 {
-	if (b != NULL && --b->refs == 0)
+	if (b == NULL || --b->refs > 0)
+		return;
+	if (b->cap != SBUF_SMALL || ncached >= SBUF_CACHE_MAX) {
 		free(b);
+		return;
+	}
+	memcpy(b->data, &cache, sizeof(cache));
+	POISON(b, sizeof(*b));
+	POISON(b->data + sizeof(cache), SBUF_SMALL - sizeof(cache));
+	cache = b;
+	ncached++;
 }
 
 /* Make room for one more entry. */

@@ -20,12 +20,21 @@ struct sbuf {
 	uint8_t		data[];
 };
 
-/* A block with cap bytes and headroom bytes reserved in front; refs = 1. NULL on OOM. */
+#define SBUF_SMALL	512	/* data[] bytes of a recycled small block */
+#define SBUF_CACHE_MAX	256	/* small blocks kept for reuse (per process) */
+
+/*
+ * A block with at least cap bytes and headroom bytes reserved in front;
+ * refs = 1. NULL on OOM. Small ones come from a free list, not malloc.
+ */
 struct sbuf *sbuf_new(size_t cap, size_t headroom) MUST_CHECK;
 /* Grow an unshared block so that it can hold need bytes after off. */
 struct sbuf *sbuf_grow(struct sbuf *, size_t need) MUST_CHECK;
 static inline struct sbuf *sbuf_ref(struct sbuf *b) { b->refs++; return b; }
 void sbuf_unref(struct sbuf *);
+/* How many small blocks wait for reuse; free them all (at exit). */
+unsigned sbuf_cached(void);
+void sbuf_cache_clear(void);
 static inline uint8_t *sbuf_ptr(struct sbuf *b) { return b->data + b->off; }
 
 /*

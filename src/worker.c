@@ -506,6 +506,8 @@ worker_free(struct worker *w)
 	free(w->tlsbuf);
 	free(w->rbuf);
 	pmd_free();
+	sbuf_cache_clear();
+	http_cleanup();
 	free(w);
 }
 
