@@ -239,6 +239,15 @@ key_valid(const char *k, size_t n)
 	return strchr("AQgw", k[21]) != NULL;
 }
 
+static EVP_MD *sha1;
+
+void
+http_cleanup(void)
+{
+	EVP_MD_free(sha1);
+	sha1 = NULL;
+}
+
 void
 http_accept_key(const char *key, size_t klen, char out[29])
 {
@@ -249,7 +258,15 @@ http_accept_key(const char *key, size_t klen, char out[29])
 		klen = 64;	/* callers pass validated 24-byte keys */
 	memcpy(in, key, klen);
 	memcpy(in + klen, ws_guid, sizeof(ws_guid) - 1);
-	if (EVP_Digest(in, klen + sizeof(ws_guid) - 1, md, &mdlen, EVP_sha1(), NULL) != 1 ||
+	/*
+	 * Fetch SHA-1 once: EVP_sha1() makes OpenSSL 3 look the algorithm up
+	 * on every call, which cost more than the digest itself.
+	 */
+	if (sha1 == NULL && (sha1 = EVP_MD_fetch(NULL, "SHA1", NULL)) == NULL) {
+		out[0] = '\0';
+		return;
+	}
+	if (EVP_Digest(in, klen + sizeof(ws_guid) - 1, md, &mdlen, sha1, NULL) != 1 ||
 	    mdlen != 20) {
 		out[0] = '\0';
 		return;

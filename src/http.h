@@ -56,8 +56,13 @@ struct ws_upgrade {
 void http_check_upgrade(const struct http_req *, struct ws_upgrade *);
 /* Whether the request asks for an upgrade to websocket at all. */
 int http_wants_websocket(const struct http_req *);
-/* base64(SHA-1(key + GUID)) into out[29]. */
+/*
+ * base64(SHA-1(key + GUID)) into out[29] ("" if the digest fails). The first
+ * call fetches the digest: make it before threads share the function.
+ */
 void http_accept_key(const char *key, size_t klen, char out[29]);
+/* Release the digest http_accept_key keeps (at exit). */
+void http_cleanup(void);
 /* The raw value of name in a query string (a=1&b=2); NULL if absent. */
 const char *http_query_param(const char *query, size_t qlen, const char *name, size_t *vlen);
 /*

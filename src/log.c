@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,67 @@ json_str(char *buf, size_t len, size_t *o, const char *s)
 	buf[(*o)++] = '"';
 }
 
+/* Append s to buf at *o, keeping *o <= len - 1 (room for the newline). */
+static void
+put(char *buf, size_t len, size_t *o, const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n > len - 1 - *o)
+		n = len - 1 - *o;
+	memcpy(buf + *o, s, n);
+	*o += n;
+}
+
+/*
+ * The parts of a line's prefix that rarely change are formatted only when
+ * they do: the date and time to the second, and the pid (again after a fork).
+ * An access line per connection costs a few copies, not a dozen printfs.
+ */
+static struct {
+	time_t	sec;
+	char	base[32];	/* "YYYY-MM-DD HH:MM:SS" */
+	char	pid[16];
+	int	forks_seen;	/* stamp_forget_pid runs in every child */
+} stamp = { -1, "", "", 0 };
+
+static void
+stamp_forget_pid(void)
+{
+	stamp.pid[0] = '\0';
+}
+
+static void
+timestamp(char ts[40])
+{
+	struct timeval tv;
+	struct tm tm;
+	size_t n;
+	int ms;
+
+	gettimeofday(&tv, NULL);
+	if (tv.tv_sec != stamp.sec) {
+		localtime_r(&tv.tv_sec, &tm);
+		snprintf(stamp.base, sizeof(stamp.base), "%04d-%02d-%02d %02d:%02d:%02d",
+		    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+		stamp.sec = tv.tv_sec;
+	}
+	if (stamp.pid[0] == '\0' || !stamp.forks_seen) {
+		/* Without the fork hook the cache could go stale: ask every time. */
+		if (!stamp.forks_seen && pthread_atfork(NULL, NULL, stamp_forget_pid) == 0)
+			stamp.forks_seen = 1;
+		snprintf(stamp.pid, sizeof(stamp.pid), "%d", (int)getpid());
+	}
+	n = strlen(stamp.base);
+	memcpy(ts, stamp.base, n);
+	ms = (int)(tv.tv_usec / 1000);
+	ts[n] = '.';
+	ts[n + 1] = (char)('0' + ms / 100);
+	ts[n + 2] = (char)('0' + ms / 10 % 10);
+	ts[n + 3] = (char)('0' + ms % 10);
+	ts[n + 4] = '\0';
+}
+
 /* Write one finished line (text or JSON) to the destination. */
 static void
 emit(enum log_level l, const char *msg, const char *const *keys, const char *const *vals, int n)
@@ -68,17 +130,12 @@ emit(enum log_level l, const char *msg, const char *const *keys, const char *con
 	static const int sysprio[] = {
 		LOG_DEBUG, LOG_INFO, LOG_NOTICE, LOG_WARNING, LOG_ERR, LOG_ALERT,
 	};
-	char line[4096], ts[40], pid[16];
-	struct timeval tv;
-	struct tm tm;
+	char line[4096], ts[40];
+	const char *pid = stamp.pid;
 	size_t o = 0;
 	int saved = errno;
 
-	gettimeofday(&tv, NULL);
-	localtime_r(&tv.tv_sec, &tm);
-	snprintf(ts, sizeof(ts), "%04d-%02d-%02d %02d:%02d:%02d.%03d", tm.tm_year + 1900,
-	    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000));
-	snprintf(pid, sizeof(pid), "%d", (int)getpid());
+	timestamp(ts);
 	if (lg.json) {
 		o = (size_t)snprintf(line, sizeof(line), "{\"time\":\"%s\",\"pid\":%s,\"role\":", ts, pid);
 		json_str(line, sizeof(line), &o, lg.role);
@@ -101,14 +158,15 @@ emit(enum log_level l, const char *msg, const char *const *keys, const char *con
 		line[o++] = '}';
 		line[o++] = '\n';
 	} else {
-		int k = snprintf(line, sizeof(line), "%s %s %s [%s] %s", ts, pid, lg.role, level_names[l], msg);
+		const char *head[] = { ts, " ", pid, " ", lg.role, " [", level_names[l], "] ", msg };
 
-		o = k < 0 ? 0 : (size_t)k >= sizeof(line) ? sizeof(line) - 1 : (size_t)k;
-		for (int i = 0; keys != NULL && i < n && o + 4 < sizeof(line); i++) {
-			k = snprintf(line + o, sizeof(line) - o, " %s=%s", keys[i], vals[i]);
-			o += k < 0 ? 0 : (size_t)k;
-			if (o >= sizeof(line) - 1)
-				o = sizeof(line) - 2;
+		for (size_t i = 0; i < sizeof(head) / sizeof(head[0]); i++)
+			put(line, sizeof(line), &o, head[i]);
+		for (int i = 0; keys != NULL && i < n; i++) {
+			put(line, sizeof(line), &o, " ");
+			put(line, sizeof(line), &o, keys[i]);
+			put(line, sizeof(line), &o, "=");
+			put(line, sizeof(line), &o, vals[i]);
 		}
 		line[o++] = '\n';
 	}

@@ -1428,6 +1428,8 @@ access_log(struct session *s)
 	char id[37], addr[64], dur[24], in[16], out[16], code[8], rooms[512];
 	const char *vals[9];
 
+	if (!log_enabled(LOG_LVL_INFO))
+		return;
 	uuid_format(s->uuid, id);
 	conn_addr(&s->c, addr, sizeof(addr));
 	snprintf(dur, sizeof(dur), "%llu", (unsigned long long)(worker_now() - s->opened));

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "../http.h"
 
 #define BENCH_VERSION	"1.0"
 
@@ -446,6 +447,12 @@ main(int argc, char **argv)
 	raise_nofile(bench.o.conns);
 	setup_signals();
 	bench.tty = isatty(STDOUT_FILENO);
+	{
+		/* http_accept_key sets up its digest on first use: do that before the threads share it. */
+		char k[29];
+
+		http_accept_key("dGhlIHNhbXBsZSBub25jZQ==", 24, k);
+	}
 	switch (bench.o.mode) {
 	case MODE_ECHO: bench.mode = &mode_echo; break;
 	case MODE_FANOUT: bench.mode = &mode_fanout; break;
@@ -461,5 +468,6 @@ main(int argc, char **argv)
 		wsc_decoder_free(&bench.conns[i].dec);
 	free(bench.conns);
 	free(bench.th);
+	http_cleanup();
 	return status;
 }

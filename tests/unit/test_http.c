@@ -341,5 +341,6 @@ main(void)
 	test_headers();
 	test_upgrade();
 	test_head_end();
+	http_cleanup();
 	return tap_done();
 }
