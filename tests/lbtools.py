@@ -16,7 +16,7 @@ import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from roomd import free_port, http_get, wait_for
+from roomd import free_ports, http_get, wait_for
 from roomclient import mask_frame
 
 # Loopback is all of 127.0.0.0/8 on Linux: a client bound to 127.0.0.N has an
@@ -307,9 +307,7 @@ class HAProxy:
     def __init__(self, tmpdir, tcp_servers, http_servers):
         self.dir = str(tmpdir)
         os.makedirs(self.dir, exist_ok=True)
-        self.tcp_port = free_port()
-        self.http_port = free_port()
-        self.stats_port = free_port()
+        self.tcp_port, self.http_port, self.stats_port = free_ports(3)
         self.cfg = os.path.join(self.dir, "haproxy.cfg")
         self.logpath = os.path.join(self.dir, "haproxy.out")
         self.proc = None

@@ -21,9 +21,20 @@ VALGRIND = (["valgrind", "-q", "--leak-check=full", "--errors-for-leak-kinds=def
 
 def free_port():
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n):
+    """n distinct free ports: the sockets are held together, so the kernel cannot
+    hand the same port out twice (two free_port() calls in a row sometimes do)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def raise_nofile(n):

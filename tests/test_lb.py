@@ -23,7 +23,7 @@ from lbtools import (UUID, HAProxy, access_lines, client_addr, close_frame, conn
                      dropped_without_answer, proxy_v1, proxy_v2, raw_request, read_frame,
                      read_head, scrape, tlv, wait_access, ws_echo_and_close, ws_open, ws_request)
 from roomclient import Chat, RedisServer, enter_all, mask_frame, run
-from roomd import ROOMD_BIN, free_port, http_get, wait_for
+from roomd import ROOMD_BIN, free_ports, http_get, wait_for
 
 
 @pytest.fixture
@@ -48,11 +48,7 @@ def haproxy(tmp_path):
 
 
 def two_ports():
-    a = free_port()
-    while True:
-        b = free_port()
-        if b != a:
-            return a, b
+    return free_ports(2)
 
 
 def lb_instance(roomd, redis=None, workers=2, **settings):

@@ -19,7 +19,7 @@ import websockets
 # Offering TLS 1.0/1.1 is the point of one test: its deprecation warnings are noise.
 pytestmark = pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
 
-from roomd import ROOMD_BIN, free_port, node_modules, wait_for
+from roomd import ROOMD_BIN, free_port, free_ports, node_modules, wait_for
 
 HOST = "127.0.0.1"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -88,7 +88,7 @@ def tls_roomd(roomd, tmp_path):
     """roomd with a plain listener (for the harness) and a TLS one; .tls_port, .cert, .key."""
     def make(settings=None, workers=2, kind="ec"):
         cert, key = make_cert(tmp_path / "pki", "server", "roomd-a.test", 4001, kind)
-        port, tport = free_port(), free_port()
+        port, tport = free_ports(2)
         s = {"listen": [f"127.0.0.1:{port}", f"127.0.0.1:{tport} ssl"],
              "ssl_certificate": cert, "ssl_certificate_key": key}
         s.update(settings or {})
