@@ -151,6 +151,7 @@ outq_push(struct outq *q, struct sbuf *b, uint32_t off, uint32_t len)
 		return -1;
 	q->ent[(q->head + q->count) & (q->cap - 1)] = (struct outq_ent){ sbuf_ref(b), off, len, -1, 0, 0 };
 	q->count++;
+	q->pushed = 1;
 	q->bytes += len;
 	return 0;
 }
@@ -168,6 +169,7 @@ outq_push_file(struct outq *q, int fd, uint64_t off, uint32_t len)
 	}
 	q->ent[(q->head + q->count) & (q->cap - 1)] = (struct outq_ent){ NULL, 0, len, fd, 0, off };
 	q->count++;
+	q->pushed = 1;
 	q->bytes += len;
 	return 0;
 }
@@ -267,6 +269,7 @@ outq_clear(struct outq *q)
 void
 outq_trim(struct outq *q)
 {
-	if (q->count == 0 && q->ent != NULL)
+	if (q->count == 0 && q->ent != NULL && !q->pushed)
 		outq_clear(q);
+	q->pushed = 0;
 }

@@ -55,6 +55,7 @@ struct outq {
 	struct outq_ent	*ent;	/* NULL while never used */
 	uint32_t	 cap, head, count;	/* cap is a power of two: indexes are masked */
 	uint8_t		 head_started;	/* part of the head entry is on the wire */
+	uint8_t		 pushed;	/* a push since the last outq_trim */
 	size_t		 bytes;
 };
 
@@ -79,7 +80,11 @@ int outq_iov(const struct outq *, struct iovec *, int max);
 void outq_consume(struct outq *, size_t n);
 /* Drop everything and release the ring. */
 void outq_clear(struct outq *);
-/* Release the ring's memory if the queue is empty (idle connections hold none). */
+/*
+ * Release the ring's memory if the queue is empty and nothing was pushed
+ * since the last call: an idle connection holds none, one that gets
+ * messages every tick keeps its ring instead of reallocating it.
+ */
 void outq_trim(struct outq *);
 
 #endif
