@@ -227,13 +227,29 @@ jbuf_str(struct jbuf *b, const char *s)
 	jbuf_add(b, s, strlen(s));
 }
 
+size_t
+jbuf_itoa(char out[24], long long v)
+{
+	char t[24];
+	unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+	size_t k = 0, n = 0;
+
+	do
+		t[k++] = (char)('0' + u % 10);
+	while ((u /= 10) > 0);
+	if (v < 0)
+		out[n++] = '-';
+	while (k > 0)
+		out[n++] = t[--k];
+	return n;
+}
+
 void
 jbuf_int(struct jbuf *b, long long v)
 {
 	char t[24];
-	int n = snprintf(t, sizeof(t), "%lld", v);
 
-	jbuf_add(b, t, (size_t)n);
+	jbuf_add(b, t, jbuf_itoa(t, v));
 }
 
 void

@@ -54,6 +54,7 @@ void jbuf_add(struct jbuf *, const char *, size_t);
 void jbuf_str(struct jbuf *, const char *);	/* a C string, raw */
 void jbuf_json(struct jbuf *, const char *, size_t);	/* a quoted, escaped JSON string */
 void jbuf_int(struct jbuf *, long long);
+size_t jbuf_itoa(char out[24], long long);	/* decimal, no NUL; its length */
 
 /* Server events (each replaces the buffer's contents). num < 0 leaves num out. */
 void proto_enter(struct jbuf *, const char *name, size_t nl, const char *room, size_t rl, long num);

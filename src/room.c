@@ -13,6 +13,7 @@
  * Messages a pending member sends are held in the room and published after
  * its enter, on the same Redis connection, so order is kept.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -734,19 +735,26 @@ room_say(struct member *m, const char *text, size_t tlen)
 {
 	struct room *r = m->room;
 	char id[128], hdr[32];
-	int hl;
+	size_t hl, wl = strlen(R.wid);
 
-	snprintf(id, sizeof(id), "%s.%llu", R.wid, (unsigned long long)++R.seq);
-	hl = snprintf(hdr, sizeof(hdr), "m %ld\n", r->num);
+	/* "WID.SEQ" and "m NUM\n", without printf: this runs for every message. */
+	if (wl > sizeof(id) - 26)
+		wl = sizeof(id) - 26;
+	memcpy(id, R.wid, wl);
+	id[wl] = '.';
+	id[wl + 1 + jbuf_itoa(id + wl + 1, (long long)(++R.seq & (uint64_t)LLONG_MAX))] = '\0';
+	memcpy(hdr, "m ", 2);
+	hl = 2 + jbuf_itoa(hdr + 2, r->num);
+	hdr[hl++] = '\n';
 	/* Build "m NUM\n" + the client JSON in one buffer: subscribers forward the JSON as is. */
 	proto_message(&R.jb, m->name, m->nlen, text, tlen, r->key, r->klen, r->num, id,
 	    (uint64_t)worker_wallclock_ms());
-	jbuf_add(&R.jb, hdr, (size_t)hl);
+	jbuf_add(&R.jb, hdr, hl);
 	if (R.jb.oom)
 		return -1;
 	/* Rotate the header to the front (memmove beats a second buffer). */
-	memmove(R.jb.p + hl, R.jb.p, R.jb.len - (size_t)hl);
-	memcpy(R.jb.p, hdr, (size_t)hl);
+	memmove(R.jb.p + hl, R.jb.p, R.jb.len - hl);
+	memcpy(R.jb.p, hdr, hl);
 	return publish_or_hold(r, m, R.jb.p, R.jb.len);
 }
 
