@@ -880,6 +880,19 @@ def wmem_max():
         return 4 << 20
 
 
+def non_reader(port, room):
+    """A member "sloth" of room with a tiny receive buffer, which joins and then
+    never reads again (a blocking socket; the caller closes it)."""
+    z = socket.socket()
+    z.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    z.connect((HOST, port))
+    z.sendall(ws_request("/", port=port))
+    st, _, _ = read_head(z)
+    assert st == 101
+    z.sendall(mask_frame(1, json.dumps({"event": "enter", "message": "sloth", "roomid": room}).encode()))
+    return z
+
+
 def test_member_that_never_reads_is_cut_off(roomd, capsys):
     """The kernel's send buffer for the non-reader autotunes up to tcp_wmem's
     maximum (4 MB by default) before roomd's own queue grows at all, so the
@@ -896,14 +909,7 @@ def test_member_that_never_reads_is_cut_off(roomd, capsys):
         for i, c in enumerate(recv + [sender]):
             await c.enter(f"u{i}", "big")
             await c.wait({"event": "enter", "name": f"u{i}"})
-        # The non-reader: a tiny receive buffer, joins, then never reads again.
-        z = socket.socket()
-        z.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        z.connect((HOST, r.port))
-        z.sendall(ws_request("/", port=r.port))
-        st, _, _ = read_head(z)
-        assert st == 101
-        z.sendall(mask_frame(1, json.dumps({"event": "enter", "message": "sloth", "roomid": "big"}).encode()))
+        z = non_reader(r.port, "big")
         for c in recv:
             await c.wait({"event": "enter", "name": "sloth"})
         pids = r.worker_pids()
@@ -1160,13 +1166,7 @@ def test_slow_client_drop_keeps_the_reader_and_counts(roomd):
         for i, c in enumerate([recv, sender]):
             await c.enter(f"u{i}", "slow")
             await c.wait({"event": "enter", "name": f"u{i}"})
-        z = socket.socket()
-        z.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        z.connect((HOST, r.port))
-        z.sendall(ws_request("/", port=r.port))
-        st, _, _ = read_head(z)
-        assert st == 101
-        z.sendall(mask_frame(1, json.dumps({"event": "enter", "message": "sloth", "roomid": "slow"}).encode()))
+        z = non_reader(r.port, "slow")
         await recv.wait({"event": "enter", "name": "sloth"})
         r.log_mark()
         count = 0
