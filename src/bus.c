@@ -32,6 +32,7 @@
 #include "bus.h"
 #include "log.h"
 #include "metrics.h"
+#include "proto.h"
 
 #define BACKOFF_MIN_MS	100
 #define BACKOFF_MAX_MS	2000
@@ -485,16 +486,8 @@ static struct {
 static char *
 resp_bulk(char *o, const char *s, size_t n)
 {
-	char digits[24];
-	int k = 0;
-	size_t v = n;
-
-	do
-		digits[k++] = (char)('0' + v % 10);
-	while ((v /= 10) > 0);
 	*o++ = '$';
-	while (k > 0)
-		*o++ = digits[--k];
+	o += jbuf_itoa(o, (long long)n);	/* n is under SIZE_MAX / 2 */
 	memcpy(o, "\r\n", 2);
 	memcpy(o + 2, s, n);
 	memcpy(o + 2 + n, "\r\n", 2);
