@@ -99,8 +99,7 @@ conn_init(struct conn *c, struct worker *w, int fd, const struct sockaddr *sa,
 		w->all->prev = c;
 	w->all = c;
 	w->nconns++;
-	metrics_add(MET_CONN_TOTAL, 1);
-	metrics_gauge(GAUGE_CONN_OPEN, 1);
+	metrics_add(MET_CONN_TOTAL, 1);	/* the open gauge was claimed at accept */
 	return 0;
 }
 

@@ -64,7 +64,8 @@ struct conn {
 
 /*
  * Adopt an accepted, non-blocking fd; registers for reading. With tls, a TLS
- * handshake comes first. -1 on failure (fd not closed).
+ * handshake comes first. -1 on failure (fd not closed). The caller has
+ * claimed the connection in the open-connections gauge; closing releases it.
  */
 int conn_init(struct conn *, struct worker *, int fd, const struct sockaddr *, const struct conn_handler *,
     SSL_CTX *tls) MUST_CHECK;

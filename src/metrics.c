@@ -147,6 +147,18 @@ metrics_gauge_total(enum gauge g)
 	return v;
 }
 
+int
+metrics_gauge_claim(enum gauge g, int64_t limit)
+{
+	/* Add first, then look: a store, a full fence, then the loads (Dekker). */
+	BUMP(&self->g[g], 1);
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (metrics_gauge_total(g) <= limit)
+		return 0;
+	BUMP(&self->g[g], -1);
+	return -1;
+}
+
 void
 metrics_refused(enum refusal r)
 {

@@ -62,6 +62,12 @@ void metrics_refused(enum refusal);
 void metrics_close_code(unsigned code);
 /* A gauge summed over every worker. */
 int64_t metrics_gauge_total(enum gauge);
+/*
+ * Add one to a gauge unless that takes the sum over every worker past
+ * limit: 0 if added, -1 if not. Workers racing for the last unit never
+ * both get it (one may be refused while the other backs off).
+ */
+int metrics_gauge_claim(enum gauge, int64_t limit) MUST_CHECK;
 /* A Redis round trip of `us` microseconds. */
 void metrics_redis_rtt(uint64_t us);
 /* Render the sum over every worker into out (Prometheus text format 0.0.4). */

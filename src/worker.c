@@ -286,7 +286,7 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 		}
 		/* max_connections counts every worker (shared gauges); worker_connections this one. */
 		if ((w->cfg->worker_connections > 0 && w->nconns >= w->cfg->worker_connections) ||
-		    metrics_gauge_total(GAUGE_CONN_OPEN) >= w->cfg->max_connections) {
+		    metrics_gauge_claim(GAUGE_CONN_OPEN, w->cfg->max_connections) == -1) {
 			metrics_refused(REFUSE_CAPACITY);
 			if (!w->full_logged)
 				log_warn("connection limit reached (%d here, max_connections %d, worker_connections %d): "
@@ -302,6 +302,7 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 			log_errno(LOG_LVL_DEBUG, "setsockopt(TCP_NODELAY) failed");
 		if (ws_accept(w, fd, (struct sockaddr *)&ss, proxy, tls) == -1) {
 			log_error("no memory for a new connection: refusing it");
+			metrics_gauge(GAUGE_CONN_OPEN, -1);
 			close(fd);
 		}
 	}

@@ -17,6 +17,7 @@ import hmac
 import json
 import os
 import re
+import signal
 import socket
 import struct
 import time
@@ -849,6 +850,39 @@ def test_max_connections_503(roomd):
     wait_for(lambda: r.healthy(), 10, what="room under max_connections again")
     run(still_serves(r.port))
     assert "connection limit reached" in r.read_log()
+
+
+def test_max_connections_exact_across_workers(roomd):
+    """Both workers find a full accept queue at once: together they admit exactly max_connections."""
+    raise_nofile(2000)
+    r = roomd({"max_connections": "40", "handshake_timeout": "20s"}, workers=2)
+    pids = r.worker_pids()
+    for rnd in range(5):
+        # Stopped workers leave the connections in the kernel's accept queues;
+        # continued together, both accept in a burst across the limit.
+        for p in pids:
+            os.kill(p, signal.SIGSTOP)
+        socks = []
+        try:
+            for _ in range(160):
+                s = socket.create_connection((HOST, r.port), timeout=10)
+                s.sendall(ws_request("/echo", port=r.port))
+                socks.append(s)
+        finally:
+            for p in pids:
+                os.kill(p, signal.SIGCONT)
+        statuses = []
+        for s in socks:
+            try:
+                statuses.append(read_head(s)[0])
+            except OSError as e:
+                statuses.append(repr(e))
+        for s in socks:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+        counts = {st: statuses.count(st) for st in set(statuses)}
+        assert counts == {101: 40, 503: 120}, (rnd, counts)
+        wait_for(lambda: r.healthy(), 10, what="room under max_connections again")
 
 
 def test_worker_connections_503(roomd):
