@@ -281,7 +281,7 @@ class FaultyServer:
             accept = base64.b64encode(hashlib.sha1(key + GUID.encode()).digest())
             writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                          b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
-            sender = asyncio.create_task(self._writer(conn, writer))
+            conn["sender"] = asyncio.create_task(self._writer(conn, writer))  # held: a task needs a reference
             while True:
                 op, data = await self._read_frame(reader)
                 if op == 0x8:
@@ -308,10 +308,13 @@ class FaultyServer:
 
     async def _writer(self, conn, writer):
         """One writer per connection, so that split writes never interleave."""
-        while (pieces := await conn["q"].get()) is not None:
-            for p in pieces:
-                writer.write(p)
-                await writer.drain()
+        try:
+            while (pieces := await conn["q"].get()) is not None:
+                for p in pieces:
+                    writer.write(p)
+                    await writer.drain()
+        except ConnectionError:
+            pass    # the client left; its reader ends the connection
 
     def _send(self, conn, ev, delivery=False):
         data = json.dumps(ev).encode()
