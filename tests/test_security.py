@@ -703,6 +703,11 @@ def test_broadcast_binary_flood_is_limited(roomd):
 
 # ==== 4. Many connections from one address ====
 
+def reset_on_close(sock):
+    """Close with RST instead of FIN: ten thousand TIME_WAITs would use up the port range."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
 async def attempt(port, sem, path, keep, statuses):
     async with sem:
         try:
@@ -724,15 +729,13 @@ async def attempt(port, sem, path, keep, statuses):
         else:
             if st == 429:
                 assert b"\r\nRetry-After: 1\r\n" in head, head
-            # RST instead of FIN: ten thousand TIME_WAITs would use up the port range.
-            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                                       struct.pack("ii", 1, 0))
+            reset_on_close(writer.get_extra_info("socket"))
             writer.transport.abort()
 
 
 def drop_all(keep):
     for _, w, _ in keep:
-        w.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        reset_on_close(w.get_extra_info("socket"))
         w.transport.abort()
     keep.clear()
 
@@ -878,7 +881,7 @@ def test_max_connections_exact_across_workers(roomd):
             except OSError as e:
                 statuses.append(repr(e))
         for s in socks:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            reset_on_close(s)
             s.close()
         counts = {st: statuses.count(st) for st in set(statuses)}
         assert counts == {101: 40, 503: 120}, (rnd, counts)
