@@ -237,8 +237,7 @@ ws_decode(struct ws_decoder *d, uint8_t *buf, size_t len, struct ws_event *ev)
 		if (!d->in_payload) {
 			/* Copy what the header still needs: its first two bytes, then the rest. */
 			if (d->hdr_have < 2) {
-				take = header_take(d, buf + used, len - used, 2);
-				used += take;
+				used += header_take(d, buf + used, len - used, 2);
 				if (d->hdr_have < 2)
 					break;
 				if ((code = header_first(d, &reason)) != 0)
