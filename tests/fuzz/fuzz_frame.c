@@ -95,7 +95,12 @@ event(struct out *o, const struct cfg *cf, const struct ws_event *ev, size_t fed
 		if (ev->msg_start)
 			o->mlen = 0;
 		o->in_msg = 1;
-		CHECK(o->mlen + ev->len <= cf->max);
+		/*
+		 * The decoder's bound: max_message, plus for a compressed message
+		 * deflate's worst-case expansion, since ws.c bounds it once inflated.
+		 */
+		CHECK(o->mlen + ev->len <= cf->max ||
+		    (ev->rsv1 && o->mlen + ev->len - cf->max <= (cf->max >> 3) + (cf->max >> 6) + 64));
 		if (ev->len > 0) {
 			o->msg = realloc(o->msg, o->mlen + ev->len);
 			CHECK(o->msg != NULL);
