@@ -30,9 +30,10 @@
 #include <hiredis/adapters/libevent.h>
 
 #include "bus.h"
+#include "clock.h"
 #include "log.h"
 #include "metrics.h"
-#include "proto.h"
+#include "jbuf.h"
 
 #define BACKOFF_MIN_MS	100
 #define BACKOFF_MAX_MS	2000
@@ -218,21 +219,12 @@ run_janitor(void)
 		redisAsyncCommandArgv(B.cmd, NULL, NULL, 4, argv, argl);
 }
 
-static uint64_t
-now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
 /* A PING came back: the link is alive; its round trip goes to the histogram. */
 static void
 ping_reply(redisAsyncContext *ac, void *r, void *arg)
 {
 	if (r != NULL && B.ping_sent != 0)
-		metrics_redis_rtt(now_us() - B.ping_sent);
+		metrics_redis_rtt(clock_us() - B.ping_sent);
 	B.ping_sent = 0;
 }
 
@@ -263,7 +255,7 @@ alive_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	if (B.ready && redisAsyncCommand(B.cmd, ping_reply, NULL, "PING") == REDIS_OK)
-		B.ping_sent = now_us();
+		B.ping_sent = clock_us();
 	refresh_alive();
 	/* The janitor runs every other refresh: often enough to remove a dead host within presence_ttl. */
 	if (++B.janitor_turn % 2 == 0)

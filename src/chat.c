@@ -12,11 +12,11 @@
 #include "auth.h"
 #include "bus.h"
 #include "chat.h"
+#include "clock.h"
 #include "config.h"
 #include "http.h"
 #include "proto.h"
 #include "room.h"
-#include "worker.h"
 #include "ws.h"
 #include "ws_frame.h"
 
@@ -33,23 +33,17 @@ struct chat_conn {
 static struct proto *parser;
 static struct jbuf out;
 
-static const struct config *
-cfg(void)
-{
-	return worker_self->cfg;
-}
 
 static struct chat_conn *
 state(struct session *s, int create)
 {
-	struct chat_conn **cc = ws_chat(s);
+	struct chat_conn *c = ws_data(s);
 
-	if (*cc == NULL && create) {
-		*cc = calloc(1, sizeof(**cc));
-		if (*cc != NULL)
-			(*cc)->hb_last = worker_now();
+	if (c == NULL && create && (c = calloc(1, sizeof(*c))) != NULL) {
+		c->hb_last = clock_ms();
+		ws_set_data(s, c);
 	}
-	return *cc;
+	return c;
 }
 
 static long
@@ -120,7 +114,7 @@ do_enter(struct session *s, const struct chat_req *r, const char *room, size_t r
 		send_error(s, "already_in_room", "you are in this room already");
 		return;
 	}
-	if (c->nrooms >= cfg()->max_rooms_per_connection) {
+	if (c->nrooms >= ws_config(s)->max_rooms_per_connection) {
 		send_error(s, "too_many_rooms", "leave a room before entering another");
 		return;
 	}
@@ -128,7 +122,7 @@ do_enter(struct session *s, const struct chat_req *r, const char *room, size_t r
 	if ((id = ws_identity(s)) != NULL) {
 		name = id->sub;
 		nlen = strlen(id->sub);
-		if (!proto_valid_label(name, nlen, (size_t)cfg()->max_name_length)) {
+		if (!proto_valid_label(name, nlen, (size_t)ws_config(s)->max_name_length)) {
 			send_error(s, "bad_field", "the token's name (sub) is empty, too long or holds control characters");
 			return;
 		}
@@ -149,7 +143,7 @@ do_enter(struct session *s, const struct chat_req *r, const char *room, size_t r
 		 */
 		c->hb_missed = 0;
 		c->hb_waiting = 0;
-		c->hb_last = worker_now();
+		c->hb_last = clock_ms();
 	}
 	room_set_next_of_session(m, c->members);
 	c->members = m;
@@ -187,7 +181,7 @@ who_done(void *arg, const char *const *names, const size_t *lens, size_t n)
 static void
 handle_chat(struct session *s, const uint8_t *data, size_t len)
 {
-	struct proto_limits lim = { (size_t)cfg()->max_name_length, (size_t)cfg()->max_roomid_length };
+	struct proto_limits lim = { (size_t)ws_config(s)->max_name_length, (size_t)ws_config(s)->max_roomid_length };
 	struct chat_conn *c = state(s, 0);
 	struct chat_req r;
 	struct member *m = NULL;
@@ -207,7 +201,7 @@ handle_chat(struct session *s, const uint8_t *data, size_t len)
 	rl = r.roomid_len;
 	if (r.ev == CHAT_ENTER) {
 		if (room == NULL) {
-			room = cfg()->default_room;
+			room = ws_config(s)->default_room;
 			rl = strlen(room);
 		}
 		do_enter(s, &r, room, rl);
@@ -274,8 +268,9 @@ handle_chat(struct session *s, const uint8_t *data, size_t len)
 }
 
 
-int
-chat_broadcast_allowed(struct session *s)
+/* The broadcast URL names its room: under auth_failure http a token that does not allow it gets 403. */
+static int
+broadcast_admit(struct session *s, const char **why)
 {
 	const struct auth_identity *id = ws_identity(s);
 	const char *v;
@@ -283,17 +278,21 @@ chat_broadcast_allowed(struct session *s)
 	size_t vl;
 	int rl;
 
-	if (id == NULL || ws_route(s)->kind != ROUTE_BROADCAST)
-		return 1;
+	if (id == NULL)
+		return 0;
 	if ((v = ws_query_param(s, "room", &vl)) == NULL)
-		rl = snprintf(room, sizeof(room), "%s", cfg()->default_room);
+		rl = snprintf(room, sizeof(room), "%s", ws_config(s)->default_room);
 	else if ((rl = http_pct_decode(v, vl, room, sizeof(room), 1)) < 0)
-		return 1;	/* a bad name: chat_open says bad_field */
-	return auth_room_allowed(id, room, (size_t)rl);
+		return 0;	/* a bad name: broadcast_open says bad_field */
+	if (auth_room_allowed(id, room, (size_t)rl))
+		return 0;
+	*why = "your token does not allow this room";
+	return 403;
 }
 
-void
-chat_open(struct session *s)
+/* The broadcast route joins the room named in ?room= right away. */
+static void
+broadcast_open(struct session *s)
 {
 	struct chat_conn *c;
 	struct member *m;
@@ -302,18 +301,15 @@ chat_open(struct session *s)
 	size_t vl, kl;
 	int rl;
 
-	if (ws_route(s)->kind != ROUTE_BROADCAST)
-		return;
-	/* The broadcast route joins the room named in ?room= right away. */
 	if ((v = ws_query_param(s, "room", &vl)) != NULL) {
 		rl = http_pct_decode(v, vl, room, sizeof(room), 1);
-		if (rl < 0 || !proto_valid_label(room, (size_t)rl, (size_t)cfg()->max_roomid_length)) {
+		if (rl < 0 || !proto_valid_label(room, (size_t)rl, (size_t)ws_config(s)->max_roomid_length)) {
 			send_error(s, "bad_field", "?room= must be 1 to max_roomid_length bytes without control characters");
 			ws_close(s, WS_CLOSE_POLICY, "bad room");
 			return;
 		}
 	} else
-		rl = snprintf(room, sizeof(room), "%s", cfg()->default_room);
+		rl = snprintf(room, sizeof(room), "%s", ws_config(s)->default_room);
 	if (ws_identity(s) != NULL && !auth_room_allowed(ws_identity(s), room, (size_t)rl)) {
 		send_error(s, "forbidden", "your token does not allow this room");
 		ws_close(s, WS_CLOSE_POLICY, "room not allowed");
@@ -333,34 +329,37 @@ chat_open(struct session *s)
 	c->nrooms = 1;
 }
 
-void
-chat_message(struct session *s, int opcode, const uint8_t *data, size_t len)
+/* Relay a message verbatim to the broadcast room. */
+static void
+broadcast_message(struct session *s, int opcode, struct sbuf *b)
 {
-	struct chat_conn *c;
+	struct chat_conn *c = state(s, 0);
 
-	if (ws_route(s)->kind == ROUTE_BROADCAST) {
-		c = state(s, 0);
-		if (c == NULL || c->members == NULL)
-			return;
-		if (room_relay(c->members, opcode, data, len) == -1)
-			send_error(s, "unavailable", "message not delivered: room service unavailable; try again");
+	if (c == NULL || c->members == NULL)
 		return;
-	}
+	if (room_relay(c->members, opcode, sbuf_ptr(b), b->len) == -1)
+		send_error(s, "unavailable", "message not delivered: room service unavailable; try again");
+}
+
+static void
+chat_message(struct session *s, int opcode, struct sbuf *b)
+{
 	if (opcode != WS_OP_TEXT) {
 		send_error(s, "binary_not_supported", "the chat protocol speaks JSON text frames");
 		return;
 	}
-	handle_chat(s, data, len);
+	handle_chat(s, sbuf_ptr(b), b->len);
 }
 
-void
+/* The JSON heartbeat to a member: closed after heartbeat_misses unanswered. */
+static void
 chat_tick(struct session *s, uint64_t now)
 {
 	struct chat_conn *c = state(s, 0);
-	const struct config *cf = cfg();
+	const struct config *cf = ws_config(s);
 
 	if (c == NULL || c->nrooms == 0 || cf->heartbeat_interval == 0 ||
-	    ws_route(s)->kind != ROUTE_CHAT || now - c->hb_last < (uint64_t)cf->heartbeat_interval)
+	    now - c->hb_last < (uint64_t)cf->heartbeat_interval)
 		return;
 	c->hb_last = now;
 	if (c->hb_waiting && ++c->hb_missed >= cf->heartbeat_misses) {
@@ -374,7 +373,8 @@ chat_tick(struct session *s, uint64_t now)
 		ws_send_text(s, out.p, out.len);
 }
 
-void
+/* Leave every room now (graceful stop: others hear "out" before we close). */
+static void
 chat_leave_all(struct session *s)
 {
 	struct chat_conn *c = state(s, 0);
@@ -387,20 +387,20 @@ chat_leave_all(struct session *s)
 	}
 }
 
-void
+/* The session is gone: leave rooms and free the state. */
+static void
 chat_free(struct session *s)
 {
-	struct chat_conn **cc = ws_chat(s);
-
 	chat_leave_all(s);
-	free(*cc);
-	*cc = NULL;
+	free(ws_data(s));
+	ws_set_data(s, NULL);
 }
 
-void
+/* The session's rooms, comma-separated and escaped for the access line. */
+static void
 chat_rooms(struct session *s, char *buf, size_t len)
 {
-	struct chat_conn *c = *ws_chat(s);
+	struct chat_conn *c = ws_data(s);
 	size_t o = 0;
 
 	buf[0] = '\0';
@@ -419,3 +419,34 @@ chat_rooms(struct session *s, char *buf, size_t len)
 		o += strlen(buf + o);
 	}
 }
+
+/* Refusals said in the chat protocol: noAuth (the tutorial's), rate_limited. */
+static void
+chat_refuse(struct session *s, enum ws_refusal why)
+{
+	if (why == WS_REFUSED_AUTH)
+		ws_send_text(s, PROTO_NOAUTH, sizeof(PROTO_NOAUTH) - 1);
+	else
+		ws_send_text(s, PROTO_RATE_LIMITED, sizeof(PROTO_RATE_LIMITED) - 1);
+}
+
+const struct route_ops chat_route = {
+	.message = chat_message,
+	.tick = chat_tick,
+	.shutdown = chat_leave_all,
+	.free = chat_free,
+	.describe = chat_rooms,
+	.refuse = chat_refuse,
+	.rate_limited = 1,
+};
+
+const struct route_ops broadcast_route = {
+	.admit = broadcast_admit,
+	.open = broadcast_open,
+	.message = broadcast_message,
+	.shutdown = chat_leave_all,
+	.free = chat_free,
+	.describe = chat_rooms,
+	.refuse = chat_refuse,
+	.rate_limited = 1,
+};

@@ -26,6 +26,11 @@ enum route_kind {
 	ROUTE_OFF,		/* path disabled: 404 */
 };
 
+enum cfg_auth { CFG_AUTH_OFF, CFG_AUTH_OPTIONAL, CFG_AUTH_REQUIRED };
+enum cfg_auth_failure { CFG_AUTHFAIL_EVENT, CFG_AUTHFAIL_HTTP };
+enum cfg_slow_client { CFG_SLOW_CLOSE, CFG_SLOW_DROP };
+enum cfg_log_format { CFG_LOG_TEXT, CFG_LOG_JSON };
+
 /* Where Redis is: a unix socket path, or host and port. */
 struct cfg_redis {
 	int	is_unix;
@@ -60,7 +65,7 @@ struct config {
 	char		*pidfile;
 	char		*log_file;
 	int		 log_level;
-	char		*log_format;		/* "text" or "json" */
+	int		 log_format;		/* enum cfg_log_format */
 	int		 shutdown_timeout;	/* ms */
 	int		 max_connections;
 
@@ -73,7 +78,7 @@ struct config {
 	struct cfg_route route[CFG_MAX_ROUTES];
 	int		 nroute;
 	int		 max_outbuf;		/* bytes queued for one client */
-	char		*slow_client;		/* over max_outbuf: close, or drop old room messages */
+	int		 slow_client;		/* enum cfg_slow_client: over max_outbuf, close or drop old room messages */
 	int		 broadcast_coalesce;	/* ms: longest pause between broadcast flushes */
 	int		 drain_time;		/* ms to spread closes over on stop */
 	char		*health_path;
@@ -83,13 +88,13 @@ struct config {
 	struct cidr	 trusted[CFG_MAX_TRUSTED];	/* proxies whose X-Forwarded-For counts */
 	int		 ntrusted;
 
-	char		*auth;			/* off, optional, required */
+	int		 auth;			/* enum cfg_auth */
 	char		*auth_secret;
 	char		*auth_secret_file;
 	uint8_t		*auth_key;		/* the secret in effect */
 	size_t		 auth_keylen;
 	char		*auth_cookie;
-	char		*auth_failure;		/* event (noAuth + 4001) or http (401) */
+	int		 auth_failure;		/* enum cfg_auth_failure: noAuth + 4001, or 401 */
 	char		*allowed_origins;	/* NULL: same origin as Host */
 	int		 allow_missing_origin;
 	int		 max_sessions_per_ip;

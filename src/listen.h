@@ -27,7 +27,5 @@ static inline const int *listen_slot(const struct listeners *l, int slot) { retu
 /* In a worker: close every socket except its own slot's. */
 void listen_keep_slot(struct listeners *, int slot);
 void listen_close(struct listeners *);
-/* "1.2.3.4:80" / "[::1]:80" of a sockaddr. */
-const char *listen_addr_str(const struct sockaddr *, char *buf, size_t len);
 
 #endif

@@ -9,8 +9,6 @@
  * a new generation starts in every slot and the old one drains.
  */
 #include <errno.h>
-#include <grp.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,11 +21,13 @@
 #include <sys/random.h>
 
 #include "bus.h"
+#include "clock.h"
 #include "listen.h"
 #include "log.h"
 #include "addrlimit.h"
 #include "master.h"
 #include "metrics.h"
+#include "priv.h"
 #include "redisproc.h"
 #include "worker.h"
 
@@ -73,15 +73,6 @@ static struct {
 	uint64_t	 upgrade_check_at;
 } M;
 
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static void
 on_signal(int sig)
 {
@@ -98,42 +89,6 @@ on_signal(int sig)
 }
 
 static const int master_signals[] = { SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGALRM };
-
-int
-master_drop_privileges(const struct config *cfg)
-{
-	struct passwd *pw;
-
-	if (cfg->user == NULL)
-		return 0;
-	if ((pw = getpwnam(cfg->user)) == NULL) {
-		log_error("user '%s' does not exist", cfg->user);
-		return -1;
-	}
-	if (geteuid() != 0) {
-		if (pw->pw_uid != geteuid())
-			log_warn("not running as root: ignoring 'user %s'", cfg->user);
-		return 0;
-	}
-	if (setgid(pw->pw_gid) == -1 || initgroups(pw->pw_name, pw->pw_gid) == -1 ||
-	    setuid(pw->pw_uid) == -1) {
-		log_errno(LOG_LVL_ERROR, "switching to user %s failed", cfg->user);
-		return -1;
-	}
-	return 0;
-}
-
-void
-master_chown_log(const struct config *cfg)
-{
-	struct passwd *pw;
-
-	if (cfg->user == NULL || geteuid() != 0 || cfg->log_file == NULL || cfg->log_file[0] != '/')
-		return;
-	if ((pw = getpwnam(cfg->user)) == NULL || chown(cfg->log_file, pw->pw_uid, pw->pw_gid) == -1)
-		log_errno(LOG_LVL_WARNING, "chown(%s, %s) failed: workers may not reopen the log",
-		    cfg->log_file, cfg->user);
-}
 
 /* In the child: undo the master's signal setup and run the worker. */
 static void NORETURN
@@ -160,11 +115,11 @@ child_main(int index, int generation, int mslot)
 	if (getppid() != M.pid)
 		exit(0);
 	listen_keep_slot(M.ls, index);
-	if (master_drop_privileges(M.cfg) == -1)
+	if (priv_drop(M.cfg->user) == -1)
 		exit(2);
 	free(M.slot);
 	metrics_bind(mslot);
-	limits_bind(mslot);
+	addrlimit_bind(mslot);
 	status = worker_run(M.cfg, index, generation, M.instance, listen_slot(M.ls, index), M.ls->naddr);
 	listen_close(M.ls);
 	cfg_free(M.cfg);
@@ -184,14 +139,14 @@ spawn(int index)
 	if (pid == -1) {
 		log_errno(LOG_LVL_ALERT, "fork() for worker %d failed; retrying in 1s", index);
 		metrics_slot_release(s->mslot);
-		s->respawn_at = now_ms() + 1000;
+		s->respawn_at = clock_ms() + 1000;
 		return;
 	}
 	if (pid == 0)
 		child_main(index, M.generation, s->mslot);
 	s->pid = pid;
 	s->generation = M.generation;
-	s->started = now_ms();
+	s->started = clock_ms();
 	log_info("worker %d started (pid %d)", index, (int)pid);
 }
 
@@ -285,11 +240,11 @@ upgrade(void)
 static void
 check_upgrade(void)
 {
-	if (M.upgrade_from == 0 || now_ms() < M.upgrade_check_at)
+	if (M.upgrade_from == 0 || clock_ms() < M.upgrade_check_at)
 		return;
 	for (int i = 0; i < M.nslots; i++) {
-		if (M.slot[i].pid == 0 || now_ms() - M.slot[i].started < 500) {
-			M.upgrade_check_at = now_ms() + 250;
+		if (M.slot[i].pid == 0 || clock_ms() - M.slot[i].started < 500) {
+			M.upgrade_check_at = clock_ms() + 250;
 			return;
 		}
 	}
@@ -358,7 +313,7 @@ reap(void)
 				log_info("worker %d (pid %d) %s", i, (int)pid, how);
 				break;
 			}
-			lived = now_ms() - s->started;
+			lived = clock_ms() - s->started;
 			if (lived < QUICK_CRASH_MS) {
 				s->quick_crashes++;
 				delay = (uint64_t)BACKOFF_MIN_MS << (s->quick_crashes < 10 ? s->quick_crashes - 1 : 9);
@@ -375,7 +330,7 @@ reap(void)
 			} else {
 				log_error("worker %d (pid %d) %s after %llums; respawning in %llums (crash loop)",
 				    i, (int)pid, how, (unsigned long long)lived, (unsigned long long)delay);
-				s->respawn_at = now_ms() + delay;
+				s->respawn_at = clock_ms() + delay;
 			}
 		}
 		if (!known) {
@@ -414,7 +369,7 @@ begin_stop(int immediate)
 		log_notice("stopping at once");
 		M.stopping = 2;
 		signal_all(SIGQUIT);
-		M.kill_at = now_ms() + 2000;
+		M.kill_at = clock_ms() + 2000;
 		return;
 	}
 	log_notice("graceful stop: draining %d worker(s), up to %dms", children_left(),
@@ -422,7 +377,7 @@ begin_stop(int immediate)
 	M.stopping = 1;
 	/* After a binary upgrade the heir accepts on our sockets: stop accepting at once. */
 	signal_all(M.heir != 0 && kill(M.heir, 0) == 0 ? SIGUSR2 : SIGTERM);
-	M.kill_at = now_ms() + (uint64_t)M.cfg->shutdown_timeout + 2000;
+	M.kill_at = clock_ms() + (uint64_t)M.cfg->shutdown_timeout + 2000;
 }
 
 /* SIGHUP: a new config, a new generation in every slot, the old one drains. */
@@ -452,7 +407,7 @@ reload(master_load_fn load)
 		}
 	}
 	log_set_level((enum log_level)next->log_level);
-	log_set_json(strcmp(next->log_format, "json") == 0);
+	log_set_json(next->log_format == CFG_LOG_JSON);
 	cfg_free(M.cfg);
 	M.cfg = next;
 	M.generation++;
@@ -478,7 +433,7 @@ static void
 arm_timer(void)
 {
 	struct itimerval it;
-	uint64_t next = 0, now = now_ms();
+	uint64_t next = 0, now = clock_ms();
 
 	memset(&it, 0, sizeof(it));
 	/* While stopping nothing is respawned, so a pending respawn is no deadline. */
@@ -502,7 +457,7 @@ arm_timer(void)
 static void
 run_timers(void)
 {
-	uint64_t now = now_ms();
+	uint64_t now = clock_ms();
 
 	check_upgrade();
 	for (int i = 0; i < M.nslots; i++) {
@@ -541,7 +496,7 @@ master_run(struct config *cfg, struct listeners *ls, master_load_fn load, const 
 	if ((M.slot = calloc((size_t)M.nslots, sizeof(*M.slot))) == NULL)
 		fatalx("out of memory");
 	/* Room for every slot twice (a reload overlaps two generations) and some spare. */
-	if (metrics_init(2 * M.nslots + 8) == -1 || limits_init(2 * M.nslots + 8) == -1)
+	if (metrics_init(2 * M.nslots + 8) == -1 || addrlimit_init(2 * M.nslots + 8) == -1)
 		fatal("mmap() for shared counters failed");
 
 	sigemptyset(&block);
@@ -568,7 +523,7 @@ master_run(struct config *cfg, struct listeners *ls, master_load_fn load, const 
 	    cfg->redis == NULL ? " (private)" : "");
 	for (int i = 0; i < M.nslots; i++)
 		spawn(i);
-	M.upgrade_check_at = now_ms() + 500;
+	M.upgrade_check_at = clock_ms() + 500;
 	arm_timer();
 
 	for (;;) {
@@ -595,7 +550,7 @@ master_run(struct config *cfg, struct listeners *ls, master_load_fn load, const 
 			if (log_reopen() == -1)
 				log_errno(LOG_LVL_ERROR, "reopening the log file failed");
 			else {
-				master_chown_log(M.cfg);
+				priv_chown(M.cfg->log_file, M.cfg->user);
 				log_notice("log file reopened");
 			}
 			signal_all(SIGUSR1);

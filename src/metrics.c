@@ -12,7 +12,7 @@
 
 #include "addrlimit.h"
 #include "metrics.h"
-#include "proto.h"
+#include "jbuf.h"
 
 static const unsigned close_codes[] = {
 	1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 1013, 4000, 4001,
@@ -106,7 +106,7 @@ metrics_slot_release(int i)
 	for (size_t k = 0; k < sizeof(*s) / sizeof(uint64_t); k++)
 		STORE(&((uint64_t *)s)[k], 0);	/* gauges of a dead worker are gone with it */
 	__atomic_store_n(&shm->seq, LOAD(&shm->seq) + 1, __ATOMIC_RELEASE);
-	limits_slot_release(i);
+	addrlimit_slot_release(i);
 }
 
 void

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "jbuf.h"
 #include "log.h"
 
 enum chat_event { CHAT_ENTER, CHAT_MESSAGE, CHAT_OUT, CHAT_HEARTBEAT, CHAT_WHO };
@@ -26,13 +27,6 @@ struct proto_limits {
 	size_t	max_roomid;
 };
 
-/* A growable output buffer, reused across events. */
-struct jbuf {
-	char	*p;
-	size_t	 len, cap;
-	int	 oom;
-};
-
 struct proto;	/* a parser (holds a json-c tokener); one per worker */
 
 struct proto *proto_new(void);
@@ -48,13 +42,11 @@ int proto_parse(struct proto *, const char *json, size_t len, const struct proto
 /* Whether s is a valid name or room id: non-empty, <= max bytes, no control characters. */
 int proto_valid_label(const char *s, size_t len, size_t max);
 
-void jbuf_reset(struct jbuf *);
-void jbuf_free(struct jbuf *);
-void jbuf_add(struct jbuf *, const char *, size_t);
-void jbuf_str(struct jbuf *, const char *);	/* a C string, raw */
-void jbuf_json(struct jbuf *, const char *, size_t);	/* a quoted, escaped JSON string */
-void jbuf_int(struct jbuf *, long long);
-size_t jbuf_itoa(char out[24], long long);	/* decimal, no NUL; its length */
+/* The tutorial's way to say a token is missing or bad (then the server closes with 4001). */
+#define PROTO_NOAUTH	"{\"event\":\"noAuth\",\"message\":\"a valid token is required\"}"
+/* A message dropped by the rate limit. */
+#define PROTO_RATE_LIMITED "{\"event\":\"error\",\"code\":\"rate_limited\"," \
+	"\"message\":\"too many messages: slow down\"}"
 
 /* Server events (each replaces the buffer's contents). num < 0 leaves num out. */
 void proto_enter(struct jbuf *, const char *name, size_t nl, const char *room, size_t rl, long num);

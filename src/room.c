@@ -20,12 +20,12 @@
 #include <event2/event.h>
 
 #include "bus.h"
+#include "clock.h"
 #include "log.h"
 #include "metrics.h"
 #include "proto.h"
 #include "room.h"
 #include "sbuf.h"
-#include "worker.h"
 #include "ws.h"
 #include "ws_frame.h"
 
@@ -258,7 +258,7 @@ unlink_member(struct member *m)
 		m->rnext->rprev = m->rprev;
 	m->rnext = m->rprev = NULL;
 	if (--r->nmembers == 0)
-		r->empty_since = worker_now();
+		r->empty_since = clock_ms();
 }
 
 /* Free a member room.c owns (one that was leaving). */
@@ -518,14 +518,14 @@ static const struct bus_handlers handlers = {
 };
 
 int
-room_init(struct event_base *base, const char *wid)
+room_init(struct event_base *base, const struct config *cfg, const char *wid)
 {
 	memset(&R, 0, sizeof(R));
 	R.nbuckets = 64;
 	if ((R.tab = calloc(R.nbuckets, sizeof(*R.tab))) == NULL)
 		return -1;
 	snprintf(R.wid, sizeof(R.wid), "%s", wid);
-	return bus_start(base, worker_self->cfg, wid, &handlers);
+	return bus_start(base, cfg, wid, &handlers);
 }
 
 void
@@ -748,7 +748,7 @@ room_say(struct member *m, const char *text, size_t tlen)
 	hdr[hl++] = '\n';
 	/* Build "m NUM\n" + the client JSON in one buffer: subscribers forward the JSON as is. */
 	proto_message(&R.jb, m->name, m->nlen, text, tlen, r->key, r->klen, r->num, id,
-	    (uint64_t)worker_wallclock_ms());
+	    clock_wall_ms());
 	jbuf_add(&R.jb, hdr, hl);
 	if (R.jb.oom)
 		return -1;
@@ -775,13 +775,6 @@ long
 room_num(const struct member *m)
 {
 	return m->room != NULL ? m->room->num : -1;
-}
-
-const char *
-room_name_of(const struct member *m, size_t *len)
-{
-	*len = m->nlen;
-	return m->name;
 }
 
 const char *

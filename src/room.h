@@ -8,6 +8,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <event2/event.h>
+
+#include "config.h"
 
 struct session;
 struct member;
@@ -15,7 +18,7 @@ struct member;
 enum room_kind { ROOM_CHAT, ROOM_BROADCAST };
 
 /* Start the room layer on this worker: wid names the worker in Redis. -1 on failure. */
-int room_init(struct event_base *, const char *wid);
+int room_init(struct event_base *, const struct config *, const char *wid);
 void room_shutdown(void);
 /* Once per tick: unsubscribe rooms left empty. */
 void room_tick(uint64_t now);
@@ -36,7 +39,6 @@ int room_say(struct member *, const char *text, size_t tlen);
 int room_relay(struct member *, int opcode, const uint8_t *data, size_t len);
 /* The room's count as last seen on its channel. */
 long room_num(const struct member *);
-const char *room_name_of(const struct member *, size_t *len);
 const char *room_key_of(const struct member *, size_t *len);
 struct member *room_next_of_session(const struct member *);
 void room_set_next_of_session(struct member *, struct member *);

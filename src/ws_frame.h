@@ -1,7 +1,9 @@
 /*
  * ws_frame.h: the RFC 6455 frame codec, on buffers only. The decoder is
  * incremental (any split of the input), unmasks in place, validates text as
- * UTF-8 as the bytes arrive, and enforces every protocol limit.
+ * UTF-8 as the bytes arrive, and enforces every protocol limit. The
+ * builders make a whole server frame in one shared block, plain or
+ * compressed (permessage-deflate), to be queued to many sessions.
  */
 #ifndef ROOMD_WS_FRAME_H
 #define ROOMD_WS_FRAME_H
@@ -9,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "log.h"
+#include "sbuf.h"
 #include "utf8.h"
 
 #define WS_OP_CONT	0x0
@@ -90,6 +94,11 @@ size_t ws_header(uint8_t *out, int fin, int rsv1, int opcode, uint64_t len);
 size_t ws_header_masked(uint8_t *out, int fin, int opcode, uint64_t len, const uint8_t mask[4]);
 /* XOR data with mask starting at mask offset pos (word at a time). */
 void ws_unmask(uint8_t *data, size_t len, const uint8_t mask[4], uint64_t pos);
+
+/* Build a complete server frame (header + payload) in one shared block. */
+struct sbuf *ws_frame_new(int opcode, const void *payload, size_t len) MUST_CHECK;
+/* A complete compressed (RSV1) frame, or NULL if compression does not pay or fails. */
+struct sbuf *ws_frame_deflate(int bits, int opcode, const void *payload, size_t len) MUST_CHECK;
 
 /*
  * Check a received close payload: returns 0 and sets code (1005 when empty)

@@ -81,6 +81,13 @@ print(ts.get("tests"), ts.get("failures"), ts.get("errors"), ts.get("skipped"))'
 	record "pytest $label" $((t - f - e - s)) $((f + e + s))
 }
 
+note "layers: calls in src/ go one way (tests/layers.py)"
+if /usr/bin/python3 "$top/tests/layers.py" "$top/src"; then
+	record "layers" 1 0
+else
+	record "layers" 0 1
+fi
+
 ok_build=0
 build "$root/normal" && ok_build=1
 if [ "$ok_build" = 1 ]; then
