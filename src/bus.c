@@ -28,6 +28,7 @@
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
 #include <hiredis/adapters/libevent.h>
+#include <openssl/evp.h>
 
 #include "bus.h"
 #include "clock.h"
@@ -109,6 +110,25 @@ static const char lua_janitor[] = LUA_CLEANUP
 	"end\n"
 	"return gone\n";
 
+/*
+ * The scripts the workers run, sent by their SHA-1 (EVALSHA): each link
+ * loads them (SCRIPT LOAD) before its first command, so the text crosses
+ * the network once per connection instead of once per call. A server that
+ * forgot them (SCRIPT FLUSH) answers NOSCRIPT, and the link is rebuilt.
+ */
+enum { SCRIPT_ENTER, SCRIPT_OUT, SCRIPT_RESYNC, SCRIPT_JANITOR, SCRIPT__N };
+
+static struct script {
+	const char	*src;
+	size_t		 len;
+	char		 sha[41];
+} scripts[SCRIPT__N] = {
+	[SCRIPT_ENTER] = { lua_enter, sizeof(lua_enter) - 1, "" },
+	[SCRIPT_OUT] = { lua_out, sizeof(lua_out) - 1, "" },
+	[SCRIPT_RESYNC] = { lua_resync, sizeof(lua_resync) - 1, "" },
+	[SCRIPT_JANITOR] = { lua_janitor, sizeof(lua_janitor) - 1, "" },
+};
+
 static struct {
 	struct event_base	*base;
 	const struct config	*cfg;
@@ -124,11 +144,13 @@ static struct {
 	int			 janitor_turn;
 	int			 was_up;	/* the link has been up before: a comeback is a reconnect */
 	uint64_t		 ping_sent;	/* us, of the PING in flight; 0 if none */
+	int			 noscript;	/* a reconnect to reload the scripts is due */
 	char			 prefix[128];
 	size_t			 plen;
 } B;
 
 static void bus_connect(void);
+static void script_reply(redisAsyncContext *, void *, void *);
 
 int
 bus_ready(void)
@@ -212,11 +234,11 @@ refresh_alive(void)
 static void
 run_janitor(void)
 {
-	const char *argv[4] = { "EVAL", lua_janitor, "0", B.prefix };
-	size_t argl[4] = { 4, sizeof(lua_janitor) - 1, 1, B.plen };
+	const char *argv[4] = { "EVALSHA", scripts[SCRIPT_JANITOR].sha, "0", B.prefix };
+	size_t argl[4] = { 7, 40, 1, B.plen };
 
 	if (B.ready)
-		redisAsyncCommandArgv(B.cmd, NULL, NULL, 4, argv, argl);
+		redisAsyncCommandArgv(B.cmd, script_reply, NULL, 4, argv, argl);
 }
 
 /* A PING came back: the link is alive; its round trip goes to the histogram. */
@@ -230,15 +252,43 @@ ping_reply(redisAsyncContext *ac, void *r, void *arg)
 
 /* Drop both links now (a hung server): hiredis alone would wait forever. */
 static void
-force_reconnect(void)
+force_reconnect(const char *why)
 {
-	if (B.cmd != NULL)
-		redisAsyncFree(B.cmd);
-	if (B.sub != NULL)
-		redisAsyncFree(B.sub);
+	redisAsyncContext *cmd = B.cmd, *sub = B.sub;
+
+	B.noscript = 0;
 	B.cmd = B.sub = NULL;
 	B.cmd_up = B.sub_up = 0;
-	went_down("no answer to PING");
+	went_down(why);
+	/* Their disconnect callbacks find them no longer current, and say nothing. */
+	if (cmd != NULL)
+		redisAsyncFree(cmd);
+	if (sub != NULL)
+		redisAsyncFree(sub);
+}
+
+static void
+reconnect_cb(evutil_socket_t fd, short what, void *arg)
+{
+	force_reconnect("the server forgot roomd's scripts (NOSCRIPT): reloading them");
+}
+
+/* The reply to a script no one waits on: only its errors matter. */
+static void
+script_reply(redisAsyncContext *ac, void *r, void *arg)
+{
+	redisReply *reply = r;
+	struct timeval now = { 0, 0 };
+
+	if (reply == NULL || reply->type != REDIS_REPLY_ERROR)
+		return;
+	if (strncmp(reply->str, "NOSCRIPT", 8) != 0) {
+		log_error("redis script failed: %s", reply->str);
+		return;
+	}
+	/* Not from inside hiredis's callback: the link is rebuilt on the next loop turn. */
+	if (!B.noscript && event_base_once(B.base, -1, EV_TIMEOUT, reconnect_cb, NULL, &now) == 0)
+		B.noscript = 1;
 }
 
 static void
@@ -251,7 +301,7 @@ alive_cb(evutil_socket_t fd, short what, void *arg)
 	 */
 	if (B.ready && B.ping_sent != 0) {
 		log_warn("redis did not answer a PING within %dms", B.cfg->presence_ttl / 3);
-		force_reconnect();
+		force_reconnect("no answer to PING");
 		return;
 	}
 	if (B.ready && redisAsyncCommand(B.cmd, ping_reply, NULL, "PING") == REDIS_OK)
@@ -315,6 +365,8 @@ on_connect(const redisAsyncContext *ac, int status)
 static void
 on_disconnect(const redisAsyncContext *ac, int status)
 {
+	if (ac != B.cmd && ac != B.sub)
+		return;		/* one we dropped on purpose */
 	if (ac == B.cmd) {
 		B.cmd = NULL;
 		B.cmd_up = 0;
@@ -337,7 +389,7 @@ setup_reply(redisAsyncContext *ac, void *r, void *arg)
 }
 
 static redisAsyncContext *
-open_one(void)
+open_one(int for_commands)
 {
 	const struct cfg_redis *r = &B.cfg->redis_addr;
 	redisAsyncContext *ac;
@@ -363,6 +415,12 @@ open_one(void)
 		snprintf(db, sizeof(db), "%d", r->db);
 		redisAsyncCommand(ac, setup_reply, "SELECT", "SELECT %s", db);
 	}
+	for (int i = 0; for_commands && i < SCRIPT__N; i++) {
+		const char *argv[3] = { "SCRIPT", "LOAD", scripts[i].src };
+		size_t argl[3] = { 6, 4, scripts[i].len };
+
+		redisAsyncCommandArgv(ac, setup_reply, "SCRIPT LOAD", 3, argv, argl);
+	}
 	return ac;
 }
 
@@ -382,8 +440,8 @@ bus_connect(void)
 	}
 	if (B.cmd == NULL && B.sub == NULL) {
 		B.cmd_up = B.sub_up = 0;
-		B.cmd = open_one();
-		B.sub = B.cmd != NULL ? open_one() : NULL;
+		B.cmd = open_one(1);
+		B.sub = B.cmd != NULL ? open_one(0) : NULL;
 		if (B.cmd == NULL || B.sub == NULL) {
 			if (B.cmd != NULL) {
 				redisAsyncFree(B.cmd);
@@ -543,15 +601,15 @@ count_reply(redisAsyncContext *ac, void *r, void *arg)
 
 	if (reply != NULL && reply->type == REDIS_REPLY_INTEGER)
 		num = (long)reply->integer;
-	else if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
-		log_error("redis script failed: %s", reply->str);
+	else
+		script_reply(ac, r, NULL);
 	if (cr->fn != NULL)
 		cr->fn(cr->arg, num);
 	free(cr);
 }
 
 static int
-script(const char *lua, size_t lualen, const char *room, size_t rlen, const char *mid,
+script(int which, const char *room, size_t rlen, const char *mid,
     const char *name, size_t nlen, const char *extra, bus_count_fn fn, void *arg)
 {
 	struct count_req *cr;
@@ -564,8 +622,8 @@ script(const char *lua, size_t lualen, const char *room, size_t rlen, const char
 		return -1;
 	cr->fn = fn;
 	cr->arg = arg;
-	argv[0] = "EVAL"; argl[0] = 4;
-	argv[1] = lua; argl[1] = lualen;
+	argv[0] = "EVALSHA"; argl[0] = 7;
+	argv[1] = scripts[which].sha; argl[1] = 40;
 	argv[2] = "0"; argl[2] = 1;
 	argv[3] = B.prefix; argl[3] = B.plen;
 	argv[4] = B.wid; argl[4] = strlen(B.wid);
@@ -585,21 +643,21 @@ int
 bus_enter(const char *room, size_t rlen, const char *mid, const char *name, size_t nlen,
     bus_count_fn fn, void *arg)
 {
-	return script(lua_enter, sizeof(lua_enter) - 1, room, rlen, mid, name, nlen, NULL, fn, arg);
+	return script(SCRIPT_ENTER, room, rlen, mid, name, nlen, NULL, fn, arg);
 }
 
 int
 bus_out(const char *room, size_t rlen, const char *mid, const char *name, size_t nlen,
     int announce_always, bus_count_fn fn, void *arg)
 {
-	return script(lua_out, sizeof(lua_out) - 1, room, rlen, mid, name, nlen,
+	return script(SCRIPT_OUT, room, rlen, mid, name, nlen,
 	    announce_always ? "1" : "0", fn, arg);
 }
 
 int
 bus_resync(const char *room, size_t rlen, const char *mid, const char *name, size_t nlen)
 {
-	return script(lua_resync, sizeof(lua_resync) - 1, room, rlen, mid, name, nlen, NULL, NULL, NULL);
+	return script(SCRIPT_RESYNC, room, rlen, mid, name, nlen, NULL, NULL, NULL);
 }
 
 struct who_req {
@@ -679,6 +737,19 @@ bus_start(struct event_base *base, const struct config *cfg, const char *wid,
 	snprintf(B.wid, sizeof(B.wid), "%s", wid);
 	snprintf(B.prefix, sizeof(B.prefix), "%s", cfg->redis_prefix);
 	B.plen = strlen(B.prefix);
+	for (int i = 0; i < SCRIPT__N; i++) {
+		static const char hex[] = "0123456789abcdef";
+		unsigned char md[EVP_MAX_MD_SIZE];
+		unsigned int mdlen = 0;
+
+		if (EVP_Digest(scripts[i].src, scripts[i].len, md, &mdlen, EVP_sha1(), NULL) != 1 || mdlen != 20)
+			return -1;
+		for (unsigned int k = 0; k < 20; k++) {
+			scripts[i].sha[2 * k] = hex[md[k] >> 4];
+			scripts[i].sha[2 * k + 1] = hex[md[k] & 15];
+		}
+		scripts[i].sha[40] = '\0';
+	}
 	if ((B.retry = evtimer_new(base, retry_cb, NULL)) == NULL ||
 	    (B.alive = event_new(base, -1, EV_PERSIST, alive_cb, NULL)) == NULL)
 		return -1;

@@ -254,3 +254,37 @@ def test_out_answered_when_redis_dies_before_replying(roomd, redis):
         await x.close()
         await y.close()
     run(main(), 20)
+
+
+def test_script_flush_reloads_scripts(roomd, redis):
+    """roomd sends its Lua scripts by SHA-1 (EVALSHA). When Redis forgets them
+    (SCRIPT FLUSH), the next script call gets NOSCRIPT: the worker rebuilds its
+    link, loads them again, and members keep chatting; an enter made right
+    after the flush still completes."""
+    a = roomd({"redis": redis.url}, workers=1)
+
+    async def main():
+        x = await Chat.connect(a.port)
+        await x.enter("x", "s")
+        await x.expect({"event": "enter", "name": "x"})
+        a.log_mark()
+        assert redis.command("SCRIPT", "FLUSH") == "OK"
+        y = await Chat.connect(a.port)
+        await y.enter("y", "s")
+        # The enter's EVALSHA met NOSCRIPT: the link is rebuilt and the enter made again.
+        await asyncio.get_running_loop().run_in_executor(None, lambda: a.wait_log("NOSCRIPT", 5))
+        await y.expect({"event": "enter", "name": "y", "num": 2}, 5)
+        t0 = now()
+        while True:
+            assert now() - t0 < 5, "no message got through within 5s of the flush"
+            await x.say("after flush")
+            try:
+                await y.expect({"event": "message", "message": "after flush"}, 0.5)
+                break
+            except AssertionError:
+                await asyncio.sleep(0.1)
+        w = await who(y)
+        assert sorted(w["members"]) == ["x", "y"] and w["num"] == 2
+        await x.close()
+        await y.close()
+    run(main(), 30)
