@@ -6,6 +6,7 @@
  *   P w:WID         hash member-id -> ROOM "\n" NAME, what worker WID holds
  *   P alive:WID     expires after presence_ttl unless the worker refreshes it
  *   P workers       set of every WID that may hold members
+ *   P gone:WID      tombstone (a day): WID's members were removed and announced out
  *   P c:ROOM        the room's pub/sub channel
  * Channel payloads start with a one-line header the subscribers read without
  * parsing JSON: "m NUM\n<json>" a chat message (the final client JSON),
@@ -58,6 +59,7 @@
 	"  end\n" \
 	"  redis.call('DEL', reg, p .. 'alive:' .. wid)\n" \
 	"  redis.call('SREM', p .. 'workers', wid)\n" \
+	"  redis.call('SET', p .. 'gone:' .. wid, '1', 'EX', 86400)\n" \
 	"  return n\n" \
 	"end\n"
 
@@ -83,13 +85,19 @@ static const char lua_out[] =
 	"end\n"
 	"return redis.call('HLEN', rk)\n";
 
+/*
+ * A member Redis no longer knows is announced again only if the rooms were
+ * told it left (a janitor or the master removed its worker, leaving a
+ * tombstone): after Redis merely lost its data, nobody heard an out, and an
+ * enter would show people "joining" who never left.
+ */
 static const char lua_resync[] =
 	"local p, wid, room, mid, name = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]\n"
 	"local rk = p .. 'r:' .. room\n"
 	"local added = redis.call('HSET', rk, mid, name)\n"
 	"redis.call('HSET', p .. 'w:' .. wid, mid, room .. '\\n' .. name)\n"
 	"local num = redis.call('HLEN', rk)\n"
-	"if added == 1 then\n"
+	"if added == 1 and redis.call('EXISTS', p .. 'gone:' .. wid) == 1 then\n"
 	"  redis.call('PUBLISH', p .. 'c:' .. room, 'e ' .. num .. ' ' .. mid .. '\\n' .. name)\n"
 	"else\n"
 	"  redis.call('PUBLISH', p .. 'c:' .. room, 'n ' .. num .. '\\n')\n"

@@ -288,3 +288,53 @@ def test_script_flush_reloads_scripts(roomd, redis):
         await x.close()
         await y.close()
     run(main(), 30)
+
+
+def test_redis_restart_does_not_replay_joins(roomd, redis):
+    """Redis restarted empty (no persistence) under two instances: the workers
+    register their members again, silently. Nobody gets an enter for a member
+    who never left (pages would show people "joining"); num and who are right
+    afterwards, and a real newcomer is still announced."""
+    a = roomd({"redis": redis.url}, workers=2)
+    b = roomd({"redis": redis.url}, workers=2)
+
+    async def main():
+        clients = []
+        for r in (a, b):
+            clients += [c for cs in (await spread_clients(r, 2)).values() for c in cs]
+        names = [f"j{i}" for i in range(len(clients))]
+        await enter_all(clients, names, "j")
+        for c in clients:
+            await c.find({"event": "enter", "num": len(clients)}, 5)
+        marks = [len(c.events) for c in clients]
+        for r in (a, b):
+            r.log_mark()
+        redis.stop()
+        for r in (a, b):
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda r=r: r.wait_log(r"(?s)redis link lost.*redis link lost", 5))
+        redis.start()
+        for r in (a, b):
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda r=r: r.wait_log(r"(?s)redis link up.*redis link up", 10))
+        t0 = now()
+        while True:
+            w = await who(clients[0])
+            if sorted(w["members"]) == sorted(names) or now() - t0 > 5:
+                break
+            await asyncio.sleep(0.1)
+        assert sorted(w["members"]) == sorted(names) and w["num"] == len(clients)
+        await clients[1].say("still here")
+        for c in clients:
+            ev = await c.expect({"event": "message", "message": "still here"}, 3)
+            assert ev["num"] == len(clients)
+        for c, m in zip(clients, marks):
+            replayed = [e for e in c.events[m:] if e.get("event") in ("enter", "out")]
+            assert replayed == [], f"presence events replayed after a Redis restart: {replayed}"
+        newcomer = await Chat.connect(a.port)
+        await newcomer.enter("fresh", "j")
+        for c in clients:
+            await c.expect({"event": "enter", "name": "fresh", "num": len(clients) + 1}, 5)
+        for c in clients + [newcomer]:
+            await c.close()
+    run(main(), 40)
