@@ -207,11 +207,17 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
 		drain_step(w, now);
 }
 
-/* A stopping worker exits once its clients are gone and Redis has its last words. */
+/*
+ * A stopping worker exits once its clients are gone and Redis has its last
+ * words, but not before the drain ends: until then it answers /readyz and
+ * upgrades with 503, so a balancer learns it is going. A worker with no
+ * clients that left at once would leave its listening socket to the
+ * master, where the kernel would queue connections nobody answers.
+ */
 static int
 done_stopping(struct worker *w)
 {
-	return w->loop.stopping && w->loop.conns.nconns == 0 &&
+	return w->loop.stopping && w->loop.conns.nconns == 0 && (w->drain_done || w->loop.retiring) &&
 	    (bus_idle() || clock_ms() - w->stop_started > 2000);
 }
 

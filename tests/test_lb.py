@@ -350,6 +350,41 @@ def test_drain_refuses_and_spreads_closes(roomd):
     assert len(lines) == n and all(x["close"] == "1001" and x["closed_by"] == "server" for x in lines)
 
 
+def test_drain_answers_every_connection(roomd):
+    """workers 2, drain_time 4s, one client connected (so one worker has
+    nothing to do): every /readyz check and every new upgrade made during
+    the drain gets its 503 at once. A worker with no clients used to exit at
+    the drain's start while the master kept its SO_REUSEPORT socket open, so
+    the kernel queued about half the new connections where nobody answered.
+    After the drain nothing is left listening: a connection is refused."""
+    r = roomd({"drain_time": "4s", "shutdown_timeout": "8s"}, workers=2)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        ws = await websockets.connect(f"ws://127.0.0.1:{r.port}/echo", ping_interval=None,
+                                      close_timeout=2)
+        t0 = loop.time()
+        r.sigterm()
+        await blocking(wait_draining, r)
+        ready = upgrades = 0
+        while loop.time() - t0 < 3.5:
+            st, _, body = await blocking(lambda: raw_request(
+                r.port, b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout=1.0))
+            assert (st, body) == (503, b"not ready: draining\n"), (ready, st, body)
+            ready += 1
+            st, hdrs, _ = await blocking(lambda: raw_request(r.port, ws_request("/echo"), timeout=1.0))
+            assert st == 503 and hdrs.get("retry-after") == "1", (upgrades, st, hdrs)
+            upgrades += 1
+        await ws.wait_closed()
+        assert ws.close_code == 1001
+        return ready, upgrades
+    ready, upgrades = run(main(), 20)
+    assert ready >= 10 and upgrades >= 10, (ready, upgrades)
+    assert r.wait_exit(8) == 0
+    with pytest.raises(OSError):
+        connect(r.port, timeout=1.0)
+
+
 # ---- PROXY protocol by raw socket ----
 
 def test_proxy_protocol_sets_client_address(roomd):
