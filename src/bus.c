@@ -8,6 +8,7 @@
  *   P workers       set of every WID that may hold members
  *   P gone:WID      tombstone (a day): WID's members were removed and announced out
  *   P c:ROOM        the room's pub/sub channel
+ *   P k:WID         worker WID's canary channel (readiness: a round trip through Redis)
  * Channel payloads start with a one-line header the subscribers read without
  * parsing JSON: "m NUM\n<json>" a chat message (the final client JSON),
  * "e NUM MID\nNAME" enter, "o NUM MID\nNAME" out, "n NUM\n" a count refresh,
@@ -153,12 +154,19 @@ static struct {
 	int			 was_up;	/* the link has been up before: a comeback is a reconnect */
 	uint64_t		 ping_sent;	/* us, of the PING in flight; 0 if none */
 	int			 noscript;	/* a reconnect to reload the scripts is due */
+	struct event		*canary;	/* publishes the next canary every second */
+	uint64_t		 canary_sent;	/* us, of the canary on its way; 0 if none */
+	uint64_t		 canary_seq;
+	int			 canary_ok;	/* the last canary came back in time */
+	char			 canary_ch[256];
+	size_t			 canary_chlen;
 	char			 prefix[128];
 	size_t			 plen;
 } B;
 
 static void bus_connect(void);
 static void script_reply(redisAsyncContext *, void *, void *);
+static void sub_reply(redisAsyncContext *, void *, void *);
 
 int
 bus_ready(void)
@@ -207,6 +215,8 @@ went_down(const char *why)
 
 	B.ready = 0;
 	B.ping_sent = 0;
+	B.canary_sent = 0;
+	B.canary_ok = 0;
 	if (was) {
 		metrics_gauge(GAUGE_REDIS_UP, -1);
 		log_warn("redis link lost (%s); reconnecting", why);
@@ -320,6 +330,80 @@ alive_cb(evutil_socket_t fd, short what, void *arg)
 		run_janitor();
 }
 
+/*
+ * Readiness is a round trip: every second the worker publishes a canary on a
+ * channel of its own, through the command link it publishes chat on, and
+ * must hear it back on its subscriber link within ready_timeout. A Redis
+ * that takes connections and PINGs but holds writes (CLIENT PAUSE WRITE, a
+ * full output buffer, a failover in progress) makes /readyz say so.
+ */
+static void
+canary_send(void)
+{
+	char n[24];
+	size_t nl;
+	const char *argv[3];
+	size_t argl[3];
+
+	if (!B.ready || B.canary_sent != 0)
+		return;
+	nl = jbuf_itoa(n, (long long)++B.canary_seq);
+	argv[0] = "PUBLISH";
+	argl[0] = 7;
+	argv[1] = B.canary_ch;
+	argl[1] = B.canary_chlen;
+	argv[2] = n;
+	argl[2] = nl;
+	if (redisAsyncCommandArgv(B.cmd, NULL, NULL, 3, argv, argl) == REDIS_OK)
+		B.canary_sent = clock_us();
+}
+
+static void
+canary_back(const char *p, size_t n)
+{
+	char want[24];
+	size_t wl = jbuf_itoa(want, (long long)B.canary_seq);
+	uint64_t rtt;
+
+	if (B.canary_sent == 0 || n != wl || memcmp(p, want, wl) != 0)
+		return;		/* an old one, late */
+	rtt = clock_us() - B.canary_sent;
+	B.canary_sent = 0;
+	metrics_canary_rtt(rtt);
+	B.canary_ok = rtt <= (uint64_t)B.cfg->ready_timeout * 1000u;
+}
+
+/* Every second: the next canary, or the verdict on one that is late (then a fresh one). */
+static void
+canary_cb(evutil_socket_t fd, short what, void *arg)
+{
+	if (B.canary_sent != 0) {
+		if (clock_us() - B.canary_sent <= (uint64_t)B.cfg->ready_timeout * 1000u)
+			return;
+		if (B.canary_ok)
+			log_warn("redis: the readiness canary did not come back within %dms", B.cfg->ready_timeout);
+		B.canary_ok = 0;
+		B.canary_sent = 0;	/* lost or late: a late one is recognised by its number */
+	}
+	canary_send();
+}
+
+int
+bus_healthy(char *why, size_t len)
+{
+	if (!B.ready) {
+		snprintf(why, len, "redis unreachable");
+		return 0;
+	}
+	if (B.canary_sent != 0 && clock_us() - B.canary_sent > (uint64_t)B.cfg->ready_timeout * 1000u)
+		B.canary_ok = 0;
+	if (!B.canary_ok) {
+		snprintf(why, len, "redis round trip (canary) not back within %dms", B.cfg->ready_timeout);
+		return 0;
+	}
+	return 1;
+}
+
 static void
 check_up(void)
 {
@@ -344,6 +428,11 @@ check_up(void)
 	argl[2] = strlen(B.wid);
 	redisAsyncCommandArgv(B.cmd, NULL, NULL, 3, argv, argl);
 	refresh_alive();
+	argv[0] = "SUBSCRIBE";
+	argl[0] = 9;
+	argv[1] = B.canary_ch;
+	argl[1] = B.canary_chlen;
+	redisAsyncCommandArgv(B.sub, sub_reply, NULL, 2, argv, argl);	/* its confirmation sends a canary */
 	if (B.h->up != NULL)
 		B.h->up();
 }
@@ -480,6 +569,13 @@ sub_reply(redisAsyncContext *ac, void *r, void *arg)
 	if (type->type != REDIS_REPLY_STRING || chan->type != REDIS_REPLY_STRING ||
 	    (size_t)chan->len < skip)
 		return;
+	if ((size_t)chan->len == B.canary_chlen && memcmp(chan->str, B.canary_ch, B.canary_chlen) == 0) {
+		if (strcasecmp(type->str, "message") == 0 && reply->element[2]->type == REDIS_REPLY_STRING)
+			canary_back(reply->element[2]->str, (size_t)reply->element[2]->len);
+		else if (strcasecmp(type->str, "subscribe") == 0)
+			canary_send();	/* listening now: the first canary cannot pass us by */
+		return;
+	}
 	if (strcasecmp(type->str, "message") == 0 && reply->element[2]->type == REDIS_REPLY_STRING)
 		B.h->message(chan->str + skip, (size_t)chan->len - skip, reply->element[2]->str,
 		    (size_t)reply->element[2]->len);
@@ -758,8 +854,15 @@ bus_start(struct event_base *base, const struct config *cfg, const char *wid,
 		}
 		scripts[i].sha[40] = '\0';
 	}
+	if ((B.canary_chlen = key(B.canary_ch, sizeof(B.canary_ch), "k:", B.wid, strlen(B.wid))) == 0)
+		return -1;
 	if ((B.retry = evtimer_new(base, retry_cb, NULL)) == NULL ||
-	    (B.alive = event_new(base, -1, EV_PERSIST, alive_cb, NULL)) == NULL)
+	    (B.alive = event_new(base, -1, EV_PERSIST, alive_cb, NULL)) == NULL ||
+	    (B.canary = event_new(base, -1, EV_PERSIST, canary_cb, NULL)) == NULL)
+		return -1;
+	tv.tv_sec = 1;
+	tv.tv_usec = 0;
+	if (event_add(B.canary, &tv) == -1)
 		return -1;
 	every = cfg->presence_ttl / 3;
 	tv.tv_sec = every / 1000;
@@ -784,7 +887,9 @@ bus_stop(void)
 		event_free(B.retry);
 	if (B.alive != NULL)
 		event_free(B.alive);
-	B.retry = B.alive = NULL;
+	if (B.canary != NULL)
+		event_free(B.canary);
+	B.retry = B.alive = B.canary = NULL;
 	pub_release();
 }
 

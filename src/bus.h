@@ -33,7 +33,13 @@ typedef void (*bus_who_fn)(void *arg, const char *const *names, const size_t *le
 /* Start connecting; wid names this worker in Redis. -1 on setup failure. */
 int bus_start(struct event_base *, const struct config *, const char *wid, const struct bus_handlers *) MUST_CHECK;
 void bus_stop(void);
+/* Whether both links are up (commands may be sent). */
 int bus_ready(void);
+/*
+ * Whether this worker can publish and hear back within ready_timeout (the
+ * canary's round trip); if not, why in buf.
+ */
+int bus_healthy(char *why, size_t len);
 /* Whether every command sent has been answered (to drain before exiting). */
 int bus_idle(void);
 /* Whether an unsubscribe may be sent (no command pending on the channel). */

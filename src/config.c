@@ -117,6 +117,7 @@ static const struct option options[] = {
 	{ "redis_server", OPT_PATH, O(redis_server), 0, 0, REDIS_SERVER_PATH, OPT_RESTART, NULL },
 	{ "run_dir", OPT_PATH, O(run_dir), 0, 0, "/tmp", OPT_RESTART, NULL },
 	{ "presence_ttl", OPT_DURATION, O(presence_ttl), 1000, 3600000, "15s", 0, NULL },
+	{ "ready_timeout", OPT_DURATION, O(ready_timeout), 100, 60000, "1s", 0, NULL },
 };
 #undef O
 

@@ -123,6 +123,7 @@ struct config {
 	char		*redis_server;		/* binary for the private server */
 	char		*run_dir;
 	int		 presence_ttl;		/* ms */
+	int		 ready_timeout;		/* ms a worker's canary may take through Redis and back */
 };
 
 /* A config holding every default. NULL only when out of memory. */

@@ -68,8 +68,10 @@ int64_t metrics_gauge_total(enum gauge);
  * both get it (one may be refused while the other backs off).
  */
 int metrics_gauge_claim(enum gauge, int64_t limit) MUST_CHECK;
-/* A Redis round trip of `us` microseconds. */
+/* A Redis round trip of `us` microseconds (PING). */
 void metrics_redis_rtt(uint64_t us);
+/* A readiness canary's trip through Redis and back, in microseconds. */
+void metrics_canary_rtt(uint64_t us);
 /* Render the sum over every worker into out (Prometheus text format 0.0.4). */
 void metrics_render(struct jbuf *out);
 

@@ -344,14 +344,11 @@ worker_free(struct worker *w)
 	free(w);
 }
 
-/* Sessions may start while Redis is reachable (the loop adds the drain). */
+/* Ready while a round trip through Redis works (the loop adds the drain). */
 static int
 ready_check(void *arg, char *why, size_t len)
 {
-	if (bus_ready())
-		return 1;
-	snprintf(why, len, "redis unreachable");
-	return 0;
+	return bus_healthy(why, len);
 }
 
 int

@@ -350,6 +350,30 @@ def test_drain_refuses_and_spreads_closes(roomd):
     assert len(lines) == n and all(x["close"] == "1001" and x["closed_by"] == "server" for x in lines)
 
 
+def test_readyz_is_a_round_trip(roomd, redis):
+    """Redis that takes connections and PINGs but holds writes (CLIENT PAUSE
+    WRITE) cannot carry chat: each worker's canary does not come back, so
+    /readyz turns 503 within about two seconds and names the failed check,
+    and turns 200 again once the pause ends. The canary's round trip is a
+    histogram in /metrics."""
+    r = roomd({"redis": redis.url, "ready_timeout": "1s"}, workers=2)
+    wait_for(lambda: readyz(r) == (200, b"ready\n"), 5, what="/readyz 200")
+    wait_for(lambda: scrape(r.port).value("roomd_redis_canary_rtt_seconds_count") >= 4, 5,
+             what="canary round trips counted in /metrics")
+    t0 = time.monotonic()
+    redis.command("CLIENT", "PAUSE", "5000", "WRITE")
+    st, body = wait_for(lambda: (lambda x: x if x[0] == 503 else None)(readyz(r)), 3.5, interval=0.05,
+                        what="/readyz 503 while Redis holds writes")
+    assert time.monotonic() - t0 < 3.0
+    assert b"canary" in body and b"1000ms" in body, body
+    # Every check during the pause says so (both workers).
+    for _ in range(10):
+        assert readyz(r)[0] == 503
+        time.sleep(0.1)
+    wait_for(lambda: readyz(r) == (200, b"ready\n"), 8, what="/readyz 200 after the pause")
+    assert time.monotonic() - t0 > 4.5
+
+
 def test_drain_answers_every_connection(roomd):
     """workers 2, drain_time 4s, one client connected (so one worker has
     nothing to do): every /readyz check and every new upgrade made during
