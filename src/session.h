@@ -36,6 +36,7 @@ struct session {
 	char			*hbuf;		/* partial request head */
 	uint32_t		 hlen;
 	struct sbuf		*msg;		/* message being assembled */
+	char			*rooms_seen;	/* what describe() said when the session let go (access line) */
 	uint32_t		 refs;		/* async callers holding the memory */
 	uint8_t			 freed;		/* conn gone; free when refs drop */
 	uint8_t			 upgraded;

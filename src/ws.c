@@ -98,6 +98,27 @@ send_frame(struct session *s, int opcode, const void *payload, size_t len)
 	return rc;
 }
 
+/*
+ * The session stops receiving: the route lets go of shared state now (its
+ * rooms hear "out" when the server decides, not when the close handshake
+ * ends), after noting for the access line what the session was in.
+ */
+static void
+let_go(struct session *s)
+{
+	char buf[512];
+
+	if (s->app == NULL || s->ops->shutdown == NULL)
+		return;
+	if (s->rooms_seen == NULL && s->ops->describe != NULL && log_enabled(LOG_LVL_INFO)) {
+		buf[0] = '\0';
+		s->ops->describe(s, buf, sizeof(buf));
+		if (buf[0] != '\0')
+			s->rooms_seen = strdup(buf);	/* NULL when out of memory: the line says "-" */
+	}
+	s->ops->shutdown(s);
+}
+
 /* Send a close frame with code (none if 0) and reason; enter CLOSING. */
 static void
 send_close(struct session *s, uint16_t code, const char *reason)
@@ -107,6 +128,7 @@ send_close(struct session *s, uint16_t code, const char *reason)
 
 	if (s->close_sent || conn_closed(&s->c))
 		return;
+	let_go(s);
 	if (code != 0 && code != WS_CLOSE_NO_STATUS) {
 		if (rl > WS_MAX_CONTROL - 2)
 			rl = WS_MAX_CONTROL - 2;
@@ -575,8 +597,6 @@ ws_shutdown(struct session *s)
 	if (s->state != SS_OPEN)
 		return;
 	/* Others in our rooms hear "out" before this client is closed. */
-	if (s->app != NULL && s->ops->shutdown != NULL)
-		s->ops->shutdown(s);
 	send_close(s, WS_CLOSE_GOING_AWAY, "server shutting down");
 }
 
@@ -599,7 +619,9 @@ access_log(struct session *s)
 	snprintf(out, sizeof(out), "%u", s->msgs_out);
 	snprintf(code, sizeof(code), "%u", s->close_code != 0 ? s->close_code : 1006);
 	rooms[0] = '\0';
-	if (s->ops->describe != NULL)
+	if (s->rooms_seen != NULL)
+		snprintf(rooms, sizeof(rooms), "%s", s->rooms_seen);
+	else if (s->ops->describe != NULL)
 		s->ops->describe(s, rooms, sizeof(rooms));
 	vals[0] = id;
 	vals[1] = addr;
@@ -625,4 +647,6 @@ ws_release(struct session *s)
 	s->app = NULL;
 	sbuf_unref(s->msg);
 	s->msg = NULL;
+	free(s->rooms_seen);
+	s->rooms_seen = NULL;
 }

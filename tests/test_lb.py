@@ -590,6 +590,31 @@ def test_access_log_lines(roomd):
     assert len({x["uuid"] for x in lines}) == 4
 
 
+def test_access_log_rooms_when_the_server_ends_the_session(roomd):
+    """A session the server ended (a graceful stop's 1001, a heartbeat
+    timeout's 4000) lists the rooms it was in, not "-": its rooms let go of
+    it the moment the server decided, and the access line says what they
+    were."""
+    r = roomd({"heartbeat_interval": "300ms", "heartbeat_misses": "1", "drain_time": "0"}, workers=1)
+    r.log_mark()
+
+    async def main():
+        quiet = await Chat.connect(r.port, auto_pong=False)
+        await quiet.enter("mute", "den")
+        await quiet.expect({"event": "enter", "roomid": "den"})
+        assert await quiet.wait_closed() == 4000
+        c = await Chat.connect(r.port)
+        await c.enter("bob", "attic")
+        await c.expect({"event": "enter", "roomid": "attic"})
+        r.sigterm()
+        assert await c.wait_closed() == 1001
+    run(main(), 15)
+    assert r.wait_exit(5) == 0
+    lines = access_lines(r.new_log())
+    assert sorted((x["rooms"], x["close"], x["closed_by"]) for x in lines) == \
+        [("attic", "1001", "server"), ("den", "4000", "server")], lines
+
+
 def test_access_log_room_names_cannot_forge_fields(roomd):
     """A room name is the client's choice: in the text access line it must
     not be able to add fields (a space and key=value) that a log parser would

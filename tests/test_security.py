@@ -930,6 +930,42 @@ def non_reader(port, room):
     return z
 
 
+def test_member_cut_off_as_too_slow_leaves_at_once(roomd):
+    """The room learns "out" when the server cuts a slow member off (1008),
+    not when its close handshake ends: with close_timeout 10s the others hear
+    the out within 2 s of the cut, and num and who no longer count it, while
+    its TCP connection is still lingering."""
+    r = roomd({"max_outbuf": "64k", "close_timeout": "10s"}, workers=1)
+    size = 16 * 1024
+
+    async def main():
+        a = await Client.open(r.port)
+        sender = await Client.open(r.port)
+        for i, c in enumerate([a, sender]):
+            await c.enter(f"u{i}", "slow2")
+            await c.wait({"event": "enter", "name": f"u{i}"})
+        z = non_reader(r.port, "slow2")
+        await a.wait({"event": "enter", "name": "sloth", "num": 3})
+        r.log_mark()
+        pad = "y" * size
+        cut = None
+        for k in range(2000):
+            await sender.send({"event": "message", "roomid": "slow2", "message": f"{k}:{pad}"})
+            await asyncio.sleep(0.005)
+            if k % 8 == 0 and "closing with 1008: too slow" in r.new_log():
+                cut = time.monotonic()
+                break
+        assert cut is not None, "the non-reader was never cut off"
+        ev = await a.wait({"event": "out", "name": "sloth"}, 2)
+        assert time.monotonic() - cut < 2.0
+        assert ev["num"] == 2
+        await a.send({"event": "who", "roomid": "slow2"})
+        w = await a.wait({"event": "who"}, 2)
+        assert sorted(w["members"]) == ["u0", "u1"] and w["num"] == 2
+        z.close()
+    run(main(), 30)
+
+
 def test_member_that_never_reads_is_cut_off(roomd, capsys):
     """The kernel's send buffer for the non-reader autotunes up to tcp_wmem's
     maximum (4 MB by default) before roomd's own queue grows at all, so the
