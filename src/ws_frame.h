@@ -105,7 +105,7 @@ struct sbuf *ws_frame_deflate(int bits, int opcode, const void *payload, size_t 
  * and the reason, or returns the close code to fail with (1002 or 1007).
  */
 int ws_close_parse(const uint8_t *p, size_t len, uint16_t *code, const uint8_t **reason, size_t *rlen);
-/* Whether a peer may send this close code (1000-1003, 1007-1011, 3000-4999). */
+/* Whether a peer may send this close code (1000-1003, 1007-1014, 3000-4999). */
 int ws_close_code_valid(unsigned code);
 
 #endif
