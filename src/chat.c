@@ -213,9 +213,9 @@ handle_chat(struct session *s, const uint8_t *data, size_t len)
 			c->hb_waiting = 0;
 		}
 		if (r.message != NULL && r.message_len == 4 && memcmp(r.message, "ping", 4) == 0) {
-			static const char pong[] = "{\"event\":\"heartbeat\",\"message\":\"pong\"}";
-
-			ws_send_text(s, pong, sizeof(pong) - 1);
+			proto_heartbeat(&out, 1, single_num(c));
+			if (!out.oom)
+				ws_send_text(s, out.p, out.len);
 		}
 		return;
 	}
@@ -368,7 +368,8 @@ chat_tick(struct session *s, uint64_t now)
 		return;
 	}
 	c->hb_waiting = 1;
-	proto_heartbeat(&out, room_num(c->members));
+	/* num only for a member of one room: several rooms have several counts. */
+	proto_heartbeat(&out, 0, single_num(c));
 	if (!out.oom)
 		ws_send_text(s, out.p, out.len);
 }
@@ -427,7 +428,7 @@ chat_refuse(struct session *s, enum ws_refusal why)
 	if (why == WS_REFUSED_AUTH)
 		ws_send_text(s, PROTO_NOAUTH, sizeof(PROTO_NOAUTH) - 1);
 	else
-		ws_send_text(s, PROTO_RATE_LIMITED, sizeof(PROTO_RATE_LIMITED) - 1);
+		send_error(s, "rate_limited", "too many messages: slow down");
 }
 
 const struct route_ops chat_route = {

@@ -227,10 +227,11 @@ proto_message(struct jbuf *b, const char *name, size_t nl, const char *text, siz
 }
 
 void
-proto_heartbeat(struct jbuf *b, long num)
+proto_heartbeat(struct jbuf *b, int pong, long num)
 {
 	jbuf_reset(b);
-	jbuf_str(b, "{\"event\":\"heartbeat\",\"message\":\"ping\"");
+	jbuf_str(b, pong ? "{\"event\":\"heartbeat\",\"message\":\"pong\"" :
+	    "{\"event\":\"heartbeat\",\"message\":\"ping\"");
 	if (num >= 0) {
 		jbuf_str(b, ",\"num\":");
 		jbuf_int(b, num);

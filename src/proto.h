@@ -44,16 +44,14 @@ int proto_valid_label(const char *s, size_t len, size_t max);
 
 /* The tutorial's way to say a token is missing or bad (then the server closes with 4001). */
 #define PROTO_NOAUTH	"{\"event\":\"noAuth\",\"message\":\"a valid token is required\"}"
-/* A message dropped by the rate limit. */
-#define PROTO_RATE_LIMITED "{\"event\":\"error\",\"code\":\"rate_limited\"," \
-	"\"message\":\"too many messages: slow down\"}"
 
 /* Server events (each replaces the buffer's contents). num < 0 leaves num out. */
 void proto_enter(struct jbuf *, const char *name, size_t nl, const char *room, size_t rl, long num);
 void proto_out(struct jbuf *, const char *name, size_t nl, const char *room, size_t rl, long num);
 void proto_message(struct jbuf *, const char *name, size_t nl, const char *text, size_t tl,
     const char *room, size_t rl, long num, const char *id, uint64_t ts_ms);
-void proto_heartbeat(struct jbuf *, long num);
+/* The JSON heartbeat: the server's ping, or its pong to a client's ping. */
+void proto_heartbeat(struct jbuf *, int pong, long num);
 void proto_error(struct jbuf *, const char *code, const char *message);
 /* who: start, then one proto_who_name per member, then proto_who_end. */
 void proto_who_begin(struct jbuf *, const char *room, size_t rl);

@@ -774,7 +774,7 @@ room_relay(struct member *m, int opcode, const uint8_t *data, size_t len)
 long
 room_num(const struct member *m)
 {
-	return m->room != NULL ? m->room->num : -1;
+	return m->room != NULL && m->room->kind == ROOM_CHAT ? m->room->num : -1;
 }
 
 const char *

@@ -37,7 +37,7 @@ void room_leave(struct member *, int tell_self);
 int room_say(struct member *, const char *text, size_t tlen);
 /* Publish raw bytes on a broadcast room. */
 int room_relay(struct member *, int opcode, const uint8_t *data, size_t len);
-/* The room's count as last seen on its channel. */
+/* A chat room's count as last seen on its channel; -1 for a broadcast room (not counted). */
 long room_num(const struct member *);
 const char *room_key_of(const struct member *, size_t *len);
 struct member *room_next_of_session(const struct member *);

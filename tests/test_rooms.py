@@ -431,6 +431,43 @@ def test_json_heartbeat_closes_silent_client(roomd):
     run(main(), 30)
 
 
+def test_every_event_to_a_one_room_member_carries_num(roomd):
+    """roomd-protocol(7): every event to a client in exactly one room carries
+    that room's num; the tutorial client copies num from whatever it
+    receives. The pong to a client's JSON ping and the rate_limited error
+    do too. A client in several rooms gets no num on events that belong to
+    no room (its heartbeat and pong), rather than some room's count."""
+    r = roomd({"heartbeat_interval": "500ms", "rate_limit": "4", "rate_burst": "4"}, workers=1)
+
+    async def main():
+        a = await Chat.connect(r.port)
+        b = await Chat.connect(r.port)
+        await enter_all([a, b], ["a", "b"], "one")
+        await a.send({"event": "heartbeat", "message": "ping"})
+        ev = await a.expect({"event": "heartbeat", "message": "pong"}, 3)
+        assert ev["num"] == 2, ev
+        for k in range(8):
+            await a.say(f"burst {k}")
+        ev = await a.expect_error("rate_limited", 3)
+        assert ev["num"] == 2, ev
+        # b enters a second room: no single num for it any more.
+        await b.enter("b", "two")
+        await b.expect({"event": "enter", "roomid": "two"})
+        await asyncio.sleep(1.1)  # past the rate limit's refill, and a heartbeat or two
+        n = len(b.of("heartbeat"))
+        await b.until(lambda: len(b.of("heartbeat")) >= n + 1, 3, "a heartbeat")
+        hb = b.of("heartbeat")[-1]
+        assert hb["message"] == "ping" and "num" not in hb, hb
+        await b.send({"event": "heartbeat", "message": "ping"})
+        ev = await b.expect({"event": "heartbeat", "message": "pong"}, 3)
+        assert "num" not in ev, ev
+        hb = a.of("heartbeat")[-1]
+        assert hb["num"] == 2, hb
+        await a.close()
+        await b.close()
+    run(main(), 20)
+
+
 def test_broadcast_route_relays_verbatim(roomd):
     """/broadcast relays text and binary as they came, to everyone in the same
     ?room= (the sender too), and nothing to other rooms."""

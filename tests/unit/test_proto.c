@@ -64,11 +64,15 @@ test_message(void)
 	ok(o != NULL && json_object_object_get_ex(o, "ts", &v) &&
 	    json_object_get_int64(v) == 1700000000123LL, "ts survives the round trip");
 	json_object_put(o);
-	proto_heartbeat(&b, -1);
+	proto_heartbeat(&b, 0, -1);
 	is_int((long long)b.len, (long long)strlen("{\"event\":\"heartbeat\",\"message\":\"ping\"}"),
 	    "num < 0 is left out");
-	proto_heartbeat(&b, 0);
+	proto_heartbeat(&b, 0, 0);
 	ok(b.len > 7 && memcmp(b.p + b.len - 9, ",\"num\":0}", 9) == 0, "num 0 is written");
+	proto_heartbeat(&b, 1, 7);
+	ok(b.len == strlen("{\"event\":\"heartbeat\",\"message\":\"pong\",\"num\":7}") &&
+	    memcmp(b.p, "{\"event\":\"heartbeat\",\"message\":\"pong\",\"num\":7}", b.len) == 0,
+	    "the pong carries num");
 	jbuf_free(&b);
 }
 
