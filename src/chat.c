@@ -438,7 +438,7 @@ const struct route_ops chat_route = {
 	.free = chat_free,
 	.describe = chat_rooms,
 	.refuse = chat_refuse,
-	.rate_limited = 1,
+	.rate_mode = WS_RATE_REFUSE,
 };
 
 const struct route_ops broadcast_route = {
@@ -449,5 +449,5 @@ const struct route_ops broadcast_route = {
 	.free = chat_free,
 	.describe = chat_rooms,
 	.refuse = chat_refuse,
-	.rate_limited = 1,
+	.rate_mode = WS_RATE_REFUSE,
 };

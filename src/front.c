@@ -617,10 +617,17 @@ take_head(struct session *s, size_t from)
 	if (end == 0)
 		return 0;
 	handle_request(s, s->hbuf, end);
-	if (s->state == SS_OPEN && s->hlen > end) {
-		/* Frames sent right behind the head (unusual, but legal to buffer). */
-		ws_feed(s, (uint8_t *)s->hbuf + end, s->hlen - end);
-		end = s->hlen;
+	if (s->state == SS_OPEN) {
+		/* Frames sent right behind the head: the head buffer is ours now, hbuf the session's. */
+		char *head = s->hbuf;
+		size_t hl = s->hlen;
+
+		s->hbuf = NULL;
+		s->hlen = 0;
+		if (hl > end)
+			ws_feed(s, (uint8_t *)head + end, hl - end);
+		free(head);
+		return 1;
 	}
 	hbuf_consume(s, end);
 	return 1;

@@ -33,7 +33,7 @@ struct session {
 	void			*app;		/* the route's per-session state */
 	struct reqinfo		*info;
 	uint64_t		 created, last_rx, last_ping, close_at;
-	char			*hbuf;		/* partial request head */
+	char			*hbuf;		/* partial request head; once open, frames held back by pacing */
 	uint32_t		 hlen;
 	struct sbuf		*msg;		/* message being assembled */
 	char			*rooms_seen;	/* what describe() said when the session let go (access line) */
@@ -49,6 +49,7 @@ struct session {
 	uint8_t			 ip_counted;	/* counted by addrlimit_open */
 	uint8_t			 no_auth;	/* upgraded only to say noAuth and close */
 	uint8_t			 pmd_bits;	/* permessage-deflate window; 0: not negotiated */
+	uint8_t			 rate_paused;	/* not reading until the rate bucket refills (WS_RATE_PACE) */
 	uint16_t		 strikes;	/* messages refused in a row by the rate limit */
 	uint32_t		 tokens;	/* rate limit bucket, in thousandths of a message */
 	uint64_t		 refill;	/* ms of the last refill */

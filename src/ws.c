@@ -355,28 +355,44 @@ ws_open(struct session *s)
 	s->refill = s->opened;
 }
 
+/* Refill the session's token bucket (rate_limit a second, up to rate_burst). */
+static void
+rate_refill(struct session *s, uint64_t now)
+{
+	const struct config *cf = sess_cfg(s);
+	uint64_t cap = (uint64_t)cf->rate_burst * 1000, t;
+
+	t = s->tokens + (now - s->refill) * (uint64_t)cf->rate_limit;
+	s->tokens = (uint32_t)(t > cap ? cap : t);
+	s->refill = now;
+}
+
 /*
  * The per-session token bucket: rate_limit messages a second, bursts up to
- * rate_burst. A refused message is answered by the route; a client that
- * keeps pushing for another burst's worth is closed with 1008.
+ * rate_burst, on every route. Over it, a message is refused and the route
+ * says so (a client that keeps pushing for another burst's worth is closed
+ * with 1008), or, on a route that cannot say no, served while the session
+ * stops reading until the bucket refills: the client is slowed, not cut.
  */
 static int
 rate_ok(struct session *s)
 {
 	const struct config *cf = sess_cfg(s);
-	uint64_t now = clock_ms(), cap = (uint64_t)cf->rate_burst * 1000, t;
 
 	if (cf->rate_limit == 0)
 		return 1;
-	t = s->tokens + (now - s->refill) * (uint64_t)cf->rate_limit;
-	s->tokens = (uint32_t)(t > cap ? cap : t);
-	s->refill = now;
+	rate_refill(s, clock_ms());
 	if (s->tokens >= 1000) {
 		s->tokens -= 1000;
 		s->strikes = 0;
 		return 1;
 	}
 	metrics_add(MET_RATE_LIMITED, 1);
+	if (s->ops->rate_mode == WS_RATE_PACE) {
+		s->rate_paused = 1;
+		conn_pause(&s->c, 1);
+		return 1;
+	}
 	if (++s->strikes > cf->rate_burst) {
 		fail(s, WS_CLOSE_POLICY, "rate limit exceeded");
 		return 0;
@@ -446,7 +462,7 @@ deliver(struct session *s, int opcode, int compressed)
 		conn_close(&s->c);
 		return;
 	}
-	if (s->ops->message != NULL && (!s->ops->rate_limited || rate_ok(s)))
+	if (s->ops->message != NULL && rate_ok(s))
 		s->ops->message(s, opcode, b);
 	sbuf_unref(b);
 }
@@ -550,6 +566,16 @@ ws_feed(struct session *s, uint8_t *p, size_t n)
 			}
 			if (ev.msg_end)
 				deliver(s, ev.opcode, ev.rsv1);
+			if (s->rate_paused && n > 0 && !conn_closed(&s->c)) {
+				/* Paced: keep what came behind this message until the bucket refills. */
+				if ((s->hbuf = malloc(n)) == NULL) {
+					fail(s, WS_CLOSE_INTERNAL, "out of memory");
+					return;
+				}
+				memcpy(s->hbuf, p, n);
+				s->hlen = (uint32_t)n;
+				return;
+			}
 			break;
 		}
 	}
@@ -562,6 +588,23 @@ ws_tick(struct session *s, uint64_t now)
 
 	switch (s->state) {
 	case SS_OPEN:
+		if (s->rate_paused) {
+			rate_refill(s, now);
+			if (s->tokens >= 1000) {
+				char *held = s->hbuf;
+				size_t n = s->hlen;
+
+				s->rate_paused = 0;
+				s->hbuf = NULL;
+				s->hlen = 0;
+				if (held != NULL)
+					ws_feed(s, (uint8_t *)held, n);	/* may pause again */
+				free(held);
+				/* A full output queue holds the pause itself, until it drains. */
+				if (!s->rate_paused && !conn_closed(&s->c) && !(s->c.flags & CONN_F_AUTORESUME))
+					conn_pause(&s->c, 0);
+			}
+		}
 		if (now - s->last_rx >= (uint64_t)cf->ping_timeout) {
 			ws_log(s, LOG_LVL_INFO, "nothing received for %dms: closing", cf->ping_timeout);
 			send_close(s, WS_CLOSE_GOING_AWAY, "ping timeout");

@@ -12,7 +12,7 @@ import time
 import pytest
 import websockets
 
-from roomd import worker_hwm_kb
+from roomd import http_get, worker_hwm_kb
 from wsraw import HOST, RawSocket, close_payload, frame
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
@@ -553,3 +553,43 @@ def test_ping_flood_without_reading_is_bounded(roomd):
         return
     grown = worker_hwm_kb(pid) - before
     assert grown < 5 * 1024, f"worker grew by {grown} kB for one client with max_outbuf 64k"
+
+
+def test_rate_limit_paces_echo(roomd):
+    """rate_limit applies to every session. The echo route cannot say no, so a
+    client over the limit is slowed down, not refused: 60 messages at once
+    under rate_limit 20, rate_burst 10 are all echoed, once each and in
+    order, but spread over about (60 - 10) / 20 = 2.5 s, and the refusals
+    are counted."""
+    r = roomd({"rate_limit": "20", "rate_burst": "10"}, workers=1)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        async with websockets.connect(url(r), ping_interval=None) as ws:
+            t0 = loop.time()
+            for k in range(60):
+                await ws.send(f"m{k}")
+            got = [await asyncio.wait_for(ws.recv(), 10) for _ in range(60)]
+            took = loop.time() - t0
+        assert got == [f"m{k}" for k in range(60)]
+        return took
+    took = run(main(), 30)
+    assert took >= 2.0, f"60 echoes under rate_limit 20 took {took:.2f}s: not paced"
+    st, _, body = http_get(r.port, "/metrics")
+    line = [l for l in body.decode().splitlines() if l.startswith("roomd_messages_rate_limited_total ")]
+    assert line and int(line[0].split()[1]) > 0, line
+
+
+def test_rate_limit_paces_frames_sent_with_the_handshake(roomd):
+    """The upgrade request and 40 frames in one write, under a rate limit of
+    a burst of 5: what waits behind the paced messages is kept, not lost, and
+    every message is echoed once, in order."""
+    r = roomd({"rate_limit": "50", "rate_burst": "5"}, workers=1)
+    c = Raw(r.port)
+    c.sock.settimeout(10)
+    c.send(handshake_request() + b"".join(frame(0x1, f"f{k}".encode()) for k in range(40)))
+    status, _ = c.read_head()
+    assert status == 101
+    got = [c.read_message() for _ in range(40)]
+    assert got == [(0x1, f"f{k}".encode()) for k in range(40)]
+    c.close()
