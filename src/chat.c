@@ -150,6 +150,56 @@ do_enter(struct session *s, const struct chat_req *r, const char *room, size_t r
 	c->nrooms++;
 }
 
+/*
+ * A new token for a session that has one: the same checks as at the
+ * handshake (signature, exp, nbf), the same user (sub), and it must allow
+ * every room the session is in. The session then lives until the new exp.
+ */
+static void
+do_refresh(struct session *s, const char *tok, size_t tl)
+{
+	const struct config *cf = ws_config(s);
+	const struct auth_identity *cur = ws_identity(s);
+	struct auth_identity id, *nid;
+	struct chat_conn *c = state(s, 0);
+	const char *why = NULL;
+	size_t kl;
+
+	if (cur == NULL) {
+		send_error(s, "bad_token", "this session has no token to refresh");
+		return;
+	}
+	if (auth_verify(tok, tl, cf->auth_key, cf->auth_keylen, (long long)(clock_wall_ms() / 1000), 5,
+	    &id, &why) == -1) {
+		send_error(s, "bad_token", why);
+		return;
+	}
+	if (strcmp(id.sub, cur->sub) != 0) {
+		auth_identity_free(&id);
+		send_error(s, "bad_token", "the new token is for another user (sub)");
+		return;
+	}
+	for (struct member *m = c != NULL ? c->members : NULL; m != NULL; m = room_next_of_session(m)) {
+		const char *k = room_key_of(m, &kl);
+
+		if (!auth_room_allowed(&id, k, kl)) {
+			auth_identity_free(&id);
+			send_error(s, "forbidden", "the new token does not allow a room you are in");
+			return;
+		}
+	}
+	if ((nid = malloc(sizeof(*nid))) == NULL) {
+		auth_identity_free(&id);
+		send_error(s, "no_memory", "the server is out of memory");
+		return;
+	}
+	*nid = id;
+	ws_set_identity(s, nid);
+	proto_refreshed(&out, nid->exp, single_num(c));
+	if (!out.oom)
+		ws_send_text(s, out.p, out.len);
+}
+
 struct who_ctx {
 	struct session	*s;
 	long		 num;
@@ -181,7 +231,8 @@ who_done(void *arg, const char *const *names, const size_t *lens, size_t n)
 static void
 handle_chat(struct session *s, const uint8_t *data, size_t len)
 {
-	struct proto_limits lim = { (size_t)ws_config(s)->max_name_length, (size_t)ws_config(s)->max_roomid_length };
+	struct proto_limits lim = { (size_t)ws_config(s)->max_name_length, (size_t)ws_config(s)->max_roomid_length,
+	    AUTH_MAX_TOKEN };
 	struct chat_conn *c = state(s, 0);
 	struct chat_req r;
 	struct member *m = NULL;
@@ -205,6 +256,10 @@ handle_chat(struct session *s, const uint8_t *data, size_t len)
 			rl = strlen(room);
 		}
 		do_enter(s, &r, room, rl);
+		return;
+	}
+	if (r.ev == CHAT_REFRESH) {
+		do_refresh(s, r.token, r.token_len);
 		return;
 	}
 	if (r.ev == CHAT_HEARTBEAT) {

@@ -580,7 +580,7 @@ handle_request(struct session *s, const char *head, size_t len)
 		s->no_auth = 1;
 		if (s->ops->refuse != NULL)
 			s->ops->refuse(s, WS_REFUSED_AUTH);
-		ws_close(s, 4001, "authentication required");
+		ws_close(s, WS_CLOSE_AUTH, "authentication required");
 		return;
 	}
 	ws_log(s, LOG_LVL_DEBUG, "upgraded (%s)", cfg_route_kind_name(s->route->kind));

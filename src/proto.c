@@ -88,7 +88,7 @@ proto_parse(struct proto *p, const char *json, size_t len, const struct proto_li
 {
 	static const struct { const char *name; enum chat_event ev; } events[] = {
 		{ "enter", CHAT_ENTER }, { "message", CHAT_MESSAGE }, { "out", CHAT_OUT },
-		{ "heartbeat", CHAT_HEARTBEAT }, { "who", CHAT_WHO },
+		{ "heartbeat", CHAT_HEARTBEAT }, { "who", CHAT_WHO }, { "refresh", CHAT_REFRESH },
 	};
 	struct json_object *o;
 	enum json_tokener_error jerr;
@@ -143,7 +143,7 @@ proto_parse(struct proto *p, const char *json, size_t len, const struct proto_li
 	}
 	if (!found)
 		return bad(code, "unknown_event", why, whylen,
-		    "unknown event (want enter, message, out, heartbeat or who)");
+		    "unknown event (want enter, message, out, heartbeat, who or refresh)");
 	if ((rc = get_string(o, "roomid", &req->roomid, &req->roomid_len)) == -1)
 		return bad(code, "bad_field", why, whylen, "\"roomid\" must be a string");
 	if (rc == 1 && !proto_valid_label(req->roomid, req->roomid_len, lim->max_roomid)) {
@@ -169,6 +169,12 @@ proto_parse(struct proto *p, const char *json, size_t len, const struct proto_li
 	case CHAT_MESSAGE:
 		if (rc == 0)
 			return bad(code, "bad_field", why, whylen, "message needs \"message\": the text");
+		break;
+	case CHAT_REFRESH:
+		if ((rc = get_string(o, "token", &req->token, &req->token_len)) != 1 || req->token_len == 0)
+			return bad(code, "bad_field", why, whylen, "refresh needs \"token\": a string");
+		if (req->token_len > lim->max_token)
+			return bad(code, "bad_field", why, whylen, "\"token\" is too long");
 		break;
 	default:
 		break;
@@ -223,6 +229,19 @@ proto_message(struct jbuf *b, const char *name, size_t nl, const char *text, siz
 	jbuf_json(b, id, strlen(id));
 	jbuf_str(b, ",\"ts\":");
 	jbuf_int(b, (long long)ts_ms);
+	jbuf_str(b, "}");
+}
+
+void
+proto_refreshed(struct jbuf *b, long long exp, long num)
+{
+	jbuf_reset(b);
+	jbuf_str(b, "{\"event\":\"refresh\",\"exp\":");
+	jbuf_int(b, exp);
+	if (num >= 0) {
+		jbuf_str(b, ",\"num\":");
+		jbuf_int(b, num);
+	}
 	jbuf_str(b, "}");
 }
 

@@ -12,7 +12,7 @@
 #include "jbuf.h"
 #include "log.h"
 
-enum chat_event { CHAT_ENTER, CHAT_MESSAGE, CHAT_OUT, CHAT_HEARTBEAT, CHAT_WHO };
+enum chat_event { CHAT_ENTER, CHAT_MESSAGE, CHAT_OUT, CHAT_HEARTBEAT, CHAT_WHO, CHAT_REFRESH };
 
 struct chat_req {
 	enum chat_event	 ev;
@@ -20,11 +20,14 @@ struct chat_req {
 	size_t		 message_len;
 	const char	*roomid;	/* NULL when absent */
 	size_t		 roomid_len;
+	const char	*token;		/* refresh: the new token */
+	size_t		 token_len;
 };
 
 struct proto_limits {
 	size_t	max_name;
 	size_t	max_roomid;
+	size_t	max_token;
 };
 
 struct proto;	/* a parser (holds a json-c tokener); one per worker */
@@ -50,6 +53,8 @@ void proto_enter(struct jbuf *, const char *name, size_t nl, const char *room, s
 void proto_out(struct jbuf *, const char *name, size_t nl, const char *room, size_t rl, long num);
 void proto_message(struct jbuf *, const char *name, size_t nl, const char *text, size_t tl,
     const char *room, size_t rl, long num, const char *id, uint64_t ts_ms);
+/* The answer to a refresh: the new token holds until exp (seconds since the epoch; 0: no expiry). */
+void proto_refreshed(struct jbuf *, long long exp, long num);
 /* The JSON heartbeat: the server's ping, or its pong to a client's ping. */
 void proto_heartbeat(struct jbuf *, int pong, long num);
 void proto_error(struct jbuf *, const char *code, const char *message);

@@ -323,6 +323,16 @@ ws_identity(const struct session *s)
 	return s->id;
 }
 
+void
+ws_set_identity(struct session *s, struct auth_identity *id)
+{
+	if (s->id != NULL) {
+		auth_identity_free(s->id);
+		free(s->id);
+	}
+	s->id = id;
+}
+
 const struct cfg_route *
 ws_route(const struct session *s)
 {
@@ -604,6 +614,12 @@ ws_tick(struct session *s, uint64_t now)
 				if (!s->rate_paused && !conn_closed(&s->c) && !(s->c.flags & CONN_F_AUTORESUME))
 					conn_pause(&s->c, 0);
 			}
+		}
+		/* A token holds for the session, not only the handshake (same 5 s leeway). */
+		if (s->id != NULL && s->id->exp > 0 && (long long)(clock_wall_ms() / 1000) >= s->id->exp + 5) {
+			ws_log(s, LOG_LVL_INFO, "token expired: closing");
+			ws_close(s, WS_CLOSE_AUTH, "token expired");
+			break;
 		}
 		if (now - s->last_rx >= (uint64_t)cf->ping_timeout) {
 			ws_log(s, LOG_LVL_INFO, "nothing received for %dms: closing", cf->ping_timeout);

@@ -85,6 +85,8 @@ const char *ws_query_param(const struct session *, const char *name, size_t *len
 void ws_log(struct session *, enum log_level, const char *, ...) PRINTF_LIKE(3, 4);
 /* The identity a valid token gave the session, or NULL. */
 const struct auth_identity *ws_identity(const struct session *);
+/* A refreshed token's identity replaces the session's (which is freed); id is malloc'd, taken over. */
+void ws_set_identity(struct session *, struct auth_identity *id);
 /* Window bits to compress a len-byte message to this session with, or 0 for plain. */
 int ws_deflate_bits(const struct session *, size_t len);
 

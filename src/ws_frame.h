@@ -31,6 +31,7 @@
 #define WS_CLOSE_POLICY		1008
 #define WS_CLOSE_TOO_BIG	1009
 #define WS_CLOSE_INTERNAL	1011
+#define WS_CLOSE_AUTH		4001	/* roomd's own: no valid token, or it expired */
 
 #define WS_MAX_HEADER		14	/* 2 + 8 length + 4 mask */
 #define WS_MAX_SERVER_HEADER	10	/* server frames are not masked */

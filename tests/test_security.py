@@ -605,6 +605,53 @@ def test_token_for_another_broadcast_room_is_refused(roomd, failure):
     run(main())
 
 
+def test_token_expiry_holds_for_the_session(roomd):
+    """A token's exp holds for the whole session, not only the handshake:
+    at expiry (plus the same 5 s of leeway) the session is closed with 4001
+    and its room hears "out", unless it sent a fresh token first
+    ({"event":"refresh","token":...}, answered with the new exp). A refresh
+    is checked like a handshake: a forged token, another user's, one that
+    does not allow a room the session is in, and a refresh from a session
+    without a token are refused with an error, and the session stays."""
+    r = roomd(auth_settings("optional"), workers=1)
+    now = int(time.time())
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        short = jwt(good_claims(sub="ann", exp=now + 2))
+        stays = jwt(good_claims(sub="bob", exp=now + 2))
+        a = await Client.open(r.port, f"/?token={short}")
+        b = await Client.open(r.port, f"/?token={stays}")
+        anon = await Client.open(r.port)
+        for c, n in ((a, "ann"), (b, "bob"), (anon, "guest")):
+            await c.enter(n, "exp")
+            await c.wait({"event": "enter", "name": n})
+        await b.send({"event": "refresh", "token": jwt(good_claims(sub="bob", exp=now + 60), secret="x" * 20)})
+        assert (await b.wait({"event": "error"}))["code"] == "bad_token"
+        await b.send({"event": "refresh", "token": jwt(good_claims(sub="eve", exp=now + 60))})
+        assert (await b.wait({"event": "error"}))["code"] == "bad_token"
+        await b.send({"event": "refresh", "token": jwt(good_claims(sub="bob", exp=now + 60, rooms=["other"]))})
+        assert (await b.wait({"event": "error"}))["code"] == "forbidden"
+        await anon.send({"event": "refresh", "token": jwt(good_claims(sub="guest", exp=now + 60))})
+        assert (await anon.wait({"event": "error"}))["code"] == "bad_token"
+        await b.send({"event": "refresh", "token": jwt(good_claims(sub="bob", exp=now + 60))})
+        ev = await b.wait({"event": "refresh"})
+        assert ev["exp"] == now + 60 and ev["num"] == 3, ev
+        await a.until(lambda: a.closed, 12, "ann closed at expiry")
+        assert a.code == 4001 and a.ws.close_reason == "token expired"
+        assert time.time() >= now + 2 + 5 - 0.1
+        ev = await b.wait({"event": "out", "name": "ann"}, 3)
+        assert ev["num"] == 2
+        await asyncio.sleep(max(0.0, now + 9 - time.time()))
+        assert not b.closed and not anon.closed
+        await b.send({"event": "message", "roomid": "exp", "message": "after"})
+        await anon.wait({"event": "message", "message": "after"})
+        for c in (b, anon):
+            await c.ws.close()
+        return loop
+    run(main(), 40)
+
+
 # ==== 3. Message floods ====
 
 def test_flood_over_rate_is_limited_then_closed(roomd):
