@@ -309,7 +309,8 @@ def test_cross_origin_browsers_get_403(roomd):
         (f"Origin: http://evil.example/{HOST}:{r.port}", 403),     # path tricks
         (f"Origin: http://{HOST}:{r.port}.evil.example", 403),
         (f"Origin: {same}", 101),
-        (f"Origin: https://{HOST}:{r.port}", 101),                  # Host says nothing of the scheme
+        (f"Origin: https://{HOST}:{r.port}", 403),                  # a plain listener's pages are http
+        (f"Origin: ws://{HOST}:{r.port}", 403),
         (f"Origin: HTTP://{HOST.upper()}:{r.port}", 101),
         (None, 101),                                                # non-browser clients
     ]
@@ -331,8 +332,39 @@ def test_cross_origin_browsers_get_403(roomd):
             await ws.send("x")
             assert await ws.recv() == "x"
     run(lib())
-    assert "refused: Origin not allowed" in r.read_log()
+    # The log and the 403 say which origin was refused and which setting allows it.
+    assert "refused: Origin https://evil.example not allowed (allowed_origins unset: same origin only)" \
+        in r.read_log()
+    st, _, s, body = handshake(r.port, "/echo", ["Origin: null"], keep=True)
+    while not body.endswith(b"\n"):
+        d = s.recv(4096)
+        if not d:
+            break
+        body += d
+    s.close()
+    assert st == 403 and b"Origin null" in body and b"allowed_origins" in body, body
     run(still_serves(r.port))
+
+
+def test_same_origin_behind_a_tls_proxy(roomd):
+    """Behind a trusted proxy that terminates TLS (X-Forwarded-Proto: https),
+    the page's origin is https; an http origin is then another origin. From
+    an untrusted peer the header means nothing."""
+    r = roomd({"trusted_proxies": "127.0.0.1/32"})
+    fwd = "X-Forwarded-Proto: https"
+    assert handshake(r.port, "/echo", [f"Origin: https://{HOST}:{r.port}", fwd])[0] == 101
+    assert handshake(r.port, "/echo", [f"Origin: http://{HOST}:{r.port}", fwd])[0] == 403
+    assert handshake(r.port, "/echo", [f"Origin: http://{HOST}:{r.port}"])[0] == 101
+    u = roomd({})
+    assert handshake(u.port, "/echo", [f"Origin: https://{HOST}:{u.port}", fwd])[0] == 403
+
+
+def test_allowed_origins_null_for_pages_opened_from_disk(roomd):
+    """The seed tutorial's client.html is opened from disk: its Origin is
+    "null". allowed_origins null lets it in (and only it, with the list)."""
+    r = roomd({"allowed_origins": "null"})
+    assert handshake(r.port, "/", ["Origin: null"])[0] == 101
+    assert handshake(r.port, "/", ["Origin: https://evil.example"])[0] == 403
 
 
 def test_allowed_origins_list_and_star(roomd):
