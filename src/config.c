@@ -439,6 +439,17 @@ cfg_parse_redis(const char *v, struct cfg_redis *r, char *why, size_t whylen)
 	return 0;
 }
 
+void
+cfg_redis_describe(const struct cfg_redis *r, char *buf, size_t len)
+{
+	if (r->is_unix)
+		snprintf(buf, len, "unix:%s db %d", r->path, r->db);
+	else if (strchr(r->host, ':') != NULL)
+		snprintf(buf, len, "[%s]:%d db %d", r->host, r->port, r->db);
+	else
+		snprintf(buf, len, "%s:%d db %d", r->host, r->port, r->db);
+}
+
 static const struct option *
 find_option(const char *key)
 {

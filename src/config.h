@@ -156,5 +156,7 @@ int cfg_parse_duration(const char *, int *ms) MUST_CHECK;
 int cfg_parse_size(const char *, long long *bytes) MUST_CHECK;
 /* Parse redis://[:password@]host[:port][/db] or a unix socket path. */
 int cfg_parse_redis(const char *, struct cfg_redis *, char *why, size_t whylen) MUST_CHECK;
+/* "host:port db N" or "unix:PATH db N" for logs (never the password). */
+void cfg_redis_describe(const struct cfg_redis *, char *buf, size_t len);
 
 #endif

@@ -530,9 +530,13 @@ master_run(struct config *cfg, struct listeners *ls, master_load_fn load, const 
 		free(M.slot);
 		return 1;
 	}
-	log_info("instance %s; rooms in redis %s%s", M.instance,
-	    cfg->redis_addr.is_unix ? cfg->redis_addr.path : cfg->redis_addr.host,
-	    cfg->redis == NULL ? " (private)" : "");
+	{
+		char where[400];
+
+		cfg_redis_describe(&cfg->redis_addr, where, sizeof(where));
+		log_info("instance %s; rooms in redis %s%s", M.instance, where,
+		    cfg->redis == NULL ? " (private)" : "");
+	}
 	for (int i = 0; i < M.nslots; i++)
 		spawn(i);
 	M.upgrade_check_at = clock_ms() + 500;

@@ -513,6 +513,8 @@ def test_private_redis_server_lifecycle(roomd, tmp_path):
     assert len(kids) == 1, f"children: {r.children()}"
     dirs = glob.glob(str(run_dir / "roomd.*"))
     assert len(dirs) == 1 and os.path.exists(os.path.join(dirs[0], "redis.sock"))
+    # The startup line says where the rooms are, all of it (socket or host:port, and db).
+    assert f"rooms in redis unix:{dirs[0]}/redis.sock db 0 (private)" in r.read_log()
 
     async def main():
         c1, c2 = await Chat.connect(r.port), await Chat.connect(r.port)

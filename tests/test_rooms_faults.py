@@ -290,6 +290,15 @@ def test_script_flush_reloads_scripts(roomd, redis):
     run(main(), 30)
 
 
+def test_startup_line_names_the_whole_redis_address(roomd, redis):
+    """The master's startup line names host, port and database of an external
+    Redis (it used to give only the host), and never its password."""
+    r = roomd({"redis": f"redis://:pw-not-logged@127.0.0.1:{redis.port}/3"}, workers=1)
+    log = r.read_log()
+    assert f"rooms in redis 127.0.0.1:{redis.port} db 3" in log, log
+    assert "pw-not-logged" not in log
+
+
 def test_redis_restart_does_not_replay_joins(roomd, redis):
     """Redis restarted empty (no persistence) under two instances: the workers
     register their members again, silently. Nobody gets an enter for a member
