@@ -17,10 +17,12 @@
 #include "http.h"
 #include "proto.h"
 #include "room.h"
+#include "store.h"
 #include "ws.h"
 #include "ws_frame.h"
 
 #define WS_CLOSE_HEARTBEAT	4000
+#define CHAT_WHO_MAX		1000000	/* names in one who answer */
 
 struct chat_conn {
 	struct member	*members;	/* rooms this session is in */
@@ -102,6 +104,7 @@ do_enter(struct session *s, const struct chat_req *r, const char *room, size_t r
 {
 	struct chat_conn *c = state(s, 1);
 	const struct auth_identity *id;
+	struct room_catchup cu;
 	struct member *m;
 	const char *err = NULL, *name = r->message;
 	size_t nlen = r->message_len;
@@ -131,7 +134,14 @@ do_enter(struct session *s, const struct chat_req *r, const char *room, size_t r
 			return;
 		}
 	}
-	if ((m = room_join(s, ROOM_CHAT, room, rl, name, nlen, &err)) == NULL) {
+	if (r->since || r->history > 0) {
+		cu.since = r->since;
+		cu.offset = r->since_offset;
+		snprintf(cu.epoch, sizeof(cu.epoch), "%.*s", (int)r->since_epoch_len, r->since_epoch != NULL ? r->since_epoch : "");
+		cu.history = r->history;
+	}
+	if ((m = room_join(s, ROOM_CHAT, room, rl, name, nlen, r->since || r->history > 0 ? &cu : NULL,
+	    &err)) == NULL) {
 		send_error(s, err, strcmp(err, "unavailable") == 0 ?
 		    "room service unavailable; try again shortly" : "cannot enter the room");
 		return;
@@ -200,6 +210,24 @@ do_refresh(struct session *s, const char *tok, size_t tl)
 		ws_send_text(s, out.p, out.len);
 }
 
+/* A page of a room's history, as the client asked it (or why not). */
+static void
+history_done(struct session *s, const char *room, size_t rl, const struct store_range *got)
+{
+	if (!ws_is_open(s))
+		return;
+	if (got == NULL) {
+		send_error(s, "unavailable", "room service unavailable; try again shortly");
+		return;
+	}
+	proto_history_begin(&out, room, rl);
+	for (size_t i = 0; i < got->n; i++)
+		proto_history_message(&out, got->json[i], got->len[i], i == 0);
+	proto_history_end(&out, got->offset, got->epoch, single_num(ws_data(s)));
+	if (!out.oom)
+		ws_send_text(s, out.p, out.len);
+}
+
 struct who_ctx {
 	struct session	*s;
 	long		 num;
@@ -208,7 +236,7 @@ struct who_ctx {
 };
 
 static void
-who_done(void *arg, const char *const *names, const size_t *lens, size_t n)
+who_done(void *arg, const char *const *names, const size_t *lens, size_t n, long total)
 {
 	struct who_ctx *w = arg;
 
@@ -219,7 +247,7 @@ who_done(void *arg, const char *const *names, const size_t *lens, size_t n)
 			proto_who_begin(&out, w->room, w->rl);
 			for (size_t i = 0; i < n; i++)
 				proto_who_name(&out, names[i], lens[i], i == 0);
-			proto_who_end(&out, (long)n);
+			proto_who_end(&out, total);
 			if (!out.oom)
 				ws_send_text(w->s, out.p, out.len);
 		}
@@ -232,7 +260,7 @@ static void
 handle_chat(struct session *s, const uint8_t *data, size_t len)
 {
 	struct proto_limits lim = { (size_t)ws_config(s)->max_name_length, (size_t)ws_config(s)->max_roomid_length,
-	    AUTH_MAX_TOKEN };
+	    AUTH_MAX_TOKEN, (unsigned)ws_config(s)->history_size };
 	struct chat_conn *c = state(s, 0);
 	struct chat_req r;
 	struct member *m = NULL;
@@ -310,13 +338,17 @@ handle_chat(struct session *s, const uint8_t *data, size_t len)
 		w->num = room_num(m);
 		memcpy(w->room, k, kl);
 		ws_ref(s);
-		if (bus_who(k, kl, who_done, w) == -1) {
+		if (store_who(k, kl, CHAT_WHO_MAX, who_done, w) == -1) {
 			ws_unref(s);
 			free(w);
 			send_error(s, "unavailable", "room service unavailable; try again shortly");
 		}
 		break;
 	}
+	case CHAT_HISTORY:
+		if (room_history(m, r.before, r.history, history_done) == -1)
+			send_error(s, "unavailable", "room service unavailable; try again shortly");
+		break;
 	default:
 		break;
 	}
@@ -375,7 +407,7 @@ broadcast_open(struct session *s)
 		ws_close(s, WS_CLOSE_INTERNAL, "cannot join");
 		return;
 	}
-	if ((m = room_join(s, ROOM_BROADCAST, key, kl, "", 0, &err)) == NULL) {
+	if ((m = room_join(s, ROOM_BROADCAST, key, kl, "", 0, NULL, &err)) == NULL) {
 		send_error(s, err, "room service unavailable; try again shortly");
 		ws_close(s, 1013, "try again later");
 		return;

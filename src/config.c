@@ -117,6 +117,8 @@ static const struct option options[] = {
 	{ "redis_server", OPT_PATH, O(redis_server), 0, 0, REDIS_SERVER_PATH, OPT_RESTART, NULL },
 	{ "run_dir", OPT_PATH, O(run_dir), 0, 0, "/tmp", OPT_RESTART, NULL },
 	{ "presence_ttl", OPT_DURATION, O(presence_ttl), 1000, 3600000, "15s", 0, NULL },
+	{ "history_size", OPT_INT, O(history_size), 0, 100000, "100", 0, NULL },
+	{ "history_ttl", OPT_DURATION, O(history_ttl), 1000, 604800000, "1h", 0, NULL },
 	{ "ready_timeout", OPT_DURATION, O(ready_timeout), 100, 60000, "1s", 0, NULL },
 };
 #undef O
@@ -759,6 +761,9 @@ cfg_finish(struct config *c, char *err, size_t errlen)
 		    "default_room must be 1 to max_roomid_length bytes without control characters");
 	if (strlen(c->redis_prefix) > 64)
 		return seterr(err, errlen, origin, 0, "redis_prefix is longer than 64 bytes");
+	if (strpbrk(c->redis_prefix, "{}") != NULL)
+		return seterr(err, errlen, origin, 0,
+		    "redis_prefix must not hold { or }: roomd puts each room's keys behind a hash tag of its own");
 	if (c->ping_timeout <= c->ping_interval)
 		return seterr(err, errlen, origin, 0,
 		    "ping_timeout (%dms) must be longer than ping_interval (%dms)",

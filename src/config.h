@@ -124,6 +124,8 @@ struct config {
 	char		*run_dir;
 	int		 presence_ttl;		/* ms */
 	int		 ready_timeout;		/* ms a worker's canary may take through Redis and back */
+	int		 history_size;		/* messages kept per room; 0: no history */
+	int		 history_ttl;		/* ms a room's history outlives its last message */
 };
 
 /* A config holding every default. NULL only when out of memory. */

@@ -20,7 +20,7 @@
 
 #include <sys/random.h>
 
-#include "bus.h"
+#include "store.h"
 #include "clock.h"
 #include "listen.h"
 #include "log.h"
@@ -269,7 +269,7 @@ cleanup_worker(pid_t pid)
 	int n;
 
 	snprintf(wid, sizeof(wid), "%s.%d", M.instance, (int)pid);
-	n = bus_cleanup_worker_sync(M.cfg, wid);
+	n = store_cleanup_worker_sync(M.cfg, wid);
 	if (n > 0)
 		log_notice("removed %d member(s) of worker pid %d from their rooms", n, (int)pid);
 }

@@ -304,6 +304,11 @@ render_once(struct jbuf *o)
 		{ MET_SLOW_DROPPED_MSGS, "roomd_slow_client_messages_dropped_total", "Room messages dropped for readers over max_outbuf (slow_client drop)." },
 		{ MET_WRITES, "roomd_socket_writes_total", "Write system calls on client sockets (several messages may share one)." },
 		{ MET_BCAST_PAUSES, "roomd_broadcast_pauses_total", "Times a worker held room messages back to write more per call (broadcast_coalesce)." },
+		{ MET_GAPS_REPAIRED, "roomd_gaps_repaired_total", "Gaps in a room's messages (pub/sub loss, a lost link) filled from its history." },
+		{ MET_GAPS_LOST, "roomd_gaps_unrecoverable_total", "Gaps that could not be filled; the members were told (recovered false)." },
+		{ MET_DUPLICATES_DROPPED, "roomd_duplicate_messages_dropped_total", "Messages that reached a worker twice and were delivered once." },
+		{ MET_RECOVERED, "roomd_client_recoveries_total", "Clients that asked to catch up and got every message they missed." },
+		{ MET_NOT_RECOVERED, "roomd_client_recoveries_failed_total", "Clients that asked to catch up and were told they have a gap." },
 	};
 	static const struct { enum gauge g; const char *name, *help; } gauges[] = {
 		{ GAUGE_CONN_OPEN, "roomd_connections_open", "Client connections open now." },

@@ -27,6 +27,11 @@ enum metric {
 	MET_SLOW_DROPPED_MSGS,	/* room messages a slow reader lost (slow_client drop) */
 	MET_WRITES,		/* writev/sendfile calls on client sockets */
 	MET_BCAST_PAUSES,	/* broadcast flushes held back (broadcast_coalesce) */
+	MET_GAPS_REPAIRED,	/* gaps in a room's messages filled from its history */
+	MET_GAPS_LOST,		/* gaps that could not be filled: members told recovered false */
+	MET_DUPLICATES_DROPPED,	/* messages that arrived twice, delivered once */
+	MET_RECOVERED,		/* clients that caught up completely (recovered true) */
+	MET_NOT_RECOVERED,	/* clients told they have a gap (recovered false) */
 	MET__COUNTERS
 };
 

@@ -411,7 +411,7 @@ worker_run(const struct config *cfg, int index, int generation, const char *inst
 	{
 		static const char key[] = "dGhlIHNhbXBsZSBub25jZQ==";
 		static const char js[] = "{\"event\":\"heartbeat\",\"message\":\"pong\"}";
-		struct proto_limits lim = { 64, 128, 4096 };
+		struct proto_limits lim = { 64, 128, 4096, 100 };
 		struct proto *pp = proto_new();
 		struct chat_req req;
 		const char *code;

@@ -98,9 +98,9 @@ def test_sigkill_whole_instance(roomd, redis):
         for c in on_b:
             await c.expect({"event": "message", "message": "still on", "num": len(on_b)})
         # Nothing of the dead instance is left in Redis.
-        assert redis.command("HLEN", "roomd:r:z") == len(on_b)
+        assert redis.command("HLEN", "roomd:{z}:m") == len(on_b)
         assert len(redis.command("SMEMBERS", "roomd:workers")) == 2
-        assert len(redis.command("KEYS", "roomd:alive:*")) == 2
+        assert len(redis.command("KEYS", "roomd:{w:*}:a")) == 2
         for c in on_b:
             await c.close()
     run(main(), 30)
@@ -221,7 +221,7 @@ def test_sigterm_instance(roomd, redis):
         assert sorted(w["members"]) == sorted(names_b) and w["num"] == len(on_b)
         assert a.wait_exit(10) == 0
         # The stopped instance left nothing behind in Redis.
-        assert redis.command("HLEN", "roomd:r:t") == len(on_b)
+        assert redis.command("HLEN", "roomd:{t}:m") == len(on_b)
         assert len(redis.command("SMEMBERS", "roomd:workers")) == 2
         for c in on_b:
             await c.close()

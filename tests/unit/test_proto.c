@@ -51,18 +51,38 @@ test_message(void)
 	struct json_object *o, *v;
 	char s[512];
 
-	proto_message(&b, "ann", 3, "hi \"you\"\n\\", 10, "lobby", 5, 42, "w1.7", 1700000000123ULL);
+	proto_message_head(&b, "ann", 3, "hi \"you\"\n\\", 10, "lobby", 5, "w1.7", 1700000000123ULL);
 	ok(!b.oom && b.len < sizeof(s), "message written");
 	memcpy(s, b.p, b.len);
 	s[b.len] = '\0';
 	is_str(s, "{\"event\":\"message\",\"name\":\"ann\",\"message\":\"hi \\\"you\\\"\\n\\\\\","
-	    "\"roomid\":\"lobby\",\"num\":42,\"id\":\"w1.7\",\"ts\":1700000000123}", "message bytes");
+	    "\"roomid\":\"lobby\",\"id\":\"w1.7\",\"ts\":1700000000123", "message head bytes");
+	/* What the store script appends to it. */
+	snprintf(s + b.len, sizeof(s) - b.len, ",\"num\":42,\"offset\":7}");
 	o = json_tokener_parse(s);
 	ok(o != NULL, "json-c parses it");
 	ok(o != NULL && json_object_object_get_ex(o, "message", &v) &&
 	    strcmp(json_object_get_string(v), "hi \"you\"\n\\") == 0, "text survives the round trip");
 	ok(o != NULL && json_object_object_get_ex(o, "ts", &v) &&
 	    json_object_get_int64(v) == 1700000000123LL, "ts survives the round trip");
+	ok(o != NULL && json_object_object_get_ex(o, "offset", &v) && json_object_get_int64(v) == 7,
+	    "the completed event reads back with its offset");
+	json_object_put(o);
+	proto_recovered(&b, "tea", 3, 0, 12, "0123456789abcdef", 0, 3);
+	memcpy(s, b.p, b.len);
+	s[b.len] = '\0';
+	is_str(s, "{\"event\":\"recovered\",\"roomid\":\"tea\",\"recovered\":false,\"offset\":12,"
+	    "\"epoch\":\"0123456789abcdef\",\"count\":0,\"num\":3}", "recovered bytes");
+	proto_history_begin(&b, "tea", 3);
+	proto_history_message(&b, "{\"a\":1}", 7, 1);
+	proto_history_message(&b, "{\"b\":2}", 7, 0);
+	proto_history_end(&b, 9, "e", -1);
+	memcpy(s, b.p, b.len);
+	s[b.len] = '\0';
+	is_str(s, "{\"event\":\"history\",\"roomid\":\"tea\",\"messages\":[{\"a\":1},{\"b\":2}],"
+	    "\"offset\":9,\"epoch\":\"e\"}", "history bytes");
+	o = json_tokener_parse(s);
+	ok(o != NULL, "the history answer is JSON");
 	json_object_put(o);
 	proto_heartbeat(&b, 0, -1);
 	is_int((long long)b.len, (long long)strlen("{\"event\":\"heartbeat\",\"message\":\"ping\"}"),
