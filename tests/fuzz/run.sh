@@ -26,7 +26,7 @@ cflags="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefin
 
 # target: the pure sources it needs and the pkg-config packages they link
 # (its seed corpus is corpus_<name without fuzz_>)
-all="fuzz_frame fuzz_http fuzz_proxy fuzz_auth"
+all="fuzz_frame fuzz_http fuzz_proxy fuzz_auth fuzz_proto"
 targets=${FUZZ_TARGETS:-$all}
 srcs_fuzz_frame="src/ws_frame.c src/utf8.c"
 pkgs_fuzz_frame="libcrypto"
@@ -36,6 +36,8 @@ srcs_fuzz_proxy="src/proxy.c"
 pkgs_fuzz_proxy=""
 srcs_fuzz_auth="src/auth.c"
 pkgs_fuzz_auth="json-c libcrypto"
+srcs_fuzz_proto="src/proto.c src/jbuf.c"
+pkgs_fuzz_proto="json-c"
 
 status=0
 for t in $targets; do
