@@ -26,7 +26,7 @@ cflags="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefin
 
 # target: the pure sources it needs and the pkg-config packages they link
 # (its seed corpus is corpus_<name without fuzz_>)
-all="fuzz_frame fuzz_http fuzz_proxy fuzz_auth fuzz_proto"
+all="fuzz_frame fuzz_http fuzz_proxy fuzz_auth fuzz_proto fuzz_www"
 targets=${FUZZ_TARGETS:-$all}
 srcs_fuzz_frame="src/ws_frame.c src/utf8.c"
 pkgs_fuzz_frame="libcrypto"
@@ -38,6 +38,8 @@ srcs_fuzz_auth="src/auth.c"
 pkgs_fuzz_auth="json-c libcrypto"
 srcs_fuzz_proto="src/proto.c src/jbuf.c"
 pkgs_fuzz_proto="json-c"
+srcs_fuzz_www="src/www.c src/http.c"
+pkgs_fuzz_www="libcrypto"
 
 status=0
 for t in $targets; do
