@@ -23,10 +23,12 @@ else
 fi
 
 cflags="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -D_GNU_SOURCE -I $top/src"
+# config.c's paths, as Makefile.am gives them
+cflags="$cflags -DREDIS_SERVER_PATH=\"/usr/bin/redis-server\" -DSRCDIR=\"$top\" -DDATADIR=\"/usr/local/share\""
 
 # target: the pure sources it needs and the pkg-config packages they link
 # (its seed corpus is corpus_<name without fuzz_>)
-all="fuzz_frame fuzz_http fuzz_proxy fuzz_auth fuzz_proto fuzz_www"
+all="fuzz_frame fuzz_http fuzz_proxy fuzz_auth fuzz_proto fuzz_www fuzz_config"
 targets=${FUZZ_TARGETS:-$all}
 srcs_fuzz_frame="src/ws_frame.c src/utf8.c"
 pkgs_fuzz_frame="libcrypto"
@@ -40,6 +42,8 @@ srcs_fuzz_proto="src/proto.c src/jbuf.c"
 pkgs_fuzz_proto="json-c"
 srcs_fuzz_www="src/www.c src/http.c"
 pkgs_fuzz_www="libcrypto"
+srcs_fuzz_config="src/config.c src/log.c src/proto.c src/jbuf.c src/proxy.c src/tls.c"
+pkgs_fuzz_config="json-c libssl libcrypto"
 
 status=0
 for t in $targets; do
