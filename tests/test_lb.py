@@ -19,18 +19,11 @@ import time
 import pytest
 import websockets
 
-from lbtools import (UUID, HAProxy, access_lines, client_addr, close_frame, connect,
-                     dropped_without_answer, proxy_v1, proxy_v2, raw_request, read_frame,
-                     read_head, scrape, tlv, wait_access, ws_echo_and_close, ws_open, ws_request)
-from roomclient import Chat, RedisServer, enter_all, mask_frame, run
-from roomd import ROOMD_BIN, free_ports, http_get, wait_for
-
-
-@pytest.fixture
-def redis(tmp_path):
-    srv = RedisServer(tmp_path / "redis").start()
-    yield srv
-    srv.stop()
+from readouts import UUID, access_lines, scrape, wait_access
+from roomclient import Chat, enter_all, mask_frame, run
+from roomd import ROOMD_BIN, HAProxy, free_ports, http_get, wait_for
+from wsraw import (client_addr, close_frame, connect, dropped_without_answer, proxy_v1, proxy_v2,
+                   raw_request, read_frame, read_head, tlv, ws_echo_and_close, ws_open, ws_request)
 
 
 @pytest.fixture
@@ -78,10 +71,7 @@ def wait_draining(r):
 
 async def chat_from(port, src, path="/"):
     """A chat client whose socket is bound to source address src."""
-    ws = await websockets.connect(f"ws://127.0.0.1:{port}{path}", ping_interval=None,
-                                  max_size=None, max_queue=None, open_timeout=5,
-                                  close_timeout=2, local_addr=(src, 0))
-    return Chat(ws, port)
+    return await Chat.connect(port, path, open_timeout=5, local_addr=(src, 0))
 
 
 async def blocking(fn, *args):

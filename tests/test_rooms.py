@@ -11,16 +11,8 @@ import time
 import pytest
 
 from roomd import http_get, raise_nofile, wait_for
-from roomclient import (Chat, RedisServer, enter_all, mask_frame, raw_connect, run,
+from roomclient import (Chat, enter_all, mask_frame, raw_connect, run,
                         spread_clients, who, workers_of)
-
-
-@pytest.fixture
-def redis(tmp_path):
-    """A real redis-server that two roomd instances can share."""
-    srv = RedisServer(tmp_path / "redis").start()
-    yield srv
-    srv.stop()
 
 
 def check_delivery(clients, senders, per_sender, roomid):
