@@ -86,16 +86,9 @@ static const struct proto_limits lim = { 8, 12, 20 };
 static int
 parse(const char *s, size_t n, struct chat_req *req, const char **code)
 {
-	char why[128];
-	/* An exact-size copy, so that any over-read trips ASan. */
-	char *copy = malloc(n > 0 ? n : 1);
+	char why[128], *copy = tap_dup(s, n);
 	int rc;
 
-	if (copy == NULL) {
-		printf("Bail out! out of memory\n");
-		exit(1);
-	}
-	memcpy(copy, s, n);
 	*code = "";
 	why[0] = '\0';
 	rc = proto_parse(parser, copy, n, &lim, req, code, why, sizeof(why));

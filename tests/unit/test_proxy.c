@@ -34,16 +34,10 @@ ntop(int family, const uint8_t *ip)
 static int
 parse_all(const void *buf, size_t len, struct proxy_addr *pa)
 {
-	uint8_t *copy = malloc(len > 0 ? len : 1);
+	uint8_t *copy = tap_dup(buf, len);
 	struct proxy_addr scratch;
 	int rc, early = 0;
 
-	if (copy == NULL) {
-		printf("Bail out! out of memory\n");
-		exit(1);
-	}
-	/* An exact-size copy, so that ASan sees any read past the end. */
-	memcpy(copy, buf, len);
 	rc = proxy_parse(copy, len, pa);
 	for (size_t k = 0; rc > 0 && k < (size_t)rc; k++)
 		if (proxy_parse(copy, k, &scratch) != 0)
@@ -272,14 +266,10 @@ test_v2(void)
 static int
 ip(const char *s, uint8_t out[16])
 {
-	char *copy = strdup(s);
+	/* Exactly strlen(s) bytes, and no NUL after them. */
+	char *copy = tap_dup(s, strlen(s));
 	int family = 0, rc;
 
-	if (copy == NULL) {
-		printf("Bail out! out of memory\n");
-		exit(1);
-	}
-	/* Exactly strlen(s) bytes are given: no NUL is read after them. */
 	rc = proxy_ip_parse(copy, strlen(s), &family, out);
 	free(copy);
 	return rc == -1 ? -1 : family;

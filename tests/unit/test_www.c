@@ -19,16 +19,10 @@
 static int
 resolve(const char *path, char *out, size_t outlen)
 {
-	/* An exact-size copy, so that any over-read trips ASan. */
 	size_t n = strlen(path);
-	char *copy = malloc(n > 0 ? n : 1);
+	char *copy = tap_dup(path, n);
 	int rc;
 
-	if (copy == NULL) {
-		printf("Bail out! out of memory\n");
-		exit(1);
-	}
-	memcpy(copy, path, n);
 	rc = www_resolve(copy, n, out, outlen);
 	free(copy);
 	return rc;
