@@ -30,8 +30,8 @@ cflags="$cflags -DREDIS_SERVER_PATH=\"/usr/bin/redis-server\" -DSRCDIR=\"$top\" 
 # (its seed corpus is corpus_<name without fuzz_>)
 all="fuzz_frame fuzz_http fuzz_proxy fuzz_auth fuzz_proto fuzz_www fuzz_config"
 targets=${FUZZ_TARGETS:-$all}
-srcs_fuzz_frame="src/ws_frame.c src/utf8.c"
-pkgs_fuzz_frame="libcrypto"
+srcs_fuzz_frame="src/ws_frame.c src/utf8.c src/deflate.c src/sbuf.c"
+pkgs_fuzz_frame="libcrypto zlib"
 srcs_fuzz_http="src/http.c"
 pkgs_fuzz_http="libcrypto"
 srcs_fuzz_proxy="src/proxy.c"
