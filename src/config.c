@@ -687,37 +687,73 @@ split_line(char *line, char **key, char **value, char *why, size_t whylen)
 	return 1;
 }
 
+#define CFG_LINE_MAX	4094		/* bytes in a line, without its newline */
+#define CFG_FILE_MAX	(1 << 20)	/* bytes in a config file */
+
+int
+cfg_load_text(struct config *c, const char *name, const char *text, size_t len, char *err, size_t errlen)
+{
+	char line[CFG_LINE_MAX + 1], why[CFG_ERR_LEN], *key, *value;
+	size_t pos = 0;
+	int lineno = 0, rc;
+
+	while (pos < len) {
+		const char *start = text + pos, *nl = memchr(start, '\n', len - pos);
+		size_t n = nl != NULL ? (size_t)(nl - start) : len - pos;
+
+		lineno++;
+		if (n > CFG_LINE_MAX)
+			return seterr(err, errlen, name, lineno, "line longer than %d bytes", CFG_LINE_MAX);
+		if (memchr(start, '\0', n) != NULL)
+			return seterr(err, errlen, name, lineno, "NUL byte in the line");
+		memcpy(line, start, n);
+		line[n] = '\0';
+		pos += n + (nl != NULL);
+		if ((rc = split_line(line, &key, &value, why, sizeof(why))) == 0)
+			continue;
+		if (rc == -1)
+			return seterr(err, errlen, name, lineno, "%s", why);
+		if (cfg_set(c, name, lineno, key, value, err, errlen) == -1)
+			return -1;
+	}
+	return 0;
+}
+
 int
 cfg_load_file(struct config *c, const char *path, char *err, size_t errlen)
 {
-	char buf[4096], why[CFG_ERR_LEN], *key, *value;
+	char chunk[8192], *text = NULL, *grown;
+	size_t len = 0, n;
 	FILE *f;
-	int lineno = 0, rc;
+	int rc;
 
 	if ((f = fopen(path, "r")) == NULL)
 		return seterr(err, errlen, path, 0, "cannot open: %s", strerror(errno));
-	while (fgets(buf, sizeof(buf), f) != NULL) {
-		lineno++;
-		if (strchr(buf, '\n') == NULL && !feof(f)) {
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+		if (len + n > CFG_FILE_MAX) {
 			fclose(f);
-			return seterr(err, errlen, path, lineno, "line longer than %zu bytes", sizeof(buf) - 2);
+			free(text);
+			return seterr(err, errlen, path, 0, "larger than %d bytes", CFG_FILE_MAX);
 		}
-		if ((rc = split_line(buf, &key, &value, why, sizeof(why))) == 0)
-			continue;
-		if (rc == -1) {
+		if ((grown = realloc(text, len + n)) == NULL) {
 			fclose(f);
-			return seterr(err, errlen, path, lineno, "%s", why);
+			free(text);
+			return seterr(err, errlen, path, 0, "out of memory");
 		}
-		if (cfg_set(c, path, lineno, key, value, err, errlen) == -1) {
-			fclose(f);
-			return -1;
-		}
+		text = grown;
+		memcpy(text + len, chunk, n);
+		len += n;
 	}
 	if (ferror(f)) {
 		fclose(f);
+		free(text);
 		return seterr(err, errlen, path, 0, "read failed: %s", strerror(errno));
 	}
 	fclose(f);
+	rc = cfg_load_text(c, path, text != NULL ? text : "", len, err, errlen);
+	free(text);
+	if (rc == -1)
+		return -1;
 	free(c->path);
 	if (make_absolute(path, &c->path) == -1)
 		return seterr(err, errlen, path, 0, "out of memory");
@@ -865,10 +901,29 @@ render(const struct config *c, const struct option *o, char *out, size_t outlen)
 	}
 }
 
+/*
+ * Whether a value must be quoted to read back the same (split_line):
+ * unquoted, white space at either end is trimmed, a '#' after white space
+ * starts a comment and a leading '"' opens a quote.
+ */
+static int
+needs_quotes(const char *v)
+{
+	size_t n = strlen(v);
+
+	if (n == 0 || v[0] == '"' || v[0] == '#' || isspace((unsigned char)v[0]) ||
+	    isspace((unsigned char)v[n - 1]))
+		return 1;
+	for (size_t i = 1; i < n; i++)
+		if (v[i] == '#' && isspace((unsigned char)v[i - 1]))
+			return 1;
+	return 0;
+}
+
 void
 cfg_dump(const struct config *c, FILE *f)
 {
-	char v[512];
+	char v[CFG_LINE_MAX + 1];	/* any value a file can hold, whole */
 
 	for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
 		const struct option *o = &options[i];
@@ -902,8 +957,8 @@ cfg_dump(const struct config *c, FILE *f)
 			snprintf(v, sizeof(v), "********");	/* never print a secret */
 		if (v[0] == '\0')
 			fprintf(f, "# %s (unset)\n", o->name);
-		else if (strchr(v, ' ') != NULL || strchr(v, '#') != NULL)
-			fprintf(f, "%s \"%s\"\n", o->name, v);
+		else if (strchr(v, '"') == NULL && (strpbrk(v, " #") != NULL || needs_quotes(v)))
+			fprintf(f, "%s \"%s\"\n", o->name, v);	/* a quoted value cannot hold '"' */
 		else
 			fprintf(f, "%s %s\n", o->name, v);
 	}

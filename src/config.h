@@ -136,6 +136,14 @@ void cfg_free(struct config *);
  * in err. The file's values override what cfg already holds.
  */
 int cfg_load_file(struct config *, const char *path, char *err, size_t errlen) MUST_CHECK;
+/*
+ * The parser behind cfg_load_file, without I/O: len bytes of "key value"
+ * lines; errors read "name:line: what". Does not record a path. (A listen
+ * or redis host name is still resolved, and cfg_finish still reads the
+ * files that keys name.)
+ */
+int cfg_load_text(struct config *, const char *name, const char *text, size_t len, char *err,
+    size_t errlen) MUST_CHECK;
 /* Apply one "key value" line from the command line (-o, -l, -w). */
 int cfg_set(struct config *, const char *origin, int line, const char *key,
     const char *value, char *err, size_t errlen) MUST_CHECK;

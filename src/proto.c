@@ -15,6 +15,18 @@ struct proto {
 	struct json_object	*last;	/* the object req points into */
 };
 
+/* A tokener as proto_parse wants it: depth 16, strict; NULL when out of memory. */
+static struct json_tokener *
+tokener_new(void)
+{
+	struct json_tokener *tok = json_tokener_new_ex(16);
+
+	/* Without STRICT json-c takes trailing commas, leading zeros and True: not JSON. */
+	if (tok != NULL)
+		json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+	return tok;
+}
+
 struct proto *
 proto_new(void)
 {
@@ -22,12 +34,10 @@ proto_new(void)
 
 	if (p == NULL)
 		return NULL;
-	if ((p->tok = json_tokener_new_ex(16)) == NULL) {
+	if ((p->tok = tokener_new()) == NULL) {
 		free(p);
 		return NULL;
 	}
-	/* Without STRICT json-c takes trailing commas, leading zeros and True: not JSON. */
-	json_tokener_set_flags(p->tok, JSON_TOKENER_STRICT);
 	return p;
 }
 
@@ -144,8 +154,21 @@ proto_parse(struct proto *p, const char *json, size_t len, const struct proto_li
 			jerr = json_tokener_error_parse_unexpected;
 	}
 	if (jerr != json_tokener_success) {
+		struct json_tokener *fresh;
+
 		if (o != NULL)
 			json_object_put(o);
+		/*
+		 * json_tokener_reset() keeps a pending UTF-16 high surrogate: after
+		 * "\ud83d\u" and an error, the next message parsed (any client's
+		 * on this worker) would get U+FFFD, or the rest of a surrogate pair,
+		 * spliced into its first \u escape. So a tokener that failed is
+		 * replaced (json-c 0.16; kept if there is no memory for a new one).
+		 */
+		if ((fresh = tokener_new()) != NULL) {
+			json_tokener_free(p->tok);
+			p->tok = fresh;
+		}
 		return bad(code, "bad_json", why, whylen, "the message is not valid JSON");
 	}
 	/* o is NULL for the JSON value null. */

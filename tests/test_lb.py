@@ -19,18 +19,11 @@ import time
 import pytest
 import websockets
 
-from lbtools import (UUID, HAProxy, access_lines, client_addr, close_frame, connect,
-                     dropped_without_answer, proxy_v1, proxy_v2, raw_request, read_frame,
-                     read_head, scrape, tlv, wait_access, ws_echo_and_close, ws_open, ws_request)
-from roomclient import Chat, RedisServer, enter_all, mask_frame, run
-from roomd import ROOMD_BIN, free_ports, http_get, wait_for
-
-
-@pytest.fixture
-def redis(tmp_path):
-    srv = RedisServer(tmp_path / "redis").start()
-    yield srv
-    srv.stop()
+from readouts import UUID, access_lines, scrape, wait_access
+from roomclient import Chat, enter_all, mask_frame, run
+from roomd import ROOMD_BIN, HAProxy, free_ports, http_get, wait_for
+from wsraw import (client_addr, close_frame, connect, dropped_without_answer, proxy_v1, proxy_v2,
+                   raw_request, read_frame, read_head, tlv, ws_echo_and_close, ws_open, ws_request)
 
 
 @pytest.fixture
@@ -78,10 +71,7 @@ def wait_draining(r):
 
 async def chat_from(port, src, path="/"):
     """A chat client whose socket is bound to source address src."""
-    ws = await websockets.connect(f"ws://127.0.0.1:{port}{path}", ping_interval=None,
-                                  max_size=None, max_queue=None, open_timeout=5,
-                                  close_timeout=2, local_addr=(src, 0))
-    return Chat(ws, port)
+    return await Chat.connect(port, path, open_timeout=5, local_addr=(src, 0))
 
 
 async def blocking(fn, *args):
@@ -412,10 +402,11 @@ def test_drain_answers_every_connection(roomd):
 # ---- PROXY protocol by raw socket ----
 
 def test_proxy_protocol_sets_client_address(roomd):
-    """PROXY v1 (TCP4, TCP6), v2 (IPv4 with TLVs, IPv6), headers split over
-    several writes, and a header with the request in the same packet: each
-    session's access line carries the address from the header; v1 UNKNOWN and
-    v2 LOCAL (HAProxy's health checks) keep the socket's own address."""
+    """PROXY v1 (TCP4, TCP6, TCP6 with v4-mapped addresses), v2 (IPv4 with
+    TLVs, IPv6), headers split over several writes, and a header with the
+    request in the same packet: each session's access line carries the address
+    from the header; v1 UNKNOWN and v2 LOCAL (HAProxy's health checks) keep the
+    socket's own address."""
     r = lb_instance(roomd, workers=2, log_level="info")
     pp = r.proxy_port
     r.log_mark()
@@ -427,6 +418,8 @@ def test_proxy_protocol_sets_client_address(roomd):
         ("2001:db8::9", proxy_v2("2001:db8::9", 40004, dst="::1", dport=pp), [1]),
         ("192.0.2.33", proxy_v2("192.0.2.33", 40005, dport=pp), [3, 14, 5]),   # split v2
         ("192.0.2.44", proxy_v1("192.0.2.44", 40006, dport=pp), [6, 10]),      # split v1
+        # HAProxy on a dual-stack listener writes IPv4 clients v4-mapped (issue 16)
+        ("203.0.113.11", proxy_v1("::ffff:203.0.113.11", 40007, dst="::ffff:127.0.0.1", dport=pp), [1]),
         ("127.0.0.1", b"PROXY UNKNOWN\r\n", [1]),
     ]
     for addr, header, cuts in cases:
@@ -496,6 +489,7 @@ def forwarded_cases(r):
         ("2001:db8::52", "127.0.0.1", b"",
          ['Forwarded: for=192.0.2.60;proto=http, for="[2001:db8::52]:4711"'], r.port),
         ("192.0.2.54", "127.0.0.1", b"", ["x-forwarded-for:192.0.2.54:5555"], r.port),
+        ("198.51.100.9", "127.0.0.1", b"", ["X-Forwarded-For: ::ffff:198.51.100.9"], r.port),
         # garbage keeps the peer's address
         ("127.0.0.1", "127.0.0.1", b"", ["X-Forwarded-For: unknown"], r.port),
         # through a PROXY header: an untrusted client's header is ignored...

@@ -13,22 +13,8 @@ from datetime import datetime
 
 import pytest
 
-from roomd import ROOMD_BIN, http_get, wait_for
-from lbtools import pid_alive, read_pid
+from roomd import ROOMD_BIN, children, comm, http_get, pid_alive, read_pid, wait_for
 from roomclient import holders
-
-
-def comm(pid):
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def children(pid):
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
-    return [int(x) for x in out.split()]
 
 
 def slot_pid(r, slot):

@@ -11,16 +11,8 @@ import time
 import pytest
 
 from roomd import http_get, raise_nofile, wait_for
-from roomclient import (Chat, RedisServer, enter_all, mask_frame, raw_connect, run,
+from roomclient import (Chat, enter_all, mask_frame, raw_connect, run,
                         spread_clients, who, workers_of)
-
-
-@pytest.fixture
-def redis(tmp_path):
-    """A real redis-server that two roomd instances can share."""
-    srv = RedisServer(tmp_path / "redis").start()
-    yield srv
-    srv.stop()
 
 
 def check_delivery(clients, senders, per_sender, roomid):
@@ -300,6 +292,26 @@ BAD_INPUTS = [
     ('{"event":"message","message":{"a":1}}', "bad_field"),
     ('{"event":"who","roomid":false}', "bad_field"),
 ]
+
+
+def test_bad_json_leaves_no_trace_for_the_next_message(roomd):
+    """A message that breaks off inside a UTF-16 surrogate pair (bad_json)
+    changes nothing in the next message the worker parses, another client's
+    included: json-c kept the pending high surrogate across messages, and
+    spliced U+FFFD, or the rest of the pair, into the next \\u escape."""
+    r = roomd({}, workers=1)
+
+    async def main():
+        bad, a, b = [await Chat.connect(r.port) for _ in range(3)]
+        await enter_all([a, b], ["a", "b"], "r")
+        for k, poison in enumerate(['{"m":"\\ud83d\\u', '["\\udbff\\ud"]']):
+            await bad.send(poison)
+            await bad.expect_error("bad_json")
+            await a.send('{"event":"message","message":"x\\u0041y%d"}' % k)
+            for c in (a, b):
+                ev = await c.expect({"event": "message", "name": "a"})
+                assert ev["message"] == f"xAy{k}", f"after {poison!r}: {ev['message']!r}"
+    run(main(), 30)
 
 
 def test_bad_input_gets_errors_and_connection_keeps_working(roomd):

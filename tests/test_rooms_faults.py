@@ -7,16 +7,7 @@ import asyncio
 import os
 import signal
 
-import pytest
-
-from roomclient import Chat, RedisServer, enter_all, run, spread_clients, who
-
-
-@pytest.fixture
-def redis(tmp_path):
-    srv = RedisServer(tmp_path / "redis").start()
-    yield srv
-    srv.stop()
+from roomclient import Chat, enter_all, run, spread_clients, who
 
 
 def now():
