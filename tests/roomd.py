@@ -85,7 +85,7 @@ def http_get(port, path, timeout=5.0, host="127.0.0.1"):
 class Roomd:
     """One roomd instance (master + workers) in its own directory."""
 
-    def __init__(self, tmpdir, settings=None, workers=2, port=None, args=None, env=None):
+    def __init__(self, tmpdir, settings=None, workers=2, port=None, args=None, env=None, wrap=None):
         self.dir = str(tmpdir)
         os.makedirs(self.dir, exist_ok=True)
         self.port = port or free_port()
@@ -95,6 +95,7 @@ class Roomd:
         self.pidfile = os.path.join(self.dir, "roomd.pid")
         self.args = list(args or [])
         self.env = dict(os.environ, **(env or {}))
+        self.wrap = list(wrap or [])     # a command that execs the rest (e.g. sh -c '... exec "$@"')
         self.proc = None
         self.log_offset = 0
         base = {
@@ -120,7 +121,7 @@ class Roomd:
             f.write("\n".join(lines) + "\n")
 
     def start(self, wait=True):
-        cmd = VALGRIND + [ROOMD_BIN, "-c", self.conf] + self.args
+        cmd = self.wrap + VALGRIND + [ROOMD_BIN, "-c", self.conf] + self.args
         self.stderr_path = os.path.join(self.dir, "stderr.txt")
         with open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,
