@@ -77,7 +77,15 @@ spawn(void)
 		 */
 		execl(P.exe[0] != '\0' ? P.exe : P.bin, P.bin, "--port", "0", "--unixsocket", P.sock,
 		    "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", P.dir, "--logfile", logf,
-		    "--daemonize", "no", (char *)NULL);
+		    "--daemonize", "no",
+		    /*
+		     * A worker's subscriber link carries every room it has members
+		     * in. Redis's default (32mb hard, 8mb for 60 s) is far above
+		     * what rate_burst_bytes lets one client publish, but a few
+		     * busy rooms together should not cost every room of the
+		     * worker its link (gaps are repaired, but slowly).
+		     */
+		    "--client-output-buffer-limit", "pubsub 256mb 64mb 60", (char *)NULL);
 		log_errno(LOG_LVL_ERROR, "exec(%s) failed", P.bin);
 		_exit(127);
 	}
