@@ -1283,6 +1283,8 @@ def test_compressed_flood_cannot_cost_other_rooms_their_messages(roomd, redis):
     budget (rate_limit_bytes, rate_burst_bytes) refuses most of it, the link
     stays, and every message of an unrelated room on the same worker
     arrives."""
+    # Redis lets a subscriber link queue 8 MB here: the flood, unbounded, would pass that at once.
+    redis.command("CONFIG", "SET", "client-output-buffer-limit", "pubsub 8mb 2mb 60")
     r = roomd({"redis": redis.url, "rate_limit": "0", "max_message_size": "2m"}, workers=1)
 
     async def main():
