@@ -390,9 +390,13 @@ class RedisServer:
         except OSError:
             return False
 
+    def connect(self):
+        """A socket connected to the server (the lab's Redis reaches it another way)."""
+        return socket.create_connection(("127.0.0.1", self.port), timeout=2)
+
     def command(self, *args):
         """One command over RESP; returns str/int/list (errors raise)."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+        with self.connect() as s:
             out = f"*{len(args)}\r\n".encode()
             for a in args:
                 a = a if isinstance(a, bytes) else str(a).encode()
