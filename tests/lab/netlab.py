@@ -31,7 +31,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from lbtools import HAProxy  # noqa: E402
+from lbtools import HAProxy, pid_alive, stop_pid  # noqa: E402
 from roomclient import RedisServer  # noqa: E402
 from roomd import ROOMD_BIN, Roomd, wait_for  # noqa: E402
 
@@ -193,6 +193,14 @@ class Host(Roomd):
         return [line.split("instance ", 1)[1].split(";")[0]
                 for line in self.read_log().splitlines() if " instance " in line and "; rooms in" in line]
 
+    def stop(self, check=True):
+        """Graceful stop of the running master, also one a binary upgrade started
+        (not our child: stopped by pid, SIGKILLed if it lingers)."""
+        pid = self.master_pid()
+        if pid and (self.proc is None or pid != self.proc.pid) and pid_alive(pid):
+            stop_pid(pid)
+        super().stop(check)
+
     def signal_all(self, sig):
         """Send sig to every process of the host (what the kernel lists in its namespace)."""
         pids = ns_pids(self.ns)
@@ -303,6 +311,17 @@ backend hosts
                     break
                 data += d
         return data.decode()
+
+    def sessions(self):
+        """{(client address, client port): server name} of every client stream now
+        (`show sess`), so a test knows which host each client is on."""
+        out = {}
+        for line in self.command("show sess").splitlines():
+            f = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+            if "src" in f and f.get("srv") not in (None, "<none>"):
+                addr, _, port = f["src"].rpartition(":")
+                out[(addr, int(port))] = f["srv"]
+        return out
 
     def reload(self):
         """Reload as an operator does (SIGUSR2 to the master): a new worker takes
