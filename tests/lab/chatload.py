@@ -119,7 +119,7 @@ class Client:
 
     async def enter(self):
         msg = {"event": "enter", "message": self.name, "roomid": self.room}
-        if self.last_offset is not None and self.epoch is not None:
+        if self.last_offset is not None and self.epoch:
             msg["since"] = {"offset": self.last_offset, "epoch": self.epoch}
             self.session.enter_sent_since = msg["since"]
         await self.ws.send(json.dumps(msg))
@@ -140,7 +140,7 @@ class Client:
                              ev.get("offset")])
             if ev.get("offset") is not None:
                 self.last_offset = ev["offset"]
-                if self.epoch is None and ev.get("epoch") is None and not self.watcher:
+                if self.epoch is None and ev.get("epoch") is None:
                     # Ask the room's position once, to learn its epoch (issue 17's history event).
                     self.epoch = ""
                     await self.ws.send(json.dumps({"event": "history", "roomid": self.room,

@@ -89,6 +89,7 @@ class Crowd:
         self.send({"cmd": "finish", "settle": settle})
         done = self.lines.expect(lambda l: json.loads(l).get("done"), timeout + settle)
         self.proc.wait(10)
+        self.err.close()
         with open(self.out) as f:
             self.record = json.load(f)
         return done

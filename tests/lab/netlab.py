@@ -31,7 +31,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from lbtools import HAProxy, pid_alive, stop_pid  # noqa: E402
+from lbtools import HAProxy, stop_pid  # noqa: E402
 from roomclient import RedisServer  # noqa: E402
 from roomd import ROOMD_BIN, Roomd, wait_for  # noqa: E402
 
@@ -171,6 +171,14 @@ class Host(Roomd):
             self.wait_ready()
         return self
 
+    def drain_time_s(self):
+        """drain_time as configured, in seconds (the lab writes it as "Ns")."""
+        with open(self.conf) as f:
+            for line in f:
+                if line.startswith("drain_time "):
+                    return float(line.split()[1].rstrip("s"))
+        return 0.0
+
     def http(self, path, timeout=2.0):
         return ns_http(self.ns, "127.0.0.1", PLAIN_PORT, path, timeout)
 
@@ -197,7 +205,7 @@ class Host(Roomd):
         """Graceful stop of the running master, also one a binary upgrade started
         (not our child: stopped by pid, SIGKILLed if it lingers)."""
         pid = self.master_pid()
-        if pid and (self.proc is None or pid != self.proc.pid) and pid_alive(pid):
+        if pid and (self.proc is None or pid != self.proc.pid) and pid in ns_pids(self.ns):
             stop_pid(pid)
         super().stop(check)
 
