@@ -50,6 +50,16 @@ def connect(port, src=None, timeout=5.0):
     return s
 
 
+def recv_all(s):
+    """Everything the peer sends until it closes."""
+    data = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            return data
+        data += d
+
+
 def read_head(s):
     """(status, {lower-case header: value}, bytes after the head); status 0 on EOF."""
     buf = b""
@@ -359,7 +369,7 @@ backend be_http
         check = subprocess.run(["haproxy", "-c", "-f", self.cfg], capture_output=True, text=True)
         assert check.returncode == 0, f"haproxy -c: {check.stdout}{check.stderr}"
         with open(self.logpath, "ab") as out:
-            self.proc = subprocess.Popen(["haproxy", "-f", self.cfg, "-db"], stdout=out,
+            self.proc = subprocess.Popen(self.command_line(), stdout=out,
                                          stderr=subprocess.STDOUT, cwd=self.dir)
 
         def up():
@@ -372,6 +382,14 @@ backend be_http
         wait_for(up, 10, what="haproxy stats socket")
         return self
 
+    def command_line(self):
+        """How haproxy is started: in the foreground, logging to stdout."""
+        return ["haproxy", "-f", self.cfg, "-db"]
+
+    def connect(self):
+        """A socket connected to the admin socket."""
+        return socket.create_connection(("127.0.0.1", self.stats_port), timeout=2)
+
     def output(self):
         try:
             with open(self.logpath, errors="replace") as f:
@@ -380,15 +398,9 @@ backend be_http
             return ""
 
     def command(self, cmd):
-        with socket.create_connection(("127.0.0.1", self.stats_port), timeout=2) as s:
+        with self.connect() as s:
             s.sendall(cmd.encode() + b"\n")
-            data = b""
-            while True:
-                d = s.recv(65536)
-                if not d:
-                    break
-                data += d
-        return data.decode()
+            return recv_all(s).decode()
 
     def stat(self):
         """Rows of `show stat` as dicts."""

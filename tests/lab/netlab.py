@@ -31,7 +31,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from lbtools import HAProxy, stop_pid  # noqa: E402
+from lbtools import HAProxy, recv_all, stop_pid  # noqa: E402
 from roomclient import RedisServer  # noqa: E402
 from roomd import ROOMD_BIN, Roomd, wait_for  # noqa: E402
 
@@ -120,12 +120,7 @@ def ns_http(ns, addr, port, path, timeout=2.0):
         return 0, b""
     try:
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            data += d
+        data = recv_all(s)
     except OSError:
         return 0, b""
     finally:
@@ -289,36 +284,14 @@ backend hosts
 {servers}
 """)
 
-    def start(self):
-        check = subprocess.run(["haproxy", "-c", "-f", self.cfg], capture_output=True, text=True)
-        assert check.returncode == 0, f"haproxy -c: {check.stdout}{check.stderr}"
-        with open(self.logpath, "ab") as out:
-            self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, "haproxy", "-W", "-db",
-                                          "-f", self.cfg], stdout=out, stderr=subprocess.STDOUT,
-                                         cwd=self.dir)
+    def command_line(self):
+        return ["ip", "netns", "exec", self.ns, "haproxy", "-W", "-db", "-f", self.cfg]
 
-        def up():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"haproxy exited with {self.proc.returncode}: {self.output()}")
-            try:
-                return bool(self.stat())
-            except OSError:
-                return False
-        wait_for(up, 10, what="haproxy admin socket")
-        return self
-
-    def command(self, cmd):
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(2)
-            s.connect(self.sock)
-            s.sendall(cmd.encode() + b"\n")
-            data = b""
-            while True:
-                d = s.recv(65536)
-                if not d:
-                    break
-                data += d
-        return data.decode()
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(2)
+        s.connect(self.sock)
+        return s
 
     def sessions(self):
         """{(client address, client port): server name} of every client stream now
@@ -339,7 +312,7 @@ backend hosts
 
 class Lab:
     """The whole lab. up() builds the network and starts Redis, the hosts and
-    HAProxy; clients run through client(); down() removes everything."""
+    HAProxy; crowd.py runs clients in it; down() removes everything."""
 
     def __init__(self, workdir, hosts=3, client_nets=("c1",), slow_nets=(), settings=None,
                  prefix=PREFIX):
