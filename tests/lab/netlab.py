@@ -557,6 +557,9 @@ class Lab:
                 h.check_log()
             except AssertionError as e:
                 errors.append(e)
+        with contextlib.suppress(OSError):
+            with open(os.path.join(self.dir, "events.json"), "w") as f:
+                json.dump(self.events, f)
         if self.lockf is not None:
             self.lockf.close()
             self.lockf = None

@@ -284,8 +284,8 @@ def test_rolling_restart(lab):
 def test_slow_lossy_clients(lab):
     """Some clients (3 per room, in their own namespace) get a link with 200 ms
     delay and 5 % loss each way. Their peers' p99 latency stays within 10 % of
-    that in clean phases of the same run (plus the difference between the two
-    halves of the clean phases, the run's own noise): measured on 3 probe clients per room
+    that in clean phases of the same run (the median of the phases' p99s; plus
+    the clean phases' own spread, the run's noise): measured on 3 probe clients per room
     that run in a process of their own (so that the latency is the network's
     and roomd's, not that of a busy client loop), for every message from a
     clean client. The slow clients keep up (receive everything, in order) or
@@ -310,14 +310,16 @@ def test_slow_lossy_clients(lab):
     fast_names = {c["name"] for c in acc.clients} - slow_names
     probes = {c["name"] for c in acc.clients if c["name"].startswith("p")}
     lat = {False: [], True: []}
-    halves = ([], [])           # the clean phases split in two, for the run's own noise
-    for i, (impaired, t0, t1) in enumerate(phases):
+    phase_p99 = {False: [], True: []}
+    for impaired, t0, t1 in phases:
         got = acc.latencies(probes, fast_names, t0, t1)
         lat[impaired] += got
-        if not impaired:
-            halves[(i // 2) % 2].extend(got)
-    p99 = {k: accounting.percentile(v, 99) for k, v in lat.items()}
-    noise = abs(accounting.percentile(halves[0], 99) - accounting.percentile(halves[1], 99)) / p99[False]
+        phase_p99[impaired].append(accounting.percentile(got, 99))
+    # Each condition's p99 is the median of its phases' p99s: a stall of the
+    # whole machine (it is shared) spoils one phase, not the comparison.
+    p99 = {k: accounting.percentile(v, 50) for k, v in phase_p99.items()}
+    clean = sorted(phase_p99[False])
+    noise = (clean[-2] - clean[1]) / p99[False] / 2     # half the clean phases' inner spread
     p50 = {k: accounting.percentile(v, 50) for k, v in lat.items()}
     slow_lat = accounting.percentile(acc.latencies(slow_names, fast_names), 99)
     cut = {c["name"] for c in acc.clients if c["name"] in slow_names
@@ -339,7 +341,8 @@ def test_slow_lossy_clients(lab):
         assert not any(acc.receivers[n]["miss"].values()), (n, acc.receivers[n]["miss"])
     # Within 10 %, or within what the clean phases differ among themselves:
     # on a shared 2-core machine the tail moves with other people's load.
-    assert p99[True] <= (1.10 + noise) * p99[False], f"peers' p99 {p99}, clean phases' noise {noise:.2f}"
+    assert p99[True] <= (1.10 + noise) * p99[False], \
+        f"peers' p99 {p99}, clean phases' noise {noise:.2f}, per phase {phase_p99}"
 
 
 # ---- 5. binary upgrade ----
