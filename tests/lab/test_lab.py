@@ -329,6 +329,7 @@ def test_slow_lossy_clients(lab):
         **s, "p99_baseline_ms": round(p99[False] * 1000, 2), "p99_impaired_ms": round(p99[True] * 1000, 2),
         "p50_baseline_ms": round(p50[False] * 1000, 2), "p50_impaired_ms": round(p50[True] * 1000, 2),
         "samples": [len(lat[False]), len(lat[True])], "clean_p99_noise": round(noise, 3),
+        "phase_p99_ms": {str(k): [round(x * 1000) for x in v] for k, v in phase_p99.items()},
         "slow_p99_ms": round(slow_lat * 1000, 1),
         "slow_cut_1008": len(cut)})
     assert acc.problems == [], acc.problems[:10]
