@@ -258,8 +258,9 @@ class Accounting:
     def census_right_after(self, t_fault, slack=1.0):
         """The time (seconds after t_fault) from which every `who` answer of every
         watcher was right: each name once, num equal to the count, no name that
-        was not in the room then, none missing that had been in it for slack
-        seconds. None if the last answer was still wrong."""
+        was not in the room within slack seconds of it (the clients' own record
+        of entering and leaving may lag the server's by a busy loop), none
+        missing that had been in it for slack seconds. None if no answer came."""
         entered = collections.defaultdict(list)      # room -> [(name, t_enter, t_close)]
         for c in self.clients:
             for s in c["sessions"]:
@@ -276,7 +277,7 @@ class Accounting:
                         continue
                     answers += 1
                     t, members, num = e[1], e[2], e[3]
-                    could = {n for n, a, b in entered[c["room"]] if a <= t and b >= t - slack}
+                    could = {n for n, a, b in entered[c["room"]] if a <= t + slack and b >= t - slack}
                     must = {n for n, a, b in entered[c["room"]] if a <= t - slack and b >= t}
                     ok = (len(members) == len(set(members)) == num and set(members) <= could
                           and must <= set(members))

@@ -352,7 +352,9 @@ def test_binary_upgrade_under_traffic(lab):
     """SIGUSR2 to host B's master under traffic: a new master and new workers
     take B's listening sockets, the old workers drain. B stays UP in HAProxy
     throughout; B's clients are closed only by the drain (1001) and come back
-    once; A's and C's are untouched; nothing is silently lost."""
+    once; A's and C's are untouched; `who` is right within twice presence_ttl
+    (a drained client leaves its rooms at once, so in practice at once);
+    nothing is silently lost."""
     lab = lab(deadline=150)
     b = lab.host("B")
     traffic = Traffic(lab)
@@ -383,7 +385,10 @@ def test_binary_upgrade_under_traffic(lab):
     assert states == {"UP"}, f"HAProxy saw B as {states} during the upgrade"
     assert not set(old_workers) & set(b.worker_pids()) or not b.worker_pids()
     s = assert_nothing_silently_lost(acc, on_b)
-    report("5 binary upgrade", {**s, "on_B": len(on_b), "history": HISTORY_RECOVERY})
+    census = acc.census_right_after(t_usr2)
+    report("5 binary upgrade", {**s, "on_B": len(on_b), "who_right_s": census,
+                                "history": HISTORY_RECOVERY})
+    assert census is not None and census <= 2 * PRESENCE_TTL, f"who wrong {census}s after the upgrade"
 
 
 # ---- 6. and 7. (to come) ----
