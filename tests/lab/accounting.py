@@ -260,7 +260,10 @@ class Accounting:
         watcher was right: each name once, num equal to the count, no name that
         was not in the room within slack seconds of it (the clients' own record
         of entering and leaving may lag the server's by a busy loop), none
-        missing that had been in it for slack seconds. None if no answer came."""
+        missing that was in it from slack seconds before to slack seconds after
+        (the server takes a drained client out as it sends the close frame; the
+        client records the close once the closing handshake is done). None if
+        no answer came."""
         entered = collections.defaultdict(list)      # room -> [(name, t_enter, t_close)]
         for c in self.clients:
             for s in c["sessions"]:
@@ -278,7 +281,7 @@ class Accounting:
                     answers += 1
                     t, members, num = e[1], e[2], e[3]
                     could = {n for n, a, b in entered[c["room"]] if a <= t + slack and b >= t - slack}
-                    must = {n for n, a, b in entered[c["room"]] if a <= t - slack and b >= t}
+                    must = {n for n, a, b in entered[c["room"]] if a <= t - slack and b >= t + slack}
                     ok = (len(members) == len(set(members)) == num and set(members) <= could
                           and must <= set(members))
                     if not ok and (last_wrong is None or t > last_wrong):
