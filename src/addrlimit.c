@@ -27,7 +27,7 @@ static struct lrow *self;
 #define STORE(p, v)	__atomic_store_n((p), (v), __ATOMIC_RELAXED)
 
 int
-limits_init(int slots)
+addrlimit_init(int slots)
 {
 	void *p = mmap(NULL, sizeof(struct lrow) * (size_t)slots, PROT_READ | PROT_WRITE,
 	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -40,14 +40,14 @@ limits_init(int slots)
 }
 
 void
-limits_slot_release(int slot)
+addrlimit_slot_release(int slot)
 {
 	if (rows != NULL && slot >= 0 && slot < nrows)
 		memset(&rows[slot], 0, sizeof(rows[slot]));
 }
 
 void
-limits_bind(int slot)
+addrlimit_bind(int slot)
 {
 	if (rows != NULL && slot >= 0 && slot < nrows)
 		self = &rows[slot];
@@ -65,7 +65,7 @@ bucket(int family, const uint8_t *ip)
 }
 
 int
-limits_session_open(int family, const uint8_t *ip, int max_open, int max_rate)
+addrlimit_open(int family, const uint8_t *ip, int max_open, int max_rate)
 {
 	uint32_t b, open = 0, rate = 0, now;
 	struct timespec ts;
@@ -100,7 +100,7 @@ limits_session_open(int family, const uint8_t *ip, int max_open, int max_rate)
 }
 
 void
-limits_session_close(int family, const uint8_t *ip)
+addrlimit_close(int family, const uint8_t *ip)
 {
 	uint32_t b;
 

@@ -11,18 +11,18 @@
 #include "log.h"
 
 /* Master, before forking: rows for `slots` workers. -1 on failure. */
-int limits_init(int slots) MUST_CHECK;
+int addrlimit_init(int slots) MUST_CHECK;
 /* Master: a worker is gone; its sessions no longer count. */
-void limits_slot_release(int slot);
+void addrlimit_slot_release(int slot);
 /* Worker: count into this row from now on. */
-void limits_bind(int slot);
+void addrlimit_bind(int slot);
 /*
  * A new session from ip (family AF_INET/AF_INET6): 0 if it may open (and is
  * counted), or -1 if max_open (0 = no limit) sessions from that address are
  * open already or max_rate (0 = no limit) opened within this second.
  */
-int limits_session_open(int family, const uint8_t *ip, int max_open, int max_rate);
-/* The session counted by limits_session_open closed. */
-void limits_session_close(int family, const uint8_t *ip);
+int addrlimit_open(int family, const uint8_t *ip, int max_open, int max_rate);
+/* The session counted by addrlimit_open closed. */
+void addrlimit_close(int family, const uint8_t *ip);
 
 #endif

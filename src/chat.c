@@ -12,15 +12,17 @@
 #include "auth.h"
 #include "bus.h"
 #include "chat.h"
+#include "clock.h"
 #include "config.h"
 #include "http.h"
 #include "proto.h"
 #include "room.h"
-#include "worker.h"
+#include "store.h"
 #include "ws.h"
 #include "ws_frame.h"
 
 #define WS_CLOSE_HEARTBEAT	4000
+#define CHAT_WHO_MAX		1000000	/* names in one who answer */
 
 struct chat_conn {
 	struct member	*members;	/* rooms this session is in */
@@ -33,23 +35,17 @@ struct chat_conn {
 static struct proto *parser;
 static struct jbuf out;
 
-static const struct config *
-cfg(void)
-{
-	return worker_self->cfg;
-}
 
 static struct chat_conn *
 state(struct session *s, int create)
 {
-	struct chat_conn **cc = ws_chat(s);
+	struct chat_conn *c = ws_data(s);
 
-	if (*cc == NULL && create) {
-		*cc = calloc(1, sizeof(**cc));
-		if (*cc != NULL)
-			(*cc)->hb_last = worker_now();
+	if (c == NULL && create && (c = calloc(1, sizeof(*c))) != NULL) {
+		c->hb_last = clock_ms();
+		ws_set_data(s, c);
 	}
-	return *cc;
+	return c;
 }
 
 static long
@@ -108,6 +104,7 @@ do_enter(struct session *s, const struct chat_req *r, const char *room, size_t r
 {
 	struct chat_conn *c = state(s, 1);
 	const struct auth_identity *id;
+	struct room_catchup cu;
 	struct member *m;
 	const char *err = NULL, *name = r->message;
 	size_t nlen = r->message_len;
@@ -120,7 +117,7 @@ do_enter(struct session *s, const struct chat_req *r, const char *room, size_t r
 		send_error(s, "already_in_room", "you are in this room already");
 		return;
 	}
-	if (c->nrooms >= cfg()->max_rooms_per_connection) {
+	if (c->nrooms >= ws_config(s)->max_rooms_per_connection) {
 		send_error(s, "too_many_rooms", "leave a room before entering another");
 		return;
 	}
@@ -128,7 +125,7 @@ do_enter(struct session *s, const struct chat_req *r, const char *room, size_t r
 	if ((id = ws_identity(s)) != NULL) {
 		name = id->sub;
 		nlen = strlen(id->sub);
-		if (!proto_valid_label(name, nlen, (size_t)cfg()->max_name_length)) {
+		if (!proto_valid_label(name, nlen, (size_t)ws_config(s)->max_name_length)) {
 			send_error(s, "bad_field", "the token's name (sub) is empty, too long or holds control characters");
 			return;
 		}
@@ -137,7 +134,14 @@ do_enter(struct session *s, const struct chat_req *r, const char *room, size_t r
 			return;
 		}
 	}
-	if ((m = room_join(s, ROOM_CHAT, room, rl, name, nlen, &err)) == NULL) {
+	if (r->since || r->history > 0) {
+		cu.since = r->since;
+		cu.offset = r->since_offset;
+		snprintf(cu.epoch, sizeof(cu.epoch), "%.*s", (int)r->since_epoch_len, r->since_epoch != NULL ? r->since_epoch : "");
+		cu.history = r->history;
+	}
+	if ((m = room_join(s, ROOM_CHAT, room, rl, name, nlen, r->since || r->history > 0 ? &cu : NULL,
+	    &err)) == NULL) {
 		send_error(s, err, strcmp(err, "unavailable") == 0 ?
 		    "room service unavailable; try again shortly" : "cannot enter the room");
 		return;
@@ -149,11 +153,79 @@ do_enter(struct session *s, const struct chat_req *r, const char *room, size_t r
 		 */
 		c->hb_missed = 0;
 		c->hb_waiting = 0;
-		c->hb_last = worker_now();
+		c->hb_last = clock_ms();
 	}
 	room_set_next_of_session(m, c->members);
 	c->members = m;
 	c->nrooms++;
+}
+
+/*
+ * A new token for a session that has one: the same checks as at the
+ * handshake (signature, exp, nbf), the same user (sub), and it must allow
+ * every room the session is in. The session then lives until the new exp.
+ */
+static void
+do_refresh(struct session *s, const char *tok, size_t tl)
+{
+	const struct config *cf = ws_config(s);
+	const struct auth_identity *cur = ws_identity(s);
+	struct auth_identity id, *nid;
+	struct chat_conn *c = state(s, 0);
+	const char *why = NULL;
+	size_t kl;
+
+	if (cur == NULL) {
+		send_error(s, "bad_token", "this session has no token to refresh");
+		return;
+	}
+	if (auth_verify(tok, tl, cf->auth_key, cf->auth_keylen, (long long)(clock_wall_ms() / 1000), 5,
+	    &id, &why) == -1) {
+		send_error(s, "bad_token", why);
+		return;
+	}
+	if (strcmp(id.sub, cur->sub) != 0) {
+		auth_identity_free(&id);
+		send_error(s, "bad_token", "the new token is for another user (sub)");
+		return;
+	}
+	for (struct member *m = c != NULL ? c->members : NULL; m != NULL; m = room_next_of_session(m)) {
+		const char *k = room_key_of(m, &kl);
+
+		if (!auth_room_allowed(&id, k, kl)) {
+			auth_identity_free(&id);
+			send_error(s, "forbidden", "the new token does not allow a room you are in");
+			return;
+		}
+	}
+	if ((nid = malloc(sizeof(*nid))) == NULL) {
+		auth_identity_free(&id);
+		send_error(s, "no_memory", "the server is out of memory");
+		return;
+	}
+	*nid = id;
+	ws_set_identity(s, nid);
+	proto_refreshed(&out, nid->exp, single_num(c));
+	if (!out.oom)
+		ws_send_text(s, out.p, out.len);
+}
+
+/* A page of a room's history, as the client asked it (or why not). */
+static void
+history_done(struct session *s, const char *room, size_t rl, const struct store_range *got)
+{
+	if (!ws_is_open(s))
+		return;
+	if (got == NULL) {
+		send_error(s, "unavailable", "room service unavailable; try again shortly");
+		return;
+	}
+	proto_history_begin(&out, room, rl);
+	for (size_t i = 0; i < got->n; i++)
+		proto_history_message(&out, got->json[i], got->len[i], i == 0);
+	proto_history_end(&out, got->offset, got->epoch, single_num(ws_data(s)));
+	if (!out.oom)
+		ws_send_text(s, out.p, out.len);
 }
 
 struct who_ctx {
@@ -164,7 +236,7 @@ struct who_ctx {
 };
 
 static void
-who_done(void *arg, const char *const *names, const size_t *lens, size_t n)
+who_done(void *arg, const char *const *names, const size_t *lens, size_t n, long total)
 {
 	struct who_ctx *w = arg;
 
@@ -175,7 +247,7 @@ who_done(void *arg, const char *const *names, const size_t *lens, size_t n)
 			proto_who_begin(&out, w->room, w->rl);
 			for (size_t i = 0; i < n; i++)
 				proto_who_name(&out, names[i], lens[i], i == 0);
-			proto_who_end(&out, (long)n);
+			proto_who_end(&out, total);
 			if (!out.oom)
 				ws_send_text(w->s, out.p, out.len);
 		}
@@ -187,7 +259,8 @@ who_done(void *arg, const char *const *names, const size_t *lens, size_t n)
 static void
 handle_chat(struct session *s, const uint8_t *data, size_t len)
 {
-	struct proto_limits lim = { (size_t)cfg()->max_name_length, (size_t)cfg()->max_roomid_length };
+	struct proto_limits lim = { (size_t)ws_config(s)->max_name_length, (size_t)ws_config(s)->max_roomid_length,
+	    AUTH_MAX_TOKEN, (unsigned)ws_config(s)->history_size };
 	struct chat_conn *c = state(s, 0);
 	struct chat_req r;
 	struct member *m = NULL;
@@ -207,10 +280,14 @@ handle_chat(struct session *s, const uint8_t *data, size_t len)
 	rl = r.roomid_len;
 	if (r.ev == CHAT_ENTER) {
 		if (room == NULL) {
-			room = cfg()->default_room;
+			room = ws_config(s)->default_room;
 			rl = strlen(room);
 		}
 		do_enter(s, &r, room, rl);
+		return;
+	}
+	if (r.ev == CHAT_REFRESH) {
+		do_refresh(s, r.token, r.token_len);
 		return;
 	}
 	if (r.ev == CHAT_HEARTBEAT) {
@@ -219,9 +296,9 @@ handle_chat(struct session *s, const uint8_t *data, size_t len)
 			c->hb_waiting = 0;
 		}
 		if (r.message != NULL && r.message_len == 4 && memcmp(r.message, "ping", 4) == 0) {
-			static const char pong[] = "{\"event\":\"heartbeat\",\"message\":\"pong\"}";
-
-			ws_send_text(s, pong, sizeof(pong) - 1);
+			proto_heartbeat(&out, 1, single_num(c));
+			if (!out.oom)
+				ws_send_text(s, out.p, out.len);
 		}
 		return;
 	}
@@ -261,21 +338,26 @@ handle_chat(struct session *s, const uint8_t *data, size_t len)
 		w->num = room_num(m);
 		memcpy(w->room, k, kl);
 		ws_ref(s);
-		if (bus_who(k, kl, who_done, w) == -1) {
+		if (store_who(k, kl, CHAT_WHO_MAX, who_done, w) == -1) {
 			ws_unref(s);
 			free(w);
 			send_error(s, "unavailable", "room service unavailable; try again shortly");
 		}
 		break;
 	}
+	case CHAT_HISTORY:
+		if (room_history(m, r.before, r.history, history_done) == -1)
+			send_error(s, "unavailable", "room service unavailable; try again shortly");
+		break;
 	default:
 		break;
 	}
 }
 
 
-int
-chat_broadcast_allowed(struct session *s)
+/* The broadcast URL names its room: under auth_failure http a token that does not allow it gets 403. */
+static int
+broadcast_admit(struct session *s, const char **why)
 {
 	const struct auth_identity *id = ws_identity(s);
 	const char *v;
@@ -283,17 +365,21 @@ chat_broadcast_allowed(struct session *s)
 	size_t vl;
 	int rl;
 
-	if (id == NULL || ws_route(s)->kind != ROUTE_BROADCAST)
-		return 1;
+	if (id == NULL)
+		return 0;
 	if ((v = ws_query_param(s, "room", &vl)) == NULL)
-		rl = snprintf(room, sizeof(room), "%s", cfg()->default_room);
+		rl = snprintf(room, sizeof(room), "%s", ws_config(s)->default_room);
 	else if ((rl = http_pct_decode(v, vl, room, sizeof(room), 1)) < 0)
-		return 1;	/* a bad name: chat_open says bad_field */
-	return auth_room_allowed(id, room, (size_t)rl);
+		return 0;	/* a bad name: broadcast_open says bad_field */
+	if (auth_room_allowed(id, room, (size_t)rl))
+		return 0;
+	*why = "your token does not allow this room";
+	return 403;
 }
 
-void
-chat_open(struct session *s)
+/* The broadcast route joins the room named in ?room= right away. */
+static void
+broadcast_open(struct session *s)
 {
 	struct chat_conn *c;
 	struct member *m;
@@ -302,18 +388,15 @@ chat_open(struct session *s)
 	size_t vl, kl;
 	int rl;
 
-	if (ws_route(s)->kind != ROUTE_BROADCAST)
-		return;
-	/* The broadcast route joins the room named in ?room= right away. */
 	if ((v = ws_query_param(s, "room", &vl)) != NULL) {
 		rl = http_pct_decode(v, vl, room, sizeof(room), 1);
-		if (rl < 0 || !proto_valid_label(room, (size_t)rl, (size_t)cfg()->max_roomid_length)) {
+		if (rl < 0 || !proto_valid_label(room, (size_t)rl, (size_t)ws_config(s)->max_roomid_length)) {
 			send_error(s, "bad_field", "?room= must be 1 to max_roomid_length bytes without control characters");
 			ws_close(s, WS_CLOSE_POLICY, "bad room");
 			return;
 		}
 	} else
-		rl = snprintf(room, sizeof(room), "%s", cfg()->default_room);
+		rl = snprintf(room, sizeof(room), "%s", ws_config(s)->default_room);
 	if (ws_identity(s) != NULL && !auth_room_allowed(ws_identity(s), room, (size_t)rl)) {
 		send_error(s, "forbidden", "your token does not allow this room");
 		ws_close(s, WS_CLOSE_POLICY, "room not allowed");
@@ -324,7 +407,7 @@ chat_open(struct session *s)
 		ws_close(s, WS_CLOSE_INTERNAL, "cannot join");
 		return;
 	}
-	if ((m = room_join(s, ROOM_BROADCAST, key, kl, "", 0, &err)) == NULL) {
+	if ((m = room_join(s, ROOM_BROADCAST, key, kl, "", 0, NULL, &err)) == NULL) {
 		send_error(s, err, "room service unavailable; try again shortly");
 		ws_close(s, 1013, "try again later");
 		return;
@@ -333,34 +416,37 @@ chat_open(struct session *s)
 	c->nrooms = 1;
 }
 
-void
-chat_message(struct session *s, int opcode, const uint8_t *data, size_t len)
+/* Relay a message verbatim to the broadcast room. */
+static void
+broadcast_message(struct session *s, int opcode, struct sbuf *b)
 {
-	struct chat_conn *c;
+	struct chat_conn *c = state(s, 0);
 
-	if (ws_route(s)->kind == ROUTE_BROADCAST) {
-		c = state(s, 0);
-		if (c == NULL || c->members == NULL)
-			return;
-		if (room_relay(c->members, opcode, data, len) == -1)
-			send_error(s, "unavailable", "message not delivered: room service unavailable; try again");
+	if (c == NULL || c->members == NULL)
 		return;
-	}
+	if (room_relay(c->members, opcode, sbuf_ptr(b), b->len) == -1)
+		send_error(s, "unavailable", "message not delivered: room service unavailable; try again");
+}
+
+static void
+chat_message(struct session *s, int opcode, struct sbuf *b)
+{
 	if (opcode != WS_OP_TEXT) {
 		send_error(s, "binary_not_supported", "the chat protocol speaks JSON text frames");
 		return;
 	}
-	handle_chat(s, data, len);
+	handle_chat(s, sbuf_ptr(b), b->len);
 }
 
-void
+/* The JSON heartbeat to a member: closed after heartbeat_misses unanswered. */
+static void
 chat_tick(struct session *s, uint64_t now)
 {
 	struct chat_conn *c = state(s, 0);
-	const struct config *cf = cfg();
+	const struct config *cf = ws_config(s);
 
 	if (c == NULL || c->nrooms == 0 || cf->heartbeat_interval == 0 ||
-	    ws_route(s)->kind != ROUTE_CHAT || now - c->hb_last < (uint64_t)cf->heartbeat_interval)
+	    now - c->hb_last < (uint64_t)cf->heartbeat_interval)
 		return;
 	c->hb_last = now;
 	if (c->hb_waiting && ++c->hb_missed >= cf->heartbeat_misses) {
@@ -369,12 +455,14 @@ chat_tick(struct session *s, uint64_t now)
 		return;
 	}
 	c->hb_waiting = 1;
-	proto_heartbeat(&out, room_num(c->members));
+	/* num only for a member of one room: several rooms have several counts. */
+	proto_heartbeat(&out, 0, single_num(c));
 	if (!out.oom)
 		ws_send_text(s, out.p, out.len);
 }
 
-void
+/* Leave every room now (graceful stop: others hear "out" before we close). */
+static void
 chat_leave_all(struct session *s)
 {
 	struct chat_conn *c = state(s, 0);
@@ -387,20 +475,20 @@ chat_leave_all(struct session *s)
 	}
 }
 
-void
+/* The session is gone: leave rooms and free the state. */
+static void
 chat_free(struct session *s)
 {
-	struct chat_conn **cc = ws_chat(s);
-
 	chat_leave_all(s);
-	free(*cc);
-	*cc = NULL;
+	free(ws_data(s));
+	ws_set_data(s, NULL);
 }
 
-void
+/* The session's rooms, comma-separated and escaped for the access line. */
+static void
 chat_rooms(struct session *s, char *buf, size_t len)
 {
-	struct chat_conn *c = *ws_chat(s);
+	struct chat_conn *c = ws_data(s);
 	size_t o = 0;
 
 	buf[0] = '\0';
@@ -419,3 +507,34 @@ chat_rooms(struct session *s, char *buf, size_t len)
 		o += strlen(buf + o);
 	}
 }
+
+/* Refusals said in the chat protocol: noAuth (the tutorial's), rate_limited. */
+static void
+chat_refuse(struct session *s, enum ws_refusal why)
+{
+	if (why == WS_REFUSED_AUTH)
+		ws_send_text(s, PROTO_NOAUTH, sizeof(PROTO_NOAUTH) - 1);
+	else
+		send_error(s, "rate_limited", "too many messages: slow down");
+}
+
+const struct route_ops chat_route = {
+	.message = chat_message,
+	.tick = chat_tick,
+	.shutdown = chat_leave_all,
+	.free = chat_free,
+	.describe = chat_rooms,
+	.refuse = chat_refuse,
+	.rate_mode = WS_RATE_REFUSE,
+};
+
+const struct route_ops broadcast_route = {
+	.admit = broadcast_admit,
+	.open = broadcast_open,
+	.message = broadcast_message,
+	.shutdown = chat_leave_all,
+	.free = chat_free,
+	.describe = chat_rooms,
+	.refuse = chat_refuse,
+	.rate_mode = WS_RATE_REFUSE,
+};

@@ -8,7 +8,6 @@
  */
 #include "config.h"
 #include "proto.h"
-#include "tls.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -41,6 +40,7 @@ enum opt_type {
 	OPT_LISTEN,	/* repeated: address[:port] */
 	OPT_ROUTE,	/* repeated: path kind */
 	OPT_CIDRS,	/* repeated: address blocks */
+	OPT_ENUM,	/* one of the names in `names`, stored as its index */
 };
 
 #define OPT_RESTART	0x1	/* a change needs a full restart, not SIGHUP */
@@ -52,65 +52,74 @@ struct option {
 	long long	 min, max;
 	const char	*def;		/* NULL: unset / computed */
 	int		 flags;
+	const char *const *names;	/* OPT_ENUM: the values, NULL-terminated */
 };
+
+static const char *const auth_names[] = { "off", "optional", "required", NULL };
+static const char *const auth_failure_names[] = { "event", "http", NULL };
+static const char *const slow_client_names[] = { "close", "drop", NULL };
+static const char *const log_format_names[] = { "text", "json", NULL };
 
 #define O(f) offsetof(struct config, f)
 static const struct option options[] = {
-	{ "listen", OPT_LISTEN, 0, 0, 0, NULL, OPT_RESTART },
-	{ "workers", OPT_INT, O(workers), 0, 256, "0", OPT_RESTART },
-	{ "user", OPT_STRING, O(user), 0, 0, NULL, OPT_RESTART },
-	{ "daemonize", OPT_BOOL, O(daemonize), 0, 1, "no", OPT_RESTART },
-	{ "pidfile", OPT_PATH, O(pidfile), 0, 0, NULL, OPT_RESTART },
-	{ "log_file", OPT_PATH, O(log_file), 0, 0, "stderr", 0 },
-	{ "log_level", OPT_LEVEL, O(log_level), 0, 0, "info", 0 },
-	{ "log_format", OPT_STRING, O(log_format), 0, 0, "text", 0 },
-	{ "shutdown_timeout", OPT_DURATION, O(shutdown_timeout), 0, 3600000, "10s", 0 },
-	{ "max_connections", OPT_INT, O(max_connections), 1, 10000000, "100000", 0 },
-	{ "handshake_timeout", OPT_DURATION, O(handshake_timeout), 100, 3600000, "10s", 0 },
-	{ "max_request_size", OPT_SIZE, O(max_request_size), 1024, 1048576, "8k", 0 },
-	{ "max_message_size", OPT_SIZE, O(max_message_size), 125, 1073741824, "1m", 0 },
-	{ "ping_interval", OPT_DURATION, O(ping_interval), 100, 86400000, "30s", 0 },
-	{ "ping_timeout", OPT_DURATION, O(ping_timeout), 100, 86400000, "60s", 0 },
-	{ "close_timeout", OPT_DURATION, O(close_timeout), 100, 3600000, "5s", 0 },
-	{ "route", OPT_ROUTE, 0, 0, 0, NULL, 0 },
-	{ "drain_time", OPT_DURATION, O(drain_time), 0, 3600000, "0s", 0 },
-	{ "health_path", OPT_STRING, O(health_path), 0, 0, "/healthz", 0 },
-	{ "ready_path", OPT_STRING, O(ready_path), 0, 0, "/readyz", 0 },
-	{ "metrics_path", OPT_STRING, O(metrics_path), 0, 0, "/metrics", 0 },
-	{ "trusted_proxies", OPT_CIDRS, 0, 0, 0, NULL, 0 },
-	{ "auth", OPT_STRING, O(auth), 0, 0, "off", 0 },
-	{ "auth_secret", OPT_STRING, O(auth_secret), 0, 0, NULL, 0 },
-	{ "auth_secret_file", OPT_PATH, O(auth_secret_file), 0, 0, NULL, 0 },
-	{ "auth_cookie", OPT_STRING, O(auth_cookie), 0, 0, "token", 0 },
-	{ "auth_failure", OPT_STRING, O(auth_failure), 0, 0, "event", 0 },
-	{ "allowed_origins", OPT_STRING, O(allowed_origins), 0, 0, NULL, 0 },
-	{ "allow_missing_origin", OPT_BOOL, O(allow_missing_origin), 0, 1, "yes", 0 },
-	{ "max_sessions_per_ip", OPT_INT, O(max_sessions_per_ip), 0, 10000000, "0", 0 },
-	{ "max_new_sessions_per_ip", OPT_INT, O(max_new_sessions_per_ip), 0, 10000000, "0", 0 },
-	{ "rate_limit", OPT_INT, O(rate_limit), 0, 1000000, "100", 0 },
-	{ "rate_burst", OPT_INT, O(rate_burst), 1, 1000000, "200", 0 },
-	{ "worker_connections", OPT_INT, O(worker_connections), 0, 10000000, "0", 0 },
-	{ "ssl_certificate", OPT_PATH, O(ssl_certificate), 0, 0, NULL, 0 },
-	{ "ssl_certificate_key", OPT_PATH, O(ssl_certificate_key), 0, 0, NULL, 0 },
-	{ "deflate", OPT_BOOL, O(deflate), 0, 1, "on", 0 },
-	{ "deflate_level", OPT_INT, O(deflate_level), 1, 9, "3", 0 },
-	{ "deflate_window_bits", OPT_INT, O(deflate_window_bits), 9, 15, "15", 0 },
-	{ "deflate_min_size", OPT_SIZE, O(deflate_min_size), 0, 1048576, "64", 0 },
-	{ "www_root", OPT_PATH, O(www_root), 0, 0, NULL, 0 },
-	{ "max_outbuf", OPT_SIZE, O(max_outbuf), 65536, 1073741824, "16m", 0 },
-	{ "slow_client", OPT_STRING, O(slow_client), 0, 0, "close", 0 },
-	{ "broadcast_coalesce", OPT_DURATION, O(broadcast_coalesce), 0, 1000, "10ms", 0 },
-	{ "default_room", OPT_STRING, O(default_room), 0, 0, "lobby", 0 },
-	{ "max_rooms_per_connection", OPT_INT, O(max_rooms_per_connection), 1, 1024, "16", 0 },
-	{ "max_name_length", OPT_INT, O(max_name_length), 1, 1024, "64", 0 },
-	{ "max_roomid_length", OPT_INT, O(max_roomid_length), 1, 1024, "128", 0 },
-	{ "heartbeat_interval", OPT_DURATION, O(heartbeat_interval), 0, 3600000, "30s", 0 },
-	{ "heartbeat_misses", OPT_INT, O(heartbeat_misses), 1, 100, "2", 0 },
-	{ "redis", OPT_STRING, O(redis), 0, 0, NULL, OPT_RESTART },
-	{ "redis_prefix", OPT_STRING, O(redis_prefix), 0, 0, "roomd:", OPT_RESTART },
-	{ "redis_server", OPT_PATH, O(redis_server), 0, 0, REDIS_SERVER_PATH, OPT_RESTART },
-	{ "run_dir", OPT_PATH, O(run_dir), 0, 0, "/tmp", OPT_RESTART },
-	{ "presence_ttl", OPT_DURATION, O(presence_ttl), 1000, 3600000, "15s", 0 },
+	{ "listen", OPT_LISTEN, 0, 0, 0, NULL, OPT_RESTART, NULL },
+	{ "workers", OPT_INT, O(workers), 0, 256, "0", OPT_RESTART, NULL },
+	{ "user", OPT_STRING, O(user), 0, 0, NULL, OPT_RESTART, NULL },
+	{ "daemonize", OPT_BOOL, O(daemonize), 0, 1, "no", OPT_RESTART, NULL },
+	{ "pidfile", OPT_PATH, O(pidfile), 0, 0, NULL, OPT_RESTART, NULL },
+	{ "log_file", OPT_PATH, O(log_file), 0, 0, "stderr", 0, NULL },
+	{ "log_level", OPT_LEVEL, O(log_level), 0, 0, "info", 0, NULL },
+	{ "log_format", OPT_ENUM, O(log_format), 0, 0, "text", 0, log_format_names },
+	{ "shutdown_timeout", OPT_DURATION, O(shutdown_timeout), 0, 3600000, "10s", 0, NULL },
+	{ "max_connections", OPT_INT, O(max_connections), 1, 10000000, "100000", 0, NULL },
+	{ "handshake_timeout", OPT_DURATION, O(handshake_timeout), 100, 3600000, "10s", 0, NULL },
+	{ "max_request_size", OPT_SIZE, O(max_request_size), 1024, 1048576, "8k", 0, NULL },
+	{ "max_message_size", OPT_SIZE, O(max_message_size), 125, 1073741824, "1m", 0, NULL },
+	{ "ping_interval", OPT_DURATION, O(ping_interval), 100, 86400000, "30s", 0, NULL },
+	{ "ping_timeout", OPT_DURATION, O(ping_timeout), 100, 86400000, "60s", 0, NULL },
+	{ "close_timeout", OPT_DURATION, O(close_timeout), 100, 3600000, "5s", 0, NULL },
+	{ "route", OPT_ROUTE, 0, 0, 0, NULL, 0, NULL },
+	{ "drain_time", OPT_DURATION, O(drain_time), 0, 3600000, "0s", 0, NULL },
+	{ "health_path", OPT_STRING, O(health_path), 0, 0, "/healthz", 0, NULL },
+	{ "ready_path", OPT_STRING, O(ready_path), 0, 0, "/readyz", 0, NULL },
+	{ "metrics_path", OPT_STRING, O(metrics_path), 0, 0, "/metrics", 0, NULL },
+	{ "trusted_proxies", OPT_CIDRS, 0, 0, 0, NULL, 0, NULL },
+	{ "auth", OPT_ENUM, O(auth), 0, 0, "off", 0, auth_names },
+	{ "auth_secret", OPT_STRING, O(auth_secret), 0, 0, NULL, 0, NULL },
+	{ "auth_secret_file", OPT_PATH, O(auth_secret_file), 0, 0, NULL, 0, NULL },
+	{ "auth_cookie", OPT_STRING, O(auth_cookie), 0, 0, "token", 0, NULL },
+	{ "auth_failure", OPT_ENUM, O(auth_failure), 0, 0, "event", 0, auth_failure_names },
+	{ "allowed_origins", OPT_STRING, O(allowed_origins), 0, 0, NULL, 0, NULL },
+	{ "allow_missing_origin", OPT_BOOL, O(allow_missing_origin), 0, 1, "yes", 0, NULL },
+	{ "max_sessions_per_ip", OPT_INT, O(max_sessions_per_ip), 0, 10000000, "0", 0, NULL },
+	{ "max_new_sessions_per_ip", OPT_INT, O(max_new_sessions_per_ip), 0, 10000000, "0", 0, NULL },
+	{ "rate_limit", OPT_INT, O(rate_limit), 0, 1000000, "100", 0, NULL },
+	{ "rate_burst", OPT_INT, O(rate_burst), 1, 1000000, "200", 0, NULL },
+	{ "worker_connections", OPT_INT, O(worker_connections), 0, 10000000, "0", 0, NULL },
+	{ "ssl_certificate", OPT_PATH, O(ssl_certificate), 0, 0, NULL, 0, NULL },
+	{ "ssl_certificate_key", OPT_PATH, O(ssl_certificate_key), 0, 0, NULL, 0, NULL },
+	{ "deflate", OPT_BOOL, O(deflate), 0, 1, "on", 0, NULL },
+	{ "deflate_level", OPT_INT, O(deflate_level), 1, 9, "3", 0, NULL },
+	{ "deflate_window_bits", OPT_INT, O(deflate_window_bits), 9, 15, "15", 0, NULL },
+	{ "deflate_min_size", OPT_SIZE, O(deflate_min_size), 0, 1048576, "64", 0, NULL },
+	{ "www_root", OPT_PATH, O(www_root), 0, 0, NULL, 0, NULL },
+	{ "max_outbuf", OPT_SIZE, O(max_outbuf), 65536, 1073741824, "16m", 0, NULL },
+	{ "slow_client", OPT_ENUM, O(slow_client), 0, 0, "close", 0, slow_client_names },
+	{ "broadcast_coalesce", OPT_DURATION, O(broadcast_coalesce), 0, 1000, "10ms", 0, NULL },
+	{ "default_room", OPT_STRING, O(default_room), 0, 0, "lobby", 0, NULL },
+	{ "max_rooms_per_connection", OPT_INT, O(max_rooms_per_connection), 1, 1024, "16", 0, NULL },
+	{ "max_name_length", OPT_INT, O(max_name_length), 1, 1024, "64", 0, NULL },
+	{ "max_roomid_length", OPT_INT, O(max_roomid_length), 1, 1024, "128", 0, NULL },
+	{ "heartbeat_interval", OPT_DURATION, O(heartbeat_interval), 0, 3600000, "30s", 0, NULL },
+	{ "heartbeat_misses", OPT_INT, O(heartbeat_misses), 1, 100, "2", 0, NULL },
+	{ "redis", OPT_STRING, O(redis), 0, 0, NULL, OPT_RESTART, NULL },
+	{ "redis_prefix", OPT_STRING, O(redis_prefix), 0, 0, "roomd:", OPT_RESTART, NULL },
+	{ "redis_server", OPT_PATH, O(redis_server), 0, 0, REDIS_SERVER_PATH, OPT_RESTART, NULL },
+	{ "run_dir", OPT_PATH, O(run_dir), 0, 0, "/tmp", OPT_RESTART, NULL },
+	{ "presence_ttl", OPT_DURATION, O(presence_ttl), 1000, 3600000, "15s", 0, NULL },
+	{ "history_size", OPT_INT, O(history_size), 0, 100000, "100", 0, NULL },
+	{ "history_ttl", OPT_DURATION, O(history_ttl), 1000, 604800000, "1h", 0, NULL },
+	{ "ready_timeout", OPT_DURATION, O(ready_timeout), 100, 60000, "1s", 0, NULL },
 };
 #undef O
 
@@ -432,6 +441,17 @@ cfg_parse_redis(const char *v, struct cfg_redis *r, char *why, size_t whylen)
 	return 0;
 }
 
+void
+cfg_redis_describe(const struct cfg_redis *r, char *buf, size_t len)
+{
+	if (r->is_unix)
+		snprintf(buf, len, "unix:%s db %d", r->path, r->db);
+	else if (strchr(r->host, ':') != NULL)
+		snprintf(buf, len, "[%s]:%d db %d", r->host, r->port, r->db);
+	else
+		snprintf(buf, len, "%s:%d db %d", r->host, r->port, r->db);
+}
+
 static const struct option *
 find_option(const char *key)
 {
@@ -499,6 +519,22 @@ apply(struct config *c, const struct option *o, const char *value, char *why, si
 		}
 		*(int *)(base + o->off) = iv;
 		return 0;
+	case OPT_ENUM:
+		for (iv = 0; o->names[iv] != NULL; iv++)
+			if (strcmp(o->names[iv], value) == 0) {
+				*(int *)(base + o->off) = iv;
+				return 0;
+			}
+		{
+			size_t n = (size_t)snprintf(why, whylen, "%s wants ", o->name);
+
+			for (int k = 0; o->names[k] != NULL && n < whylen; k++)
+				n += (size_t)snprintf(why + n, whylen - n, "%s%s", o->names[k],
+				    o->names[k + 1] == NULL ? "" : o->names[k + 2] == NULL ? " or " : ", ");
+			if (n < whylen)
+				snprintf(why + n, whylen - n, ", got '%s'", value);
+		}
+		return -1;
 	case OPT_STRING:
 	case OPT_PATH:
 		if (*value == '\0') {
@@ -651,37 +687,73 @@ split_line(char *line, char **key, char **value, char *why, size_t whylen)
 	return 1;
 }
 
+#define CFG_LINE_MAX	4094		/* bytes in a line, without its newline */
+#define CFG_FILE_MAX	(1 << 20)	/* bytes in a config file */
+
+int
+cfg_load_text(struct config *c, const char *name, const char *text, size_t len, char *err, size_t errlen)
+{
+	char line[CFG_LINE_MAX + 1], why[CFG_ERR_LEN], *key, *value;
+	size_t pos = 0;
+	int lineno = 0, rc;
+
+	while (pos < len) {
+		const char *start = text + pos, *nl = memchr(start, '\n', len - pos);
+		size_t n = nl != NULL ? (size_t)(nl - start) : len - pos;
+
+		lineno++;
+		if (n > CFG_LINE_MAX)
+			return seterr(err, errlen, name, lineno, "line longer than %d bytes", CFG_LINE_MAX);
+		if (memchr(start, '\0', n) != NULL)
+			return seterr(err, errlen, name, lineno, "NUL byte in the line");
+		memcpy(line, start, n);
+		line[n] = '\0';
+		pos += n + (nl != NULL);
+		if ((rc = split_line(line, &key, &value, why, sizeof(why))) == 0)
+			continue;
+		if (rc == -1)
+			return seterr(err, errlen, name, lineno, "%s", why);
+		if (cfg_set(c, name, lineno, key, value, err, errlen) == -1)
+			return -1;
+	}
+	return 0;
+}
+
 int
 cfg_load_file(struct config *c, const char *path, char *err, size_t errlen)
 {
-	char buf[4096], why[CFG_ERR_LEN], *key, *value;
+	char chunk[8192], *text = NULL, *grown;
+	size_t len = 0, n;
 	FILE *f;
-	int lineno = 0, rc;
+	int rc;
 
 	if ((f = fopen(path, "r")) == NULL)
 		return seterr(err, errlen, path, 0, "cannot open: %s", strerror(errno));
-	while (fgets(buf, sizeof(buf), f) != NULL) {
-		lineno++;
-		if (strchr(buf, '\n') == NULL && !feof(f)) {
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+		if (len + n > CFG_FILE_MAX) {
 			fclose(f);
-			return seterr(err, errlen, path, lineno, "line longer than %zu bytes", sizeof(buf) - 2);
+			free(text);
+			return seterr(err, errlen, path, 0, "larger than %d bytes", CFG_FILE_MAX);
 		}
-		if ((rc = split_line(buf, &key, &value, why, sizeof(why))) == 0)
-			continue;
-		if (rc == -1) {
+		if ((grown = realloc(text, len + n)) == NULL) {
 			fclose(f);
-			return seterr(err, errlen, path, lineno, "%s", why);
+			free(text);
+			return seterr(err, errlen, path, 0, "out of memory");
 		}
-		if (cfg_set(c, path, lineno, key, value, err, errlen) == -1) {
-			fclose(f);
-			return -1;
-		}
+		text = grown;
+		memcpy(text + len, chunk, n);
+		len += n;
 	}
 	if (ferror(f)) {
 		fclose(f);
+		free(text);
 		return seterr(err, errlen, path, 0, "read failed: %s", strerror(errno));
 	}
 	fclose(f);
+	rc = cfg_load_text(c, path, text != NULL ? text : "", len, err, errlen);
+	free(text);
+	if (rc == -1)
+		return -1;
 	free(c->path);
 	if (make_absolute(path, &c->path) == -1)
 		return seterr(err, errlen, path, 0, "out of memory");
@@ -725,16 +797,13 @@ cfg_finish(struct config *c, char *err, size_t errlen)
 		    "default_room must be 1 to max_roomid_length bytes without control characters");
 	if (strlen(c->redis_prefix) > 64)
 		return seterr(err, errlen, origin, 0, "redis_prefix is longer than 64 bytes");
+	if (strpbrk(c->redis_prefix, "{}") != NULL)
+		return seterr(err, errlen, origin, 0,
+		    "redis_prefix must not hold { or }: roomd puts each room's keys behind a hash tag of its own");
 	if (c->ping_timeout <= c->ping_interval)
 		return seterr(err, errlen, origin, 0,
 		    "ping_timeout (%dms) must be longer than ping_interval (%dms)",
 		    c->ping_timeout, c->ping_interval);
-	if (strcmp(c->slow_client, "close") != 0 && strcmp(c->slow_client, "drop") != 0)
-		return seterr(err, errlen, origin, 0, "slow_client wants close or drop, got '%s'", c->slow_client);
-	if (strcmp(c->auth, "off") != 0 && strcmp(c->auth, "optional") != 0 && strcmp(c->auth, "required") != 0)
-		return seterr(err, errlen, origin, 0, "auth wants off, optional or required, got '%s'", c->auth);
-	if (strcmp(c->auth_failure, "event") != 0 && strcmp(c->auth_failure, "http") != 0)
-		return seterr(err, errlen, origin, 0, "auth_failure wants event or http, got '%s'", c->auth_failure);
 	free(c->auth_key);
 	c->auth_key = NULL;
 	c->auth_keylen = 0;
@@ -762,19 +831,9 @@ cfg_finish(struct config *c, char *err, size_t errlen)
 			return seterr(err, errlen, origin, 0, "out of memory");
 		c->auth_keylen = strlen(c->auth_secret);
 	}
-	if (strcmp(c->auth, "off") != 0 && c->auth_keylen < 16)
+	if (c->auth != CFG_AUTH_OFF && c->auth_keylen < 16)
 		return seterr(err, errlen, origin, 0,
-		    "auth %s needs auth_secret or auth_secret_file of at least 16 bytes", c->auth);
-	if (tls_wanted(c)) {
-		/* Load the certificate now: a bad one is a config error, at start and on reload. */
-		SSL_CTX *ctx = tls_ctx_new(c, why, sizeof(why));
-
-		if (ctx == NULL)
-			return seterr(err, errlen, origin, 0, "%s", why);
-		SSL_CTX_free(ctx);
-	}
-	if (strcmp(c->log_format, "text") != 0 && strcmp(c->log_format, "json") != 0)
-		return seterr(err, errlen, origin, 0, "log_format wants text or json, got '%s'", c->log_format);
+		    "auth %s needs auth_secret or auth_secret_file of at least 16 bytes", auth_names[c->auth]);
 	if (c->drain_time >= c->shutdown_timeout && c->drain_time > 0)
 		return seterr(err, errlen, origin, 0,
 		    "drain_time (%dms) must be shorter than shutdown_timeout (%dms): the stop includes the drain",
@@ -826,6 +885,9 @@ render(const struct config *c, const struct option *o, char *out, size_t outlen)
 	case OPT_LEVEL:
 		snprintf(out, outlen, "%s", log_level_name((enum log_level)*(const int *)(base + o->off)));
 		break;
+	case OPT_ENUM:
+		snprintf(out, outlen, "%s", o->names[*(const int *)(base + o->off)]);
+		break;
 	case OPT_STRING:
 	case OPT_PATH:
 		s = *(char *const *)(base + o->off);
@@ -839,10 +901,29 @@ render(const struct config *c, const struct option *o, char *out, size_t outlen)
 	}
 }
 
+/*
+ * Whether a value must be quoted to read back the same (split_line):
+ * unquoted, white space at either end is trimmed, a '#' after white space
+ * starts a comment and a leading '"' opens a quote.
+ */
+static int
+needs_quotes(const char *v)
+{
+	size_t n = strlen(v);
+
+	if (n == 0 || v[0] == '"' || v[0] == '#' || isspace((unsigned char)v[0]) ||
+	    isspace((unsigned char)v[n - 1]))
+		return 1;
+	for (size_t i = 1; i < n; i++)
+		if (v[i] == '#' && isspace((unsigned char)v[i - 1]))
+			return 1;
+	return 0;
+}
+
 void
 cfg_dump(const struct config *c, FILE *f)
 {
-	char v[512];
+	char v[CFG_LINE_MAX + 1];	/* any value a file can hold, whole */
 
 	for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
 		const struct option *o = &options[i];
@@ -876,8 +957,8 @@ cfg_dump(const struct config *c, FILE *f)
 			snprintf(v, sizeof(v), "********");	/* never print a secret */
 		if (v[0] == '\0')
 			fprintf(f, "# %s (unset)\n", o->name);
-		else if (strchr(v, ' ') != NULL || strchr(v, '#') != NULL)
-			fprintf(f, "%s \"%s\"\n", o->name, v);
+		else if (strchr(v, '"') == NULL && (strpbrk(v, " #") != NULL || needs_quotes(v)))
+			fprintf(f, "%s \"%s\"\n", o->name, v);	/* a quoted value cannot hold '"' */
 		else
 			fprintf(f, "%s %s\n", o->name, v);
 	}

@@ -26,6 +26,11 @@ enum route_kind {
 	ROUTE_OFF,		/* path disabled: 404 */
 };
 
+enum cfg_auth { CFG_AUTH_OFF, CFG_AUTH_OPTIONAL, CFG_AUTH_REQUIRED };
+enum cfg_auth_failure { CFG_AUTHFAIL_EVENT, CFG_AUTHFAIL_HTTP };
+enum cfg_slow_client { CFG_SLOW_CLOSE, CFG_SLOW_DROP };
+enum cfg_log_format { CFG_LOG_TEXT, CFG_LOG_JSON };
+
 /* Where Redis is: a unix socket path, or host and port. */
 struct cfg_redis {
 	int	is_unix;
@@ -60,7 +65,7 @@ struct config {
 	char		*pidfile;
 	char		*log_file;
 	int		 log_level;
-	char		*log_format;		/* "text" or "json" */
+	int		 log_format;		/* enum cfg_log_format */
 	int		 shutdown_timeout;	/* ms */
 	int		 max_connections;
 
@@ -73,7 +78,7 @@ struct config {
 	struct cfg_route route[CFG_MAX_ROUTES];
 	int		 nroute;
 	int		 max_outbuf;		/* bytes queued for one client */
-	char		*slow_client;		/* over max_outbuf: close, or drop old room messages */
+	int		 slow_client;		/* enum cfg_slow_client: over max_outbuf, close or drop old room messages */
 	int		 broadcast_coalesce;	/* ms: longest pause between broadcast flushes */
 	int		 drain_time;		/* ms to spread closes over on stop */
 	char		*health_path;
@@ -83,13 +88,13 @@ struct config {
 	struct cidr	 trusted[CFG_MAX_TRUSTED];	/* proxies whose X-Forwarded-For counts */
 	int		 ntrusted;
 
-	char		*auth;			/* off, optional, required */
+	int		 auth;			/* enum cfg_auth */
 	char		*auth_secret;
 	char		*auth_secret_file;
 	uint8_t		*auth_key;		/* the secret in effect */
 	size_t		 auth_keylen;
 	char		*auth_cookie;
-	char		*auth_failure;		/* event (noAuth + 4001) or http (401) */
+	int		 auth_failure;		/* enum cfg_auth_failure: noAuth + 4001, or 401 */
 	char		*allowed_origins;	/* NULL: same origin as Host */
 	int		 allow_missing_origin;
 	int		 max_sessions_per_ip;
@@ -118,6 +123,9 @@ struct config {
 	char		*redis_server;		/* binary for the private server */
 	char		*run_dir;
 	int		 presence_ttl;		/* ms */
+	int		 ready_timeout;		/* ms a worker's canary may take through Redis and back */
+	int		 history_size;		/* messages kept per room; 0: no history */
+	int		 history_ttl;		/* ms a room's history outlives its last message */
 };
 
 /* A config holding every default. NULL only when out of memory. */
@@ -128,6 +136,14 @@ void cfg_free(struct config *);
  * in err. The file's values override what cfg already holds.
  */
 int cfg_load_file(struct config *, const char *path, char *err, size_t errlen) MUST_CHECK;
+/*
+ * The parser behind cfg_load_file, without I/O: len bytes of "key value"
+ * lines; errors read "name:line: what". Does not record a path. (A listen
+ * or redis host name is still resolved, and cfg_finish still reads the
+ * files that keys name.)
+ */
+int cfg_load_text(struct config *, const char *name, const char *text, size_t len, char *err,
+    size_t errlen) MUST_CHECK;
 /* Apply one "key value" line from the command line (-o, -l, -w). */
 int cfg_set(struct config *, const char *origin, int line, const char *key,
     const char *value, char *err, size_t errlen) MUST_CHECK;
@@ -150,5 +166,7 @@ int cfg_parse_duration(const char *, int *ms) MUST_CHECK;
 int cfg_parse_size(const char *, long long *bytes) MUST_CHECK;
 /* Parse redis://[:password@]host[:port][/db] or a unix socket path. */
 int cfg_parse_redis(const char *, struct cfg_redis *, char *why, size_t whylen) MUST_CHECK;
+/* "host:port db N" or "unix:PATH db N" for logs (never the password). */
+void cfg_redis_describe(const struct cfg_redis *, char *buf, size_t len);
 
 #endif

@@ -17,14 +17,36 @@
 #include <sys/uio.h>
 #include <openssl/err.h>
 
+#include "clock.h"
 #include "conn.h"
 #include "metrics.h"
-#include "worker.h"
 
 #define CONN_IOV_MAX	64
 #define TLS_CHUNK	16384	/* one TLS record's worth per SSL_write */
 
 static void conn_event(evutil_socket_t, short, void *);
+
+/* Put c on the list of conns to flush at the end of this loop turn. */
+static void
+want_flush(struct conn *c)
+{
+	if (c->flags & CONN_F_WPENDING)
+		return;
+	c->flags |= CONN_F_WPENDING;
+	c->wnext = c->ctx->wpending;
+	c->ctx->wpending = c;
+}
+
+/* The same for room messages, which the loop may flush later (coalescing). */
+static void
+want_flush_bulk(struct conn *c)
+{
+	if (c->flags & CONN_F_BPENDING)
+		return;
+	c->flags |= CONN_F_BPENDING;
+	c->bnext = c->ctx->bpending;
+	c->ctx->bpending = c;
+}
 
 /* (Re)arm the conn's one event for what it now needs. */
 static void
@@ -45,7 +67,7 @@ conn_arm(struct conn *c)
 	}
 	if (what == EV_PERSIST)
 		return;		/* paused with nothing to write: no event at all */
-	event_assign(&c->ev, c->w->base, c->fd, what, conn_event, c);
+	event_assign(&c->ev, c->ctx->base, c->fd, what, conn_event, c);
 	if (event_add(&c->ev, NULL) == -1) {
 		log_error("conn %u: event_add failed", c->id);
 		conn_close(c);
@@ -53,7 +75,7 @@ conn_arm(struct conn *c)
 }
 
 int
-conn_init(struct conn *c, struct worker *w, int fd, const struct sockaddr *sa,
+conn_init(struct conn *c, struct conn_ctx *x, int fd, const struct sockaddr *sa,
     const struct conn_handler *h, SSL_CTX *tls)
 {
 	memset(c, 0, sizeof(*c));
@@ -66,9 +88,9 @@ conn_init(struct conn *c, struct worker *w, int fd, const struct sockaddr *sa,
 		c->flags |= CONN_F_TLS_HS;
 	}
 	c->fd = fd;
-	c->w = w;
+	c->ctx = x;
 	c->h = h;
-	c->id = ++w->next_id;
+	c->id = ++x->next_id;
 	if (sa->sa_family == AF_INET) {
 		const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
 
@@ -88,17 +110,17 @@ conn_init(struct conn *c, struct worker *w, int fd, const struct sockaddr *sa,
 		}
 	} else
 		c->family = AF_UNSPEC;
-	event_assign(&c->ev, w->base, fd, EV_READ | EV_PERSIST, conn_event, c);
+	event_assign(&c->ev, x->base, fd, EV_READ | EV_PERSIST, conn_event, c);
 	if (event_add(&c->ev, NULL) == -1) {
 		SSL_free(c->ssl);
 		c->ssl = NULL;
 		return -1;
 	}
-	c->next = w->all;
-	if (w->all != NULL)
-		w->all->prev = c;
-	w->all = c;
-	w->nconns++;
+	c->next = x->all;
+	if (x->all != NULL)
+		x->all->prev = c;
+	x->all = c;
+	x->nconns++;
 	metrics_add(MET_CONN_TOTAL, 1);	/* the open gauge was claimed at accept */
 	return 0;
 }
@@ -122,9 +144,9 @@ queue(struct conn *c, struct sbuf *b, uint32_t off, uint32_t len, int bulk)
 	if (outq_push(&c->out, b, off, len) == -1)
 		return -1;
 	if (bulk)
-		worker_want_flush_bulk(c->w, c);
+		want_flush_bulk(c);
 	else
-		worker_want_flush(c->w, c);
+		want_flush(c);
 	return 0;
 }
 
@@ -169,7 +191,7 @@ conn_send_copy(struct conn *c, const void *p, size_t n)
 		metrics_add(MET_BYTES_OUT, (uint64_t)w);
 		if ((size_t)w == n) {
 			if (c->flags & CONN_F_FINISH)
-				worker_want_flush(c->w, c);	/* let the flush start the linger */
+				want_flush(c);	/* let the flush start the linger */
 			return 0;
 		}
 		p = (const uint8_t *)p + w;
@@ -194,14 +216,14 @@ conn_send_file(struct conn *c, int fd, uint64_t off, uint32_t len)
 	}
 	if (outq_push_file(&c->out, fd, off, len) == -1)
 		return -1;	/* outq_push_file closed it */
-	worker_want_flush(c->w, c);
+	want_flush(c);
 	return 0;
 }
 
 void
 conn_close(struct conn *c)
 {
-	struct worker *w = c->w;
+	struct conn_ctx *x = c->ctx;
 
 	if (c->flags & CONN_F_CLOSED)
 		return;
@@ -219,13 +241,13 @@ conn_close(struct conn *c)
 	if (c->prev != NULL)
 		c->prev->next = c->next;
 	else
-		w->all = c->next;
+		x->all = c->next;
 	if (c->next != NULL)
 		c->next->prev = c->prev;
 	c->prev = NULL;
-	c->next = w->dead;
-	w->dead = c;
-	w->nconns--;
+	c->next = x->dead;
+	x->dead = c;
+	x->nconns--;
 	metrics_gauge(GAUGE_CONN_OPEN, -1);
 }
 
@@ -249,12 +271,12 @@ conn_finish(struct conn *c, int linger_ms)
 {
 	if (c->flags & (CONN_F_CLOSED | CONN_F_FINISH | CONN_F_LINGER))
 		return;
-	c->linger_until = worker_now() + (uint64_t)linger_ms;
+	c->linger_until = clock_ms() + (uint64_t)linger_ms;
 	c->flags |= CONN_F_FINISH;
 	if (c->out.count == 0)
 		conn_start_linger(c);
 	else
-		worker_want_flush(c->w, c);
+		want_flush(c);
 }
 
 void
@@ -301,7 +323,7 @@ gather(struct conn *c, uint8_t *buf, size_t n)
 static void
 tls_flush(struct conn *c)
 {
-	uint8_t *buf = worker_tls_buffer(c->w);
+	uint8_t *buf = c->ctx->tlsbuf != NULL ? c->ctx->tlsbuf : (c->ctx->tlsbuf = malloc(TLS_CHUNK));
 	ssize_t n;
 	int r;
 
@@ -342,7 +364,8 @@ tls_flush(struct conn *c)
 	}
 }
 
-void
+/* Write what can be written now. */
+static void
 conn_flush(struct conn *c)
 {
 	struct iovec iov[CONN_IOV_MAX];
@@ -407,7 +430,7 @@ done:
 static void
 conn_drain_input(struct conn *c)
 {
-	ssize_t n = read(c->fd, c->w->rbuf, c->w->rbuflen);
+	ssize_t n = read(c->fd, c->ctx->rbuf, c->ctx->rbuflen);
 
 	if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR)))
 		return;
@@ -451,16 +474,16 @@ tls_handshake(struct conn *c)
 static void
 tls_read(struct conn *c)
 {
-	struct worker *w = c->w;
+	struct conn_ctx *x = c->ctx;
 	int r;
 
 	c->flags &= ~CONN_F_TLS_RW;
 	while (!(c->flags & (CONN_F_CLOSED | CONN_F_PAUSED | CONN_F_LINGER))) {
 		ERR_clear_error();
-		r = SSL_read(c->ssl, w->rbuf, (int)w->rbuflen);
+		r = SSL_read(c->ssl, x->rbuf, (int)x->rbuflen);
 		if (r > 0) {
 			metrics_add(MET_BYTES_IN, (uint64_t)r);
-			c->h->on_read(c, w->rbuf, (size_t)r);
+			c->h->on_read(c, x->rbuf, (size_t)r);
 			continue;
 		}
 		switch (SSL_get_error(c->ssl, r)) {
@@ -490,7 +513,7 @@ static void
 conn_event(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
-	struct worker *w = c->w;
+	struct conn_ctx *x = c->ctx;
 	ssize_t n;
 
 	if (c->ssl != NULL && !(c->flags & CONN_F_LINGER)) {
@@ -514,10 +537,10 @@ conn_event(evutil_socket_t fd, short what, void *arg)
 	}
 	if (c->flags & CONN_F_PAUSED)
 		return;
-	n = read(fd, w->rbuf, w->rbuflen);
+	n = read(fd, x->rbuf, x->rbuflen);
 	if (n > 0) {
 		metrics_add(MET_BYTES_IN, (uint64_t)n);
-		c->h->on_read(c, w->rbuf, (size_t)n);
+		c->h->on_read(c, x->rbuf, (size_t)n);
 		return;
 	}
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
@@ -525,4 +548,113 @@ conn_event(evutil_socket_t fd, short what, void *arg)
 	if (c->h->on_eof != NULL)
 		c->h->on_eof(c, n == 0 ? "eof" : strerror(errno));
 	conn_close(c);
+}
+
+/* ---- the context ---- */
+
+int
+conn_ctx_init(struct conn_ctx *x, struct event_base *base, size_t rbuflen)
+{
+	memset(x, 0, sizeof(*x));
+	x->base = base;
+	x->rbuflen = rbuflen;
+	return (x->rbuf = malloc(rbuflen)) == NULL ? -1 : 0;
+}
+
+void
+conn_ctx_free(struct conn_ctx *x)
+{
+	struct conn *c;
+
+	while ((c = x->all) != NULL)
+		conn_close(c);
+	conn_flush_pending(x);
+	x->bpending = NULL;	/* every one of them is closed */
+	conn_free_dead(x);
+	free(x->tlsbuf);
+	free(x->rbuf);
+	x->tlsbuf = x->rbuf = NULL;
+}
+
+void
+conn_flush_pending(struct conn_ctx *x)
+{
+	struct conn *c, *next;
+
+	/* A flush may queue more (a handler answering an EOF): loop until quiet. */
+	while ((c = x->wpending) != NULL) {
+		x->wpending = NULL;
+		for (; c != NULL; c = next) {
+			next = c->wnext;
+			c->wnext = NULL;
+			c->flags &= ~CONN_F_WPENDING;
+			if (!(c->flags & CONN_F_CLOSED))
+				conn_flush(c);
+		}
+	}
+}
+
+void
+conn_flush_broadcasts(struct conn_ctx *x)
+{
+	struct conn *c = x->bpending, *next;
+
+	x->bpending = NULL;
+	for (; c != NULL; c = next) {
+		next = c->bnext;
+		c->bnext = NULL;
+		c->flags &= ~CONN_F_BPENDING;
+		if (!(c->flags & CONN_F_CLOSED) && c->out.count > 0)
+			conn_flush(c);
+	}
+}
+
+/* Take closed conns off the broadcast list before they are freed. */
+static void
+unlink_closed_broadcasts(struct conn_ctx *x)
+{
+	struct conn **pp = &x->bpending, *c;
+
+	while ((c = *pp) != NULL) {
+		if (c->flags & CONN_F_CLOSED) {
+			*pp = c->bnext;
+			c->bnext = NULL;
+			c->flags &= ~CONN_F_BPENDING;
+		} else
+			pp = &c->bnext;
+	}
+}
+
+void
+conn_free_dead(struct conn_ctx *x)
+{
+	struct conn *c;
+
+	for (c = x->dead; c != NULL; c = c->next)
+		if (c->flags & CONN_F_BPENDING) {
+			unlink_closed_broadcasts(x);
+			break;
+		}
+	while ((c = x->dead) != NULL) {
+		x->dead = c->next;
+		c->h->on_free(c);
+	}
+}
+
+void
+conn_tick_all(struct conn_ctx *x, uint64_t now)
+{
+	struct conn *c, *next;
+
+	for (c = x->all; c != NULL; c = next) {
+		next = c->next;
+		if (c->flags & (CONN_F_LINGER | CONN_F_FINISH)) {
+			/* A finishing conn whose peer stops reading must not wait forever for its queue. */
+			if (now >= c->linger_until)
+				conn_close(c);
+			continue;
+		}
+		c->h->on_tick(c, now);
+		outq_trim(&c->out);	/* idle connections hold no queue memory */
+	}
 }

@@ -1,7 +1,8 @@
 /*
  * conn.h: one client socket under a protocol. conn owns the fd, its single
  * libevent event, the output queue, lingering close and deferred free, and
- * calls its handler on READ, TICK and FREE.
+ * calls its handler on READ, TICK and FREE. The conns of one loop share a
+ * context: the lists of conns to flush and to free, and scratch buffers.
  */
 #ifndef ROOMD_CONN_H
 #define ROOMD_CONN_H
@@ -14,7 +15,23 @@
 #include "sbuf.h"
 
 struct conn;
-struct worker;
+
+/*
+ * What the conns of one event loop share. conn.c keeps the lists; the loop
+ * that owns the context flushes and frees them once per turn.
+ */
+struct conn_ctx {
+	struct event_base	*base;
+	struct conn		*all;		/* every open or lingering conn */
+	struct conn		*wpending;	/* conns with queued output */
+	struct conn		*bpending;	/* conns with queued room messages */
+	struct conn		*dead;		/* closed, to free after this turn */
+	int			 nconns;
+	uint32_t		 next_id;
+	uint8_t			*rbuf;		/* scratch for reads */
+	size_t			 rbuflen;
+	uint8_t			*tlsbuf;	/* scratch for coalescing TLS writes */
+};
 
 struct conn_handler {
 	/* Bytes arrived (in a worker scratch buffer the handler may modify). */
@@ -30,7 +47,7 @@ struct conn_handler {
 };
 
 #define CONN_F_CLOSED		0x01	/* fd closed, free pending */
-#define CONN_F_WPENDING		0x02	/* on the worker's write list */
+#define CONN_F_WPENDING		0x02	/* on the context's write list */
 #define CONN_F_WANTWRITE	0x04	/* EV_WRITE armed */
 #define CONN_F_PAUSED		0x08	/* not reading (backpressure) */
 #define CONN_F_FINISH		0x10	/* close after the queue drains */
@@ -41,7 +58,7 @@ struct conn_handler {
 #define CONN_F_TLS_RW		0x200	/* an SSL_read wants the socket writable */
 #define CONN_F_TLS_WR		0x400	/* an SSL_write wants the socket readable */
 #define CONN_F_DRAIN		0x800	/* open when the drain began: closed during it */
-#define CONN_F_BPENDING		0x1000	/* on the worker's broadcast-flush list */
+#define CONN_F_BPENDING		0x1000	/* on the context's broadcast-flush list */
 
 struct conn {
 	int			 fd;
@@ -52,12 +69,12 @@ struct conn {
 	uint32_t		 id;		/* per worker, for logs */
 	uint64_t		 linger_until;	/* ms, while CONN_F_LINGER */
 	struct event		 ev;
-	struct conn		*prev, *next;	/* worker's list of all conns */
-	struct conn		*wnext;		/* worker's pending-write list */
-	struct conn		*bnext;		/* worker's broadcast-flush list */
+	struct conn		*prev, *next;	/* the context's list of all conns */
+	struct conn		*wnext;		/* the context's pending-write list */
+	struct conn		*bnext;		/* the context's broadcast-flush list */
 	struct outq		 out;
 	const struct conn_handler *h;
-	struct worker		*w;
+	struct conn_ctx		*ctx;
 	SSL			*ssl;		/* NULL: plain TCP */
 	uint32_t		 tls_retry;	/* bytes an unfinished SSL_write must be retried with */
 };
@@ -67,7 +84,7 @@ struct conn {
  * handshake comes first. -1 on failure (fd not closed). The caller has
  * claimed the connection in the open-connections gauge; closing releases it.
  */
-int conn_init(struct conn *, struct worker *, int fd, const struct sockaddr *, const struct conn_handler *,
+int conn_init(struct conn *, struct conn_ctx *, int fd, const struct sockaddr *, const struct conn_handler *,
     SSL_CTX *tls) MUST_CHECK;
 /* Queue b[off, off+len) for sending (takes a reference). -1 if the queue is full or OOM. */
 int conn_send(struct conn *, struct sbuf *, uint32_t off, uint32_t len) MUST_CHECK;
@@ -85,8 +102,6 @@ void conn_close(struct conn *);
 void conn_pause(struct conn *, int paused);
 /* Stop reading until everything queued has been written (backpressure). */
 void conn_pause_until_drained(struct conn *);
-/* Write what can be written now; called by the worker once per loop turn. */
-void conn_flush(struct conn *);
 /* The peer address as text ("1.2.3.4" or "::1"); buf >= 46 bytes. */
 const char *conn_addr(const struct conn *, char *buf, size_t len);
 static inline int conn_closed(const struct conn *c) { return (c->flags & CONN_F_CLOSED) != 0; }
@@ -96,5 +111,18 @@ static inline uint32_t conn_queued(const struct conn *c) { return c->out.count; 
 static inline void conn_mark_droppable(struct conn *c) { outq_mark_droppable(&c->out); }
 /* Drop the oldest droppable frames not yet started until need bytes are freed; how many. */
 static inline uint32_t conn_drop_oldest(struct conn *c, size_t need) { return outq_drop_oldest(&c->out, need); }
+
+/* Set up a context on base (rbuflen: the read scratch size). -1 when out of memory. */
+int conn_ctx_init(struct conn_ctx *, struct event_base *, size_t rbuflen) MUST_CHECK;
+/* Close every conn and free what the context holds (the conns too). */
+void conn_ctx_free(struct conn_ctx *);
+/* Write every conn with queued replies (the end of a loop turn). */
+void conn_flush_pending(struct conn_ctx *);
+/* Write every conn with queued room messages. */
+void conn_flush_broadcasts(struct conn_ctx *);
+/* Free the conns closed during this turn. */
+void conn_free_dead(struct conn_ctx *);
+/* Once per tick: end lingering closes that ran out of time, then on_tick every other conn. */
+void conn_tick_all(struct conn_ctx *, uint64_t now);
 
 #endif

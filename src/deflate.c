@@ -60,7 +60,7 @@ bits_value(const char *v, const char *e)
  * unknown or repeated parameter or a bad value declines the offer (7.1).
  */
 static int
-judge(const char *s, const char *e, const struct pmd_config *cf, struct pmd_params *p, int *sbits_out)
+judge(const char *s, const char *e, const struct deflate_config *cf, struct deflate_params *p, int *sbits_out)
 {
 	const char *semi, *name_e, *eq;
 	int snc = 0, cnc = 0, sbits = 0, cbits = 0;
@@ -113,7 +113,7 @@ judge(const char *s, const char *e, const struct pmd_config *cf, struct pmd_para
 }
 
 int
-pmd_negotiate(const char *offers, size_t len, const struct pmd_config *cf, struct pmd_params *p,
+deflate_negotiate(const char *offers, size_t len, const struct deflate_config *cf, struct deflate_params *p,
     char *resp, size_t resplen)
 {
 	const char *s = offers, *e = offers + len, *comma;
@@ -143,7 +143,7 @@ pmd_negotiate(const char *offers, size_t len, const struct pmd_config *cf, struc
 }
 
 int
-pmd_init(int level, int max_bits)
+deflate_init(int level, int max_bits)
 {
 	zlevel = level;
 	(void)max_bits;
@@ -157,7 +157,7 @@ pmd_init(int level, int max_bits)
 }
 
 void
-pmd_free(void)
+deflate_free(void)
 {
 	for (int b = 0; b < 16; b++) {
 		if (zd_ready[b]) {
@@ -172,13 +172,13 @@ pmd_free(void)
 }
 
 size_t
-pmd_bound(size_t inlen)
+deflate_bound(size_t inlen)
 {
 	return inlen + inlen / 1000 + 64;
 }
 
 long
-pmd_compress(int bits, const uint8_t *in, size_t inlen, uint8_t *out, size_t outlen)
+deflate_compress(int bits, const uint8_t *in, size_t inlen, uint8_t *out, size_t outlen)
 {
 	z_stream *z;
 	size_t n;
@@ -207,14 +207,14 @@ pmd_compress(int bits, const uint8_t *in, size_t inlen, uint8_t *out, size_t out
 }
 
 int
-pmd_inflate(const uint8_t *in, size_t inlen, size_t max, uint8_t **out, size_t *outcap, size_t *outlen)
+deflate_inflate(const uint8_t *in, size_t inlen, size_t max, uint8_t **out, size_t *outcap, size_t *outlen)
 {
 	static const uint8_t tail[4] = { 0x00, 0x00, 0xff, 0xff };
 	size_t have = 0;
 	int rc = Z_OK;
 
 	if (!zi_ready || inflateReset(&zi) != Z_OK)
-		return PMD_BAD;
+		return DEFLATE_BAD;
 	/* The message, then the 00 00 ff ff the sender removed (RFC 7692 7.2.2). */
 	for (int part = 0; part < 2; part++) {
 		zi.next_in = (Bytef *)(uintptr_t)(part == 0 ? in : tail);
@@ -227,9 +227,9 @@ pmd_inflate(const uint8_t *in, size_t inlen, size_t max, uint8_t **out, size_t *
 				if (ncap > max + 1)
 					ncap = max + 1;	/* one byte past the limit tells us it was passed */
 				if (ncap <= have)
-					return PMD_TOO_BIG;
+					return DEFLATE_TOO_BIG;
 				if ((nb = realloc(*out, ncap)) == NULL)
-					return PMD_TOO_BIG;
+					return DEFLATE_TOO_BIG;
 				*out = nb;
 				*outcap = ncap;
 			}
@@ -238,13 +238,13 @@ pmd_inflate(const uint8_t *in, size_t inlen, size_t max, uint8_t **out, size_t *
 			rc = inflate(&zi, Z_SYNC_FLUSH);
 			have = *outcap - zi.avail_out;
 			if (have > max)
-				return PMD_TOO_BIG;
+				return DEFLATE_TOO_BIG;
 			if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR)
-				return PMD_BAD;
+				return DEFLATE_BAD;
 			if (rc == Z_BUF_ERROR && zi.avail_out != 0)
-				return PMD_BAD;
+				return DEFLATE_BAD;
 		}
 	}
 	*outlen = have;
-	return PMD_OK;
+	return DEFLATE_OK;
 }

@@ -13,14 +13,14 @@
 
 #include "log.h"
 
-struct pmd_params {
+struct deflate_params {
 	int	enabled;
 	int	server_bits;		/* our window for compressing, 9..15 */
 	int	client_bits;		/* the client's window, 8..15 (15 if not limited) */
 	int	client_no_context;	/* always asked for: we keep no inflate context */
 };
 
-struct pmd_config {
+struct deflate_config {
 	int	window_bits;		/* the largest window we compress with */
 };
 
@@ -31,29 +31,29 @@ struct pmd_config {
  * are declined. Fills p and the response header value (no CRLF) on success
  * and returns 1; returns 0 when no offer is acceptable.
  */
-int pmd_negotiate(const char *offers, size_t len, const struct pmd_config *, struct pmd_params *p,
+int deflate_negotiate(const char *offers, size_t len, const struct deflate_config *, struct deflate_params *p,
     char *resp, size_t resplen);
 
 /* Per-worker zlib streams; 0 or -1 (out of memory). */
-int pmd_init(int level, int max_bits) MUST_CHECK;
-void pmd_free(void);
+int deflate_init(int level, int max_bits) MUST_CHECK;
+void deflate_free(void);
 /*
  * Compress a whole message with window bits, no context kept. Returns the
  * compressed length written at out (RFC 7692 trailer removed), or -1 if it
  * does not fit in outlen.
  */
-long pmd_compress(int bits, const uint8_t *in, size_t inlen, uint8_t *out, size_t outlen);
+long deflate_compress(int bits, const uint8_t *in, size_t inlen, uint8_t *out, size_t outlen);
 /* An upper bound on the compressed size of inlen bytes. */
-size_t pmd_bound(size_t inlen);
+size_t deflate_bound(size_t inlen);
 
-#define PMD_OK		0
-#define PMD_TOO_BIG	1	/* the inflated message would exceed the limit */
-#define PMD_BAD		2	/* not valid deflate data */
+#define DEFLATE_OK		0
+#define DEFLATE_TOO_BIG	1	/* the inflated message would exceed the limit */
+#define DEFLATE_BAD		2	/* not valid deflate data */
 /*
  * Inflate a whole compressed message into *out (grown with realloc, at most
- * max bytes): stops as soon as the output would pass max. Returns PMD_OK
- * with *outlen set, PMD_TOO_BIG or PMD_BAD.
+ * max bytes): stops as soon as the output would pass max. Returns DEFLATE_OK
+ * with *outlen set, DEFLATE_TOO_BIG or DEFLATE_BAD.
  */
-int pmd_inflate(const uint8_t *in, size_t inlen, size_t max, uint8_t **out, size_t *outcap, size_t *outlen);
+int deflate_inflate(const uint8_t *in, size_t inlen, size_t max, uint8_t **out, size_t *outcap, size_t *outlen);
 
 #endif

@@ -18,8 +18,9 @@
 
 #define LISTEN_BACKLOG	4096
 
-const char *
-listen_addr_str(const struct sockaddr *sa, char *buf, size_t len)
+/* "1.2.3.4:80" / "[::1]:80" of a sockaddr, for logs. */
+static const char *
+addr_str(const struct sockaddr *sa, char *buf, size_t len)
 {
 	char ip[INET6_ADDRSTRLEN];
 
@@ -43,7 +44,7 @@ open_one(const struct cfg_listen *l, int reuseport, int do_listen)
 	int fd, one = 1;
 	char a[80];
 
-	listen_addr_str((const struct sockaddr *)&l->addr, a, sizeof(a));
+	addr_str((const struct sockaddr *)&l->addr, a, sizeof(a));
 	fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1) {
 		log_errno(LOG_LVL_ERROR, "socket() for %s failed", a);
@@ -183,6 +184,16 @@ listen_keep_slot(struct listeners *ls, int slot)
 			close(ls->fd[s * ls->naddr + a]);
 			ls->fd[s * ls->naddr + a] = -1;
 		}
+	}
+}
+
+void
+listen_close_slot(struct listeners *ls, int slot)
+{
+	for (int a = 0; ls->fd != NULL && slot >= 0 && slot < ls->nslots && a < ls->naddr; a++) {
+		if (ls->fd[slot * ls->naddr + a] >= 0)
+			close(ls->fd[slot * ls->naddr + a]);
+		ls->fd[slot * ls->naddr + a] = -1;
 	}
 }
 

@@ -23,6 +23,8 @@
 #include "listen.h"
 #include "log.h"
 #include "master.h"
+#include "priv.h"
+#include "tls.h"
 
 #ifndef SYSCONFDIR
 #define SYSCONFDIR "/etc"
@@ -107,6 +109,17 @@ load_config(char *err, size_t errlen)
 	}
 	if (cfg_finish(c, err, errlen) == -1)
 		goto bad;
+	if (tls_wanted(c)) {
+		/* Load the certificate now: a bad one is a config error, at start and on reload. */
+		char why[CFG_ERR_LEN];
+		SSL_CTX *ctx = tls_ctx_new(c, why, sizeof(why));
+
+		if (ctx == NULL) {
+			snprintf(err, errlen, "%s: %s", c->path != NULL ? c->path : "config", why);
+			goto bad;
+		}
+		SSL_CTX_free(ctx);
+	}
 	return c;
 bad:
 	cfg_free(c);
@@ -270,14 +283,14 @@ main(int argc, char **argv)
 	sigaction(SIGPIPE, &sa, NULL);
 
 	log_set_level((enum log_level)cfg->log_level);
-	log_set_json(strcmp(cfg->log_format, "json") == 0);
+	log_set_json(cfg->log_format == CFG_LOG_JSON);
 	if (log_open(cfg->log_file) == -1) {
 		fprintf(stderr, "roomd: cannot open log_file %s: %s\n", cfg->log_file, strerror(errno));
 		cfg_free(cfg);
 		rc = 1;
 		goto out;
 	}
-	master_chown_log(cfg);
+	priv_chown(cfg->log_file, cfg->user);
 	log_notice("roomd %s starting (libevent %s, hiredis %d.%d.%d, json-c %s, %s); %d worker(s); config %s",
 	    PACKAGE_VERSION, event_get_version(), HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH,
 	    json_c_version(), OpenSSL_version(OPENSSL_VERSION), cfg->workers,

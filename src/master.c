@@ -9,8 +9,6 @@
  * a new generation starts in every slot and the old one drains.
  */
 #include <errno.h>
-#include <grp.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,12 +20,14 @@
 
 #include <sys/random.h>
 
-#include "bus.h"
+#include "store.h"
+#include "clock.h"
 #include "listen.h"
 #include "log.h"
 #include "addrlimit.h"
 #include "master.h"
 #include "metrics.h"
+#include "priv.h"
 #include "redisproc.h"
 #include "worker.h"
 
@@ -63,6 +63,7 @@ static struct {
 	int		 nretiring;
 	int		 stopping;	/* 1 graceful, 2 immediate */
 	uint64_t	 kill_at;	/* ms; SIGKILL what is left */
+	uint64_t	 unlisten_at;	/* ms; the drain ends: close the listening sockets */
 	sigset_t	 orig_mask;
 	pid_t		 pid;
 	char		 instance[17];	/* names this roomd in Redis */
@@ -72,15 +73,6 @@ static struct {
 	pid_t		 upgrade_from;	/* the old master to retire once our workers stand */
 	uint64_t	 upgrade_check_at;
 } M;
-
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static void
 on_signal(int sig)
@@ -98,42 +90,6 @@ on_signal(int sig)
 }
 
 static const int master_signals[] = { SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGALRM };
-
-int
-master_drop_privileges(const struct config *cfg)
-{
-	struct passwd *pw;
-
-	if (cfg->user == NULL)
-		return 0;
-	if ((pw = getpwnam(cfg->user)) == NULL) {
-		log_error("user '%s' does not exist", cfg->user);
-		return -1;
-	}
-	if (geteuid() != 0) {
-		if (pw->pw_uid != geteuid())
-			log_warn("not running as root: ignoring 'user %s'", cfg->user);
-		return 0;
-	}
-	if (setgid(pw->pw_gid) == -1 || initgroups(pw->pw_name, pw->pw_gid) == -1 ||
-	    setuid(pw->pw_uid) == -1) {
-		log_errno(LOG_LVL_ERROR, "switching to user %s failed", cfg->user);
-		return -1;
-	}
-	return 0;
-}
-
-void
-master_chown_log(const struct config *cfg)
-{
-	struct passwd *pw;
-
-	if (cfg->user == NULL || geteuid() != 0 || cfg->log_file == NULL || cfg->log_file[0] != '/')
-		return;
-	if ((pw = getpwnam(cfg->user)) == NULL || chown(cfg->log_file, pw->pw_uid, pw->pw_gid) == -1)
-		log_errno(LOG_LVL_WARNING, "chown(%s, %s) failed: workers may not reopen the log",
-		    cfg->log_file, cfg->user);
-}
 
 /* In the child: undo the master's signal setup and run the worker. */
 static void NORETURN
@@ -160,11 +116,11 @@ child_main(int index, int generation, int mslot)
 	if (getppid() != M.pid)
 		exit(0);
 	listen_keep_slot(M.ls, index);
-	if (master_drop_privileges(M.cfg) == -1)
+	if (priv_drop(M.cfg->user) == -1)
 		exit(2);
 	free(M.slot);
 	metrics_bind(mslot);
-	limits_bind(mslot);
+	addrlimit_bind(mslot);
 	status = worker_run(M.cfg, index, generation, M.instance, listen_slot(M.ls, index), M.ls->naddr);
 	listen_close(M.ls);
 	cfg_free(M.cfg);
@@ -184,14 +140,14 @@ spawn(int index)
 	if (pid == -1) {
 		log_errno(LOG_LVL_ALERT, "fork() for worker %d failed; retrying in 1s", index);
 		metrics_slot_release(s->mslot);
-		s->respawn_at = now_ms() + 1000;
+		s->respawn_at = clock_ms() + 1000;
 		return;
 	}
 	if (pid == 0)
 		child_main(index, M.generation, s->mslot);
 	s->pid = pid;
 	s->generation = M.generation;
-	s->started = now_ms();
+	s->started = clock_ms();
 	log_info("worker %d started (pid %d)", index, (int)pid);
 }
 
@@ -285,11 +241,11 @@ upgrade(void)
 static void
 check_upgrade(void)
 {
-	if (M.upgrade_from == 0 || now_ms() < M.upgrade_check_at)
+	if (M.upgrade_from == 0 || clock_ms() < M.upgrade_check_at)
 		return;
 	for (int i = 0; i < M.nslots; i++) {
-		if (M.slot[i].pid == 0 || now_ms() - M.slot[i].started < 500) {
-			M.upgrade_check_at = now_ms() + 250;
+		if (M.slot[i].pid == 0 || clock_ms() - M.slot[i].started < 500) {
+			M.upgrade_check_at = clock_ms() + 250;
 			return;
 		}
 	}
@@ -313,7 +269,7 @@ cleanup_worker(pid_t pid)
 	int n;
 
 	snprintf(wid, sizeof(wid), "%s.%d", M.instance, (int)pid);
-	n = bus_cleanup_worker_sync(M.cfg, wid);
+	n = store_cleanup_worker_sync(M.cfg, wid);
 	if (n > 0)
 		log_notice("removed %d member(s) of worker pid %d from their rooms", n, (int)pid);
 }
@@ -355,10 +311,12 @@ reap(void)
 			metrics_slot_release(s->mslot);
 			s->mslot = -1;
 			if (M.stopping) {
+				/* Nobody accepts on its sockets again: let the kernel stop queueing there. */
+				listen_close_slot(M.ls, i);
 				log_info("worker %d (pid %d) %s", i, (int)pid, how);
 				break;
 			}
-			lived = now_ms() - s->started;
+			lived = clock_ms() - s->started;
 			if (lived < QUICK_CRASH_MS) {
 				s->quick_crashes++;
 				delay = (uint64_t)BACKOFF_MIN_MS << (s->quick_crashes < 10 ? s->quick_crashes - 1 : 9);
@@ -375,7 +333,7 @@ reap(void)
 			} else {
 				log_error("worker %d (pid %d) %s after %llums; respawning in %llums (crash loop)",
 				    i, (int)pid, how, (unsigned long long)lived, (unsigned long long)delay);
-				s->respawn_at = now_ms() + delay;
+				s->respawn_at = clock_ms() + delay;
 			}
 		}
 		if (!known) {
@@ -414,15 +372,17 @@ begin_stop(int immediate)
 		log_notice("stopping at once");
 		M.stopping = 2;
 		signal_all(SIGQUIT);
-		M.kill_at = now_ms() + 2000;
+		M.kill_at = clock_ms() + 2000;
 		return;
 	}
 	log_notice("graceful stop: draining %d worker(s), up to %dms", children_left(),
 	    M.cfg->shutdown_timeout);
 	M.stopping = 1;
+	/* When the drain ends the workers stop accepting: so do our copies of their sockets. */
+	M.unlisten_at = clock_ms() + (uint64_t)M.cfg->drain_time;
 	/* After a binary upgrade the heir accepts on our sockets: stop accepting at once. */
 	signal_all(M.heir != 0 && kill(M.heir, 0) == 0 ? SIGUSR2 : SIGTERM);
-	M.kill_at = now_ms() + (uint64_t)M.cfg->shutdown_timeout + 2000;
+	M.kill_at = clock_ms() + (uint64_t)M.cfg->shutdown_timeout + 2000;
 }
 
 /* SIGHUP: a new config, a new generation in every slot, the old one drains. */
@@ -452,7 +412,7 @@ reload(master_load_fn load)
 		}
 	}
 	log_set_level((enum log_level)next->log_level);
-	log_set_json(strcmp(next->log_format, "json") == 0);
+	log_set_json(next->log_format == CFG_LOG_JSON);
 	cfg_free(M.cfg);
 	M.cfg = next;
 	M.generation++;
@@ -478,7 +438,7 @@ static void
 arm_timer(void)
 {
 	struct itimerval it;
-	uint64_t next = 0, now = now_ms();
+	uint64_t next = 0, now = clock_ms();
 
 	memset(&it, 0, sizeof(it));
 	/* While stopping nothing is respawned, so a pending respawn is no deadline. */
@@ -487,6 +447,8 @@ arm_timer(void)
 			next = M.slot[i].respawn_at;
 	if (M.stopping && M.kill_at != 0 && (next == 0 || M.kill_at < next))
 		next = M.kill_at;
+	if (M.stopping && M.unlisten_at != 0 && (next == 0 || M.unlisten_at < next))
+		next = M.unlisten_at;
 	if (M.upgrade_from != 0 && (next == 0 || M.upgrade_check_at < next))
 		next = M.upgrade_check_at;
 	if (next != 0) {
@@ -502,12 +464,17 @@ arm_timer(void)
 static void
 run_timers(void)
 {
-	uint64_t now = now_ms();
+	uint64_t now = clock_ms();
 
 	check_upgrade();
 	for (int i = 0; i < M.nslots; i++) {
 		if (M.slot[i].respawn_at != 0 && M.slot[i].respawn_at <= now && !M.stopping)
 			spawn(i);
+	}
+	if (M.stopping && M.unlisten_at != 0 && M.unlisten_at <= now) {
+		for (int i = 0; i < M.nslots; i++)
+			listen_close_slot(M.ls, i);
+		M.unlisten_at = 0;
 	}
 	if (M.stopping && M.kill_at != 0 && M.kill_at <= now) {
 		log_warn("%d worker(s) still running after the stop deadline: killing them",
@@ -541,7 +508,7 @@ master_run(struct config *cfg, struct listeners *ls, master_load_fn load, const 
 	if ((M.slot = calloc((size_t)M.nslots, sizeof(*M.slot))) == NULL)
 		fatalx("out of memory");
 	/* Room for every slot twice (a reload overlaps two generations) and some spare. */
-	if (metrics_init(2 * M.nslots + 8) == -1 || limits_init(2 * M.nslots + 8) == -1)
+	if (metrics_init(2 * M.nslots + 8) == -1 || addrlimit_init(2 * M.nslots + 8) == -1)
 		fatal("mmap() for shared counters failed");
 
 	sigemptyset(&block);
@@ -563,12 +530,16 @@ master_run(struct config *cfg, struct listeners *ls, master_load_fn load, const 
 		free(M.slot);
 		return 1;
 	}
-	log_info("instance %s; rooms in redis %s%s", M.instance,
-	    cfg->redis_addr.is_unix ? cfg->redis_addr.path : cfg->redis_addr.host,
-	    cfg->redis == NULL ? " (private)" : "");
+	{
+		char where[400];
+
+		cfg_redis_describe(&cfg->redis_addr, where, sizeof(where));
+		log_info("instance %s; rooms in redis %s%s", M.instance, where,
+		    cfg->redis == NULL ? " (private)" : "");
+	}
 	for (int i = 0; i < M.nslots; i++)
 		spawn(i);
-	M.upgrade_check_at = now_ms() + 500;
+	M.upgrade_check_at = clock_ms() + 500;
 	arm_timer();
 
 	for (;;) {
@@ -595,7 +566,7 @@ master_run(struct config *cfg, struct listeners *ls, master_load_fn load, const 
 			if (log_reopen() == -1)
 				log_errno(LOG_LVL_ERROR, "reopening the log file failed");
 			else {
-				master_chown_log(M.cfg);
+				priv_chown(M.cfg->log_file, M.cfg->user);
 				log_notice("log file reopened");
 			}
 			signal_all(SIGUSR1);

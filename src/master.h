@@ -25,9 +25,4 @@ struct master_exec {
  * the pidfile at exit. Returns the exit status.
  */
 int master_run(struct config *cfg, struct listeners *ls, master_load_fn load, const struct master_exec *);
-/* As root with `user` set: hand the log file to that user, so workers can reopen it. */
-void master_chown_log(const struct config *cfg);
-/* In a child: become cfg->user if running as root. 0 or -1 (logged). */
-int master_drop_privileges(const struct config *cfg) MUST_CHECK;
-
 #endif

@@ -17,7 +17,7 @@
 #include <hiredis/hiredis.h>
 
 #include "log.h"
-#include "master.h"
+#include "priv.h"
 #include "redisproc.h"
 
 static struct {
@@ -65,7 +65,7 @@ spawn(void)
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		setpgid(0, 0);	/* a terminal's Ctrl-C goes to the master, which stops us last */
 		prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
-		if (master_drop_privileges(P.cfg) == -1)
+		if (priv_drop(P.cfg->user) == -1)
 			_exit(127);
 		/*
 		 * execve() names the process after the file it runs, so

@@ -1,212 +1,57 @@
 /*
  * worker.c: the worker process. It owns an event_base, its slot's listening
- * sockets and every connection it accepted; a periodic tick drives timeouts.
- * Each loop turn ends by flushing queued output (one writev per connection)
- * and freeing the connections closed during the turn. Room messages may be
- * held a little longer under load, so that one write carries several.
+ * sockets and the loop its sessions run on; it accepts, drives the tick
+ * (timeouts, room upkeep, the drain), handles its signals, and decides when
+ * to exit.
  */
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 
+#include "bus.h"
+#include "clock.h"
 #include "conn.h"
 #include "deflate.h"
-#include "bus.h"
-#include "log.h"
+#include "front.h"
 #include "http.h"
+#include "log.h"
+#include "loop.h"
 #include "metrics.h"
 #include "proto.h"
 #include "room.h"
+#include "routes.h"
+#include "sbuf.h"
 #include "tls.h"
 #include "worker.h"
-#include "ws.h"
 
 #define ACCEPT_BATCH	64
-#define RBUF_SIZE	(64 * 1024)
 
-struct worker *worker_self;
-
-uint64_t
-worker_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-uint64_t
-worker_wallclock_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME_COARSE, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-uint64_t
-worker_random(struct worker *w)
-{
-	uint64_t s1 = w->rng[0], s0 = w->rng[1];
-
-	w->rng[0] = s0;
-	s1 ^= s1 << 23;
-	w->rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
-	return w->rng[1] + s0;
-}
-
-uint8_t *
-worker_tls_buffer(struct worker *w)
-{
-	if (w->tlsbuf == NULL)
-		w->tlsbuf = malloc(16384);
-	return w->tlsbuf;
-}
-
-void
-worker_want_flush(struct worker *w, struct conn *c)
-{
-	if (c->flags & CONN_F_WPENDING)
-		return;
-	c->flags |= CONN_F_WPENDING;
-	c->wnext = w->wpending;
-	w->wpending = c;
-}
-
-void
-worker_want_flush_bulk(struct worker *w, struct conn *c)
-{
-	if (c->flags & CONN_F_BPENDING)
-		return;
-	c->flags |= CONN_F_BPENDING;
-	c->bnext = w->bpending;
-	w->bpending = c;
-}
-
-static uint64_t
-mono_us(void)
-{
-	struct timespec ts;
-
-	if (clock_gettime(CLOCK_MONOTONIC, &ts) == -1)
-		return 0;
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static void
-bulk_timer_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct worker *w = arg;
-
-	(void)fd;
-	(void)what;
-	w->bulk_due = 1;	/* the end of this turn flushes */
-}
-
-/*
- * Write the queued room messages, unless the last such flush was costly and
- * recent. Writing to N sockets costs about N syscalls whatever each carries,
- * so pausing for as long as the last flush took keeps the worker's time in
- * them at most half while each write takes more messages. A member waits
- * at most one flush's time more, which is also the spread between the first
- * and the last member of a flush. Sub-millisecond flushes never pause: the
- * loop's timers are not finer than that.
- */
-static void
-flush_broadcasts(struct worker *w)
-{
-	uint64_t now = mono_us(), took, cap;
-	struct conn *c, *next;
-
-	if (!w->bulk_due && now - w->bulk_last < w->bulk_pause) {
-		if (!evtimer_pending(w->bulk_timer, NULL)) {
-			uint64_t left = w->bulk_last + w->bulk_pause - now;
-			struct timeval tv = { (time_t)(left / 1000000u), (suseconds_t)(left % 1000000u) };
-
-			if (evtimer_add(w->bulk_timer, &tv) == 0) {
-				metrics_add(MET_BCAST_PAUSES, 1);
-				return;
-			}
-			log_error("cannot arm the broadcast timer: flushing now");
-		} else
-			return;
-	}
-	if (evtimer_pending(w->bulk_timer, NULL))
-		evtimer_del(w->bulk_timer);
-	w->bulk_due = 0;
-	c = w->bpending;
-	w->bpending = NULL;
-	for (; c != NULL; c = next) {
-		next = c->bnext;
-		c->bnext = NULL;
-		c->flags &= ~CONN_F_BPENDING;
-		if (!(c->flags & CONN_F_CLOSED) && c->out.count > 0)
-			conn_flush(c);
-	}
-	w->bulk_last = mono_us();
-	took = w->bulk_last - now;
-	cap = (uint64_t)w->cfg->broadcast_coalesce * 1000u;
-	w->bulk_pause = took < 1000 ? 0 : took < cap ? took : cap;
-	if (w->bpending != NULL) {
-		/* Queued by a handler during the flush: not left for whatever event comes next. */
-		struct timeval tv = { (time_t)(w->bulk_pause / 1000000u), (suseconds_t)(w->bulk_pause % 1000000u) };
-
-		if (evtimer_add(w->bulk_timer, &tv) == -1)
-			log_error("cannot arm the broadcast timer");
-	}
-}
-
-/* Take closed conns off the broadcast list before they are freed. */
-static void
-unlink_closed_broadcasts(struct worker *w)
-{
-	struct conn **pp = &w->bpending, *c;
-
-	while ((c = *pp) != NULL) {
-		if (c->flags & CONN_F_CLOSED) {
-			*pp = c->bnext;
-			c->bnext = NULL;
-			c->flags &= ~CONN_F_BPENDING;
-		} else
-			pp = &c->bnext;
-	}
-}
-
-/* End of a loop turn: write queued output, then free what was closed. */
-static void
-worker_end_turn(struct worker *w)
-{
-	struct conn *c, *next;
-
-	while ((c = w->wpending) != NULL) {
-		w->wpending = NULL;
-		for (; c != NULL; c = next) {
-			next = c->wnext;
-			c->wnext = NULL;
-			c->flags &= ~CONN_F_WPENDING;
-			if (!(c->flags & CONN_F_CLOSED))
-				conn_flush(c);
-		}
-	}
-	if (w->bpending != NULL)
-		flush_broadcasts(w);
-	for (c = w->dead; c != NULL; c = c->next)
-		if (c->flags & CONN_F_BPENDING) {
-			unlink_closed_broadcasts(w);
-			break;
-		}
-	while ((c = w->dead) != NULL) {
-		w->dead = c->next;
-		c->h->on_free(c);
-	}
-}
+struct worker {
+	int			 index;
+	int			 generation;
+	struct event_base	*base;
+	const struct config	*cfg;
+	struct loop		 loop;		/* the sessions */
+	int			 nlisten;
+	int			 lfd[CFG_MAX_LISTEN];
+	struct event		*lev[CFG_MAX_LISTEN];
+	struct event		*sig[4];
+	struct event		*tick;
+	struct event		*stop_timer;
+	struct event		*accept_retry;
+	int			 full_logged;	/* "limit reached" said once per episode */
+	uint64_t		 stop_started;
+	int			 drain_total;	/* connections open when the drain began */
+	int			 drained;	/* of those, told to go */
+	int			 drain_done;
+	int			 quit;
+	SSL_CTX			*tls;		/* for listeners marked ssl */
+};
 
 static void
 worker_stop_listening(struct worker *w)
@@ -285,12 +130,12 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 			return;
 		}
 		/* max_connections counts every worker (shared gauges); worker_connections this one. */
-		if ((w->cfg->worker_connections > 0 && w->nconns >= w->cfg->worker_connections) ||
+		if ((w->cfg->worker_connections > 0 && w->loop.conns.nconns >= w->cfg->worker_connections) ||
 		    metrics_gauge_claim(GAUGE_CONN_OPEN, w->cfg->max_connections) == -1) {
 			metrics_refused(REFUSE_CAPACITY);
 			if (!w->full_logged)
 				log_warn("connection limit reached (%d here, max_connections %d, worker_connections %d): "
-				    "refusing clients with 503", w->nconns, w->cfg->max_connections,
+				    "refusing clients with 503", w->loop.conns.nconns, w->cfg->max_connections,
 				    w->cfg->worker_connections);
 			w->full_logged = 1;
 			refuse_full(fd);
@@ -300,7 +145,7 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 		if (ss.ss_family != AF_UNIX &&
 		    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == -1)
 			log_errno(LOG_LVL_DEBUG, "setsockopt(TCP_NODELAY) failed");
-		if (ws_accept(w, fd, (struct sockaddr *)&ss, proxy, tls) == -1) {
+		if (front_accept(&w->loop, fd, (struct sockaddr *)&ss, proxy, tls) == -1) {
 			log_error("no memory for a new connection: refusing it");
 			metrics_gauge(GAUGE_CONN_OPEN, -1);
 			close(fd);
@@ -331,7 +176,7 @@ drain_step(struct worker *w, uint64_t now)
 	if (elapsed >= span) {
 		w->drain_done = 1;
 		worker_stop_listening(w);
-		for (c = w->all; c != NULL; c = next) {
+		for (c = w->loop.conns.all; c != NULL; c = next) {
 			next = c->next;
 			if (!(c->flags & (CONN_F_SHUTDOWN | CONN_F_LINGER | CONN_F_CLOSED)))
 				send_away(c);
@@ -339,7 +184,7 @@ drain_step(struct worker *w, uint64_t now)
 		return;
 	}
 	target = (int)((uint64_t)w->drain_total * elapsed / span);
-	for (c = w->all; c != NULL && w->drained < target; c = next) {
+	for (c = w->loop.conns.all; c != NULL && w->drained < target; c = next) {
 		next = c->next;
 		/* Only those open when the drain began; later ones are health checks and refusals. */
 		if (!(c->flags & CONN_F_DRAIN) ||
@@ -354,31 +199,26 @@ static void
 tick_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct worker *w = arg;
-	uint64_t now = worker_now();
-	struct conn *c, *next;
+	uint64_t now = clock_ms();
 
-	for (c = w->all; c != NULL; c = next) {
-		next = c->next;
-		if (c->flags & (CONN_F_LINGER | CONN_F_FINISH)) {
-			/* A finishing conn whose peer stops reading must not wait forever for its queue. */
-			if (now >= c->linger_until)
-				conn_close(c);
-			continue;
-		}
-		c->h->on_tick(c, now);
-		outq_trim(&c->out);	/* idle connections hold no queue memory */
-	}
+	loop_tick(&w->loop, now);
 	room_tick(now);
-	if (w->stopping && !w->drain_done)
+	if (w->loop.stopping && !w->drain_done)
 		drain_step(w, now);
 }
 
-/* A stopping worker exits once its clients are gone and Redis has its last words. */
+/*
+ * A stopping worker exits once its clients are gone and Redis has its last
+ * words, but not before the drain ends: until then it answers /readyz and
+ * upgrades with 503, so a balancer learns it is going. A worker with no
+ * clients that left at once would leave its listening socket to the
+ * master, where the kernel would queue connections nobody answers.
+ */
 static int
 done_stopping(struct worker *w)
 {
-	return w->stopping && w->nconns == 0 &&
-	    (bus_idle() || worker_now() - w->stop_started > 2000);
+	return w->loop.stopping && w->loop.conns.nconns == 0 && (w->drain_done || w->loop.retiring) &&
+	    (bus_idle() || clock_ms() - w->stop_started > 2000);
 }
 
 static void
@@ -386,9 +226,9 @@ stop_now(struct worker *w, const char *why)
 {
 	struct conn *c;
 
-	log_notice("%s: closing %d connection(s) and exiting", why, w->nconns);
+	log_notice("%s: closing %d connection(s) and exiting", why, w->loop.conns.nconns);
 	worker_stop_listening(w);
-	while ((c = w->all) != NULL)
+	while ((c = w->loop.conns.all) != NULL)
 		conn_close(c);
 	w->quit = 1;
 }
@@ -411,18 +251,18 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 		 * Replaced by workers that share our listening sockets (reload,
 		 * binary upgrade): they accept from now on, we only drain.
 		 */
-		if (!w->stopping) {
-			w->retiring = 1;
+		if (!w->loop.stopping) {
+			w->loop.retiring = 1;
 			worker_stop_listening(w);
 		}
 		/* FALLTHROUGH */
 	case SIGTERM:
-		if (w->stopping)
+		if (w->loop.stopping)
 			return;
-		w->stopping = 1;
-		w->stop_started = worker_now();
+		w->loop.stopping = 1;
+		w->stop_started = clock_ms();
 		w->drain_total = 0;
-		for (c = w->all; c != NULL; c = c->next)
+		for (c = w->loop.conns.all; c != NULL; c = c->next)
 			if (!(c->flags & (CONN_F_SHUTDOWN | CONN_F_LINGER | CONN_F_CLOSED))) {
 				c->flags |= CONN_F_DRAIN;
 				w->drain_total++;
@@ -430,13 +270,13 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 		metrics_gauge(GAUGE_DRAINING, 1);
 		if (w->cfg->drain_time > 0) {
 			log_notice("draining: not ready, refusing new sessions, closing %d client(s) with 1001 over %dms",
-			    w->nconns, w->cfg->drain_time);
+			    w->loop.conns.nconns, w->cfg->drain_time);
 		} else {
 			log_notice("graceful stop: no new connections, closing %d client(s) with 1001",
-			    w->nconns);
+			    w->loop.conns.nconns);
 			w->drain_done = 1;
 			worker_stop_listening(w);
-			for (c = w->all; c != NULL; c = next) {
+			for (c = w->loop.conns.all; c != NULL; c = next) {
 				next = c->next;
 				send_away(c);
 			}
@@ -482,12 +322,8 @@ tick_interval_ms(const struct config *cfg)
 static void
 worker_free(struct worker *w)
 {
-	struct conn *c;
-
 	worker_stop_listening(w);
-	while ((c = w->all) != NULL)
-		conn_close(c);
-	worker_end_turn(w);
+	loop_free(&w->loop);
 	room_shutdown();
 	for (int i = 0; i < 4; i++)
 		if (w->sig[i] != NULL)
@@ -496,20 +332,23 @@ worker_free(struct worker *w)
 		event_free(w->tick);
 	if (w->stop_timer != NULL)
 		event_free(w->stop_timer);
-	if (w->bulk_timer != NULL)
-		event_free(w->bulk_timer);
 	if (w->accept_retry != NULL)
 		event_free(w->accept_retry);
 	if (w->base != NULL)
 		event_base_free(w->base);
 	if (w->tls != NULL)
 		SSL_CTX_free(w->tls);
-	free(w->tlsbuf);
-	free(w->rbuf);
-	pmd_free();
+	deflate_free();
 	sbuf_cache_clear();
 	http_cleanup();
 	free(w);
+}
+
+/* Ready while a round trip through Redis works (the loop adds the drain). */
+static int
+ready_check(void *arg, char *why, size_t len)
+{
+	return bus_healthy(why, len);
 }
 
 int
@@ -524,19 +363,16 @@ worker_run(const struct config *cfg, int index, int generation, const char *inst
 
 	if ((w = calloc(1, sizeof(*w))) == NULL)
 		fatalx("worker %d: out of memory", index);
-	worker_self = w;
 	w->index = index;
 	w->generation = generation;
 	w->cfg = cfg;
-	w->rbuflen = RBUF_SIZE;
-	if (getrandom(w->rng, sizeof(w->rng), 0) != sizeof(w->rng))
-		fatal("getrandom() failed");
-	w->rng[0] |= 1;
-	if ((w->rbuf = malloc(w->rbuflen)) == NULL)
-		fatalx("worker %d: out of memory", index);
 	if ((w->base = event_base_new()) == NULL)
 		fatalx("worker %d: event_base_new() failed", index);
-	if (cfg->deflate && pmd_init(cfg->deflate_level, cfg->deflate_window_bits) == -1)
+	if (loop_init(&w->loop, w->base, cfg) == -1)
+		fatalx("worker %d: out of memory", index);
+	w->loop.routes = routes_table;
+	w->loop.ready = ready_check;
+	if (cfg->deflate && deflate_init(cfg->deflate_level, cfg->deflate_window_bits) == -1)
 		fatalx("worker %d: out of memory for zlib", index);
 	if (tls_wanted(cfg)) {
 		char err[CFG_ERR_LEN];
@@ -560,11 +396,10 @@ worker_run(const struct config *cfg, int index, int generation, const char *inst
 	w->accept_retry = evtimer_new(w->base, accept_resume, w);
 	w->stop_timer = evtimer_new(w->base, stop_timer_cb, w);
 	w->tick = event_new(w->base, -1, EV_PERSIST, tick_cb, w);
-	w->bulk_timer = evtimer_new(w->base, bulk_timer_cb, w);
 	ms = tick_interval_ms(cfg);
 	tv.tv_sec = ms / 1000;
 	tv.tv_usec = (ms % 1000) * 1000;
-	if (w->accept_retry == NULL || w->stop_timer == NULL || w->tick == NULL || w->bulk_timer == NULL ||
+	if (w->accept_retry == NULL || w->stop_timer == NULL || w->tick == NULL ||
 	    event_add(w->tick, &tv) == -1)
 		fatalx("worker %d: cannot create timers", index);
 
@@ -576,7 +411,7 @@ worker_run(const struct config *cfg, int index, int generation, const char *inst
 	{
 		static const char key[] = "dGhlIHNhbXBsZSBub25jZQ==";
 		static const char js[] = "{\"event\":\"heartbeat\",\"message\":\"pong\"}";
-		struct proto_limits lim = { 64, 128 };
+		struct proto_limits lim = { 64, 128, 4096, 100 };
 		struct proto *pp = proto_new();
 		struct chat_req req;
 		const char *code;
@@ -589,7 +424,7 @@ worker_run(const struct config *cfg, int index, int generation, const char *inst
 		}
 	}
 	snprintf(wid, sizeof(wid), "%s.%d", instance, (int)getpid());
-	if (room_init(w->base, wid) == -1)
+	if (room_init(w->base, cfg, wid) == -1)
 		fatalx("worker %d: cannot set up rooms", index);
 	log_info("started (generation %d, %s backend)", generation, event_base_get_method(w->base));
 	while (!w->quit) {
@@ -597,12 +432,11 @@ worker_run(const struct config *cfg, int index, int generation, const char *inst
 			log_error("event_base_loop() failed");
 			break;
 		}
-		worker_end_turn(w);
+		loop_end_turn(&w->loop);
 		if (done_stopping(w))
 			w->quit = 1;
 	}
 	log_info("exiting");
 	worker_free(w);
-	worker_self = NULL;
 	return 0;
 }

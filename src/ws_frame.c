@@ -1,12 +1,14 @@
 /*
- * ws_frame.c: the frame decoder and encoder. No I/O and no allocation: the
- * decoder's state is a fixed struct, every length a peer sends is checked
- * against the RFC's rules and the configured limit before anything is
- * buffered, and text is validated as UTF-8 byte by byte so that an invalid
- * byte fails the connection the moment it arrives.
+ * ws_frame.c: the frame decoder and encoder. The decoder does no I/O and no
+ * allocation: its state is a fixed struct, every length a peer sends is
+ * checked against the RFC's rules and the configured limit before anything
+ * is buffered, and text is validated as UTF-8 byte by byte so that an
+ * invalid byte fails the connection the moment it arrives. The builders
+ * write a whole frame into one refcounted block, shared by every receiver.
  */
 #include <string.h>
 
+#include "deflate.h"
 #include "ws_frame.h"
 
 void
@@ -316,7 +318,8 @@ ws_header_masked(uint8_t *out, int fin, int opcode, uint64_t len, const uint8_t 
 int
 ws_close_code_valid(unsigned code)
 {
-	return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1011) ||
+	/* 1000-1003 and 1007-1014 are assigned in IANA's registry; 1004-1006 and 1015 are never sent. */
+	return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
 	    (code >= 3000 && code <= 4999);
 }
 
@@ -339,4 +342,42 @@ ws_close_parse(const uint8_t *p, size_t len, uint16_t *code, const uint8_t **rea
 	*reason = p + 2;
 	*rlen = len - 2;
 	return 0;
+}
+
+struct sbuf *
+ws_frame_new(int opcode, const void *payload, size_t len)
+{
+	struct sbuf *b;
+	size_t hl;
+
+	if ((b = sbuf_new(WS_MAX_SERVER_HEADER + len, 0)) == NULL)
+		return NULL;
+	hl = ws_header(sbuf_ptr(b), 1, 0, opcode, len);
+	if (len > 0)
+		memcpy(sbuf_ptr(b) + hl, payload, len);
+	b->len = (uint32_t)(hl + len);
+	return b;
+}
+
+struct sbuf *
+ws_frame_deflate(int bits, int opcode, const void *payload, size_t len)
+{
+	uint8_t h[WS_MAX_SERVER_HEADER];
+	struct sbuf *b;
+	long clen;
+	size_t hl;
+
+	if ((b = sbuf_new(deflate_bound(len), WS_MAX_SERVER_HEADER)) == NULL)
+		return NULL;
+	clen = deflate_compress(bits, payload, len, sbuf_ptr(b), b->cap - b->off);
+	if (clen < 0 || (size_t)clen >= len) {
+		/* Incompressible, or a zlib failure: the caller sends it plain. */
+		sbuf_unref(b);
+		return NULL;
+	}
+	hl = ws_header(h, 1, 1, opcode, (uint64_t)clen);
+	b->off -= (uint32_t)hl;
+	memcpy(b->data + b->off, h, hl);
+	b->len = (uint32_t)(hl + (size_t)clen);
+	return b;
 }

@@ -1,7 +1,9 @@
 /*
  * ws_frame.h: the RFC 6455 frame codec, on buffers only. The decoder is
  * incremental (any split of the input), unmasks in place, validates text as
- * UTF-8 as the bytes arrive, and enforces every protocol limit.
+ * UTF-8 as the bytes arrive, and enforces every protocol limit. The
+ * builders make a whole server frame in one shared block, plain or
+ * compressed (permessage-deflate), to be queued to many sessions.
  */
 #ifndef ROOMD_WS_FRAME_H
 #define ROOMD_WS_FRAME_H
@@ -9,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "log.h"
+#include "sbuf.h"
 #include "utf8.h"
 
 #define WS_OP_CONT	0x0
@@ -27,6 +31,7 @@
 #define WS_CLOSE_POLICY		1008
 #define WS_CLOSE_TOO_BIG	1009
 #define WS_CLOSE_INTERNAL	1011
+#define WS_CLOSE_AUTH		4001	/* roomd's own: no valid token, or it expired */
 
 #define WS_MAX_HEADER		14	/* 2 + 8 length + 4 mask */
 #define WS_MAX_SERVER_HEADER	10	/* server frames are not masked */
@@ -91,12 +96,17 @@ size_t ws_header_masked(uint8_t *out, int fin, int opcode, uint64_t len, const u
 /* XOR data with mask starting at mask offset pos (word at a time). */
 void ws_unmask(uint8_t *data, size_t len, const uint8_t mask[4], uint64_t pos);
 
+/* Build a complete server frame (header + payload) in one shared block. */
+struct sbuf *ws_frame_new(int opcode, const void *payload, size_t len) MUST_CHECK;
+/* A complete compressed (RSV1) frame, or NULL if compression does not pay or fails. */
+struct sbuf *ws_frame_deflate(int bits, int opcode, const void *payload, size_t len) MUST_CHECK;
+
 /*
  * Check a received close payload: returns 0 and sets code (1005 when empty)
  * and the reason, or returns the close code to fail with (1002 or 1007).
  */
 int ws_close_parse(const uint8_t *p, size_t len, uint16_t *code, const uint8_t **reason, size_t *rlen);
-/* Whether a peer may send this close code (1000-1003, 1007-1011, 3000-4999). */
+/* Whether a peer may send this close code (1000-1003, 1007-1014, 3000-4999). */
 int ws_close_code_valid(unsigned code);
 
 #endif

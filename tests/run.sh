@@ -3,21 +3,23 @@
 #
 # Builds roomd out of tree twice -- with -Werror, and with ASan+UBSan -- and in
 # each runs the C unit tests (TAP) and the integration suite (pytest, the real
-# binary with real clients); then fuzzes the frame and HTTP parsers for
-# FUZZ_SECONDS each and checks `make distcheck`. Ends with one line
-# "N passed, N failed" that counts every test it ran.
+# binary with real clients); then runs each libFuzzer target of tests/fuzz
+# (every parser of untrusted input: frames, HTTP, PROXY, JWT, chat JSON,
+# static paths, config) for FUZZ_SECONDS and checks `make distcheck`. Ends
+# with one line "N passed, N failed" that counts every test it ran.
 #
 # The integration suite includes the deployment lab (tests/lab: network
 # namespaces, HAProxy, three roomd hosts; about 4 minutes, needs root) in both
 # passes: its faults (a Redis link cut under load, drains, a binary upgrade)
 # take paths no other test takes, which is where ASan finds what it finds.
 #
-# Env: BUILD_ROOT (default: build/ in the source tree), FUZZ_SECONDS (60),
+# Env: BUILD_ROOT (default: build/ in the source tree), FUZZ_SECONDS (30 per
+#      target; seven targets make about four minutes),
 #      SKIP_SANITIZERS=1 / SKIP_FUZZ=1 / SKIP_DISTCHECK=1 for quick local runs.
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 root=${BUILD_ROOT:-$top/build}
-fuzz_seconds=${FUZZ_SECONDS:-60}
+fuzz_seconds=${FUZZ_SECONDS:-30}
 mkdir -p "$root"
 pass=0
 fail=0
@@ -85,6 +87,13 @@ print(ts.get("tests"), ts.get("failures"), ts.get("errors"), ts.get("skipped"))'
 	# A skipped test is a test that did not run: count it as failed.
 	record "pytest $label" $((t - f - e - s)) $((f + e + s))
 }
+
+note "layers: calls in src/ go one way (tests/layers.py)"
+if /usr/bin/python3 "$top/tests/layers.py" "$top/src"; then
+	record "layers" 1 0
+else
+	record "layers" 0 1
+fi
 
 ok_build=0
 build "$root/normal" && ok_build=1

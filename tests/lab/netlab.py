@@ -31,9 +31,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from lbtools import HAProxy, recv_all, stop_pid  # noqa: E402
-from roomclient import RedisServer  # noqa: E402
-from roomd import ROOMD_BIN, Roomd, wait_for  # noqa: E402
+from roomd import ROOMD_BIN, HAProxy, RedisServer, Roomd, stop_pid, wait_for  # noqa: E402
+from wsraw import read_to_close  # noqa: E402
 
 PREFIX = "rlab-"
 LOCK = "/run/lock/roomd-lab.lock"
@@ -120,7 +119,7 @@ def ns_http(ns, addr, port, path, timeout=2.0):
         return 0, b""
     try:
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n".encode())
-        data = recv_all(s)
+        data = read_to_close(s)
     except OSError:
         return 0, b""
     finally:

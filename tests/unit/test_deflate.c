@@ -4,7 +4,7 @@
  * next offer, header whitespace and case; compress/inflate round trips at
  * every window, the 00 00 ff ff trailer rule, the exact inflate bound and
  * invalid data. Compressed output is also checked with an independent zlib
- * inflater, and pmd_inflate is fed what an independent deflater made.
+ * inflater, and deflate_inflate is fed what an independent deflater made.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -132,14 +132,14 @@ test_negotiate(void)
 {
 	for (size_t i = 0; i < sizeof(negs) / sizeof(negs[0]); i++) {
 		const struct neg *t = &negs[i];
-		struct pmd_config cf = { t->window };
-		struct pmd_params p;
+		struct deflate_config cf = { t->window };
+		struct deflate_params p;
 		char resp[256];
 		int rc;
 
 		memset(&p, 0xa5, sizeof(p));
 		strcpy(resp, "untouched");
-		rc = pmd_negotiate(t->offers, strlen(t->offers), &cf, &p, resp, sizeof(resp));
+		rc = deflate_negotiate(t->offers, strlen(t->offers), &cf, &p, resp, sizeof(resp));
 		if (t->resp == NULL) {
 			is_int(rc, 0, "declined (window %d): [%s]", t->window, t->offers);
 			ok(p.enabled == 0 && p.server_bits == 0, "declined leaves params cleared: [%s]", t->offers);
@@ -160,23 +160,23 @@ static void
 test_negotiate_bounds(void)
 {
 	static const char hdr[] = "permessage-deflate; server_max_window_bits=10; foo";
-	struct pmd_config cf = { 15 };
-	struct pmd_params p;
+	struct deflate_config cf = { 15 };
+	struct deflate_params p;
 	char resp[256], *copy;
 	size_t n = strlen("permessage-deflate; server_max_window_bits=10");
 
 	/* An exact-size heap copy without a NUL: ASan catches any read past it. */
 	copy = malloc(n);
 	memcpy(copy, hdr, n);
-	is_int(pmd_negotiate(copy, n, &cf, &p, resp, sizeof(resp)), 1, "value bounded by len, not NUL");
+	is_int(deflate_negotiate(copy, n, &cf, &p, resp, sizeof(resp)), 1, "value bounded by len, not NUL");
 	is_str(resp, BASE "; server_max_window_bits=10", "response for the bounded value");
 	/* Cut inside the value: "server_max_window_bits=1" is 1, a bad value. */
-	is_int(pmd_negotiate(copy, n - 1, &cf, &p, resp, sizeof(resp)), 0, "value cut to =1 declined");
+	is_int(deflate_negotiate(copy, n - 1, &cf, &p, resp, sizeof(resp)), 0, "value cut to =1 declined");
 	/* Cut to "server_max_window_bits=": no value, declined. */
-	is_int(pmd_negotiate(copy, n - 2, &cf, &p, resp, sizeof(resp)), 0, "value cut to = declined");
+	is_int(deflate_negotiate(copy, n - 2, &cf, &p, resp, sizeof(resp)), 0, "value cut to = declined");
 	free(copy);
-	is_int(pmd_negotiate(hdr, strlen(hdr), &cf, &p, resp, sizeof(resp)), 0, "with the foo it is declined");
-	is_int(pmd_negotiate("permessage-deflate", 0, &cf, &p, resp, sizeof(resp)), 0, "empty header value");
+	is_int(deflate_negotiate(hdr, strlen(hdr), &cf, &p, resp, sizeof(resp)), 0, "with the foo it is declined");
+	is_int(deflate_negotiate("permessage-deflate", 0, &cf, &p, resp, sizeof(resp)), 0, "empty header value");
 }
 
 /* ---- independent zlib helpers ---- */
@@ -265,7 +265,7 @@ test_round_trips(void)
 {
 	static const size_t sizes[] = { 0, 1, 2, 63, 64, 1000, 4095, 4096, 4097, 65535, 65536, 300000 };
 	size_t big = 300000, cap = 0, olen;
-	uint8_t *in = malloc(big), *z = malloc(pmd_bound(big)), *ref = malloc(big + 16), *out = NULL;
+	uint8_t *in = malloc(big), *z = malloc(deflate_bound(big)), *ref = malloc(big + 16), *out = NULL;
 	int all_ok = 1;
 
 	for (int bits = 9; bits <= 15; bits++) {
@@ -281,11 +281,11 @@ test_round_trips(void)
 					memset(in, 'z', n);
 				else
 					fill_random(in, n, (unsigned)n);
-				clen = pmd_compress(bits, in, n, z, pmd_bound(n));
+				clen = deflate_compress(bits, in, n, z, deflate_bound(n));
 				if (clen < 0) {
 					/* Only incompressible data may miss the bound; it is sent plain. */
 					if (kind != 2) {
-						ok(0, "bits %d kind %d size %zu: pmd_compress failed", bits, kind, n);
+						ok(0, "bits %d kind %d size %zu: deflate_compress failed", bits, kind, n);
 						all_ok = 0;
 					}
 					continue;
@@ -302,9 +302,9 @@ test_round_trips(void)
 					    n, bits);
 					all_ok = 0;
 				}
-				rc = pmd_inflate(z, (size_t)clen, n, &out, &cap, &olen);
-				if (rc != PMD_OK || olen != n || (n > 0 && memcmp(out, in, n) != 0)) {
-					ok(0, "bits %d kind %d size %zu: pmd_inflate rc %d len %zu", bits, kind, n, rc,
+				rc = deflate_inflate(z, (size_t)clen, n, &out, &cap, &olen);
+				if (rc != DEFLATE_OK || olen != n || (n > 0 && memcmp(out, in, n) != 0)) {
+					ok(0, "bits %d kind %d size %zu: deflate_inflate rc %d len %zu", bits, kind, n, rc,
 					    olen);
 					all_ok = 0;
 				}
@@ -315,7 +315,7 @@ test_round_trips(void)
 	/* Highly compressible data really is compressed, and smaller windows do not break it. */
 	memset(in, 'a', 65536);
 	for (int bits = 9; bits <= 15; bits++) {
-		long clen = pmd_compress(bits, in, 65536, z, pmd_bound(65536));
+		long clen = deflate_compress(bits, in, 65536, z, deflate_bound(65536));
 
 		ok(clen > 0 && clen < 1024, "window %d: 64 KiB of 'a' compresses to %ld bytes", bits, clen);
 	}
@@ -334,28 +334,28 @@ test_trailer_rule(void)
 	long clen;
 
 	/* The empty message compresses to the single byte 00 (7.2.3.6). */
-	clen = pmd_compress(15, (const uint8_t *)"", 0, z, sizeof(z));
+	clen = deflate_compress(15, (const uint8_t *)"", 0, z, sizeof(z));
 	is_int(clen, 1, "empty message compresses to one byte");
 	is_int(z[0], 0x00, "that byte is 00");
-	is_int(pmd_inflate(z, 1, 100, &out, &cap, &olen), PMD_OK, "inflate the 00 byte");
+	is_int(deflate_inflate(z, 1, 100, &out, &cap, &olen), DEFLATE_OK, "inflate the 00 byte");
 	is_int(olen, 0, "to nothing");
 	/* The RFC's own example: "Hello" (7.2.3.1). */
-	clen = pmd_compress(15, (const uint8_t *)"Hello", 5, z, sizeof(z));
+	clen = deflate_compress(15, (const uint8_t *)"Hello", 5, z, sizeof(z));
 	ok(clen > 0, "compress Hello");
-	is_int(pmd_inflate((const uint8_t *)"\xf2\x48\xcd\xc9\xc9\x07\x00", 7, 100, &out, &cap, &olen),
-	    PMD_OK, "inflate the RFC's Hello");
+	is_int(deflate_inflate((const uint8_t *)"\xf2\x48\xcd\xc9\xc9\x07\x00", 7, 100, &out, &cap, &olen),
+	    DEFLATE_OK, "inflate the RFC's Hello");
 	ok(olen == 5 && memcmp(out, "Hello", 5) == 0, "RFC 7692 7.2.3.1 Hello");
 	/* 7.2.3.3: a stored block "Hello" (no compression) is accepted. */
-	is_int(pmd_inflate((const uint8_t *)"\x00\x05\x00\xfa\xffHello\x00", 11, 100, &out, &cap, &olen),
-	    PMD_OK, "inflate a stored-block Hello");
+	is_int(deflate_inflate((const uint8_t *)"\x00\x05\x00\xfa\xffHello\x00", 11, 100, &out, &cap, &olen),
+	    DEFLATE_OK, "inflate a stored-block Hello");
 	ok(olen == 5 && memcmp(out, "Hello", 5) == 0, "RFC 7692 7.2.3.3 stored Hello");
 	/* 7.2.3.4: "Hello" in two blocks. */
-	is_int(pmd_inflate((const uint8_t *)"\xf2\x48\x05\x00\x00\x00\xff\xff\xca\xc9\xc9\x07\x00", 13, 100,
-	    &out, &cap, &olen), PMD_OK, "inflate Hello in two blocks");
+	is_int(deflate_inflate((const uint8_t *)"\xf2\x48\x05\x00\x00\x00\xff\xff\xca\xc9\xc9\x07\x00", 13, 100,
+	    &out, &cap, &olen), DEFLATE_OK, "inflate Hello in two blocks");
 	ok(olen == 5 && memcmp(out, "Hello", 5) == 0, "RFC 7692 7.2.3.4 two-block Hello");
 	/* 7.2.3.5: a final block (BFINAL set), as a Z_FINISH sender makes. */
-	is_int(pmd_inflate((const uint8_t *)"\xf3\x48\xcd\xc9\xc9\x07\x00\x00", 8, 100, &out, &cap, &olen),
-	    PMD_OK, "inflate a BFINAL Hello");
+	is_int(deflate_inflate((const uint8_t *)"\xf3\x48\xcd\xc9\xc9\x07\x00\x00", 8, 100, &out, &cap, &olen),
+	    DEFLATE_OK, "inflate a BFINAL Hello");
 	ok(olen == 5 && memcmp(out, "Hello", 5) == 0, "RFC 7692 7.2.3.5 BFINAL Hello");
 
 	/* Whatever a client's zlib makes, at every window and level, with the trailer stripped or not. */
@@ -368,16 +368,16 @@ test_trailer_rule(void)
 			if (n < 4 || memcmp(z + n - 4, "\x00\x00\xff\xff", 4) != 0)
 				good = 0;
 			/* Stripped, as RFC 7692 says. */
-			if (pmd_inflate(z, n - 4, sizeof(in), &out, &cap, &olen) != PMD_OK || olen != sizeof(in) ||
+			if (deflate_inflate(z, n - 4, sizeof(in), &out, &cap, &olen) != DEFLATE_OK || olen != sizeof(in) ||
 			    memcmp(out, in, sizeof(in)) != 0)
 				good = 0;
 			/* Left on: an extra empty stored block is harmless. */
-			if (pmd_inflate(z, n, sizeof(in), &out, &cap, &olen) != PMD_OK || olen != sizeof(in) ||
+			if (deflate_inflate(z, n, sizeof(in), &out, &cap, &olen) != DEFLATE_OK || olen != sizeof(in) ||
 			    memcmp(out, in, sizeof(in)) != 0)
 				good = 0;
 			/* Z_FINISH: ends with a final block (7.2.3.5). */
 			n = ref_deflate(bits, level, Z_FINISH, in, sizeof(in), z, sizeof(z));
-			if (pmd_inflate(z, n, sizeof(in), &out, &cap, &olen) != PMD_OK || olen != sizeof(in) ||
+			if (deflate_inflate(z, n, sizeof(in), &out, &cap, &olen) != DEFLATE_OK || olen != sizeof(in) ||
 			    memcmp(out, in, sizeof(in)) != 0)
 				good = 0;
 		}
@@ -385,10 +385,10 @@ test_trailer_rule(void)
 	}
 	/* No context between messages: the same message inflates the same twice, after a different one. */
 	n = ref_deflate(15, 6, Z_SYNC_FLUSH, in, 1000, z, sizeof(z));
-	is_int(pmd_inflate(z, n - 4, 5000, &out, &cap, &olen), PMD_OK, "first message");
-	is_int(pmd_inflate((const uint8_t *)"\xf2\x48\xcd\xc9\xc9\x07\x00", 7, 100, &out, &cap, &olen),
-	    PMD_OK, "second message");
-	is_int(pmd_inflate(z, n - 4, 5000, &out, &cap, &olen), PMD_OK, "the first again");
+	is_int(deflate_inflate(z, n - 4, 5000, &out, &cap, &olen), DEFLATE_OK, "first message");
+	is_int(deflate_inflate((const uint8_t *)"\xf2\x48\xcd\xc9\xc9\x07\x00", 7, 100, &out, &cap, &olen),
+	    DEFLATE_OK, "second message");
+	is_int(deflate_inflate(z, n - 4, 5000, &out, &cap, &olen), DEFLATE_OK, "the first again");
 	ok(olen == 1000 && memcmp(out, in, 1000) == 0, "the same bytes: no inflate context kept");
 	free(out);
 }
@@ -398,7 +398,7 @@ static void
 test_inflate_bound(void)
 {
 	static const size_t maxes[] = { 1, 125, 4095, 4096, 4097, 8191, 8192, 8193, 65536, 100000, 1048576 };
-	size_t zcap = pmd_bound(1048577) + 64, cap, olen;
+	size_t zcap = deflate_bound(1048577) + 64, cap, olen;
 	uint8_t *in = malloc(1048577), *z = malloc(zcap), *out;
 	int rc;
 
@@ -416,14 +416,14 @@ test_inflate_bound(void)
 			}
 			n = ref_deflate(15, 6, Z_SYNC_FLUSH, in, max, z, zcap) - 4;
 			olen = 12345;
-			rc = pmd_inflate(z, n, max, &out, &cap, &olen);
-			is_int(rc, PMD_OK, "max %zu (%s buffer): exactly max bytes inflate", max, fresh ? "new" : "big");
+			rc = deflate_inflate(z, n, max, &out, &cap, &olen);
+			is_int(rc, DEFLATE_OK, "max %zu (%s buffer): exactly max bytes inflate", max, fresh ? "new" : "big");
 			ok(olen == max && memcmp(out, in, max) == 0, "max %zu: the bytes are right", max);
 			if (fresh)
 				ok(cap <= max + 1, "max %zu: the buffer grew to %zu, not past max+1", max, cap);
 			n = ref_deflate(15, 6, Z_SYNC_FLUSH, in, max + 1, z, zcap) - 4;
-			rc = pmd_inflate(z, n, max, &out, &cap, &olen);
-			is_int(rc, PMD_TOO_BIG, "max %zu (%s buffer): max+1 bytes are too big", max,
+			rc = deflate_inflate(z, n, max, &out, &cap, &olen);
+			is_int(rc, DEFLATE_TOO_BIG, "max %zu (%s buffer): max+1 bytes are too big", max,
 			    fresh ? "new" : "big");
 			if (fresh)
 				ok(cap <= max + 1, "max %zu: too big without growing past max+1 (%zu)", max, cap);
@@ -433,17 +433,17 @@ test_inflate_bound(void)
 	/* A bomb: 64 MiB of zeros, about 64 KiB compressed, stops at the limit. */
 	{
 		size_t big = 64u << 20, n;
-		uint8_t *zeros = calloc(1, big), *zz = malloc(pmd_bound(big));
+		uint8_t *zeros = calloc(1, big), *zz = malloc(deflate_bound(big));
 
-		n = ref_deflate(15, 9, Z_SYNC_FLUSH, zeros, big, zz, pmd_bound(big)) - 4;
+		n = ref_deflate(15, 9, Z_SYNC_FLUSH, zeros, big, zz, deflate_bound(big)) - 4;
 		out = NULL;
 		cap = 0;
-		rc = pmd_inflate(zz, n, 1 << 20, &out, &cap, &olen);
-		is_int(rc, PMD_TOO_BIG, "%zu bytes inflating to 64 MiB with max 1 MiB: too big", n);
+		rc = deflate_inflate(zz, n, 1 << 20, &out, &cap, &olen);
+		is_int(rc, DEFLATE_TOO_BIG, "%zu bytes inflating to 64 MiB with max 1 MiB: too big", n);
 		ok(cap <= (1u << 20) + 1, "the bomb's buffer stopped at %zu bytes", cap);
 		/* The shared inflater still works after being cut off mid-stream. */
-		rc = pmd_inflate((const uint8_t *)"\xf2\x48\xcd\xc9\xc9\x07\x00", 7, 100, &out, &cap, &olen);
-		ok(rc == PMD_OK && olen == 5 && memcmp(out, "Hello", 5) == 0, "inflater fine after a bomb");
+		rc = deflate_inflate((const uint8_t *)"\xf2\x48\xcd\xc9\xc9\x07\x00", 7, 100, &out, &cap, &olen);
+		ok(rc == DEFLATE_OK && olen == 5 && memcmp(out, "Hello", 5) == 0, "inflater fine after a bomb");
 		free(out);
 		free(zeros);
 		free(zz);
@@ -452,7 +452,7 @@ test_inflate_bound(void)
 	free(z);
 }
 
-/* Invalid data is PMD_BAD, and the shared inflater recovers. */
+/* Invalid data is DEFLATE_BAD, and the shared inflater recovers. */
 static void
 test_garbage(void)
 {
@@ -472,13 +472,13 @@ test_garbage(void)
 	size_t cap = 0, olen;
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		int rc = pmd_inflate((const uint8_t *)bad[i].bytes, bad[i].len, 1 << 20, &out, &cap, &olen);
+		int rc = deflate_inflate((const uint8_t *)bad[i].bytes, bad[i].len, 1 << 20, &out, &cap, &olen);
 
-		is_int(rc, PMD_BAD, "garbage: %s", bad[i].name);
-		rc = pmd_inflate((const uint8_t *)"\xf2\x48\xcd\xc9\xc9\x07\x00", 7, 100, &out, &cap, &olen);
-		ok(rc == PMD_OK && olen == 5 && memcmp(out, "Hello", 5) == 0, "inflater fine after %s", bad[i].name);
+		is_int(rc, DEFLATE_BAD, "garbage: %s", bad[i].name);
+		rc = deflate_inflate((const uint8_t *)"\xf2\x48\xcd\xc9\xc9\x07\x00", 7, 100, &out, &cap, &olen);
+		ok(rc == DEFLATE_OK && olen == 5 && memcmp(out, "Hello", 5) == 0, "inflater fine after %s", bad[i].name);
 	}
-	/* Random bytes are never accepted as anything but PMD_OK/PMD_BAD, and never crash. */
+	/* Random bytes are never accepted as anything but DEFLATE_OK/DEFLATE_BAD, and never crash. */
 	{
 		uint8_t junk[512];
 		int others = 0, bads = 0;
@@ -487,10 +487,10 @@ test_garbage(void)
 			int rc;
 
 			fill_random(junk, sizeof(junk), seed);
-			rc = pmd_inflate(junk, sizeof(junk), 1 << 20, &out, &cap, &olen);
-			if (rc == PMD_BAD)
+			rc = deflate_inflate(junk, sizeof(junk), 1 << 20, &out, &cap, &olen);
+			if (rc == DEFLATE_BAD)
 				bads++;
-			else if (rc != PMD_OK)
+			else if (rc != DEFLATE_OK)
 				others++;
 		}
 		ok(others == 0 && bads > 250, "300 random inputs: %d bad, none odd", bads);
@@ -505,31 +505,31 @@ test_compress_edges(void)
 	long a, b;
 
 	fill_text(in, sizeof(in), 11);
-	is_int(pmd_compress(8, in, 100, z, sizeof(z)), -1, "window 8: refused");
-	is_int(pmd_compress(16, in, 100, z, sizeof(z)), -1, "window 16: refused");
-	is_int(pmd_compress(0, in, 100, z, sizeof(z)), -1, "window 0: refused");
-	is_int(pmd_compress(15, in, sizeof(in), z, 10), -1, "output that does not fit: -1");
-	a = pmd_compress(15, in, sizeof(in), z, sizeof(z));
+	is_int(deflate_compress(8, in, 100, z, sizeof(z)), -1, "window 8: refused");
+	is_int(deflate_compress(16, in, 100, z, sizeof(z)), -1, "window 16: refused");
+	is_int(deflate_compress(0, in, 100, z, sizeof(z)), -1, "window 0: refused");
+	is_int(deflate_compress(15, in, sizeof(in), z, 10), -1, "output that does not fit: -1");
+	a = deflate_compress(15, in, sizeof(in), z, sizeof(z));
 	ok(a > 0, "the same stream works after a short buffer");
 	/* No context: compressing the same message twice gives the same bytes. */
 	{
 		uint8_t z2[4000];
 
-		b = pmd_compress(15, in, sizeof(in), z2, sizeof(z2));
+		b = deflate_compress(15, in, sizeof(in), z2, sizeof(z2));
 		ok(a == b && memcmp(z, z2, (size_t)a) == 0, "same message, same bytes (no context kept)");
 	}
 	/* Exactly the needed size (plus the 4-byte trailer) is not enough: zlib needs room to finish. */
-	ok(pmd_compress(15, in, sizeof(in), z, (size_t)a + 4) == -1 || pmd_compress(15, in, sizeof(in), z,
+	ok(deflate_compress(15, in, sizeof(in), z, (size_t)a + 4) == -1 || deflate_compress(15, in, sizeof(in), z,
 	    (size_t)a + 4) == a, "a tight buffer either fits or fails cleanly");
-	ok(pmd_compress(15, in, sizeof(in), z, (size_t)a + 5) == a, "one spare byte is enough");
-	ok(pmd_bound(0) >= 5, "pmd_bound(0) fits an empty sync flush");
+	ok(deflate_compress(15, in, sizeof(in), z, (size_t)a + 5) == a, "one spare byte is enough");
+	ok(deflate_bound(0) >= 5, "deflate_bound(0) fits an empty sync flush");
 }
 
 int
 main(void)
 {
-	if (pmd_init(3, 15) != 0) {
-		printf("Bail out! pmd_init failed\n");
+	if (deflate_init(3, 15) != 0) {
+		printf("Bail out! deflate_init failed\n");
 		return 1;
 	}
 	test_negotiate();
@@ -539,19 +539,19 @@ main(void)
 	test_inflate_bound();
 	test_garbage();
 	test_compress_edges();
-	/* pmd_init twice (a reload) is harmless; pmd_free then pmd_init works again. */
-	is_int(pmd_init(6, 15), 0, "pmd_init again");
-	pmd_free();
-	is_int(pmd_init(3, 15), 0, "pmd_init after pmd_free");
+	/* deflate_init twice (a reload) is harmless; deflate_free then deflate_init works again. */
+	is_int(deflate_init(6, 15), 0, "deflate_init again");
+	deflate_free();
+	is_int(deflate_init(3, 15), 0, "deflate_init after deflate_free");
 	{
 		uint8_t *out = NULL;
 		size_t cap = 0, olen;
 
-		is_int(pmd_inflate((const uint8_t *)"\xf2\x48\xcd\xc9\xc9\x07\x00", 7, 100, &out, &cap, &olen),
-		    PMD_OK, "inflate after re-init");
+		is_int(deflate_inflate((const uint8_t *)"\xf2\x48\xcd\xc9\xc9\x07\x00", 7, 100, &out, &cap, &olen),
+		    DEFLATE_OK, "inflate after re-init");
 		free(out);
 	}
-	pmd_free();
-	pmd_free();
+	deflate_free();
+	deflate_free();
 	return tap_done();
 }
