@@ -24,7 +24,7 @@ import os
 # Issue 17 -- message history and gap-free recovery. False until the server
 # sends "offset" on message events and answers an enter with "since" by a
 # `recovered` event; then set it to True: gaps must be 0, nothing received twice.
-HISTORY_RECOVERY = False
+HISTORY_RECOVERY = True
 
 
 class Tap:
@@ -37,13 +37,13 @@ class Tap:
         self.mlist = collections.defaultdict(list)    # room -> [id] in order
         self.by_text = {}                             # (name, text) -> id
         self.t = {}                                   # id -> time the tap saw it
-        chan = prefix + "c:"
+        head_, tail_ = prefix + "{", "}:c"        # a room's channel is P{ROOM}:c
         with open(path) as f:
             for line in f:
                 t, channel, payload = json.loads(line)
-                if not channel.startswith(chan):
+                if not (channel.startswith(head_) and channel.endswith(tail_)):
                     continue
-                room = channel[len(chan):]
+                room = channel[len(head_):-len(tail_)]
                 head, _, body = payload.partition("\n")
                 kind = head[:1]
                 if kind == "m":

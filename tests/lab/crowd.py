@@ -101,7 +101,7 @@ class RedisTap:
     def __init__(self, lab, prefix="roomd:"):
         self.path = os.path.join(lab.dir, "tap.jsonl")
         self.proc = lab.spawn("redis", [sys.executable, os.path.join(HERE, "redistap.py"),
-                                        str(lab.redis.port), prefix + "c:*", self.path],
+                                        str(lab.redis.port), prefix + "{*}:c", self.path],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         Lines(self.proc, "redistap").expect(lambda l: l.strip() == "ready", 10)
 
