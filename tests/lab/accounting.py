@@ -15,15 +15,18 @@ the end). Holes, heads and tails are silent losses; gaps are what history
 (issue 17) must give back: a client that re-enters with `since` recovers them.
 
 HISTORY_RECOVERY is the one switch the scenarios' strict zero-loss assertions
-hang on: flip it to True when issue 17 (offsets, `since`, `recovered`) lands,
-and scenarios 1 and 3 then demand that reconnecting clients miss nothing."""
+hang on (issue 17: offsets, `since`, `recovered`). On, scenarios 1, 3 and 5
+demand that reconnecting clients miss nothing and get nothing twice, and
+scenario 2 that a host cut from Redis leaves no hole; off, they assert only
+what holds without history (misses lie in the gaps of reconnecting clients)."""
 import collections
 import json
 import os
 
-# Issue 17 -- message history and gap-free recovery. False until the server
-# sends "offset" on message events and answers an enter with "since" by a
-# `recovered` event; then set it to True: gaps must be 0, nothing received twice.
+# Issue 17 -- message history and gap-free recovery: the server sends "offset"
+# on message events and answers an enter with "since" by a `recovered` event,
+# so gaps must be 0 and nothing received twice. (Set False to run the lab
+# against a roomd without history.)
 HISTORY_RECOVERY = True
 
 
