@@ -17,6 +17,7 @@
 #include <hiredis/hiredis.h>
 
 #include "log.h"
+#include "notify.h"
 #include "priv.h"
 #include "redisproc.h"
 
@@ -67,6 +68,7 @@ spawn(void)
 		prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
 		if (priv_drop(P.cfg->user) == -1)
 			_exit(127);
+		notify_drop_env();	/* systemd's messages are the master's to send */
 		/*
 		 * execve() names the process after the file it runs, so
 		 * PR_SET_NAME would not survive it: run the roomd-redis link

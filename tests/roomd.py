@@ -277,7 +277,7 @@ class NodeScript:
 class Roomd:
     """One roomd instance (master + workers) in its own directory."""
 
-    def __init__(self, tmpdir, settings=None, workers=2, port=None, args=None, env=None):
+    def __init__(self, tmpdir, settings=None, workers=2, port=None, args=None, env=None, wrap=None):
         self.dir = str(tmpdir)
         os.makedirs(self.dir, exist_ok=True)
         self.port = port or free_port()
@@ -287,6 +287,7 @@ class Roomd:
         self.pidfile = os.path.join(self.dir, "roomd.pid")
         self.args = list(args or [])
         self.env = dict(os.environ, **(env or {}))
+        self.wrap = list(wrap or [])     # a command that execs the rest (e.g. sh -c '... exec "$@"')
         self.proc = None
         self.log_offset = 0
         base = {
@@ -312,7 +313,7 @@ class Roomd:
             f.write("\n".join(lines) + "\n")
 
     def start(self, wait=True):
-        cmd = VALGRIND + [ROOMD_BIN, "-c", self.conf] + self.args
+        cmd = self.wrap + VALGRIND + [ROOMD_BIN, "-c", self.conf] + self.args
         self.stderr_path = os.path.join(self.dir, "stderr.txt")
         with open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,

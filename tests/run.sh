@@ -3,10 +3,12 @@
 #
 # Builds roomd out of tree twice -- with -Werror, and with ASan+UBSan -- and in
 # each runs the C unit tests (TAP) and the integration suite (pytest, the real
-# binary with real clients); then runs each libFuzzer target of tests/fuzz
-# (every parser of untrusted input: frames, HTTP, PROXY, JWT, chat JSON,
-# static paths, config) for FUZZ_SECONDS and checks `make distcheck`. Ends
-# with one line "N passed, N failed" that counts every test it ran.
+# binary with real clients); builds once more without libsystemd; then runs
+# each libFuzzer target of tests/fuzz (every parser of untrusted input:
+# frames, HTTP, PROXY, JWT, chat JSON, static paths, config) for
+# FUZZ_SECONDS, checks `make distcheck`, and builds, lints, installs, runs
+# and purges the Debian package (tests/package.sh, as root). Ends with one
+# line "N passed, N failed" that counts every test it ran.
 #
 # The integration suite includes the deployment lab (tests/lab: network
 # namespaces, HAProxy, three roomd hosts; about 4 minutes, needs root) in both
@@ -15,7 +17,8 @@
 #
 # Env: BUILD_ROOT (default: build/ in the source tree), FUZZ_SECONDS (30 per
 #      target; seven targets make about four minutes),
-#      SKIP_SANITIZERS=1 / SKIP_FUZZ=1 / SKIP_DISTCHECK=1 for quick local runs.
+#      SKIP_SANITIZERS=1 / SKIP_FUZZ=1 / SKIP_DISTCHECK=1 / SKIP_PACKAGE=1
+#      for quick local runs.
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 root=${BUILD_ROOT:-$top/build}
@@ -102,6 +105,9 @@ if [ "$ok_build" = 1 ]; then
 	integration "$root/normal" normal
 fi
 
+# Without libsystemd the notify calls compile to nothing: that must build too.
+build "$root/nosystemd" --without-systemd --disable-lto
+
 if [ "${SKIP_SANITIZERS:-0}" != 1 ]; then
 	if build "$root/asan" --enable-sanitizers; then
 		san_logs="$root/asan/sanitizer-logs"
@@ -142,6 +148,23 @@ if [ "${SKIP_DISTCHECK:-0}" != 1 ] && [ "$ok_build" = 1 ]; then
 	else
 		tail -n 60 "$root/normal/distcheck.out"
 		record "distcheck" 0 1
+	fi
+fi
+
+if [ "${SKIP_PACKAGE:-0}" != 1 ]; then
+	note "Debian package: build, lintian, install, unit, healthz, purge"
+	pk_steps=6
+	if [ "$(id -u)" != 0 ]; then
+		echo "tests/package.sh installs a package: run as root"
+		record "package" 0 "$pk_steps"
+	else
+		pk_out=$(bash "$top/tests/package.sh" "$root/pkg" 2>&1)
+		printf '%s\n' "$pk_out"
+		p=$(printf '%s\n' "$pk_out" | grep -cE '^pkg_[a-z]+: ok$')
+		f=$(printf '%s\n' "$pk_out" | grep -cE '^pkg_[a-z]+: FAILED')
+		# A step that printed nothing did not pass.
+		[ $((p + f)) -ge "$pk_steps" ] || f=$((pk_steps - p))
+		record "package" "$p" "$f"
 	fi
 fi
 

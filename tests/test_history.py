@@ -10,15 +10,8 @@ import signal
 
 import pytest
 
-from lbtools import scrape
-from roomclient import Chat, RedisServer, run, spread_clients
-
-
-@pytest.fixture
-def redis(tmp_path):
-    srv = RedisServer(tmp_path / "redis").start()
-    yield srv
-    srv.stop()
+from readouts import scrape
+from roomclient import Chat, run, spread_clients
 
 
 def offsets(c, room):

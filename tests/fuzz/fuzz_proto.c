@@ -105,12 +105,16 @@ check_field(struct json_object *o, const char *key, const char *want, size_t n)
 static void
 check_writers(const char *name, size_t nl, const char *text, size_t tl, const char *room, size_t rl, long num)
 {
-	static const struct proto_limits wide = { 1 << 20, 1 << 20, 1 << 20 };
+	static const struct proto_limits wide = { 1 << 20, 1 << 20, 1 << 20, 1000 };
 	struct json_object *o;
 	struct result r;
 	char cname[64], ctext[64];
 
-	proto_message(&out, name, nl, text, tl, room, rl, num, "w1.2", 1700000000123ULL);
+	/* The head roomd writes, finished the way the store's script finishes it. */
+	proto_message_head(&out, name, nl, text, tl, room, rl, "w1.2", 1700000000123ULL);
+	jbuf_str(&out, ",\"num\":");
+	jbuf_int(&out, num);
+	jbuf_str(&out, ",\"offset\":1}");
 	o = read_back();
 	check_field(o, "event", "message", 7);
 	check_field(o, "name", name, nl);
@@ -197,6 +201,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	lim.max_name = 1 + (size_t)(data[0] & 15) * 4;
 	lim.max_roomid = 1 + (size_t)(data[0] >> 4) * 4;
 	lim.max_token = lim.max_name + lim.max_roomid;
+	lim.max_history = (unsigned)(data[0] & 7) * 10;	/* 0: history off */
 	data++;
 	size--;
 	/* An exact-size copy, so that any over-read trips ASan. */

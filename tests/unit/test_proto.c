@@ -100,7 +100,7 @@ test_message(void)
 }
 
 static struct proto *parser;
-static const struct proto_limits lim = { 8, 12, 20 };
+static const struct proto_limits lim = { 8, 12, 20, 100 };
 
 /* Parse s; 0 or -1, with the error code in *code ("" on success). */
 static int
@@ -183,12 +183,38 @@ test_parse(void)
 		{ "{\"event\":\"refresh\",\"token\":null}", "bad_field" },
 		{ "{\"event\":\"refresh\",\"token\":\"123456789012345678901\"}", "bad_field" },
 		{ "{\"event\":\"Refresh\",\"token\":\"t\"}", "unknown_event" },
+		{ "{\"event\":\"enter\",\"message\":\"a\",\"since\":\"x\"}", "bad_field" },
+		{ "{\"event\":\"enter\",\"message\":\"a\",\"since\":{}}", "bad_field" },
+		{ "{\"event\":\"enter\",\"message\":\"a\",\"since\":{\"offset\":-1,\"epoch\":\"e\"}}", "bad_field" },
+		{ "{\"event\":\"enter\",\"message\":\"a\",\"since\":{\"offset\":9007199254740992,\"epoch\":\"e\"}}",
+		    "bad_field" },
+		{ "{\"event\":\"enter\",\"message\":\"a\",\"since\":{\"offset\":18446744073709551615,\"epoch\":\"e\"}}",
+		    "bad_field" },
+		{ "{\"event\":\"enter\",\"message\":\"a\",\"since\":{\"offset\":1.0,\"epoch\":\"e\"}}", "bad_field" },
+		{ "{\"event\":\"enter\",\"message\":\"a\",\"since\":{\"offset\":1,\"epoch\":\"\"}}", "bad_field" },
+		{ "{\"event\":\"enter\",\"message\":\"a\",\"since\":{\"offset\":1,\"epoch\":"
+		    "\"1234567890123456789012345\"}}", "bad_field" },
+		{ "{\"event\":\"enter\",\"message\":\"a\",\"history\":101}", "bad_field" },
+		{ "{\"event\":\"enter\",\"message\":\"a\",\"history\":true}", "bad_field" },
+		{ "{\"event\":\"history\",\"limit\":0}", "bad_field" },
+		{ "{\"event\":\"history\",\"limit\":101}", "bad_field" },
+		{ "{\"event\":\"history\",\"before\":-2}", "bad_field" },
+		{ "{\"event\":\"history\",\"before\":\"9\"}", "bad_field" },
 	};
 	struct chat_req req;
 	const char *code;
 	static const char nul[] = "{\"event\":\"who\"}\0";
 
 	ok((parser = proto_new()) != NULL, "proto_new");
+	is_int(parse_s("{\"event\":\"enter\",\"message\":\"a\",\"since\":{\"offset\":9007199254740991,"
+	    "\"epoch\":\"123456789012345678901234\"},\"history\":100}", &req, &code), 0,
+	    "since at its limits, history at history_size");
+	ok(req.since && req.since_offset == 9007199254740991ULL && req.since_epoch_len == 24 && req.history == 100,
+	    "since and history read");
+	is_int(parse_s("{\"event\":\"history\"}", &req, &code), 0, "history with no limit");
+	ok(req.ev == CHAT_HISTORY && req.history == 50 && req.before == 0, "history: 50 by default, up to now");
+	is_int(parse_s("{\"event\":\"history\",\"limit\":3,\"before\":7}", &req, &code), 0, "history paged");
+	ok(req.history == 3 && req.before == 7, "limit and before read");
 	is_int(parse_s("{\"event\":\"enter\",\"message\":\"ann\"}", &req, &code), 0, "enter");
 	ok(req.ev == CHAT_ENTER && same(req.message, req.message_len, "ann") && req.roomid == NULL,
 	    "enter: the name, no room");
@@ -322,7 +348,8 @@ test_escape(void)
 	jbuf_json(&b, "", 0);
 	ok(b.len == 2 && memcmp(b.p, "\"\"", 2) == 0, "the empty string");
 	/* Every byte value, as a name, text and room: json-c reads back the same bytes. */
-	proto_message(&b, all, 256, all, 256, all, 256, 1, "i", 2);
+	proto_message_head(&b, all, 256, all, 256, all, 256, "i", 2);
+	jbuf_str(&b, ",\"num\":1,\"offset\":1}");
 	o = read_back(&b);
 	ok(o != NULL, "a message holding every byte is JSON");
 	ok(field_is(o, "name", all, 256) && field_is(o, "message", all, 256) && field_is(o, "roomid", all, 256),
