@@ -424,9 +424,13 @@ class RedisServer:
         except OSError:
             return False
 
+    def connect(self):
+        """A socket connected to the server (the lab's Redis reaches it another way)."""
+        return socket.create_connection(("127.0.0.1", self.port), timeout=2)
+
     def command(self, *args):
         """One command over RESP; returns str/int/list (errors raise)."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+        with self.connect() as s:
             out = f"*{len(args)}\r\n".encode()
             for a in args:
                 a = a if isinstance(a, bytes) else str(a).encode()
@@ -524,7 +528,7 @@ backend be_http
         check = subprocess.run(["haproxy", "-c", "-f", self.cfg], capture_output=True, text=True)
         assert check.returncode == 0, f"haproxy -c: {check.stdout}{check.stderr}"
         with open(self.logpath, "ab") as out:
-            self.proc = subprocess.Popen(["haproxy", "-f", self.cfg, "-db"], stdout=out,
+            self.proc = subprocess.Popen(self.command_line(), stdout=out,
                                          stderr=subprocess.STDOUT, cwd=self.dir)
 
         def up():
@@ -537,11 +541,19 @@ backend be_http
         wait_for(up, 10, what="haproxy stats socket")
         return self
 
+    def command_line(self):
+        """How haproxy is started: in the foreground, logging to stdout."""
+        return ["haproxy", "-f", self.cfg, "-db"]
+
+    def connect(self):
+        """A socket connected to the admin socket."""
+        return socket.create_connection(("127.0.0.1", self.stats_port), timeout=2)
+
     def output(self):
         return read_text(self.logpath)
 
     def command(self, cmd):
-        with socket.create_connection(("127.0.0.1", self.stats_port), timeout=2) as s:
+        with self.connect() as s:
             s.sendall(cmd.encode() + b"\n")
             data = b""
             while True:

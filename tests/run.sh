@@ -10,6 +10,11 @@
 # and purges the Debian package (tests/package.sh, as root). Ends with one
 # line "N passed, N failed" that counts every test it ran.
 #
+# The integration suite includes the deployment lab (tests/lab: network
+# namespaces, HAProxy, three roomd hosts; about 4 minutes, needs root) in both
+# passes: its faults (a Redis link cut under load, drains, a binary upgrade)
+# take paths no other test takes, which is where ASan finds what it finds.
+#
 # Env: BUILD_ROOT (default: build/ in the source tree), FUZZ_SECONDS (30 per
 #      target; seven targets make about four minutes),
 #      SKIP_SANITIZERS=1 / SKIP_FUZZ=1 / SKIP_DISTCHECK=1 / SKIP_PACKAGE=1
