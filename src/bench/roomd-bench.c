@@ -18,14 +18,14 @@
 #include "bench.h"
 #include "../http.h"
 
-#define BENCH_VERSION	"1.0"
+#define BENCH_VERSION	"1.1"
 
 /* Keep identical to the SYNOPSIS of man/roomd-bench.1. */
 static const char usage_text[] =
     "usage: roomd-bench echo|fanout|connect -p port [-c conns] [-d seconds]\n"
     "                   [-H address] [-k senders] [-P path] [-r rooms] [-s size]\n"
     "                   [-T rate] [-t threads] [-w window] [--conc n]\n"
-    "                   [--connect-timeout seconds] [--drain seconds]\n"
+    "                   [--connect-timeout seconds] [--deflate] [--drain seconds]\n"
     "                   [--hold seconds] [--join] [--join-timeout seconds]\n"
     "                   [--label text] [--max-msgs n] [--name-prefix text]\n"
     "                   [--no-join-ack] [--no-verify] [--pid pids] [--pipeline n]\n"
@@ -58,6 +58,8 @@ static const char help_text[] =
     "  --no-verify          echo: do not compare echoed bytes\n"
     "  --hold seconds       connect: hold the connections idle (10)\n"
     "  --join               connect: enter rooms (-r) before holding\n"
+    "  --deflate            offer permessage-deflate (no context takeover either way);\n"
+    "                       compress what is sent, inflate what arrives\n"
     "  --conc n             handshakes in flight at most (256)\n"
     "  --connect-timeout s  give up on handshakes not done by then (30)\n"
     "  --join-timeout s     fanout: wait this long for every enter to be confirmed (30)\n"
@@ -66,7 +68,8 @@ static const char help_text[] =
     "  --drain s            fanout: wait for deliveries after sending stops (10)\n"
     "  --stall s            fanout closed loop: stop when nothing arrives for s (5)\n"
     "  --max-msgs n         fanout: messages per sender at most (16777216)\n"
-    "  --pid pids          server process ids, comma-separated: CPU and memory of their trees\n"
+    "  --pid pids           server process ids, comma-separated: CPU and memory of their trees\n"
+
     "  --label text         copied into the JSON line\n"
     "  --name-prefix text   names u<i> (u)\n"
     "  --room-prefix text   rooms room<n> (room)\n"
@@ -78,7 +81,7 @@ static const char help_text[] =
 enum {
 	OPT_PIPELINE = 256, OPT_HOLD, OPT_JOIN, OPT_PID, OPT_CONC, OPT_SETTLE,
 	OPT_JOIN_TIMEOUT, OPT_NO_JOIN_ACK, OPT_DRAIN, OPT_STALL, OPT_CONNECT_TIMEOUT,
-	OPT_NO_VERIFY, OPT_ROOM_PREFIX, OPT_NAME_PREFIX, OPT_MAX_MSGS, OPT_LABEL,
+	OPT_NO_VERIFY, OPT_ROOM_PREFIX, OPT_NAME_PREFIX, OPT_MAX_MSGS, OPT_LABEL, OPT_DEFLATE,
 };
 
 static const struct option long_opts[] = {
@@ -110,6 +113,7 @@ static const struct option long_opts[] = {
 	{ "name-prefix", required_argument, NULL, OPT_NAME_PREFIX },
 	{ "max-msgs", required_argument, NULL, OPT_MAX_MSGS },
 	{ "label", required_argument, NULL, OPT_LABEL },
+	{ "deflate", no_argument, NULL, OPT_DEFLATE },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -246,6 +250,7 @@ parse_args(int argc, char **argv, struct bench_opts *o)
 			o->max_msgs = (uint64_t)int_arg("--max-msgs", optarg, 1, 0xffffffffll - 1);
 			break;
 		case OPT_LABEL: o->label = optarg; break;
+		case OPT_DEFLATE: o->deflate = 1; break;
 		default: usage(1);
 		}
 	}
@@ -416,8 +421,13 @@ report(void)
 	jo_int(&j, "bytes_out", (long long)RUN_STAT(bytes_out));
 	jo_int(&j, "timed_out", bench.timed_out);
 	jo_int(&j, "interrupted", bench.interrupted);
+	if (o->deflate)
+		printf("  deflate      permessage-deflate agreed on %llu of %llu connections\n",
+		    (unsigned long long)RUN_STAT(deflated), (unsigned long long)opened);
+	jo_int(&j, "deflate", o->deflate);
+	jo_int(&j, "deflate_conns", (long long)RUN_STAT(deflated));
 	problems |= failed > 0 || RUN_STAT(closed_by_peer) > 0 || proto > 0 || bench.timed_out ||
-	    bench.interrupted;
+	    bench.interrupted || (o->deflate && RUN_STAT(deflated) < opened);
 	jo_int(&j, "ok", !problems);
 	printf("  result       %s\n", problems ? "PROBLEMS (see above)" :
 	    "ok: nothing lost, duplicated, refused or corrupted");
@@ -447,6 +457,7 @@ main(int argc, char **argv)
 	raise_nofile(bench.o.conns);
 	setup_signals();
 	bench.tty = isatty(STDOUT_FILENO);
+
 	{
 		/* http_accept_key sets up its digest on first use: do that before the threads share it. */
 		char k[29];
