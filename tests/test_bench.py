@@ -169,7 +169,8 @@ def test_usage():
     r = subprocess.run([BENCH_BIN, "-h"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("usage: roomd-bench") and not r.stderr
     for bad in (["fanout"], ["nosuch", "-p", "1"], ["echo", "-p", "1", "--bogus"],
-                ["fanout", "-p", "1", "-w", "2", "-T", "5"], ["echo", "-p", "1", "-c", "0"]):
+                ["fanout", "-p", "1", "-w", "2", "-T", "5"], ["echo", "-p", "1", "-c", "0"],
+                ["echo", "-p", "1", "--pin", "0"], ["echo", "-p", "1", "--pid", "1", "--pin", "-1"]):
         r = subprocess.run([BENCH_BIN, *bad], capture_output=True, text=True)
         assert r.returncode == 1 and "usage: roomd-bench" in r.stderr and not r.stdout, bad
 
@@ -218,6 +219,42 @@ def test_deflate_declined_is_reported(roomd):
     assert rc == 2 and j["ok"] == 0, out
     assert (j["deflate"], j["deflate_conns"], j["opened"], j["bad_echo"]) == (1, 0, 4, 0)
     assert "permessage-deflate agreed on 0 of 4 connections" in out
+
+
+def tree_threads(pid):
+    """{tid: CPUs it may run on} of every thread of pid and its descendants."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(p)], capture_output=True, text=True)
+        todo += [int(x) for x in out.stdout.split()]
+    return {int(t): os.sched_getaffinity(int(t))
+            for p in pids for t in os.listdir(f"/proc/{p}/task")}
+
+
+def test_fanout_pinned(roomd):
+    r = roomd(FAST, workers=1)
+    others = os.sched_getaffinity(0) - {0}
+    assert others, "the pinned split needs a second CPU"
+    rc, j, out = bench("fanout", "-p", r.port, "-c", 40, "-r", 2, "-k", 4, "-w", 4, "-d", 1,
+                       "--pid", r.pid, "--pin", 0)
+    assert rc == 0, out
+    assert j["expected_others"] == j["sent"] * 19 == j["received_others"] and j["lost_others"] == 0
+    threads = tree_threads(r.pid)       # master, worker and the private redis-server
+    assert (j["pin_cpu"], j["pinned_procs"], j["bench_cpus"]) == (0, 3, len(others))
+    assert j["pinned_threads"] == len(threads) and all(cpus == {0} for cpus in threads.values())
+    assert 0 <= j["cpu_server_core_pct"] <= 100
+    assert "on CPU 0; roomd-bench on" in out
+
+
+def test_pin_refusals(roomd):
+    r = roomd(FAST, workers=1)
+    for args, why in ((["--pid", 1073741822, "--pin", 0], "no server process found"),
+                      (["--pid", r.pid, "--pin", 1023], "is not one roomd-bench may use")):
+        p = subprocess.run([BENCH_BIN, "echo", "-p", str(r.port), "-d", "0.2", *map(str, args)],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 1 and why in p.stderr and not p.stdout, p.stderr
 
 
 # ---- against a faulty server ----

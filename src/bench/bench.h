@@ -66,6 +66,7 @@ struct bench_opts {
 	int		 no_join_ack;
 	int		 no_verify;
 	int		 deflate;	/* offer permessage-deflate */
+	int		 pin_cpu;	/* pinned: the server's trees on this CPU; -1: not pinned */
 	const char	*room_prefix;
 	const char	*name_prefix;
 	const char	*label;
