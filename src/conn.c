@@ -136,7 +136,8 @@ conn_addr(const struct conn *c, char *buf, size_t len)
 	return buf;
 }
 
-static int
+/* Inlined into each caller: it is on the path of every delivery. */
+static inline __attribute__((always_inline)) int
 queue(struct conn *c, struct sbuf *b, uint32_t off, uint32_t len, int bulk)
 {
 	if (c->flags & (CONN_F_CLOSED | CONN_F_LINGER))

@@ -61,17 +61,37 @@ jbuf_str(struct jbuf *b, const char *s)
 size_t
 jbuf_itoa(char out[24], long long v)
 {
-	char t[24];
+	static const char pairs[] =
+	    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+	    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+	    "8081828384858687888990919293949596979899";
+	char t[24], *e = t + sizeof(t);
 	unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-	size_t k = 0, n = 0;
+	size_t n = 0;
 
-	do
-		t[k++] = (char)('0' + u % 10);
-	while ((u /= 10) > 0);
 	if (v < 0)
 		out[n++] = '-';
-	while (k > 0)
-		out[n++] = t[--k];
+	/* Most numbers roomd writes are RESP lengths and counts: one or two digits. */
+	if (u < 10) {
+		out[n] = (char)('0' + u);
+		return n + 1;
+	}
+	while (u >= 100) {
+		unsigned r = (unsigned)(u % 100);
+
+		u /= 100;
+		e -= 2;
+		e[0] = pairs[2 * r];
+		e[1] = pairs[2 * r + 1];
+	}
+	if (u >= 10) {
+		e -= 2;
+		e[0] = pairs[2 * u];
+		e[1] = pairs[2 * u + 1];
+	} else
+		*--e = (char)('0' + u);
+	while (e < t + sizeof(t))
+		out[n++] = *e++;
 	return n;
 }
 

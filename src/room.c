@@ -286,7 +286,8 @@ struct variants {
 	uint16_t	 tried;
 };
 
-static struct sbuf *
+/* Inlined: it runs once per delivery, and a call would cost as much as the rest. */
+static inline __attribute__((always_inline)) struct sbuf *
 frame_for(struct variants *v, struct session *s, int opcode, const char *p, size_t n)
 {
 	int bits = ws_deflate_bits(s, n);
@@ -338,17 +339,21 @@ fan_out(struct room *r, int opcode, const char *p, size_t n, const char *leaver_
 	memset(&v, 0, sizeof(v));
 	for (m = r->members; m != NULL; m = next) {
 		next = m->rnext;
-		if (m->state != MEM_ACTIVE && m->state != MEM_RECOVERING && (m->state != MEM_LEAVING ||
-		    leaver_mid == NULL || strcmp(m->mid, leaver_mid) != 0))
-			continue;
+		/* An active member costs one test; the others are rare. */
+		if (__builtin_expect(m->state != MEM_ACTIVE, 0)) {
+			if (m->state == MEM_RECOVERING) {
+				if ((f = frame_for(&v, m->s, opcode, p, n)) != NULL)
+					hold_frame(m, f);
+				continue;
+			}
+			if (m->state != MEM_LEAVING || leaver_mid == NULL || strcmp(m->mid, leaver_mid) != 0)
+				continue;
+		}
 		if ((f = frame_for(&v, m->s, opcode, p, n)) == NULL) {
 			log_error("no memory to frame an event for room %.*s", (int)r->klen, r->key);
 			break;
 		}
-		if (m->state == MEM_RECOVERING)
-			hold_frame(m, f);
-		else
-			sent += (uint64_t)ws_send_shared(m->s, f);
+		sent += (uint64_t)ws_send_shared(m->s, f);
 	}
 	metrics_add(MET_DELIVERED, sent);
 	metrics_add(MET_MSG_OUT, sent);
@@ -853,7 +858,7 @@ catch_up(struct member *m)
 
 /* ---- subscriptions and the link ---- */
 
-static void said(void *, int, uint64_t, const char *, long);
+static void said(void *, int);
 static void relayed(void *, long);
 
 /* Publish a held message now. */
@@ -861,10 +866,10 @@ static void
 release(struct room *r, struct held *h)
 {
 	int rc = h->relay ? store_relay(r->key, r->klen, h->data, h->len, relayed, h->s) :
-	    store_say(r->key, r->klen, h->data, h->len, said, h->s);
+	    store_say(r->key, r->klen, h->data, h->len, h->s);
 
 	if (rc == -1)
-		said(h->s, 0, 0, "", -1);	/* tells the sender, drops the reference */
+		said(h->s, 0);	/* tells the sender, drops the reference */
 }
 
 /* Send what a newly confirmed subscription was waiting for. */
@@ -1050,7 +1055,7 @@ static const struct bus_handlers handlers = {
 
 /* Redis never took a message: its sender must not think it was delivered. */
 static void
-said(void *arg, int ok, uint64_t offset, const char *epoch, long num)
+said(void *arg, int ok)
 {
 	static const char lost[] = "{\"event\":\"error\",\"code\":\"unavailable\","
 	    "\"message\":\"message not delivered: room service unavailable; try again\"}";
@@ -1064,7 +1069,7 @@ said(void *arg, int ok, uint64_t offset, const char *epoch, long num)
 static void
 relayed(void *arg, long num)
 {
-	said(arg, num >= 0, 0, "", num);
+	said(arg, num >= 0);
 }
 
 int
@@ -1076,7 +1081,7 @@ room_init(struct event_base *base, const struct config *cfg, const char *wid)
 	if ((R.tab = calloc(R.nbuckets, sizeof(*R.tab))) == NULL)
 		return -1;
 	snprintf(R.wid, sizeof(R.wid), "%s", wid);
-	return store_start(base, cfg, wid, &handlers);
+	return store_start(base, cfg, wid, &handlers, said);
 }
 
 void
@@ -1288,7 +1293,7 @@ publish_or_hold(struct room *r, struct member *m, int relay, const char *p, size
 		/* The sender hears if the link dies before Redis took the message. */
 		ws_ref(m->s);
 		rc = relay ? store_relay(r->key, r->klen, p, n, relayed, m->s) :
-		    store_say(r->key, r->klen, p, n, said, m->s);
+		    store_say(r->key, r->klen, p, n, m->s);
 		if (rc == 0)
 			return 0;
 		ws_unref(m->s);

@@ -92,9 +92,10 @@ static const char lua_resync[] = LUA_POSITION
 	"return num\n";
 
 /*
- * KEYS: p h m; ARGV: channel head history-size ttl epoch-candidate. The
+ * KEYS: p h m; ARGV: channel head history-size ttl epoch-candidate full. The
  * message's offset is the one it has in the stream, and the order of
  * offsets is the order of publication: every member receives that order.
+ * The answer is the offset, or with full "1" {offset, epoch, num}.
  */
 static const char lua_say[] = LUA_POSITION
 	"local pos = position(KEYS[1], KEYS[2], ARGV[4], ARGV[5])\n"
@@ -107,7 +108,8 @@ static const char lua_say[] = LUA_POSITION
 	"end\n"
 	"redis.call('PEXPIRE', KEYS[1], ARGV[4])\n"
 	"redis.call('PUBLISH', ARGV[1], 'm ' .. off .. ' ' .. pos[1] .. '\\n' .. js)\n"
-	"return {off, pos[1], num}\n";
+	"if ARGV[6] == '1' then return {off, pos[1], num} end\n"
+	"return off\n";
 
 /* KEYS: p h; ARGV: mode ("a" after / "b" before) offset limit upto (0: now). */
 static const char lua_read[] =
@@ -213,6 +215,7 @@ static struct {
 	size_t			 plen;
 	int			 s_enter, s_out, s_resync, s_say, s_read, s_who, s_janitor, s_user;
 	struct store_user	*users;		/* this worker's sessions counted for their users */
+	void			(*said)(void *, int);	/* the answer to every store_say */
 	int			 announce;	/* our tombstone was there: resyncs announce */
 	struct event		*presence;
 	int			 janitor_turn;
@@ -481,35 +484,64 @@ say_reply(redisAsyncContext *ac, void *r, void *arg)
 	free(sr);
 }
 
-int
-store_say(const char *room, size_t rl, const char *head, size_t hl, store_said_fn fn, void *arg)
+/* The answer to a member's message: only whether Redis took it matters (no allocation). */
+static void
+said_reply(redisAsyncContext *ac, void *r, void *arg)
+{
+	redisReply *reply = r;
+
+	S.said(arg, !bus_reply_error(reply) && reply->type == REDIS_REPLY_INTEGER);
+}
+
+/* Run the say script; full asks for {offset, epoch, num}. */
+static int
+say(const char *room, size_t rl, const char *head, size_t hl, int full, bus_reply_fn *fn, void *arg)
 {
 	char p[KEY_MAX], h[KEY_MAX], m[KEY_MAX], ch[KEY_MAX], cand[17];
-	const char *argv[8] = { p, h, m, ch, head, S.hsize, S.ttl, cand };
-	size_t argl[8];
-	struct say_req *sr = NULL;
+	const char *argv[9] = { p, h, m, ch, head, S.hsize, S.ttl, cand, full ? "1" : "0" };
+	size_t argl[9], kl;
 
-	if ((argl[0] = room_key(p, sizeof(p), room, rl, ":p")) == 0 ||
-	    (argl[1] = room_key(h, sizeof(h), room, rl, ":h")) == 0 ||
-	    (argl[2] = room_key(m, sizeof(m), room, rl, ":m")) == 0 ||
-	    (argl[3] = store_channel(ch, sizeof(ch), room, rl)) == 0)
+	/* The four keys differ in their last letter only. */
+	if ((kl = room_key(p, sizeof(p), room, rl, ":p")) == 0)
 		return -1;
+	memcpy(h, p, kl + 1);
+	memcpy(m, p, kl + 1);
+	memcpy(ch, p, kl + 1);
+	h[kl - 1] = 'h';
+	m[kl - 1] = 'm';
+	ch[kl - 1] = 'c';
+	argl[0] = argl[1] = argl[2] = argl[3] = kl;
 	argl[4] = hl;
 	argl[5] = S.hsizelen;
 	argl[6] = S.ttllen;
 	epoch_candidate(cand);
 	argl[7] = 16;
-	if (fn != NULL) {
-		if ((sr = malloc(sizeof(*sr))) == NULL)
-			return -1;
-		sr->fn = fn;
-		sr->arg = arg;
-	}
-	if (bus_eval(S.s_say, 3, 8, argv, argl, sr != NULL ? say_reply : ignore_reply, sr) == -1) {
+	argl[8] = 1;
+	if (bus_eval(S.s_say, 3, 9, argv, argl, fn, arg) == -1)
+		return -1;
+	metrics_add(MET_PUBLISHED, 1);
+	return 0;
+}
+
+int
+store_say(const char *room, size_t rl, const char *head, size_t hl, void *arg)
+{
+	return say(room, rl, head, hl, 0, said_reply, arg);
+}
+
+int
+store_say_full(const char *room, size_t rl, const char *head, size_t hl, store_said_fn fn, void *arg)
+{
+	struct say_req *sr = malloc(sizeof(*sr));
+
+	if (sr == NULL)
+		return -1;
+	sr->fn = fn;
+	sr->arg = arg;
+	if (say(room, rl, head, hl, 1, say_reply, sr) == -1) {
 		free(sr);
 		return -1;
 	}
-	metrics_add(MET_PUBLISHED, 1);
 	return 0;
 }
 
@@ -874,7 +906,8 @@ users_resync(void)
 /* ---- start, stop, the master's cleanup ---- */
 
 int
-store_start(struct event_base *base, const struct config *cfg, const char *wid, const struct bus_handlers *h)
+store_start(struct event_base *base, const struct config *cfg, const char *wid, const struct bus_handlers *h,
+    void (*said)(void *arg, int ok))
 {
 	struct timeval tv;
 	int every;
@@ -882,6 +915,7 @@ store_start(struct event_base *base, const struct config *cfg, const char *wid, 
 	memset(&S, 0, sizeof(S));
 	S.cfg = cfg;
 	S.user = h;
+	S.said = said;
 	S.h = *h;
 	S.h.up = on_up;
 	snprintf(S.wid, sizeof(S.wid), "%s", wid);

@@ -38,10 +38,12 @@ typedef void (*store_who_fn)(void *arg, const char *const *names, const size_t *
 
 /*
  * Start: register the scripts, then the links (bus_start with handlers);
- * wid names this worker. The presence timer refreshes the worker's liveness
+ * wid names this worker; said answers every store_say (whether Redis took
+ * the message). The presence timer refreshes the worker's liveness
  * and runs the janitor. -1 on setup failure.
  */
-int store_start(struct event_base *, const struct config *, const char *wid, const struct bus_handlers *) MUST_CHECK;
+int store_start(struct event_base *, const struct config *, const char *wid, const struct bus_handlers *,
+    void (*said)(void *arg, int ok)) MUST_CHECK;
 void store_stop(void);
 
 /* The channel of a room into buf; its length, 0 if it does not fit. */
@@ -61,7 +63,9 @@ int store_resync(const char *room, size_t rl, const char *mid, const char *name,
  * brace; the script adds num and offset, appends it to the room's stream
  * and publishes it, all in one step.
  */
-int store_say(const char *room, size_t rl, const char *head, size_t hl, store_said_fn, void *arg);
+int store_say(const char *room, size_t rl, const char *head, size_t hl, void *arg);
+/* The same, answered with the message's offset, the room's epoch and num (for callers that say them). */
+int store_say_full(const char *room, size_t rl, const char *head, size_t hl, store_said_fn, void *arg);
 /* Publish raw bytes on a room's channel (the broadcast route keeps no history). */
 int store_relay(const char *room, size_t rl, const char *payload, size_t pl, store_count_fn, void *arg);
 /* The room's messages with offsets after `after`, up to `upto` (0: now), at most limit. */

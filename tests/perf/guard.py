@@ -82,7 +82,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.normpath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(TOP, "tests"))
-from roomclient import RedisServer  # noqa: E402  (the integration tests' Redis)
+from roomd import RedisServer  # noqa: E402  (the integration tests' Redis)
 from roomd import free_port, wait_for  # noqa: E402
 BASELINE = os.path.join(HERE, "baseline.txt")
 LIMIT = 0.05                    # fail above baseline * (1 + LIMIT)
