@@ -332,6 +332,7 @@ render_once(struct jbuf *o)
 		{ MET_DUPLICATES_DROPPED, "roomd_duplicate_messages_dropped_total", "Messages that reached a worker twice and were delivered once." },
 		{ MET_RECOVERED, "roomd_client_recoveries_total", "Clients that asked to catch up and got every message they missed." },
 		{ MET_NOT_RECOVERED, "roomd_client_recoveries_failed_total", "Clients that asked to catch up and were told they have a gap." },
+		{ MET_REENROLLED, "roomd_members_reregistered_total", "Times Redis had forgotten a worker's members (a stall past presence_ttl, lost data) and the worker registered them again." },
 	};
 	static const struct { enum gauge g; const char *name, *help; } gauges[] = {
 		{ GAUGE_CONN_OPEN, "roomd_connections_open", "Client connections open now." },

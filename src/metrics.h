@@ -32,6 +32,7 @@ enum metric {
 	MET_DUPLICATES_DROPPED,	/* messages that arrived twice, delivered once */
 	MET_RECOVERED,		/* clients that caught up completely (recovered true) */
 	MET_NOT_RECOVERED,	/* clients told they have a gap (recovered false) */
+	MET_REENROLLED,		/* times Redis forgot this worker's members and it registered them again */
 	MET__COUNTERS
 };
 

@@ -1049,8 +1049,22 @@ on_down(void)
 	}
 }
 
-static const struct bus_handlers handlers = {
-	on_message, on_subscribed, on_unsubscribed, on_up, on_down,
+/* Redis forgot our members while the links stayed up: register every one it had again. */
+static void
+on_forgotten(void)
+{
+	for (size_t i = 0; i < R.nbuckets; i++)
+		for (struct room *r = R.tab[i]; r != NULL; r = r->hnext)
+			for (struct member *m = r->members; m != NULL; m = m->rnext)
+				if (r->kind == ROOM_CHAT && m->state != MEM_LEAVING &&
+				    (m->state != MEM_PENDING || m->enter_sent))
+					(void)store_resync(r->key, r->klen, m->mid, m->name, m->nlen);
+}
+
+static const struct store_handlers handlers = {
+	{ on_message, on_subscribed, on_unsubscribed, on_up, on_down },
+	said,
+	on_forgotten,
 };
 
 /* Redis never took a message: its sender must not think it was delivered. */
@@ -1081,7 +1095,7 @@ room_init(struct event_base *base, const struct config *cfg, const char *wid)
 	if ((R.tab = calloc(R.nbuckets, sizeof(*R.tab))) == NULL)
 		return -1;
 	snprintf(R.wid, sizeof(R.wid), "%s", wid);
-	return store_start(base, cfg, wid, &handlers, said);
+	return store_start(base, cfg, wid, &handlers);
 }
 
 void

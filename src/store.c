@@ -205,7 +205,7 @@ static const char lua_janitor[] = LUA_CLEANUP
 
 static struct {
 	const struct config	*cfg;
-	const struct bus_handlers *user;	/* the room layer's */
+	const struct store_handlers *user;	/* the room layer's */
 	struct bus_handlers	 h;		/* ours, in front of theirs */
 	char			 wid[96];
 	size_t			 widlen;
@@ -215,7 +215,6 @@ static struct {
 	size_t			 plen;
 	int			 s_enter, s_out, s_resync, s_say, s_read, s_who, s_janitor, s_user;
 	struct store_user	*users;		/* this worker's sessions counted for their users */
-	void			(*said)(void *, int);	/* the answer to every store_say */
 	int			 announce;	/* our tombstone was there: resyncs announce */
 	struct event		*presence;
 	int			 janitor_turn;
@@ -298,32 +297,75 @@ refresh_alive(void)
 	(void)bus_command(5, argv, argl, ignore_reply, NULL);
 }
 
+/* Our tombstone says whether our rooms were told we left (0 if the link died first). */
+static int
+read_tombstone(redisReply *reply)
+{
+	if (bus_reply_error(reply))
+		return 0;	/* the link died: up runs again when it is back */
+	S.announce = reply->type == REDIS_REPLY_INTEGER && reply->integer == 1;
+	users_resync();
+	return 1;
+}
+
+/* After the links came up: then the room layer comes up. */
+static void
+tombstone_reply(redisAsyncContext *ac, void *r, void *arg)
+{
+	if (read_tombstone(r) && S.user->bus.up != NULL)
+		S.user->bus.up();
+}
+
+/* After Redis forgot us with the links up: the room layer registers its members again. */
+static void
+forgotten_reply(redisAsyncContext *ac, void *r, void *arg)
+{
+	if (read_tombstone(r) && S.user->forgotten != NULL)
+		S.user->forgotten();
+}
+
+/*
+ * Still in the workers set? If the SADD added us, another host's janitor
+ * removed this worker (it stalled past presence_ttl: a VM pause, SIGSTOP)
+ * or Redis lost its data, while the links stayed up. Its members are gone
+ * from their rooms: the tombstone says whether the rooms heard them leave,
+ * and every one is registered again.
+ */
+static void
+enrolled_reply(redisAsyncContext *ac, void *r, void *arg)
+{
+	redisReply *reply = r;
+	char k[300];
+	const char *ex[2] = { "EXISTS", k };
+	size_t exl[2] = { 6, 0 };
+
+	if (bus_reply_error(reply) || reply->type != REDIS_REPLY_INTEGER || reply->integer != 1)
+		return;
+	log_warn("this worker's members were removed from Redis (a stall past presence_ttl, or Redis "
+	    "lost its data); registering them again");
+	metrics_add(MET_REENROLLED, 1);
+	exl[1] = (size_t)snprintf(k, sizeof(k), "%s:g", S.reg);
+	(void)bus_command(2, ex, exl, forgotten_reply, NULL);
+}
+
 static void
 presence_cb(evutil_socket_t fd, short what, void *arg)
 {
+	char k[300];
+	const char *sadd[3] = { "SADD", k, S.wid };
+	size_t saddl[3] = { 4, 0, S.widlen };
 	const char *argv[1] = { S.prefix };
 	size_t argl[1] = { S.plen };
 
 	if (!bus_ready())
 		return;
+	/* Alive first: a janitor that runs between the two finds us alive, or its SREM shows. */
 	refresh_alive();
+	saddl[1] = (size_t)snprintf(k, sizeof(k), "%sworkers", S.prefix);
+	(void)bus_command(3, sadd, saddl, enrolled_reply, NULL);
 	/* The janitor runs every other refresh: often enough to remove a dead host within presence_ttl. */
 	if (++S.janitor_turn % 2 == 0)
 		(void)bus_eval(S.s_janitor, 0, 1, argv, argl, ignore_reply, NULL);
-}
-
-/* Our tombstone said whether our rooms were told we left; then the room layer comes up. */
-static void
-tombstone_reply(redisAsyncContext *ac, void *r, void *arg)
-{
-	redisReply *reply = r;
-
-	if (bus_reply_error(reply))
-		return;		/* the link died: up runs again when it is back */
-	S.announce = reply->type == REDIS_REPLY_INTEGER && reply->integer == 1;
-	users_resync();
-	if (S.user->up != NULL)
-		S.user->up();
 }
 
 static void
@@ -339,8 +381,8 @@ on_up(void)
 	(void)bus_command(3, sadd, saddl, ignore_reply, NULL);
 	refresh_alive();
 	exl[1] = (size_t)snprintf(k, sizeof(k), "%s:g", S.reg);
-	if (bus_command(2, ex, exl, tombstone_reply, NULL) == -1 && S.user->up != NULL)
-		S.user->up();
+	if (bus_command(2, ex, exl, tombstone_reply, NULL) == -1 && S.user->bus.up != NULL)
+		S.user->bus.up();
 }
 
 /* ---- members ---- */
@@ -490,7 +532,7 @@ said_reply(redisAsyncContext *ac, void *r, void *arg)
 {
 	redisReply *reply = r;
 
-	S.said(arg, !bus_reply_error(reply) && reply->type == REDIS_REPLY_INTEGER);
+	S.user->said(arg, !bus_reply_error(reply) && reply->type == REDIS_REPLY_INTEGER);
 }
 
 /* Run the say script; full asks for {offset, epoch, num}. */
@@ -906,8 +948,7 @@ users_resync(void)
 /* ---- start, stop, the master's cleanup ---- */
 
 int
-store_start(struct event_base *base, const struct config *cfg, const char *wid, const struct bus_handlers *h,
-    void (*said)(void *arg, int ok))
+store_start(struct event_base *base, const struct config *cfg, const char *wid, const struct store_handlers *h)
 {
 	struct timeval tv;
 	int every;
@@ -915,8 +956,7 @@ store_start(struct event_base *base, const struct config *cfg, const char *wid, 
 	memset(&S, 0, sizeof(S));
 	S.cfg = cfg;
 	S.user = h;
-	S.said = said;
-	S.h = *h;
+	S.h = h->bus;
 	S.h.up = on_up;
 	snprintf(S.wid, sizeof(S.wid), "%s", wid);
 	S.widlen = strlen(S.wid);

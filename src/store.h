@@ -37,13 +37,24 @@ typedef void (*store_range_fn)(void *arg, const struct store_range *);
 typedef void (*store_who_fn)(void *arg, const char *const *names, const size_t *lens, size_t n, long total);
 
 /*
- * Start: register the scripts, then the links (bus_start with handlers);
- * wid names this worker; said answers every store_say (whether Redis took
- * the message). The presence timer refreshes the worker's liveness
- * and runs the janitor. -1 on setup failure.
+ * What the room layer hears from the store: the links' events (bus), the
+ * answer to every store_say (whether Redis took the message), and that
+ * Redis forgot this worker's members while its links stayed up (the other
+ * hosts removed them after this one stalled past presence_ttl, or Redis
+ * lost its data): every member must be registered again (store_resync).
  */
-int store_start(struct event_base *, const struct config *, const char *wid, const struct bus_handlers *,
-    void (*said)(void *arg, int ok)) MUST_CHECK;
+struct store_handlers {
+	struct bus_handlers	 bus;
+	void			(*said)(void *arg, int ok);
+	void			(*forgotten)(void);
+};
+
+/*
+ * Start: register the scripts, then the links; wid names this worker. The
+ * presence timer refreshes the worker's liveness, checks it is still
+ * enrolled, and runs the janitor. -1 on setup failure.
+ */
+int store_start(struct event_base *, const struct config *, const char *wid, const struct store_handlers *) MUST_CHECK;
 void store_stop(void);
 
 /* The channel of a room into buf; its length, 0 if it does not fit. */

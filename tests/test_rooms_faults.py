@@ -99,6 +99,49 @@ def test_sigkill_whole_instance(roomd, redis):
     assert a.proc.returncode == -signal.SIGKILL
 
 
+def test_frozen_instance_comes_back(roomd, redis):
+    """A whole instance stalls past presence_ttl (SIGSTOP: a VM pause) and
+    goes on. Meanwhile the other instance's janitor removed its members and
+    announced them out. When it thaws, its clients never lost their
+    connections: within presence_ttl they are back in who and num, the
+    others hear them enter again, and every message sent during the stall
+    reaches them."""
+    settings = {"redis": redis.url, "presence_ttl": "2s"}
+    a = roomd(settings, workers=1)
+    b = roomd(settings, workers=1)
+
+    async def main():
+        x = await Chat.connect(a.port)
+        y = await Chat.connect(b.port)
+        await enter_all([x, y], ["xa", "yb"], "f")
+        pids = b.worker_pids() + [b.pid]
+        for p in pids:
+            os.kill(p, signal.SIGSTOP)
+        ev = await x.find({"event": "out", "name": "yb"}, 2.0 + 2.0)
+        assert ev["num"] == 1
+        await x.say("while frozen")
+        await x.expect({"event": "message", "message": "while frozen", "num": 1})
+        b.log_mark()
+        t0 = now()
+        for p in pids:
+            os.kill(p, signal.SIGCONT)
+        ev = await x.find({"event": "enter", "name": "yb"}, 2.0 + 1.0)
+        assert ev["num"] == 2 and now() - t0 < 3.0
+        b.wait_log(r"members were removed from Redis .*registering them again", 2)
+        w = await who(x)
+        assert sorted(w["members"]) == ["xa", "yb"] and w["num"] == 2
+        assert redis.command("HLEN", "roomd:{f}:m") == 2
+        assert len(redis.command("SMEMBERS", "roomd:workers")) == 2
+        # y heard what was said while it was frozen, and the room goes on.
+        await y.find({"event": "message", "message": "while frozen"}, 2)
+        await y.say("thawed")
+        for c in (x, y):
+            await c.find({"event": "message", "message": "thawed", "num": 2}, 2)
+        for c in (x, y):
+            await c.close()
+    run(main(), 40)
+
+
 def test_redis_restart_mid_traffic(roomd, redis):
     """Redis stopped and restarted on the same port under traffic: clients stay
     connected, a message (or an enter, or who) during the outage gets
