@@ -609,7 +609,7 @@ in_order(struct room *r, uint64_t off, const char *epoch, size_t elen, int messa
 
 /*
  * One channel payload, in order. Headers: "m OFF EPOCH\n", "e NUM MID OFF
- * EPOCH\n", "o NUM MID\n", "n NUM\n", "t\n", "b\n".
+ * EPOCH\n", "o NUM MID\n", "q NUM MID\n" (a quiet out), "n NUM\n", "t\n", "b\n".
  */
 static void
 handle(struct room *r, const char *p, size_t n)
@@ -643,6 +643,7 @@ handle(struct room *r, const char *p, size_t n)
 		return;
 	case 'e':
 	case 'o':
+	case 'q':
 		if ((q = parse_u64(p + 2, nl, &num64)) == NULL || *q != ' ')
 			return;
 		mid = q + 1;
@@ -680,18 +681,21 @@ handle(struct room *r, const char *p, size_t n)
 		}
 		return;
 	}
-	/* out */
+	/* out; a quiet one (the name is still in the room) only to the leaver itself */
 	{
 		char leaver[64];
 
 		r->num = (long)num64;
 		snprintf(leaver, sizeof(leaver), "%.*s", (int)(midlen < 63 ? midlen : 63), mid);
 		proto_out(&R.jb, body, blen, r->key, r->klen, r->num);
-		fan_out_json(r, leaver);
+		if (p[0] == 'o')
+			fan_out_json(r, leaver);
 		/* A member that asked to leave is done once it saw its own out. */
 		for (struct member *m = r->members, *next; m != NULL; m = next) {
 			next = m->rnext;
 			if (m->state == MEM_LEAVING && strcmp(m->mid, leaver) == 0) {
+				if (p[0] == 'q' && !R.jb.oom)
+					ws_send_text(m->s, R.jb.p, R.jb.len);
 				member_free(m);
 				break;
 			}

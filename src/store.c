@@ -4,6 +4,7 @@
  * Keys under the configured prefix P, each room's behind its hash tag {ROOM}
  * and each worker's behind {w:WID}:
  *   P{ROOM}:m     hash member-id -> name (num = HLEN, who = HVALS)
+ *   P{ROOM}:n     hash name -> how many members have it (no key when none)
  *   P{ROOM}:p     hash e -> epoch, o -> offset of the room's last message
  *   P{ROOM}:h     stream of the last history_size messages, ID "OFFSET-0"
  *   P{ROOM}:c     the room's channel
@@ -21,7 +22,9 @@
  * Channel payloads start with a one-line header the subscribers read without
  * parsing JSON: "m OFFSET EPOCH\n<json>" a chat message (the final event),
  * "e NUM MID OFFSET EPOCH\nNAME" enter (with the room's position then),
- * "o NUM MID\nNAME" out, "n NUM\n" a count refresh, "t\n<bytes>" /
+ * "o NUM MID\nNAME" out, "q NUM MID\nNAME" a quiet out (a member removed
+ * after a crash or a lost link while another member of that name is in the
+ * room: the person did not leave), "n NUM\n" a count refresh, "t\n<bytes>" /
  * "b\n<bytes>" broadcast-route text / binary.
  *
  * Each script touches one room's keys, declared in KEYS, so it runs on the
@@ -56,35 +59,56 @@
 	"  return pos\n" \
 	"end\n"
 
-/* KEYS: m p h; ARGV: channel mid name ttl epoch-candidate */
-static const char lua_enter[] = LUA_POSITION
-	"redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])\n"
+/* Shared Lua: count a name in or out of a room; how many members have it now. */
+#define LUA_NAMED \
+	"local function named(n, name, by)\n" \
+	"  local c = redis.call('HINCRBY', n, name, by)\n" \
+	"  if c <= 0 then redis.call('HDEL', n, name) end\n" \
+	"  return c\n" \
+	"end\n"
+
+/* KEYS: m n p h; ARGV: channel mid name ttl epoch-candidate */
+static const char lua_enter[] = LUA_POSITION LUA_NAMED
+	"if redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) == 1 then named(KEYS[2], ARGV[3], 1) end\n"
 	"local num = redis.call('HLEN', KEYS[1])\n"
-	"local pos = position(KEYS[2], KEYS[3], ARGV[4], ARGV[5])\n"
+	"local pos = position(KEYS[3], KEYS[4], ARGV[4], ARGV[5])\n"
 	"redis.call('PUBLISH', ARGV[1], 'e ' .. num .. ' ' .. ARGV[2] .. ' ' .. pos[2] .. ' ' .. pos[1] .. '\\n' .. ARGV[3])\n"
 	"return num\n";
 
-/* KEYS: m; ARGV: channel mid name always ("1": announce even if Redis no longer knew the member). */
-static const char lua_out[] =
-	"if redis.call('HDEL', KEYS[1], ARGV[2]) == 1 or ARGV[4] == '1' then\n"
-	"  local num = redis.call('HLEN', KEYS[1])\n"
-	"  redis.call('PUBLISH', ARGV[1], 'o ' .. num .. ' ' .. ARGV[2] .. '\\n' .. ARGV[3])\n"
-	"  return num\n"
+/*
+ * KEYS: m n; ARGV: channel mid name late. A member that left while the link
+ * was down is announced late ("1"), even if Redis no longer knew it, and
+ * quietly if a member of that name is in the room now (it came back
+ * meanwhile: nobody left).
+ */
+static const char lua_out[] = LUA_NAMED
+	"local kind, left = 'o', 0\n"
+	"if redis.call('HDEL', KEYS[1], ARGV[2]) == 1 then\n"
+	"  left = named(KEYS[2], ARGV[3], -1)\n"
+	"elseif ARGV[4] == '1' then\n"
+	"  left = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '0')\n"
+	"else\n"
+	"  return redis.call('HLEN', KEYS[1])\n"
 	"end\n"
-	"return redis.call('HLEN', KEYS[1])\n";
+	"local num = redis.call('HLEN', KEYS[1])\n"
+	"if num == 0 then redis.call('DEL', KEYS[2]) end\n"
+	"if ARGV[4] == '1' and left > 0 then kind = 'q' end\n"
+	"redis.call('PUBLISH', ARGV[1], kind .. ' ' .. num .. ' ' .. ARGV[2] .. '\\n' .. ARGV[3])\n"
+	"return num\n";
 
 /*
- * KEYS: m p h; ARGV: channel mid name ttl epoch-candidate announce. A member
+ * KEYS: m n p h; ARGV: channel mid name ttl epoch-candidate announce. A member
  * Redis no longer knows is announced again only if its rooms were told it
  * left (announce "1": the worker found its tombstone): after Redis merely
  * lost its data nobody heard an out, and an enter would show people
  * "joining" who never left.
  */
-static const char lua_resync[] = LUA_POSITION
+static const char lua_resync[] = LUA_POSITION LUA_NAMED
 	"local added = redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])\n"
+	"if added == 1 then named(KEYS[2], ARGV[3], 1) end\n"
 	"local num = redis.call('HLEN', KEYS[1])\n"
 	"if added == 1 and ARGV[6] == '1' then\n"
-	"  local pos = position(KEYS[2], KEYS[3], ARGV[4], ARGV[5])\n"
+	"  local pos = position(KEYS[3], KEYS[4], ARGV[4], ARGV[5])\n"
 	"  redis.call('PUBLISH', ARGV[1], 'e ' .. num .. ' ' .. ARGV[2] .. ' ' .. pos[2] .. ' ' .. pos[1] .. '\\n' .. ARGV[3])\n"
 	"else\n"
 	"  redis.call('PUBLISH', ARGV[1], 'n ' .. num .. '\\n')\n"
@@ -150,8 +174,11 @@ static const char lua_who[] =
 	"until cur == '0' or #out > max\n"
 	"return out\n";
 
-/* Shared Lua: remove all of a worker's members and announce each departure (a single Redis only). */
-#define LUA_CLEANUP \
+/*
+ * Shared Lua: remove all of a worker's members and announce each departure,
+ * quietly where a member of that name is in the room (a single Redis only).
+ */
+#define LUA_CLEANUP LUA_NAMED \
 	"local function cleanup(p, wid)\n" \
 	"  local reg = p .. '{w:' .. wid .. '}'\n" \
 	"  local all = redis.call('HGETALL', reg)\n" \
@@ -163,10 +190,13 @@ static const char lua_who[] =
 	"      redis.call('HDEL', p .. '{u:' .. v .. '}', string.sub(mid, 2))\n" \
 	"    elseif nl then\n" \
 	"      local room, name = string.sub(v, 1, nl - 1), string.sub(v, nl + 1)\n" \
-	"      local rk = p .. '{' .. room .. '}:m'\n" \
+	"      local rk, nk = p .. '{' .. room .. '}:m', p .. '{' .. room .. '}:n'\n" \
 	"      if redis.call('HDEL', rk, mid) == 1 then\n" \
+	"        local kind = 'o'\n" \
+	"        if named(nk, name, -1) > 0 then kind = 'q' end\n" \
 	"        local num = redis.call('HLEN', rk)\n" \
-	"        redis.call('PUBLISH', p .. '{' .. room .. '}:c', 'o ' .. num .. ' ' .. mid .. '\\n' .. name)\n" \
+	"        if num == 0 then redis.call('DEL', nk) end\n" \
+	"        redis.call('PUBLISH', p .. '{' .. room .. '}:c', kind .. ' ' .. num .. ' ' .. mid .. '\\n' .. name)\n" \
 	"        n = n + 1\n" \
 	"      end\n" \
 	"    end\n" \
@@ -406,20 +436,22 @@ count_reply(redisAsyncContext *ac, void *r, void *arg)
 	free(cr);
 }
 
-/* Run a member script: KEYS m[, p, h], ARGV channel mid name [extra...]. */
+/* Run a member script: KEYS m n[, p, h], ARGV channel mid name [extra...]. */
 static int
 member_script(int script, const char *room, size_t rl, const char *mid, const char *name, size_t nl,
     int with_position, const char *extra, store_count_fn fn, void *arg)
 {
-	char m[KEY_MAX], p[KEY_MAX], h[KEY_MAX], ch[KEY_MAX], cand[17];
-	const char *argv[10];
-	size_t argl[10];
+	char m[KEY_MAX], n[KEY_MAX], p[KEY_MAX], h[KEY_MAX], ch[KEY_MAX], cand[17];
+	const char *argv[11];
+	size_t argl[11];
 	struct count_req *cr = NULL;
-	int nkeys = with_position ? 3 : 1, argc = 0;
+	int nkeys = with_position ? 4 : 2, argc = 0;
 
 	if ((argl[argc] = room_key(m, sizeof(m), room, rl, ":m")) == 0)
 		return -1;
 	argv[argc++] = m;
+	argl[argc] = room_key(n, sizeof(n), room, rl, ":n");
+	argv[argc++] = n;
 	if (with_position) {
 		argl[argc] = room_key(p, sizeof(p), room, rl, ":p");
 		argv[argc++] = p;

@@ -99,6 +99,49 @@ def test_sigkill_whole_instance(roomd, redis):
     assert a.proc.returncode == -signal.SIGKILL
 
 
+def test_dead_members_name_back_in_room_leaves_quietly(roomd, redis):
+    """A host dies and one of its users is back in the room, on the other
+    host, before the janitor removes the dead host's members. The room must
+    not hear that user leave: it is there. A user who did not come back is
+    announced out. A live member leaving is announced even when another
+    member has its name."""
+    settings = {"redis": redis.url, "presence_ttl": "2s"}
+    a = roomd(settings, workers=1)
+    b = roomd(settings, workers=1)
+
+    async def main():
+        bob, carl = await Chat.connect(a.port), await Chat.connect(a.port)
+        obs = await Chat.connect(b.port)
+        await enter_all([obs, bob, carl], ["obs", "bob", "carl"], "q")
+        pids = a.worker_pids() + [a.pid]
+        for p in pids:
+            os.kill(p, signal.SIGSTOP)
+        for p in pids:
+            os.kill(p, signal.SIGKILL)
+        bob2 = await Chat.connect(b.port)
+        await bob2.enter("bob", "q")
+        await obs.find({"event": "enter", "name": "bob", "num": 4}, 2)
+        await obs.find({"event": "out", "name": "carl"}, 2.0 + 2.0)
+        assert redis.command("HLEN", "roomd:{q}:m") == 2
+        # The dead bob went too (num says so), and nobody was told bob left.
+        await obs.say("after")
+        ev = await obs.find({"event": "message", "message": "after"}, 2)
+        assert ev["num"] == 2
+        assert [e for e in obs.events if e.get("event") == "out" and e.get("name") == "bob"] == []
+        w = await who(obs)
+        assert sorted(w["members"]) == ["bob", "obs"]
+        assert redis.command("HGETALL", "roomd:{q}:n") in (["obs", "1", "bob", "1"], ["bob", "1", "obs", "1"])
+        # Two live members named the same: one leaves, the room hears it.
+        bob3 = await Chat.connect(b.port)
+        await bob3.enter("bob", "q")
+        await obs.find({"event": "enter", "name": "bob", "num": 3}, 2)
+        await bob3.close()
+        await obs.find({"event": "out", "name": "bob", "num": 2}, 2)
+        for c in (obs, bob2):
+            await c.close()
+    run(main(), 40)
+
+
 def test_frozen_instance_comes_back(roomd, redis):
     """A whole instance stalls past presence_ttl (SIGSTOP: a VM pause) and
     goes on. Meanwhile the other instance's janitor removed its members and
