@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 
 #include <hiredis/adapters/libevent.h>
@@ -202,6 +203,22 @@ went_down(const char *why)
 	schedule_retry();
 }
 
+/*
+ * Free a link with a reset, not a graceful close: the commands still in the
+ * socket's send queue are answered "unavailable" (hiredis calls every
+ * callback with NULL), so the kernel must not deliver them once the network
+ * heals. What Redis's kernel already received cannot be taken back.
+ */
+static void
+abort_link(redisAsyncContext *ac)
+{
+	struct linger lg = { 1, 0 };
+
+	if (ac->c.fd >= 0 && setsockopt(ac->c.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == -1)
+		log_warn("redis link: SO_LINGER: %s", strerror(errno));
+	redisAsyncFree(ac);
+}
+
 /* Drop both links now (a hung server, forgotten scripts): hiredis alone would wait forever. */
 static void
 force_reconnect(const char *why)
@@ -214,9 +231,9 @@ force_reconnect(const char *why)
 	went_down(why);
 	/* Their disconnect callbacks find them no longer current, and say nothing. */
 	if (cmd != NULL)
-		redisAsyncFree(cmd);
+		abort_link(cmd);
 	if (sub != NULL)
-		redisAsyncFree(sub);
+		abort_link(sub);
 }
 
 static void
