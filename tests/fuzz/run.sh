@@ -22,11 +22,11 @@ else
 fi
 
 cflags="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -D_GNU_SOURCE -I $top/src"
-crypto=$(pkg-config --cflags --libs libcrypto) || { echo "run.sh: pkg-config libcrypto failed" >&2; exit 2; }
+libs=$(pkg-config --cflags --libs libcrypto zlib) || { echo "run.sh: pkg-config libcrypto zlib failed" >&2; exit 2; }
 
 # target: the pure sources it needs, and its corpus directory
 targets="fuzz_frame fuzz_http"
-srcs_fuzz_frame="src/ws_frame.c src/utf8.c"
+srcs_fuzz_frame="src/ws_frame.c src/utf8.c src/sbuf.c src/deflate.c"
 srcs_fuzz_http="src/http.c"
 
 status=0
@@ -36,7 +36,7 @@ for t in $targets; do
 	files=""
 	for s in $srcs; do files="$files $top/$s"; done
 	# shellcheck disable=SC2086
-	if ! $cc $cflags -o "$work/$t" "$here/$t.c" $files $crypto 2>"$work/$t.build"; then
+	if ! $cc $cflags -o "$work/$t" "$here/$t.c" $files $libs 2>"$work/$t.build"; then
 		echo "$t: FAILED (build)"
 		cat "$work/$t.build" >&2
 		status=1
