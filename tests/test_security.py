@@ -729,6 +729,7 @@ async def attempt(port, sem, path, keep, statuses):
         else:
             if st == 429:
                 assert b"\r\nRetry-After: 1\r\n" in head, head
+                assert head.startswith(b"HTTP/1.1 429 Too Many Requests\r\n"), head[:40]
             reset_on_close(writer.get_extra_info("socket"))
             writer.transport.abort()
 

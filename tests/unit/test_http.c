@@ -281,6 +281,40 @@ test_upgrade(void)
 	is_str(http_status_text(299), "Unknown", "status text unknown");
 }
 
+/* Every status roomd can send goes out with its reason phrase (429 once went out as "Unknown"). */
+static void
+test_status_text(void)
+{
+	static const struct {
+		int		 status;
+		const char	*text;
+		const char	*where;
+	} sent[] = {
+		{ 101, "Switching Protocols", "front.c: the upgrade" },
+		{ 200, "OK", "front.c: files, health, readiness, metrics" },
+		{ 304, "Not Modified", "www.c: conditional GET" },
+		{ 400, "Bad Request", "http.c: parse, upgrade checks, framing; www.c: bad path" },
+		{ 401, "Unauthorized", "front.c: check_auth under auth_failure http" },
+		{ 403, "Forbidden", "front.c: Origin; www.c: path; a route's admit" },
+		{ 404, "Not Found", "front.c: no route; www.c: no file" },
+		{ 405, "Method Not Allowed", "front.c, http.c: not GET or HEAD" },
+		{ 413, "Content Too Large", "http.c: a body where none is read" },
+		{ 426, "Upgrade Required", "http.c: no Upgrade, wrong version" },
+		{ 429, "Too Many Requests", "front.c: max_sessions_per_ip, max_new_sessions_per_ip" },
+		{ 431, "Request Header Fields Too Large", "http.c, front.c: head too large" },
+		{ 501, "Not Implemented", "http.c: a transfer coding roomd does not implement" },
+		{ 503, "Service Unavailable", "front.c: draining, not ready, connection limits" },
+		{ 505, "HTTP Version Not Supported", "http.c: not HTTP/1.x" },
+	};
+
+	for (size_t i = 0; i < sizeof(sent) / sizeof(sent[0]); i++)
+		is_str(http_status_text(sent[i].status), sent[i].text, "status %d (%s)", sent[i].status,
+		    sent[i].where);
+	/* Every other status RFC 9110 registers has its name too, should one come into use. */
+	is_str(http_status_text(422), "Unprocessable Content", "RFC 9110 names: 422");
+	is_str(http_status_text(308), "Permanent Redirect", "RFC 9110 names: 308");
+}
+
 /* http_head_end in one call == in pieces split anywhere. */
 static void
 test_head_end(void)
@@ -341,6 +375,7 @@ main(void)
 	test_headers();
 	test_upgrade();
 	test_head_end();
+	test_status_text();
 	http_cleanup();
 	return tap_done();
 }
