@@ -462,6 +462,23 @@ pick_subprotocol(const struct session *s, const struct http_req *r)
 	return http_header_has_token(r, "Sec-WebSocket-Protocol", name) ? name : NULL;
 }
 
+/*
+ * No route reads a request body yet. One that came anyway is never taken
+ * for the next request (behind a keep-alive proxy that would be request
+ * smuggling): answer and close; the lingering close discards the body.
+ * A Content-Length body gets 413 (the content is more than roomd will take
+ * here: none), which says what was wrong more exactly than 400; chunked
+ * gets 501 (see http_body_status).
+ */
+static void
+refuse_body(struct session *s, int status, int head_only)
+{
+	metrics_refused(status == 413 ? REFUSE_TOO_LARGE : REFUSE_BAD_REQUEST);
+	ws_log(s, LOG_LVL_INFO, "refused a request with a body: %d", status);
+	http_reply(s, status, NULL, status == 413 ? "this server reads no request body here" :
+	    "chunked request bodies are not implemented: send Content-Length", head_only);
+}
+
 static void
 handle_request(struct session *s, const char *head, size_t len)
 {
@@ -475,10 +492,15 @@ handle_request(struct session *s, const char *head, size_t len)
 		metrics_refused(rc == 431 ? REFUSE_TOO_LARGE : REFUSE_BAD_REQUEST);
 		ws_log(s, LOG_LVL_INFO, "bad request head: %d", rc);
 		http_reply(s, rc, NULL, rc == 431 ? "too many header fields" :
-		    rc == 505 ? "HTTP/1.1 only" : "malformed request", 0);
+		    rc == 505 ? "HTTP/1.1 only" : rc == 501 ? "no transfer coding is implemented" :
+		    "malformed request", 0);
 		return;
 	}
 	head_only = http_method_is(&req, "HEAD");
+	if ((rc = http_body_status(&req, 0)) != 0) {
+		refuse_body(s, rc, head_only);
+		return;
+	}
 	real_client(s, &req);
 	if (!http_wants_websocket(&req) && serve_admin(s, &req, head_only))
 		return;

@@ -1221,3 +1221,91 @@ def test_slow_client_drop_keeps_the_reader_and_counts(roomd):
     metrics = http_get(r.port, "/metrics")[2].decode()
     dropped = [l for l in metrics.splitlines() if l.startswith("roomd_slow_client_messages_dropped_total ")]
     assert dropped and int(float(dropped[0].split()[1])) > 0, dropped
+# ==== 8. Request framing: a body is never the next request ====
+
+def all_responses(port, data, quiet=1.0):
+    """Send data on one connection; read until the server closes or stays
+    quiet for `quiet` s. Returns ([(status line, headers, body)], closed)."""
+    s = socket.create_connection((HOST, port), timeout=5)
+    buf, closed = b"", False
+    try:
+        s.sendall(data)
+        s.settimeout(quiet)
+        while True:
+            try:
+                d = s.recv(65536)
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                closed = True
+                break
+            if not d:
+                closed = True
+                break
+            buf += d
+    finally:
+        s.close()
+    out = []
+    while b"\r\n\r\n" in buf:
+        head, _, buf = buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        hdrs = {}
+        for l in lines[1:]:
+            k, _, v = l.partition(":")
+            hdrs[k.strip().lower()] = v.strip()
+        n = int(hdrs.get("content-length", "0"))
+        out.append((lines[0], hdrs, buf[:n]))
+        buf = buf[n:]
+    return out, closed
+
+
+SMUGGLED = b"GET /style.css HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def body_cases():
+    """(what, request bytes, the one status roomd must answer)."""
+    cl = b"Content-Length: %d\r\n" % len(SMUGGLED)
+    chunked = b"%x\r\n" % len(SMUGGLED) + SMUGGLED + b"\r\n0\r\n\r\n"
+    get = b"GET /app.js HTTP/1.1\r\nHost: x\r\n"
+    return [
+        ("Content-Length body", get + cl + b"\r\n" + SMUGGLED, 413),
+        ("chunked body", get + b"Transfer-Encoding: chunked\r\n\r\n" + chunked, 501),
+        ("gzip, chunked", get + b"Transfer-Encoding: gzip, chunked\r\n\r\n" + chunked, 501),
+        ("chunked not last", get + b"Transfer-Encoding: chunked, gzip\r\n\r\n" + chunked, 400),
+        ("both CL and TE", get + cl + b"Transfer-Encoding: chunked\r\n\r\n" + chunked, 400),
+        ("TE in HTTP/1.0", b"GET /app.js HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked, 400),
+        ("two lengths", get + cl + b"Content-Length: 0\r\n\r\n" + SMUGGLED, 400),
+        ("length list", get + b"Content-Length: 0, %d\r\n\r\n" % len(SMUGGLED) + SMUGGLED, 400),
+        ("signed length", get + b"Content-Length: +%d\r\n\r\n" % len(SMUGGLED) + SMUGGLED, 400),
+        ("huge length", get + b"Content-Length: 99999999999999999999999\r\n\r\n" + SMUGGLED, 400),
+        ("admin path", b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + cl + b"\r\n" + SMUGGLED, 413),
+        ("upgrade with a body", ws_request("/echo", port=1)[:-2] + cl + b"\r\n" + SMUGGLED, 413),
+    ]
+
+
+def test_request_body_is_never_parsed_as_a_request(roomd):
+    """Request smuggling: a GET whose Content-Length or chunked body holds a
+    second request got two responses (behind a keep-alive proxy the second
+    is another user's). roomd reads no request bodies: any request with one,
+    or with a framing it does not serve (Transfer-Encoding other than a
+    lone chunked, both Content-Length and Transfer-Encoding, lengths that
+    disagree or are not plain digits), gets exactly one error response,
+    Connection: close, and the connection is closed."""
+    r = roomd(workers=1)
+    for what, data, want in body_cases():
+        rs, closed = all_responses(r.port, data)
+        assert [x[0] for x in rs] == [f"HTTP/1.1 {want} {REASONS[want]}"], (what, rs)
+        assert rs[0][1]["connection"] == "close", what
+        assert closed, f"{what}: the connection stayed open"
+    # No body is still fine, and so is an empty one (some clients send
+    # Content-Length: 0 on every GET): both keep the connection.
+    plain = b"GET /style.css HTTP/1.1\r\nHost: x\r\n\r\n"
+    empty = b"GET /style.css HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+    rs, closed = all_responses(r.port, plain + empty + plain, quiet=0.5)
+    assert [x[0] for x in rs] == ["HTTP/1.1 200 OK"] * 3 and not closed, rs
+    assert r.healthy()
+
+
+REASONS = {400: "Bad Request", 413: "Content Too Large", 429: "Too Many Requests",
+           501: "Not Implemented"}
+
