@@ -706,29 +706,45 @@ read_http(struct session *s, uint8_t *data, size_t len)
 
 /*
  * A listener marked proxy_protocol: the PROXY header comes first and says
- * who the client is. A connection without a valid one is dropped.
+ * who the client is. A connection without a valid one is dropped. Returns
+ * how many of the len bytes were the header's (all of them while it is
+ * incomplete): what follows it is the HTTP request, for read_http.
  */
-static void
-read_proxy(struct session *s, uint8_t *data, size_t len)
+static size_t
+read_proxy(struct session *s, const uint8_t *data, size_t len)
 {
 	struct proxy_addr pa;
-	size_t take = len < PROXY_V2_MAX - s->hlen ? len : PROXY_V2_MAX - s->hlen;
+	const uint8_t *hdr = data;
+	size_t had = s->hlen, have = len, take;
 	int n;
 
-	if (s->hbuf == NULL && (s->hbuf = malloc((size_t)sess_cfg(s)->max_request_size > PROXY_V2_MAX ?
-	    (size_t)sess_cfg(s)->max_request_size : PROXY_V2_MAX)) == NULL) {
-		conn_close(&s->c);
-		return;
+	if (had > 0) {
+		/* The header came in pieces: add this one to those kept. */
+		take = len < PROXY_V2_MAX - had ? len : PROXY_V2_MAX - had;
+		memcpy(s->hbuf + had, data, take);
+		s->hlen += (uint32_t)take;
+		hdr = (const uint8_t *)s->hbuf;
+		have = s->hlen;
 	}
-	memcpy(s->hbuf + s->hlen, data, take);
-	s->hlen += (uint32_t)take;
-	if ((n = proxy_parse((const uint8_t *)s->hbuf, s->hlen, &pa)) == 0 && s->hlen < PROXY_V2_MAX)
-		return;
+	if ((n = proxy_parse(hdr, have, &pa)) == 0 && have < PROXY_V2_MAX) {
+		if (had == 0) {
+			if ((s->hbuf = malloc(PROXY_V2_MAX)) == NULL) {
+				conn_close(&s->c);
+				return len;
+			}
+			memcpy(s->hbuf, data, len);
+			s->hlen = (uint32_t)len;
+		}
+		return len;
+	}
+	free(s->hbuf);
+	s->hbuf = NULL;
+	s->hlen = 0;
 	if (n <= 0) {
 		metrics_refused(REFUSE_PROXY);
 		ws_log(s, LOG_LVL_INFO, "no valid PROXY protocol header: dropping the connection");
 		conn_close(&s->c);
-		return;
+		return len;
 	}
 	if (pa.known) {
 		s->c.family = (uint8_t)pa.family;
@@ -736,23 +752,8 @@ read_proxy(struct session *s, uint8_t *data, size_t len)
 		s->c.port = pa.port;
 	}
 	s->state = SS_HTTP;
-	/* What followed the header is the start of the HTTP request. */
-	s->hlen -= (uint32_t)n;
-	memmove(s->hbuf, s->hbuf + n, s->hlen);
-	if (s->hlen == 0) {
-		free(s->hbuf);
-		s->hbuf = NULL;
-	} else {
-		size_t keep = s->hlen;
-		uint8_t *tmp = (uint8_t *)s->hbuf;
-
-		s->hbuf = NULL;
-		s->hlen = 0;
-		read_http(s, tmp, keep);
-		free(tmp);
-	}
-	if (take < len && s->state == SS_HTTP)
-		read_http(s, data + take, len - take);
+	/* The kept pieces had none of the header's end (else it was complete then). */
+	return (size_t)n - had;
 }
 
 /* ---- conn callbacks ---- */
@@ -761,12 +762,18 @@ static void
 front_on_read(struct conn *c, uint8_t *data, size_t len)
 {
 	struct session *s = (struct session *)c;
+	size_t n;
 
 	s->last_rx = clock_ms();
 	switch (s->state) {
 	case SS_PROXY:
-		read_proxy(s, data, len);
-		break;
+		n = read_proxy(s, data, len);
+		if (s->state != SS_HTTP || n == len)
+			break;
+		data += n;
+		len -= n;
+		/* The request came in the same read. */
+		/* FALLTHROUGH */
 	case SS_HTTP:
 		read_http(s, data, len);
 		break;

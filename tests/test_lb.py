@@ -391,6 +391,34 @@ def test_proxy_protocol_sets_client_address(roomd):
     assert (st, body) == (200, b"ok\n")
 
 
+def test_proxy_header_handshake_and_frames_in_one_write(roomd):
+    """A client that sends the PROXY header, the upgrade request and 20
+    messages in one write gets 20 echoes, in order. (Only 12 came back: the
+    bytes after the handshake were handed on only as far as the first
+    PROXY-sized chunk reached, and the rest of the read was dropped.)"""
+    r = lb_instance(roomd, workers=1, log_level="info")
+    pp = r.proxy_port
+    msgs = [f"message {i:02d} ".encode() + b"x" * 60 for i in range(20)]
+    frames = b"".join(mask_frame(1, m) for m in msgs)
+    for header in (proxy_v1("203.0.113.5", 40000, dport=pp), proxy_v2("2001:db8::5", 40001, dst="::1", dport=pp)):
+        s = connect(pp)
+        s.sendall(header + ws_request("/echo") + frames)
+        st, _, rest = read_head(s)
+        assert st == 101
+        got = []
+        s.settimeout(2)
+        try:
+            while len(got) < len(msgs):
+                op, payload, rest = read_frame(s, rest)
+                got.append(payload)
+        except (socket.timeout, ConnectionError):
+            pass
+        assert got == msgs, f"{len(got)} of {len(msgs)} echoes after a {header[:5]!r} header"
+        s.sendall(close_frame(1000))
+        assert read_frame(s, rest)[0] == 8
+        s.close()
+
+
 def test_proxy_protocol_required(roomd):
     """On a proxy_protocol listener a connection without a valid header is
     dropped without an HTTP answer (plain HTTP, a WebSocket handshake, a bad
