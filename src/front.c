@@ -32,10 +32,13 @@
 #include "ws_frame.h"
 #include "www.h"
 
-/* Pause reading when this much of our output is queued for a peer. */
+/*
+ * Answers queued for one client before its next requests wait unread:
+ * queue entries (a file answer is two, its head and the file, which it
+ * holds open until sent) and bytes.
+ */
+#define FRONT_MAX_QUEUED	8
 #define FRONT_BACKLOG		(1024 * 1024)
-/* Unsent answers to pipelined requests a client may have queued (each holds a file). */
-#define FRONT_MAX_PIPELINED	32
 
 static void front_on_read(struct conn *, uint8_t *, size_t);
 static void front_on_eof(struct conn *, const char *);
@@ -116,12 +119,6 @@ serve_file(struct session *s, const struct http_req *req, const char *path, size
 
 	if (!http_method_is(req, "GET") && !head_only) {
 		http_reply(s, 405, "Allow: GET, HEAD\r\n", "use GET or HEAD", 0);
-		return;
-	}
-	if (conn_queued(&s->c) >= 2 * FRONT_MAX_PIPELINED || conn_pending(&s->c) > FRONT_BACKLOG) {
-		/* A client that pipelines without reading must not pin a file per request. */
-		ws_log(s, LOG_LVL_INFO, "over %d pipelined requests unanswered: closing", FRONT_MAX_PIPELINED);
-		conn_close(&s->c);
 		return;
 	}
 	inm = http_header(req, "If-None-Match", &inml);
@@ -614,94 +611,109 @@ handle_request(struct session *s, const char *head, size_t len)
 }
 
 
-/* Drop the first n bytes of the buffered head; free the buffer when empty. */
+/* Keep n more bytes of input at the end of hbuf. -1 when out of memory. */
+static int
+hbuf_add(struct session *s, const void *p, size_t n)
+{
+	size_t need = (size_t)s->hlen + n, cap = s->hcap;
+	char *nb;
+
+	if (need > cap) {
+		cap = cap < 512 ? 512 : 2 * cap;
+		if (cap < need)
+			cap = need;
+		if ((nb = realloc(s->hbuf, cap)) == NULL)
+			return -1;
+		s->hbuf = nb;
+		s->hcap = (uint32_t)cap;
+	}
+	memcpy(s->hbuf + s->hlen, p, n);
+	s->hlen = (uint32_t)need;
+	return 0;
+}
+
+/* Drop the first n bytes of hbuf; free it when nothing is left or no request can follow. */
 static void
-hbuf_consume(struct session *s, size_t n)
+hbuf_drop(struct session *s, size_t n)
 {
 	s->hlen -= (uint32_t)n;
-	memmove(s->hbuf, s->hbuf + n, s->hlen);
-	if (s->hlen == 0 || s->state != SS_HTTP) {
-		free(s->hbuf);
-		s->hbuf = NULL;
-		s->hlen = 0;
+	if (s->hlen > 0 && s->state == SS_HTTP && !conn_closed(&s->c)) {
+		memmove(s->hbuf, s->hbuf + n, s->hlen);
+		return;
 	}
+	free(s->hbuf);
+	s->hbuf = NULL;
+	s->hlen = s->hcap = 0;
 }
 
 /*
- * Handle one complete head at the start of hbuf, if there is one (scanning
- * from `from`: bytes before it were scanned already). Returns 1 if handled.
+ * Handle the complete requests at the start of p[0..n), in order, while
+ * the connection reads HTTP (the first head's end is searched from `from`:
+ * bytes before it were searched already). An upgrade hands what follows its
+ * head to the frame decoder. A client that pipelines requests without
+ * reading the answers gets at most FRONT_MAX_QUEUED of them queued: then
+ * its requests wait, and reading from it stops, until the answers are sent
+ * (every file answer holds its file open until then). A head is bounded by
+ * max_request_size. Returns how many bytes were used.
  */
-static int
-take_head(struct session *s, size_t from)
+static size_t
+take_requests(struct session *s, char *p, size_t n, size_t from)
 {
-	size_t end = http_head_end(s->hbuf, s->hlen, from);
+	size_t max = (size_t)sess_cfg(s)->max_request_size, used = 0, end;
 
-	if (end == 0)
-		return 0;
-	handle_request(s, s->hbuf, end);
-	if (s->state == SS_OPEN && s->hlen > end) {
-		/* Frames sent right behind the head (unusual, but legal to buffer). */
-		ws_feed(s, (uint8_t *)s->hbuf + end, s->hlen - end);
-		end = s->hlen;
-	}
-	hbuf_consume(s, end);
-	return 1;
-}
-
-/*
- * Collect request heads and handle them: an upgrade hands the bytes after
- * its head to the frame decoder; a kept-alive plain request loops for the
- * next one (pipelining). A head is bounded by max_request_size.
- */
-static void
-read_http(struct session *s, uint8_t *data, size_t len)
-{
-	size_t max = (size_t)sess_cfg(s)->max_request_size, end, take, from;
-
-	while (s->state == SS_HTTP && !conn_closed(&s->c)) {
-		if (s->hlen == 0) {
-			/* Fast path: a whole head in the read buffer needs no copy. */
-			end = http_head_end((const char *)data, len < max ? len : max, 0);
-			if (end > 0) {
-				handle_request(s, (const char *)data, end);
-				data += end;
-				len -= end;
-				if (s->state == SS_OPEN && len > 0)
-					ws_feed(s, data, len);
-				if (len == 0 || s->state != SS_HTTP)
-					return;
-				continue;
-			}
-			if (len == 0)
-				return;
+	while (s->state == SS_HTTP && !conn_closed(&s->c) && used < n) {
+		if (conn_queued(&s->c) >= FRONT_MAX_QUEUED || conn_pending(&s->c) > FRONT_BACKLOG) {
+			conn_hold_until_drained(&s->c);
+			break;
 		}
-		/* Slow path: the head arrives in pieces; keep at most max bytes. */
-		if (s->hbuf == NULL && (s->hbuf = malloc(max)) == NULL) {
-			conn_close(&s->c);
-			return;
-		}
-		take = len < max - s->hlen ? len : max - s->hlen;
-		memcpy(s->hbuf + s->hlen, data, take);
-		from = s->hlen;
-		s->hlen += (uint32_t)take;
-		data += take;
-		len -= take;
-		if (!take_head(s, from)) {
-			if (s->hlen >= max) {
+		end = http_head_end(p + used, n - used < max ? n - used : max, from);
+		from = 0;
+		if (end == 0) {
+			if (n - used >= max) {
 				metrics_refused(REFUSE_TOO_LARGE);
 				ws_log(s, LOG_LVL_INFO, "request head over %zu bytes", max);
 				http_reply(s, 431, NULL, "request head too large", 0);
 			}
-			return;
+			break;
 		}
-		/* Pipelined heads already buffered come next. */
-		while (s->state == SS_HTTP && s->hlen > 0 && take_head(s, 0))
-			;
-		if (s->state == SS_OPEN && len > 0)
-			ws_feed(s, data, len);
-		if (len == 0)
-			return;
+		handle_request(s, p + used, end);
+		used += end;
 	}
+	if (s->state == SS_OPEN && used < n) {
+		/* Frames sent right behind the head (unusual, but legal to buffer). */
+		ws_feed(s, (uint8_t *)p + used, n - used);
+		used = n;
+	}
+	return used;
+}
+
+/*
+ * Bytes of requests arrived (len 0: none, go on with those held back).
+ * Without kept input they are handled where they are, with no copy; what
+ * is left, a partial head or requests held back, is kept in hbuf.
+ */
+static void
+read_http(struct session *s, uint8_t *data, size_t len)
+{
+	size_t had = s->hlen, used;
+
+	if (had == 0) {
+		used = take_requests(s, (char *)data, len, 0);
+		if (used < len && s->state == SS_HTTP && !conn_closed(&s->c) &&
+		    hbuf_add(s, data + used, len - used) == -1)
+			conn_close(&s->c);
+		return;
+	}
+	if (hbuf_add(s, data, len) == -1) {
+		conn_close(&s->c);
+		return;
+	}
+	/*
+	 * New bytes follow a partial head, searched already; with none, this
+	 * is the go-on after a hold, whose requests are complete heads.
+	 */
+	used = take_requests(s, s->hbuf, s->hlen, len > 0 ? had : 0);
+	hbuf_drop(s, used);
 }
 
 /*
@@ -721,25 +733,19 @@ read_proxy(struct session *s, const uint8_t *data, size_t len)
 	if (had > 0) {
 		/* The header came in pieces: add this one to those kept. */
 		take = len < PROXY_V2_MAX - had ? len : PROXY_V2_MAX - had;
-		memcpy(s->hbuf + had, data, take);
-		s->hlen += (uint32_t)take;
+		if (hbuf_add(s, data, take) == -1) {
+			conn_close(&s->c);
+			return len;
+		}
 		hdr = (const uint8_t *)s->hbuf;
 		have = s->hlen;
 	}
 	if ((n = proxy_parse(hdr, have, &pa)) == 0 && have < PROXY_V2_MAX) {
-		if (had == 0) {
-			if ((s->hbuf = malloc(PROXY_V2_MAX)) == NULL) {
-				conn_close(&s->c);
-				return len;
-			}
-			memcpy(s->hbuf, data, len);
-			s->hlen = (uint32_t)len;
-		}
+		if (had == 0 && hbuf_add(s, data, len) == -1)
+			conn_close(&s->c);
 		return len;
 	}
-	free(s->hbuf);
-	s->hbuf = NULL;
-	s->hlen = 0;
+	hbuf_drop(s, s->hlen);
 	if (n <= 0) {
 		metrics_refused(REFUSE_PROXY);
 		ws_log(s, LOG_LVL_INFO, "no valid PROXY protocol header: dropping the connection");
@@ -764,6 +770,12 @@ front_on_read(struct conn *c, uint8_t *data, size_t len)
 	struct session *s = (struct session *)c;
 	size_t n;
 
+	if (len == 0) {
+		/* The answers drained: go on with the requests held back. */
+		if (s->state == SS_HTTP)
+			read_http(s, data, 0);
+		return;
+	}
 	s->last_rx = clock_ms();
 	switch (s->state) {
 	case SS_PROXY:
@@ -807,7 +819,8 @@ front_on_tick(struct conn *c, uint64_t now)
 		if (now - s->created >= (uint64_t)cf->handshake_timeout) {
 			if (s->hlen > 0)
 				metrics_refused(REFUSE_TIMEOUT);
-			ws_log(s, LOG_LVL_INFO, "no complete request within handshake_timeout");
+			ws_log(s, LOG_LVL_INFO, (c->flags & CONN_F_HELD) ? "answers not read within handshake_timeout" :
+			    "no complete request within handshake_timeout");
 			conn_close(c);
 		} else if ((c->flags & CONN_F_SHUTDOWN) && now - s->created >= 1000) {
 			ws_log(s, LOG_LVL_DEBUG, "no complete request before shutting down");

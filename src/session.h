@@ -33,8 +33,8 @@ struct session {
 	void			*app;		/* the route's per-session state */
 	struct reqinfo		*info;
 	uint64_t		 created, last_rx, last_ping, close_at;
-	char			*hbuf;		/* partial request head */
-	uint32_t		 hlen;
+	char			*hbuf;		/* input not handled yet: a partial PROXY header or request head, or requests held back */
+	uint32_t		 hlen, hcap;
 	struct sbuf		*msg;		/* message being assembled */
 	uint32_t		 refs;		/* async callers holding the memory */
 	uint8_t			 freed;		/* conn gone; free when refs drop */
