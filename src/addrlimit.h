@@ -10,7 +10,7 @@
 
 #include "log.h"
 
-/* Master, before forking: rows for `slots` workers. -1 on failure. */
+/* Master, before forking: rows for `slots` workers and the hash key. -1 on failure. */
 int addrlimit_init(int slots) MUST_CHECK;
 /* Master: a worker is gone; its sessions no longer count. */
 void addrlimit_slot_release(int slot);

@@ -1309,3 +1309,75 @@ def test_request_body_is_never_parsed_as_a_request(roomd):
 REASONS = {400: "Bad Request", 413: "Content Too Large", 429: "Too Many Requests",
            501: "Not Implemented"}
 
+# ==== 9. Per-address limits: chosen addresses ====
+
+def fnv_bucket(ip):
+    """The slot an address had in the old unkeyed per-address table."""
+    h = 2166136261
+    for b in socket.inet_aton(ip):
+        h = ((h ^ b) * 16777619) & 0xffffffff
+    return h % 16384
+
+
+def colliders(victim, n):
+    """n addresses (in 10.0.0.0/8) that shared the victim's slot in the old table."""
+    want, out, i = fnv_bucket(victim), [], 0
+    while len(out) < n:
+        i += 1
+        ip = f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
+        if fnv_bucket(ip) == want:
+            out.append(ip)
+    return out
+
+
+def test_chosen_address_cannot_lock_out_another(roomd):
+    """An attacker behind a trusted proxy picks its X-Forwarded-For address.
+    The per-address table hashed addresses unkeyed into buckets and never
+    compared them, so addresses chosen to land in the victim's bucket used
+    up the victim's max_sessions_per_ip: the victim got 429 with no session
+    at all. Now the hash is keyed with a secret chosen at start and entries
+    compare the exact address: the attacker's own addresses are refused
+    past the limit, the victim still gets in, and the 429 carries its
+    reason phrase."""
+    r = roomd({"max_sessions_per_ip": "2", "trusted_proxies": "127.0.0.1/32"})
+    victim = "198.51.100.7"
+    held = []
+
+    def session(ip):
+        st, _, s, _ = handshake(r.port, "/echo", (f"X-Forwarded-For: {ip}",), keep=True)
+        held.append(s)
+        return st
+
+    def third(ip):
+        s = socket.create_connection((HOST, r.port), timeout=5)
+        s.sendall(ws_request("/echo", port=r.port, headers=(f"X-Forwarded-For: {ip}",)))
+        head = read_head_raw(s)
+        s.close()
+        return head
+
+    try:
+        first, *more = colliders(victim, 4)
+        assert [session(first), session(first)] == [101, 101]
+        # The attacker's own address is limited...
+        head = third(first)
+        assert head.startswith(b"HTTP/1.1 429 Too Many Requests\r\n"), head
+        # ...and the victim, with no session, is not.
+        assert session(victim) == 101, f"the victim was refused for {first}'s sessions"
+        for ip in more:
+            assert [session(ip), session(ip)] == [101, 101], ip
+        assert session(victim) == 101, "the victim's second session was refused"
+        assert third(victim).startswith(b"HTTP/1.1 429 "), "the victim's third session got in"
+    finally:
+        for s in held:
+            s.close()
+    run(still_serves(r.port))
+
+
+def read_head_raw(sock):
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = sock.recv(4096)
+        if not d:
+            break
+        buf += d
+    return buf
