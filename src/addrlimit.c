@@ -54,6 +54,7 @@ static struct lrow *rows;
 static int nrows;
 static struct lrow *self;
 static uint64_t secret[2];	/* SipHash key, drawn before forking: every worker has it */
+static int v6_prefix = 64;
 
 /* Every access to the shared rows is sequentially consistent (see addrlimit_open). */
 #define LOAD(p)		__atomic_load_n((p), __ATOMIC_SEQ_CST)
@@ -114,11 +115,12 @@ siphash24(const uint64_t k[2], const uint8_t *in, size_t len)
 }
 
 int
-addrlimit_init(int slots)
+addrlimit_init(int slots, int ipv6_prefix)
 {
 	void *p;
 
-	if (slots <= 0 || getrandom(secret, sizeof(secret), 0) != (ssize_t)sizeof(secret))
+	if (slots <= 0 || ipv6_prefix < 1 || ipv6_prefix > 128 ||
+	    getrandom(secret, sizeof(secret), 0) != (ssize_t)sizeof(secret))
 		return -1;
 	p = mmap(NULL, sizeof(struct lrow) * (size_t)slots, PROT_READ | PROT_WRITE,
 	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -126,6 +128,7 @@ addrlimit_init(int slots)
 		return -1;
 	rows = p;
 	nrows = slots;
+	v6_prefix = ipv6_prefix;
 	return 0;
 }
 
@@ -145,15 +148,24 @@ addrlimit_bind(int slot)
 	}
 }
 
-/* What counts as one address: an IPv6 address, or an IPv4 one as its v4-mapped IPv6 form. */
+/*
+ * What counts as one address: an IPv4 address, as its v4-mapped IPv6 form
+ * (however it came), or the first v6_prefix bits of an IPv6 one (a host
+ * that holds a /64 has 2^64 addresses to come from).
+ */
 static void
 addr_key(int family, const uint8_t *ip, uint32_t key[4])
 {
+	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
 	uint8_t k[16] = { 0 };
 
-	if (family == AF_INET6)
+	if (family == AF_INET6 && memcmp(ip, mapped, 12) == 0)
 		memcpy(k, ip, 16);
-	else {
+	else if (family == AF_INET6) {
+		memcpy(k, ip, 16);
+		for (int bit = v6_prefix; bit < 128; bit++)
+			k[bit / 8] &= (uint8_t)~(0x80u >> (bit % 8));
+	} else {
 		k[10] = k[11] = 0xff;
 		memcpy(k + 12, ip, 4);
 	}

@@ -498,7 +498,7 @@ master_run(struct config *cfg, struct listeners *ls, master_load_fn load, const 
 	/* Room for every slot twice (a reload overlaps two generations) and some spare. */
 	if (metrics_init(2 * M.nslots + 8) == -1)
 		fatal("mmap() for shared counters failed");
-	if (addrlimit_init(2 * M.nslots + 8) == -1)
+	if (addrlimit_init(2 * M.nslots + 8, cfg->ipv6_prefix_length) == -1)
 		fatal("mmap() or getrandom() for the per-address table failed");
 
 	sigemptyset(&block);

@@ -1,7 +1,7 @@
 /*
  * test_addrlimit.c: the per-address table in one process, with worker rows
  * taken in turn: SipHash against the paper's vectors, exact addresses in a
- * shared set, the overflow of a full set, rates, released
+ * shared set, the overflow of a full set, IPv6 prefixes, rates, released
  * slots, and readers skipping an entry that changes address. It includes
  * addrlimit.c to reach the static hash and the row layout.
  */
@@ -90,7 +90,7 @@ test_limits(void)
 	uint32_t a[12];
 	int refused = 0;
 
-	if (addrlimit_init(4) == -1) {
+	if (addrlimit_init(4, 64) == -1) {
 		ok(0, "addrlimit_init");
 		return;
 	}
@@ -184,18 +184,56 @@ test_limits(void)
 }
 
 static void
-test_rate(void)
+test_ipv6_and_rate(void)
 {
+	int in = 0;
 	uint32_t k1[4], k2[4];
 
+	if (addrlimit_init(2, 64) == -1) {
+		ok(0, "addrlimit_init");
+		return;
+	}
+	addrlimit_bind(0);
+	for (int i = 1; i <= 5; i++) {
+		char a[64];
+
+		snprintf(a, sizeof(a), "2001:db8:1:2::%x", i * 0x1111);
+		in += addrlimit_open(AF_INET6, v6(a), 2, 0) == 0;
+	}
+	is_int(in, 2, "five addresses of one /64 under max 2: two get in");
+	ok(addrlimit_open(AF_INET6, v6("2001:db8:1:3::1"), 2, 0) == 0, "the next /64 is another client");
 	addr_key(AF_INET, v4("1.2.3.4"), k1);
 	addr_key(AF_INET6, v6("::ffff:1.2.3.4"), k2);
-	ok(memcmp(k1, k2, 16) == 0, "an IPv4 address and its v4-mapped form are one client");
+	ok(memcmp(k1, k2, 16) == 0, "an IPv4 address and its v4-mapped form are one client, not masked to a /64");
+	addr_key(AF_INET6, v6("::ffff:1.2.3.5"), k2);
+	ok(memcmp(k1, k2, 16) != 0, "two v4-mapped addresses are two clients");
 	addr_key(AF_INET6, v6("::1.2.3.4"), k2);
 	ok(memcmp(k1, k2, 16) != 0, "not the deprecated v4-compatible form");
 
+	if (addrlimit_init(2, 128) == -1) {
+		ok(0, "addrlimit_init 128");
+		return;
+	}
+	addrlimit_bind(0);
+	in = 0;
+	for (int i = 1; i <= 5; i++) {
+		char a[64];
+
+		snprintf(a, sizeof(a), "2001:db8:1:2::%x", i);
+		in += addrlimit_open(AF_INET6, v6(a), 2, 0) == 0;
+	}
+	is_int(in, 5, "with ipv6_prefix_length 128 every address counts apart");
+	addr_key(AF_INET6, v6("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"), k1);
+	if (addrlimit_init(2, 33) == -1) {
+		ok(0, "addrlimit_init 33");
+		return;
+	}
+	addr_key(AF_INET6, v6("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"), k2);
+	ok(memcmp(k2, v6("2001:db8:8000::"), 16) == 0, "prefix 33 keeps 33 bits");
+	ok(addrlimit_init(2, 0) == -1 && addrlimit_init(2, 129) == -1, "prefix lengths out of range refused");
+
 	/* Rates: max_rate new sessions per second, even when each closes at once. */
-	if (addrlimit_init(2) == -1) {
+	if (addrlimit_init(2, 64) == -1) {
 		ok(0, "addrlimit_init");
 		return;
 	}
@@ -226,7 +264,7 @@ test_keyed(void)
 
 	for (int i = 0; i < 64; i++)
 		before[i] = set_v4(0xc6336400u + (uint32_t)i);
-	if (addrlimit_init(1) == -1) {
+	if (addrlimit_init(1, 64) == -1) {
 		ok(0, "addrlimit_init");
 		return;
 	}
@@ -240,7 +278,7 @@ main(void)
 {
 	test_siphash();
 	test_limits();
-	test_rate();
+	test_ipv6_and_rate();
 	test_keyed();
 	return tap_done();
 }
