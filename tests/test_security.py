@@ -115,7 +115,8 @@ def ws_request(path="/", host=None, port=None, headers=()):
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def read_head(sock, limit=65536):
+def read_head_raw(sock, limit=65536):
+    """Bytes up to and past the end of a response head (or up to EOF)."""
     buf = b""
     while b"\r\n\r\n" not in buf:
         d = sock.recv(4096)
@@ -123,7 +124,11 @@ def read_head(sock, limit=65536):
             break
         buf += d
         assert len(buf) < limit
-    head, _, rest = buf.partition(b"\r\n\r\n")
+    return buf
+
+
+def read_head(sock, limit=65536):
+    head, _, rest = read_head_raw(sock, limit).partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1]) if lines[0].startswith("HTTP/") else 0
     hdrs = {}
@@ -1371,13 +1376,3 @@ def test_chosen_address_cannot_lock_out_another(roomd):
         for s in held:
             s.close()
     run(still_serves(r.port))
-
-
-def read_head_raw(sock):
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        d = sock.recv(4096)
-        if not d:
-            break
-        buf += d
-    return buf
