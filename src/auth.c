@@ -4,6 +4,8 @@
  * cannot choose how it is checked. The signature is compared with
  * CRYPTO_memcmp, in constant time.
  */
+#include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <json-c/json.h>
@@ -52,6 +54,17 @@ auth_b64url_decode(const char *in, size_t n, uint8_t *out, size_t outlen)
 	return (int)o;
 }
 
+/*
+ * Whether x is a JSON string without NUL: a "\u0000" inside would cut the
+ * C string that the rest of roomd sees ("admin\u0000x" read as "admin").
+ */
+static int
+is_c_string(struct json_object *x)
+{
+	return json_object_is_type(x, json_type_string) &&
+	    memchr(json_object_get_string(x), '\0', (size_t)json_object_get_string_len(x)) == NULL;
+}
+
 /* Decode a base64url JSON object part; NULL on error. */
 static struct json_object *
 decode_json(const char *p, size_t n)
@@ -74,18 +87,25 @@ decode_json(const char *p, size_t n)
 	return o;
 }
 
-/* A numeric claim: 1 present (in *v), 0 absent, -1 wrong type. */
+/* A numeric claim: 1 present (in *v), 0 absent, -1 wrong type (null included). */
 static int
 num_claim(struct json_object *o, const char *k, long long *v)
 {
 	struct json_object *x;
+	double d;
 
-	if (!json_object_object_get_ex(o, k, &x) || x == NULL)
+	if (!json_object_object_get_ex(o, k, &x))
 		return 0;
-	if (!json_object_is_type(x, json_type_int) && !json_object_is_type(x, json_type_double))
+	if (x == NULL)
 		return -1;
-	*v = json_object_is_type(x, json_type_int) ? json_object_get_int64(x) :
-	    (long long)json_object_get_double(x);
+	if (json_object_is_type(x, json_type_int)) {
+		*v = json_object_get_int64(x);	/* json-c saturates at the int64 bounds */
+		return 1;
+	}
+	if (!json_object_is_type(x, json_type_double) || isnan(d = json_object_get_double(x)))
+		return -1;
+	/* Saturate too: converting 1e300 to long long would be undefined. */
+	*v = d >= 0x1p63 ? LLONG_MAX : d < -0x1p63 ? LLONG_MIN : (long long)d;
 	return 1;
 }
 
@@ -120,7 +140,7 @@ auth_verify(const char *token, size_t len, const uint8_t *secret, size_t slen, l
 		return refuse(why, "not a JWT", NULL, NULL);
 	if ((hdr = decode_json(token, (size_t)(d1 - token))) == NULL)
 		return refuse(why, "bad token header", NULL, NULL);
-	if (!json_object_object_get_ex(hdr, "alg", &x) || !json_object_is_type(x, json_type_string) ||
+	if (!json_object_object_get_ex(hdr, "alg", &x) || !is_c_string(x) ||
 	    strcmp(json_object_get_string(x), "HS256") != 0)
 		return refuse(why, "token algorithm is not HS256", hdr, NULL);
 	siglen = auth_b64url_decode(d2 + 1, len - (size_t)(d2 + 1 - token), sig, sizeof(sig));
@@ -130,12 +150,13 @@ auth_verify(const char *token, size_t len, const uint8_t *secret, size_t slen, l
 		return refuse(why, "bad token signature", hdr, NULL);
 	if ((claims = decode_json(d1 + 1, (size_t)(d2 - d1 - 1))) == NULL)
 		return refuse(why, "bad token claims", hdr, NULL);
-	if ((rc = num_claim(claims, "exp", &t)) == -1 || (rc == 1 && now >= t + leeway))
+	/* now - leeway, not t + leeway: t comes from the token and may be LLONG_MAX. */
+	if ((rc = num_claim(claims, "exp", &t)) == -1 || (rc == 1 && now - leeway >= t))
 		return refuse(why, rc == -1 ? "bad exp claim" : "token expired", hdr, claims);
 	id->exp = rc == 1 ? t : 0;
 	if ((rc = num_claim(claims, "nbf", &t)) == -1 || (rc == 1 && now + leeway < t))
 		return refuse(why, rc == -1 ? "bad nbf claim" : "token not valid yet", hdr, claims);
-	if (!json_object_object_get_ex(claims, "sub", &x) || !json_object_is_type(x, json_type_string) ||
+	if (!json_object_object_get_ex(claims, "sub", &x) || !is_c_string(x) ||
 	    json_object_get_string_len(x) == 0)
 		return refuse(why, "token has no sub", hdr, claims);
 	if ((id->sub = strdup(json_object_get_string(x))) == NULL)
@@ -151,7 +172,7 @@ auth_verify(const char *token, size_t len, const uint8_t *secret, size_t slen, l
 		for (size_t i = 0; i < n; i++) {
 			struct json_object *r = json_object_array_get_idx(x, i);
 
-			if (!json_object_is_type(r, json_type_string)) {
+			if (!is_c_string(r)) {
 				auth_identity_free(id);
 				return refuse(why, "bad rooms claim", hdr, claims);
 			}

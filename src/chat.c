@@ -17,10 +17,12 @@
 #include "http.h"
 #include "proto.h"
 #include "room.h"
+#include "store.h"
 #include "ws.h"
 #include "ws_frame.h"
 
 #define WS_CLOSE_HEARTBEAT	4000
+#define CHAT_WHO_MAX		1000000	/* names in one who answer */
 
 struct chat_conn {
 	struct member	*members;	/* rooms this session is in */
@@ -102,6 +104,7 @@ do_enter(struct session *s, const struct chat_req *r, const char *room, size_t r
 {
 	struct chat_conn *c = state(s, 1);
 	const struct auth_identity *id;
+	struct room_catchup cu;
 	struct member *m;
 	const char *err = NULL, *name = r->message;
 	size_t nlen = r->message_len;
@@ -131,7 +134,14 @@ do_enter(struct session *s, const struct chat_req *r, const char *room, size_t r
 			return;
 		}
 	}
-	if ((m = room_join(s, ROOM_CHAT, room, rl, name, nlen, &err)) == NULL) {
+	if (r->since || r->history > 0) {
+		cu.since = r->since;
+		cu.offset = r->since_offset;
+		snprintf(cu.epoch, sizeof(cu.epoch), "%.*s", (int)r->since_epoch_len, r->since_epoch != NULL ? r->since_epoch : "");
+		cu.history = r->history;
+	}
+	if ((m = room_join(s, ROOM_CHAT, room, rl, name, nlen, r->since || r->history > 0 ? &cu : NULL,
+	    &err)) == NULL) {
 		send_error(s, err, strcmp(err, "unavailable") == 0 ?
 		    "room service unavailable; try again shortly" : "cannot enter the room");
 		return;
@@ -150,6 +160,74 @@ do_enter(struct session *s, const struct chat_req *r, const char *room, size_t r
 	c->nrooms++;
 }
 
+/*
+ * A new token for a session that has one: the same checks as at the
+ * handshake (signature, exp, nbf), the same user (sub), and it must allow
+ * every room the session is in. The session then lives until the new exp.
+ */
+static void
+do_refresh(struct session *s, const char *tok, size_t tl)
+{
+	const struct config *cf = ws_config(s);
+	const struct auth_identity *cur = ws_identity(s);
+	struct auth_identity id, *nid;
+	struct chat_conn *c = state(s, 0);
+	const char *why = NULL;
+	size_t kl;
+
+	if (cur == NULL) {
+		send_error(s, "bad_token", "this session has no token to refresh");
+		return;
+	}
+	if (auth_verify(tok, tl, cf->auth_key, cf->auth_keylen, (long long)(clock_wall_ms() / 1000), 5,
+	    &id, &why) == -1) {
+		send_error(s, "bad_token", why);
+		return;
+	}
+	if (strcmp(id.sub, cur->sub) != 0) {
+		auth_identity_free(&id);
+		send_error(s, "bad_token", "the new token is for another user (sub)");
+		return;
+	}
+	for (struct member *m = c != NULL ? c->members : NULL; m != NULL; m = room_next_of_session(m)) {
+		const char *k = room_key_of(m, &kl);
+
+		if (!auth_room_allowed(&id, k, kl)) {
+			auth_identity_free(&id);
+			send_error(s, "forbidden", "the new token does not allow a room you are in");
+			return;
+		}
+	}
+	if ((nid = malloc(sizeof(*nid))) == NULL) {
+		auth_identity_free(&id);
+		send_error(s, "no_memory", "the server is out of memory");
+		return;
+	}
+	*nid = id;
+	ws_set_identity(s, nid);
+	proto_refreshed(&out, nid->exp, single_num(c));
+	if (!out.oom)
+		ws_send_text(s, out.p, out.len);
+}
+
+/* A page of a room's history, as the client asked it (or why not). */
+static void
+history_done(struct session *s, const char *room, size_t rl, const struct store_range *got)
+{
+	if (!ws_is_open(s))
+		return;
+	if (got == NULL) {
+		send_error(s, "unavailable", "room service unavailable; try again shortly");
+		return;
+	}
+	proto_history_begin(&out, room, rl);
+	for (size_t i = 0; i < got->n; i++)
+		proto_history_message(&out, got->json[i], got->len[i], i == 0);
+	proto_history_end(&out, got->offset, got->epoch, single_num(ws_data(s)));
+	if (!out.oom)
+		ws_send_text(s, out.p, out.len);
+}
+
 struct who_ctx {
 	struct session	*s;
 	long		 num;
@@ -158,7 +236,7 @@ struct who_ctx {
 };
 
 static void
-who_done(void *arg, const char *const *names, const size_t *lens, size_t n)
+who_done(void *arg, const char *const *names, const size_t *lens, size_t n, long total)
 {
 	struct who_ctx *w = arg;
 
@@ -169,7 +247,7 @@ who_done(void *arg, const char *const *names, const size_t *lens, size_t n)
 			proto_who_begin(&out, w->room, w->rl);
 			for (size_t i = 0; i < n; i++)
 				proto_who_name(&out, names[i], lens[i], i == 0);
-			proto_who_end(&out, (long)n);
+			proto_who_end(&out, total);
 			if (!out.oom)
 				ws_send_text(w->s, out.p, out.len);
 		}
@@ -181,7 +259,8 @@ who_done(void *arg, const char *const *names, const size_t *lens, size_t n)
 static void
 handle_chat(struct session *s, const uint8_t *data, size_t len)
 {
-	struct proto_limits lim = { (size_t)ws_config(s)->max_name_length, (size_t)ws_config(s)->max_roomid_length };
+	struct proto_limits lim = { (size_t)ws_config(s)->max_name_length, (size_t)ws_config(s)->max_roomid_length,
+	    AUTH_MAX_TOKEN, (unsigned)ws_config(s)->history_size };
 	struct chat_conn *c = state(s, 0);
 	struct chat_req r;
 	struct member *m = NULL;
@@ -207,15 +286,19 @@ handle_chat(struct session *s, const uint8_t *data, size_t len)
 		do_enter(s, &r, room, rl);
 		return;
 	}
+	if (r.ev == CHAT_REFRESH) {
+		do_refresh(s, r.token, r.token_len);
+		return;
+	}
 	if (r.ev == CHAT_HEARTBEAT) {
 		if (c != NULL) {
 			c->hb_missed = 0;
 			c->hb_waiting = 0;
 		}
 		if (r.message != NULL && r.message_len == 4 && memcmp(r.message, "ping", 4) == 0) {
-			static const char pong[] = "{\"event\":\"heartbeat\",\"message\":\"pong\"}";
-
-			ws_send_text(s, pong, sizeof(pong) - 1);
+			proto_heartbeat(&out, 1, single_num(c));
+			if (!out.oom)
+				ws_send_text(s, out.p, out.len);
 		}
 		return;
 	}
@@ -255,13 +338,17 @@ handle_chat(struct session *s, const uint8_t *data, size_t len)
 		w->num = room_num(m);
 		memcpy(w->room, k, kl);
 		ws_ref(s);
-		if (bus_who(k, kl, who_done, w) == -1) {
+		if (store_who(k, kl, CHAT_WHO_MAX, who_done, w) == -1) {
 			ws_unref(s);
 			free(w);
 			send_error(s, "unavailable", "room service unavailable; try again shortly");
 		}
 		break;
 	}
+	case CHAT_HISTORY:
+		if (room_history(m, r.before, r.history, history_done) == -1)
+			send_error(s, "unavailable", "room service unavailable; try again shortly");
+		break;
 	default:
 		break;
 	}
@@ -320,7 +407,7 @@ broadcast_open(struct session *s)
 		ws_close(s, WS_CLOSE_INTERNAL, "cannot join");
 		return;
 	}
-	if ((m = room_join(s, ROOM_BROADCAST, key, kl, "", 0, &err)) == NULL) {
+	if ((m = room_join(s, ROOM_BROADCAST, key, kl, "", 0, NULL, &err)) == NULL) {
 		send_error(s, err, "room service unavailable; try again shortly");
 		ws_close(s, 1013, "try again later");
 		return;
@@ -368,7 +455,8 @@ chat_tick(struct session *s, uint64_t now)
 		return;
 	}
 	c->hb_waiting = 1;
-	proto_heartbeat(&out, room_num(c->members));
+	/* num only for a member of one room: several rooms have several counts. */
+	proto_heartbeat(&out, 0, single_num(c));
 	if (!out.oom)
 		ws_send_text(s, out.p, out.len);
 }
@@ -427,7 +515,7 @@ chat_refuse(struct session *s, enum ws_refusal why)
 	if (why == WS_REFUSED_AUTH)
 		ws_send_text(s, PROTO_NOAUTH, sizeof(PROTO_NOAUTH) - 1);
 	else
-		ws_send_text(s, PROTO_RATE_LIMITED, sizeof(PROTO_RATE_LIMITED) - 1);
+		send_error(s, "rate_limited", "too many messages: slow down");
 }
 
 const struct route_ops chat_route = {
@@ -437,7 +525,7 @@ const struct route_ops chat_route = {
 	.free = chat_free,
 	.describe = chat_rooms,
 	.refuse = chat_refuse,
-	.rate_limited = 1,
+	.rate_mode = WS_RATE_REFUSE,
 };
 
 const struct route_ops broadcast_route = {
@@ -448,5 +536,5 @@ const struct route_ops broadcast_route = {
 	.free = chat_free,
 	.describe = chat_rooms,
 	.refuse = chat_refuse,
-	.rate_limited = 1,
+	.rate_mode = WS_RATE_REFUSE,
 };

@@ -118,6 +118,9 @@ static const struct option options[] = {
 	{ "redis_server", OPT_PATH, O(redis_server), 0, 0, REDIS_SERVER_PATH, OPT_RESTART, NULL },
 	{ "run_dir", OPT_PATH, O(run_dir), 0, 0, "/tmp", OPT_RESTART, NULL },
 	{ "presence_ttl", OPT_DURATION, O(presence_ttl), 1000, 3600000, "15s", 0, NULL },
+	{ "history_size", OPT_INT, O(history_size), 0, 100000, "100", 0, NULL },
+	{ "history_ttl", OPT_DURATION, O(history_ttl), 1000, 604800000, "1h", 0, NULL },
+	{ "ready_timeout", OPT_DURATION, O(ready_timeout), 100, 60000, "1s", 0, NULL },
 };
 #undef O
 
@@ -439,6 +442,17 @@ cfg_parse_redis(const char *v, struct cfg_redis *r, char *why, size_t whylen)
 	return 0;
 }
 
+void
+cfg_redis_describe(const struct cfg_redis *r, char *buf, size_t len)
+{
+	if (r->is_unix)
+		snprintf(buf, len, "unix:%s db %d", r->path, r->db);
+	else if (strchr(r->host, ':') != NULL)
+		snprintf(buf, len, "[%s]:%d db %d", r->host, r->port, r->db);
+	else
+		snprintf(buf, len, "%s:%d db %d", r->host, r->port, r->db);
+}
+
 static const struct option *
 find_option(const char *key)
 {
@@ -674,37 +688,73 @@ split_line(char *line, char **key, char **value, char *why, size_t whylen)
 	return 1;
 }
 
+#define CFG_LINE_MAX	4094		/* bytes in a line, without its newline */
+#define CFG_FILE_MAX	(1 << 20)	/* bytes in a config file */
+
+int
+cfg_load_text(struct config *c, const char *name, const char *text, size_t len, char *err, size_t errlen)
+{
+	char line[CFG_LINE_MAX + 1], why[CFG_ERR_LEN], *key, *value;
+	size_t pos = 0;
+	int lineno = 0, rc;
+
+	while (pos < len) {
+		const char *start = text + pos, *nl = memchr(start, '\n', len - pos);
+		size_t n = nl != NULL ? (size_t)(nl - start) : len - pos;
+
+		lineno++;
+		if (n > CFG_LINE_MAX)
+			return seterr(err, errlen, name, lineno, "line longer than %d bytes", CFG_LINE_MAX);
+		if (memchr(start, '\0', n) != NULL)
+			return seterr(err, errlen, name, lineno, "NUL byte in the line");
+		memcpy(line, start, n);
+		line[n] = '\0';
+		pos += n + (nl != NULL);
+		if ((rc = split_line(line, &key, &value, why, sizeof(why))) == 0)
+			continue;
+		if (rc == -1)
+			return seterr(err, errlen, name, lineno, "%s", why);
+		if (cfg_set(c, name, lineno, key, value, err, errlen) == -1)
+			return -1;
+	}
+	return 0;
+}
+
 int
 cfg_load_file(struct config *c, const char *path, char *err, size_t errlen)
 {
-	char buf[4096], why[CFG_ERR_LEN], *key, *value;
+	char chunk[8192], *text = NULL, *grown;
+	size_t len = 0, n;
 	FILE *f;
-	int lineno = 0, rc;
+	int rc;
 
 	if ((f = fopen(path, "r")) == NULL)
 		return seterr(err, errlen, path, 0, "cannot open: %s", strerror(errno));
-	while (fgets(buf, sizeof(buf), f) != NULL) {
-		lineno++;
-		if (strchr(buf, '\n') == NULL && !feof(f)) {
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+		if (len + n > CFG_FILE_MAX) {
 			fclose(f);
-			return seterr(err, errlen, path, lineno, "line longer than %zu bytes", sizeof(buf) - 2);
+			free(text);
+			return seterr(err, errlen, path, 0, "larger than %d bytes", CFG_FILE_MAX);
 		}
-		if ((rc = split_line(buf, &key, &value, why, sizeof(why))) == 0)
-			continue;
-		if (rc == -1) {
+		if ((grown = realloc(text, len + n)) == NULL) {
 			fclose(f);
-			return seterr(err, errlen, path, lineno, "%s", why);
+			free(text);
+			return seterr(err, errlen, path, 0, "out of memory");
 		}
-		if (cfg_set(c, path, lineno, key, value, err, errlen) == -1) {
-			fclose(f);
-			return -1;
-		}
+		text = grown;
+		memcpy(text + len, chunk, n);
+		len += n;
 	}
 	if (ferror(f)) {
 		fclose(f);
+		free(text);
 		return seterr(err, errlen, path, 0, "read failed: %s", strerror(errno));
 	}
 	fclose(f);
+	rc = cfg_load_text(c, path, text != NULL ? text : "", len, err, errlen);
+	free(text);
+	if (rc == -1)
+		return -1;
 	free(c->path);
 	if (make_absolute(path, &c->path) == -1)
 		return seterr(err, errlen, path, 0, "out of memory");
@@ -748,6 +798,9 @@ cfg_finish(struct config *c, char *err, size_t errlen)
 		    "default_room must be 1 to max_roomid_length bytes without control characters");
 	if (strlen(c->redis_prefix) > 64)
 		return seterr(err, errlen, origin, 0, "redis_prefix is longer than 64 bytes");
+	if (strpbrk(c->redis_prefix, "{}") != NULL)
+		return seterr(err, errlen, origin, 0,
+		    "redis_prefix must not hold { or }: roomd puts each room's keys behind a hash tag of its own");
 	if (c->ping_timeout <= c->ping_interval)
 		return seterr(err, errlen, origin, 0,
 		    "ping_timeout (%dms) must be longer than ping_interval (%dms)",
@@ -849,10 +902,29 @@ render(const struct config *c, const struct option *o, char *out, size_t outlen)
 	}
 }
 
+/*
+ * Whether a value must be quoted to read back the same (split_line):
+ * unquoted, white space at either end is trimmed, a '#' after white space
+ * starts a comment and a leading '"' opens a quote.
+ */
+static int
+needs_quotes(const char *v)
+{
+	size_t n = strlen(v);
+
+	if (n == 0 || v[0] == '"' || v[0] == '#' || isspace((unsigned char)v[0]) ||
+	    isspace((unsigned char)v[n - 1]))
+		return 1;
+	for (size_t i = 1; i < n; i++)
+		if (v[i] == '#' && isspace((unsigned char)v[i - 1]))
+			return 1;
+	return 0;
+}
+
 void
 cfg_dump(const struct config *c, FILE *f)
 {
-	char v[512];
+	char v[CFG_LINE_MAX + 1];	/* any value a file can hold, whole */
 
 	for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
 		const struct option *o = &options[i];
@@ -886,8 +958,8 @@ cfg_dump(const struct config *c, FILE *f)
 			snprintf(v, sizeof(v), "********");	/* never print a secret */
 		if (v[0] == '\0')
 			fprintf(f, "# %s (unset)\n", o->name);
-		else if (strchr(v, ' ') != NULL || strchr(v, '#') != NULL)
-			fprintf(f, "%s \"%s\"\n", o->name, v);
+		else if (strchr(v, '"') == NULL && (strpbrk(v, " #") != NULL || needs_quotes(v)))
+			fprintf(f, "%s \"%s\"\n", o->name, v);	/* a quoted value cannot hold '"' */
 		else
 			fprintf(f, "%s %s\n", o->name, v);
 	}

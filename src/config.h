@@ -124,6 +124,9 @@ struct config {
 	char		*redis_server;		/* binary for the private server */
 	char		*run_dir;
 	int		 presence_ttl;		/* ms */
+	int		 ready_timeout;		/* ms a worker's canary may take through Redis and back */
+	int		 history_size;		/* messages kept per room; 0: no history */
+	int		 history_ttl;		/* ms a room's history outlives its last message */
 };
 
 /* A config holding every default. NULL only when out of memory. */
@@ -134,6 +137,14 @@ void cfg_free(struct config *);
  * in err. The file's values override what cfg already holds.
  */
 int cfg_load_file(struct config *, const char *path, char *err, size_t errlen) MUST_CHECK;
+/*
+ * The parser behind cfg_load_file, without I/O: len bytes of "key value"
+ * lines; errors read "name:line: what". Does not record a path. (A listen
+ * or redis host name is still resolved, and cfg_finish still reads the
+ * files that keys name.)
+ */
+int cfg_load_text(struct config *, const char *name, const char *text, size_t len, char *err,
+    size_t errlen) MUST_CHECK;
 /* Apply one "key value" line from the command line (-o, -l, -w). */
 int cfg_set(struct config *, const char *origin, int line, const char *key,
     const char *value, char *err, size_t errlen) MUST_CHECK;
@@ -156,5 +167,7 @@ int cfg_parse_duration(const char *, int *ms) MUST_CHECK;
 int cfg_parse_size(const char *, long long *bytes) MUST_CHECK;
 /* Parse redis://[:password@]host[:port][/db] or a unix socket path. */
 int cfg_parse_redis(const char *, struct cfg_redis *, char *why, size_t whylen) MUST_CHECK;
+/* "host:port db N" or "unix:PATH db N" for logs (never the password). */
+void cfg_redis_describe(const struct cfg_redis *, char *buf, size_t len);
 
 #endif

@@ -280,8 +280,7 @@ conn_finish(struct conn *c, int linger_ms)
 		want_flush(c);
 }
 
-/* Stop or resume reading. */
-static void
+void
 conn_pause(struct conn *c, int paused)
 {
 	if (paused)

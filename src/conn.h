@@ -102,6 +102,8 @@ int conn_send_copy(struct conn *, const void *, size_t) MUST_CHECK;
 void conn_finish(struct conn *, int linger_ms);
 /* Close the socket now; the memory is freed at the end of the loop turn. */
 void conn_close(struct conn *);
+/* Stop or resume reading. */
+void conn_pause(struct conn *, int paused);
 /* Stop reading until everything queued has been written (backpressure). */
 void conn_pause_until_drained(struct conn *);
 /*

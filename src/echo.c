@@ -23,4 +23,5 @@ echo_refuse(struct session *s, enum ws_refusal why)
 const struct route_ops echo_route = {
 	.message = echo_message,
 	.refuse = echo_refuse,
+	.rate_mode = WS_RATE_PACE,
 };

@@ -367,22 +367,47 @@ cookie_value(const struct http_req *r, const char *name, size_t *len)
 	return NULL;
 }
 
-/* Whether the Origin may open a WebSocket here (cross-site WebSocket hijacking). */
+/* Whether a trusted proxy in front of us says the client spoke TLS to it. */
 static int
-origin_ok(const struct config *cf, const struct http_req *r)
+forwarded_https(const struct session *s, const struct http_req *r)
 {
-	const char *o, *host, *p, *sep;
-	size_t ol, hl;
+	const char *v;
+	size_t vl;
+
+	if (sess_cfg(s)->ntrusted == 0 || !trusted_peer(sess_cfg(s), &s->c))
+		return 0;
+	if ((v = http_header(r, "X-Forwarded-Proto", &vl)) != NULL)
+		return vl >= 5 && strncasecmp(v, "https", 5) == 0 && (vl == 5 || v[5] == ',' || v[5] == ' ');
+	if ((v = http_header(r, "Forwarded", &vl)) != NULL) {
+		for (size_t i = 0; i + 11 <= vl; i++)
+			if (strncasecmp(v + i, "proto=https", 11) == 0)
+				return 1;
+	}
+	return 0;
+}
+
+/*
+ * Whether the Origin may open a WebSocket here (cross-site WebSocket
+ * hijacking). By default only the same origin: the scheme this connection
+ * came in with (https over TLS, or behind a trusted proxy that says so) and
+ * the Host the client asked for. allowed_origins lists others, "*" any,
+ * "null" the pages a browser opened from disk.
+ */
+static int
+origin_ok(const struct session *s, const struct http_req *r)
+{
+	const struct config *cf = sess_cfg(s);
+	const char *o, *host, *p, *sep, *scheme;
+	size_t ol, hl, sl;
 
 	if ((o = http_header(r, "Origin", &ol)) == NULL)
 		return cf->allow_missing_origin;
 	if (cf->allowed_origins == NULL) {
-		/* Same origin: the Origin's host[:port] is the Host the client asked for. */
-		if ((host = http_header(r, "Host", &hl)) == NULL || (p = memchr(o, ':', ol)) == NULL ||
-		    (size_t)(p - o) + 3 > ol || p[1] != '/' || p[2] != '/')
+		scheme = s->c.ssl != NULL || forwarded_https(s, r) ? "https://" : "http://";
+		sl = strlen(scheme);
+		if ((host = http_header(r, "Host", &hl)) == NULL || ol < sl || strncasecmp(o, scheme, sl) != 0)
 			return 0;
-		p += 3;
-		return (size_t)(o + ol - p) == hl && strncasecmp(p, host, hl) == 0;
+		return ol - sl == hl && strncasecmp(o + sl, host, hl) == 0;
 	}
 	for (p = cf->allowed_origins; *p != '\0'; p = *sep != '\0' ? sep + 1 : sep) {
 		while (*p == ' ' || *p == ',')
@@ -527,10 +552,24 @@ handle_request(struct session *s, const char *head, size_t len)
 		http_reply(s, 503, "Retry-After: 1\r\n", "draining: connect to another server", head_only);
 		return;
 	}
-	if (up.status == 0 && !origin_ok(sess_cfg(s), &req)) {
+	if (up.status == 0 && !origin_ok(s, &req)) {
+		char body[400], oe[160];
+		size_t ol = 0;
+		const char *o = http_header(&req, "Origin", &ol);
+
+		if (o != NULL)
+			log_escape(oe, sizeof(oe), o, ol);
+		else
+			snprintf(oe, sizeof(oe), "(none: allow_missing_origin is off)");
+		snprintf(body, sizeof(body), "Origin %s may not open a WebSocket here: %s; "
+		    "allowed_origins in roomd.conf lists the origins that may (allowed_origins null "
+		    "for pages opened from disk)", oe, sess_cfg(s)->allowed_origins == NULL ?
+		    "only pages served from this server (same scheme and Host) may" :
+		    "it is not in allowed_origins");
 		metrics_refused(REFUSE_ORIGIN);
-		ws_log(s, LOG_LVL_INFO, "refused: Origin not allowed");
-		http_reply(s, 403, NULL, "this Origin may not open a WebSocket here", head_only);
+		ws_log(s, LOG_LVL_INFO, "refused: Origin %s not allowed (allowed_origins %s)", oe,
+		    sess_cfg(s)->allowed_origins == NULL ? "unset: same origin only" : sess_cfg(s)->allowed_origins);
+		http_reply(s, 403, NULL, body, head_only);
 		return;
 	}
 	if (up.status == 0 && (sess_cfg(s)->max_sessions_per_ip > 0 || sess_cfg(s)->max_new_sessions_per_ip > 0)) {
@@ -599,7 +638,7 @@ handle_request(struct session *s, const char *head, size_t len)
 		s->no_auth = 1;
 		if (s->ops->refuse != NULL)
 			s->ops->refuse(s, WS_REFUSED_AUTH);
-		ws_close(s, 4001, "authentication required");
+		ws_close(s, WS_CLOSE_AUTH, "authentication required");
 		return;
 	}
 	ws_log(s, LOG_LVL_DEBUG, "upgraded (%s)", cfg_route_kind_name(s->route->kind));
@@ -632,15 +671,10 @@ hbuf_add(struct session *s, const void *p, size_t n)
 	return 0;
 }
 
-/* Drop the first n bytes of hbuf; free it when nothing is left or no request can follow. */
+/* Let go of the kept input. */
 static void
-hbuf_drop(struct session *s, size_t n)
+hbuf_free(struct session *s)
 {
-	s->hlen -= (uint32_t)n;
-	if (s->hlen > 0 && s->state == SS_HTTP && !conn_closed(&s->c)) {
-		memmove(s->hbuf, s->hbuf + n, s->hlen);
-		return;
-	}
 	free(s->hbuf);
 	s->hbuf = NULL;
 	s->hlen = s->hcap = 0;
@@ -695,7 +729,9 @@ take_requests(struct session *s, char *p, size_t n, size_t from)
 static void
 read_http(struct session *s, uint8_t *data, size_t len)
 {
-	size_t had = s->hlen, used;
+	size_t had = s->hlen, used, n;
+	uint32_t cap;
+	char *buf;
 
 	if (had == 0) {
 		used = take_requests(s, (char *)data, len, 0);
@@ -709,11 +745,24 @@ read_http(struct session *s, uint8_t *data, size_t len)
 		return;
 	}
 	/*
-	 * New bytes follow a partial head, searched already; with none, this
-	 * is the go-on after a hold, whose requests are complete heads.
+	 * The kept bytes are ours while they are handled: once open, the
+	 * session may keep frames of its own in hbuf (pacing). New bytes follow
+	 * a partial head, searched already; with none, this is the go-on after
+	 * a hold, whose requests are complete heads.
 	 */
-	used = take_requests(s, s->hbuf, s->hlen, len > 0 ? had : 0);
-	hbuf_drop(s, used);
+	buf = s->hbuf;
+	n = s->hlen;
+	cap = s->hcap;
+	s->hbuf = NULL;
+	s->hlen = s->hcap = 0;
+	used = take_requests(s, buf, n, len > 0 ? had : 0);
+	if (used < n && s->state == SS_HTTP && !conn_closed(&s->c)) {
+		memmove(buf, buf + used, n - used);
+		s->hbuf = buf;
+		s->hlen = (uint32_t)(n - used);
+		s->hcap = cap;
+	} else
+		free(buf);
 }
 
 /*
@@ -745,7 +794,7 @@ read_proxy(struct session *s, const uint8_t *data, size_t len)
 			conn_close(&s->c);
 		return len;
 	}
-	hbuf_drop(s, s->hlen);
+	hbuf_free(s);
 	if (n <= 0) {
 		metrics_refused(REFUSE_PROXY);
 		ws_log(s, LOG_LVL_INFO, "no valid PROXY protocol header: dropping the connection");

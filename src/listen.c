@@ -188,6 +188,16 @@ listen_keep_slot(struct listeners *ls, int slot)
 }
 
 void
+listen_close_slot(struct listeners *ls, int slot)
+{
+	for (int a = 0; ls->fd != NULL && slot >= 0 && slot < ls->nslots && a < ls->naddr; a++) {
+		if (ls->fd[slot * ls->naddr + a] >= 0)
+			close(ls->fd[slot * ls->naddr + a]);
+		ls->fd[slot * ls->naddr + a] = -1;
+	}
+}
+
+void
 listen_close(struct listeners *ls)
 {
 	if (ls->fd == NULL)

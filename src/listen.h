@@ -26,6 +26,12 @@ int listen_export(const struct listeners *, char *buf, size_t len) MUST_CHECK;
 static inline const int *listen_slot(const struct listeners *l, int slot) { return l->fd + slot * l->naddr; }
 /* In a worker: close every socket except its own slot's. */
 void listen_keep_slot(struct listeners *, int slot);
+/*
+ * In the master, when no worker will accept on a slot again (stopping):
+ * close its sockets, so the kernel stops queueing connections there that
+ * nobody would answer.
+ */
+void listen_close_slot(struct listeners *, int slot);
 void listen_close(struct listeners *);
 
 #endif

@@ -20,7 +20,7 @@
 
 #include <sys/random.h>
 
-#include "bus.h"
+#include "store.h"
 #include "clock.h"
 #include "listen.h"
 #include "log.h"
@@ -63,6 +63,7 @@ static struct {
 	int		 nretiring;
 	int		 stopping;	/* 1 graceful, 2 immediate */
 	uint64_t	 kill_at;	/* ms; SIGKILL what is left */
+	uint64_t	 unlisten_at;	/* ms; the drain ends: close the listening sockets */
 	sigset_t	 orig_mask;
 	pid_t		 pid;
 	char		 instance[17];	/* names this roomd in Redis */
@@ -268,7 +269,7 @@ cleanup_worker(pid_t pid)
 	int n;
 
 	snprintf(wid, sizeof(wid), "%s.%d", M.instance, (int)pid);
-	n = bus_cleanup_worker_sync(M.cfg, wid);
+	n = store_cleanup_worker_sync(M.cfg, wid);
 	if (n > 0)
 		log_notice("removed %d member(s) of worker pid %d from their rooms", n, (int)pid);
 }
@@ -310,6 +311,8 @@ reap(void)
 			metrics_slot_release(s->mslot);
 			s->mslot = -1;
 			if (M.stopping) {
+				/* Nobody accepts on its sockets again: let the kernel stop queueing there. */
+				listen_close_slot(M.ls, i);
 				log_info("worker %d (pid %d) %s", i, (int)pid, how);
 				break;
 			}
@@ -375,6 +378,8 @@ begin_stop(int immediate)
 	log_notice("graceful stop: draining %d worker(s), up to %dms", children_left(),
 	    M.cfg->shutdown_timeout);
 	M.stopping = 1;
+	/* When the drain ends the workers stop accepting: so do our copies of their sockets. */
+	M.unlisten_at = clock_ms() + (uint64_t)M.cfg->drain_time;
 	/* After a binary upgrade the heir accepts on our sockets: stop accepting at once. */
 	signal_all(M.heir != 0 && kill(M.heir, 0) == 0 ? SIGUSR2 : SIGTERM);
 	M.kill_at = clock_ms() + (uint64_t)M.cfg->shutdown_timeout + 2000;
@@ -442,6 +447,8 @@ arm_timer(void)
 			next = M.slot[i].respawn_at;
 	if (M.stopping && M.kill_at != 0 && (next == 0 || M.kill_at < next))
 		next = M.kill_at;
+	if (M.stopping && M.unlisten_at != 0 && (next == 0 || M.unlisten_at < next))
+		next = M.unlisten_at;
 	if (M.upgrade_from != 0 && (next == 0 || M.upgrade_check_at < next))
 		next = M.upgrade_check_at;
 	if (next != 0) {
@@ -463,6 +470,11 @@ run_timers(void)
 	for (int i = 0; i < M.nslots; i++) {
 		if (M.slot[i].respawn_at != 0 && M.slot[i].respawn_at <= now && !M.stopping)
 			spawn(i);
+	}
+	if (M.stopping && M.unlisten_at != 0 && M.unlisten_at <= now) {
+		for (int i = 0; i < M.nslots; i++)
+			listen_close_slot(M.ls, i);
+		M.unlisten_at = 0;
 	}
 	if (M.stopping && M.kill_at != 0 && M.kill_at <= now) {
 		log_warn("%d worker(s) still running after the stop deadline: killing them",
@@ -520,9 +532,13 @@ master_run(struct config *cfg, struct listeners *ls, master_load_fn load, const 
 		free(M.slot);
 		return 1;
 	}
-	log_info("instance %s; rooms in redis %s%s", M.instance,
-	    cfg->redis_addr.is_unix ? cfg->redis_addr.path : cfg->redis_addr.host,
-	    cfg->redis == NULL ? " (private)" : "");
+	{
+		char where[400];
+
+		cfg_redis_describe(&cfg->redis_addr, where, sizeof(where));
+		log_info("instance %s; rooms in redis %s%s", M.instance, where,
+		    cfg->redis == NULL ? " (private)" : "");
+	}
 	for (int i = 0; i < M.nslots; i++)
 		spawn(i);
 	M.upgrade_check_at = clock_ms() + 500;

@@ -19,9 +19,16 @@ static const unsigned close_codes[] = {
 };
 #define NCLOSE (sizeof(close_codes) / sizeof(close_codes[0]))
 
-/* Redis round-trip buckets, microseconds. */
+/* Latency histogram buckets, microseconds. */
 static const uint64_t rtt_le[] = { 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000 };
 #define NRTT (sizeof(rtt_le) / sizeof(rtt_le[0]))
+
+struct hist {
+	uint64_t	b[NRTT + 1];
+	uint64_t	count, sum_us;
+};
+
+enum { HIST_REDIS_RTT, HIST_CANARY_RTT, HIST__N };
 
 static const char *const refusal_names[REFUSE__N] = {
 	"bad_request", "method", "not_found", "version", "too_large", "timeout", "draining",
@@ -34,8 +41,7 @@ struct mslot {
 	int64_t		g[GAUGE__N];
 	uint64_t	refused[REFUSE__N];
 	uint64_t	close[NCLOSE + 1];
-	uint64_t	rtt[NRTT + 1];
-	uint64_t	rtt_count, rtt_sum_us;
+	struct hist	h[HIST__N];
 };
 
 _Static_assert(sizeof(struct mslot) % sizeof(uint64_t) == 0, "mslot is cleared word by word");
@@ -99,10 +105,12 @@ metrics_slot_release(int i)
 		BUMP(&a->refused[k], LOAD(&s->refused[k]));
 	for (size_t k = 0; k <= NCLOSE; k++)
 		BUMP(&a->close[k], LOAD(&s->close[k]));
-	for (size_t k = 0; k <= NRTT; k++)
-		BUMP(&a->rtt[k], LOAD(&s->rtt[k]));
-	BUMP(&a->rtt_count, LOAD(&s->rtt_count));
-	BUMP(&a->rtt_sum_us, LOAD(&s->rtt_sum_us));
+	for (int k = 0; k < HIST__N; k++) {
+		for (size_t j = 0; j <= NRTT; j++)
+			BUMP(&a->h[k].b[j], LOAD(&s->h[k].b[j]));
+		BUMP(&a->h[k].count, LOAD(&s->h[k].count));
+		BUMP(&a->h[k].sum_us, LOAD(&s->h[k].sum_us));
+	}
 	for (size_t k = 0; k < sizeof(*s) / sizeof(uint64_t); k++)
 		STORE(&((uint64_t *)s)[k], 0);	/* gauges of a dead worker are gone with it */
 	__atomic_store_n(&shm->seq, LOAD(&shm->seq) + 1, __ATOMIC_RELEASE);
@@ -175,16 +183,28 @@ metrics_close_code(unsigned code)
 	BUMP(&self->close[i], 1);
 }
 
-void
-metrics_redis_rtt(uint64_t us)
+static void
+observe(struct hist *h, uint64_t us)
 {
 	size_t i;
 
 	for (i = 0; i < NRTT && us > rtt_le[i]; i++)
 		;
-	BUMP(&self->rtt[i], 1);
-	BUMP(&self->rtt_count, 1);
-	BUMP(&self->rtt_sum_us, us);
+	BUMP(&h->b[i], 1);
+	BUMP(&h->count, 1);
+	BUMP(&h->sum_us, us);
+}
+
+void
+metrics_redis_rtt(uint64_t us)
+{
+	observe(&self->h[HIST_REDIS_RTT], us);
+}
+
+void
+metrics_canary_rtt(uint64_t us)
+{
+	observe(&self->h[HIST_CANARY_RTT], us);
 }
 
 /* Sum one field over the archive and every slot. */
@@ -221,6 +241,28 @@ sample(struct jbuf *o, const char *name, const char *labels, long long v)
 }
 
 static void render_once(struct jbuf *);
+
+static void
+histogram(struct jbuf *o, int k, const char *name, const char *help)
+{
+	char lab[64], v[160];
+	uint64_t cum = 0;
+
+	line(o, name, "histogram", help);
+	for (size_t j = 0; j <= NRTT; j++) {
+		cum += SUM(h[k].b[j]);
+		if (j < NRTT)
+			snprintf(lab, sizeof(lab), "{le=\"%g\"}", (double)rtt_le[j] / 1e6);
+		else
+			snprintf(lab, sizeof(lab), "{le=\"+Inf\"}");
+		snprintf(v, sizeof(v), "%s_bucket", name);
+		sample(o, v, lab, (long long)cum);
+	}
+	snprintf(v, sizeof(v), "%s_sum %.6f\n", name, (double)SUM(h[k].sum_us) / 1e6);
+	jbuf_str(o, v);
+	snprintf(v, sizeof(v), "%s_count", name);
+	sample(o, v, NULL, (long long)SUM(h[k].count));
+}
 
 void
 metrics_render(struct jbuf *o)
@@ -262,6 +304,11 @@ render_once(struct jbuf *o)
 		{ MET_SLOW_DROPPED_MSGS, "roomd_slow_client_messages_dropped_total", "Room messages dropped for readers over max_outbuf (slow_client drop)." },
 		{ MET_WRITES, "roomd_socket_writes_total", "Write system calls on client sockets (several messages may share one)." },
 		{ MET_BCAST_PAUSES, "roomd_broadcast_pauses_total", "Times a worker held room messages back to write more per call (broadcast_coalesce)." },
+		{ MET_GAPS_REPAIRED, "roomd_gaps_repaired_total", "Gaps in a room's messages (pub/sub loss, a lost link) filled from its history." },
+		{ MET_GAPS_LOST, "roomd_gaps_unrecoverable_total", "Gaps that could not be filled; the members were told (recovered false)." },
+		{ MET_DUPLICATES_DROPPED, "roomd_duplicate_messages_dropped_total", "Messages that reached a worker twice and were delivered once." },
+		{ MET_RECOVERED, "roomd_client_recoveries_total", "Clients that asked to catch up and got every message they missed." },
+		{ MET_NOT_RECOVERED, "roomd_client_recoveries_failed_total", "Clients that asked to catch up and were told they have a gap." },
 	};
 	static const struct { enum gauge g; const char *name, *help; } gauges[] = {
 		{ GAUGE_CONN_OPEN, "roomd_connections_open", "Client connections open now." },
@@ -271,7 +318,6 @@ render_once(struct jbuf *o)
 		{ GAUGE_DRAINING, "roomd_workers_draining", "Workers draining before exit." },
 	};
 	char lab[64];
-	uint64_t cum = 0;
 
 	jbuf_reset(o);
 	for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
@@ -299,22 +345,9 @@ render_once(struct jbuf *o)
 			snprintf(lab, sizeof(lab), "{code=\"other\"}");
 		sample(o, "roomd_close_codes_sent_total", lab, (long long)SUM(close[k]));
 	}
-	line(o, "roomd_redis_rtt_seconds", "histogram", "Round-trip time of Redis commands.");
-	for (size_t k = 0; k <= NRTT; k++) {
-		cum += SUM(rtt[k]);
-		if (k < NRTT)
-			snprintf(lab, sizeof(lab), "{le=\"%g\"}", (double)rtt_le[k] / 1e6);
-		else
-			snprintf(lab, sizeof(lab), "{le=\"+Inf\"}");
-		sample(o, "roomd_redis_rtt_seconds_bucket", lab, (long long)cum);
-	}
-	{
-		char v[64];
-
-		snprintf(v, sizeof(v), "roomd_redis_rtt_seconds_sum %.6f\n", (double)SUM(rtt_sum_us) / 1e6);
-		jbuf_str(o, v);
-	}
-	sample(o, "roomd_redis_rtt_seconds_count", NULL, (long long)SUM(rtt_count));
+	histogram(o, HIST_REDIS_RTT, "roomd_redis_rtt_seconds", "Round-trip time of Redis commands (PING).");
+	histogram(o, HIST_CANARY_RTT, "roomd_redis_canary_rtt_seconds",
+	    "Time a worker's readiness canary took through Redis and back (publish to delivery).");
 	line(o, "roomd_worker_restarts_total", "counter", "Workers that died unexpectedly and were replaced.");
 	sample(o, "roomd_worker_restarts_total", NULL, (long long)LOAD(&shm->worker_restarts));
 }

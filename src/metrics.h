@@ -27,6 +27,11 @@ enum metric {
 	MET_SLOW_DROPPED_MSGS,	/* room messages a slow reader lost (slow_client drop) */
 	MET_WRITES,		/* writev/sendfile calls on client sockets */
 	MET_BCAST_PAUSES,	/* broadcast flushes held back (broadcast_coalesce) */
+	MET_GAPS_REPAIRED,	/* gaps in a room's messages filled from its history */
+	MET_GAPS_LOST,		/* gaps that could not be filled: members told recovered false */
+	MET_DUPLICATES_DROPPED,	/* messages that arrived twice, delivered once */
+	MET_RECOVERED,		/* clients that caught up completely (recovered true) */
+	MET_NOT_RECOVERED,	/* clients told they have a gap (recovered false) */
 	MET__COUNTERS
 };
 
@@ -68,8 +73,10 @@ int64_t metrics_gauge_total(enum gauge);
  * both get it (one may be refused while the other backs off).
  */
 int metrics_gauge_claim(enum gauge, int64_t limit) MUST_CHECK;
-/* A Redis round trip of `us` microseconds. */
+/* A Redis round trip of `us` microseconds (PING). */
 void metrics_redis_rtt(uint64_t us);
+/* A readiness canary's trip through Redis and back, in microseconds. */
+void metrics_canary_rtt(uint64_t us);
 /* Render the sum over every worker into out (Prometheus text format 0.0.4). */
 void metrics_render(struct jbuf *out);
 

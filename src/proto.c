@@ -15,6 +15,18 @@ struct proto {
 	struct json_object	*last;	/* the object req points into */
 };
 
+/* A tokener as proto_parse wants it: depth 16, strict; NULL when out of memory. */
+static struct json_tokener *
+tokener_new(void)
+{
+	struct json_tokener *tok = json_tokener_new_ex(16);
+
+	/* Without STRICT json-c takes trailing commas, leading zeros and True: not JSON. */
+	if (tok != NULL)
+		json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+	return tok;
+}
+
 struct proto *
 proto_new(void)
 {
@@ -22,12 +34,10 @@ proto_new(void)
 
 	if (p == NULL)
 		return NULL;
-	if ((p->tok = json_tokener_new_ex(16)) == NULL) {
+	if ((p->tok = tokener_new()) == NULL) {
 		free(p);
 		return NULL;
 	}
-	/* Without STRICT json-c takes trailing commas, leading zeros and True: not JSON. */
-	json_tokener_set_flags(p->tok, JSON_TOKENER_STRICT);
 	return p;
 }
 
@@ -67,6 +77,25 @@ bad(const char **code, const char *c, char *why, size_t whylen, const char *text
 	return -1;
 }
 
+/* An optional whole number in [0, max]: 1 found, 0 absent, -1 wrong type or out of range. */
+static int
+get_uint(struct json_object *o, const char *key, uint64_t max, uint64_t *v)
+{
+	struct json_object *x;
+	int64_t i;
+
+	if (!json_object_object_get_ex(o, key, &x) || x == NULL)
+		return 0;
+	if (!json_object_is_type(x, json_type_int))
+		return -1;
+	i = json_object_get_int64(x);
+	/* json-c keeps the top of uint64 apart: get_int64 then clamps, which max rejects. */
+	if (i < 0 || (uint64_t)i > max)
+		return -1;
+	*v = (uint64_t)i;
+	return 1;
+}
+
 /* Fetch an optional string field: 1 found, 0 absent, -1 wrong type. */
 static int
 get_string(struct json_object *o, const char *key, const char **s, size_t *len)
@@ -88,7 +117,8 @@ proto_parse(struct proto *p, const char *json, size_t len, const struct proto_li
 {
 	static const struct { const char *name; enum chat_event ev; } events[] = {
 		{ "enter", CHAT_ENTER }, { "message", CHAT_MESSAGE }, { "out", CHAT_OUT },
-		{ "heartbeat", CHAT_HEARTBEAT }, { "who", CHAT_WHO },
+		{ "heartbeat", CHAT_HEARTBEAT }, { "who", CHAT_WHO }, { "refresh", CHAT_REFRESH },
+		{ "history", CHAT_HISTORY },
 	};
 	struct json_object *o;
 	enum json_tokener_error jerr;
@@ -124,8 +154,21 @@ proto_parse(struct proto *p, const char *json, size_t len, const struct proto_li
 			jerr = json_tokener_error_parse_unexpected;
 	}
 	if (jerr != json_tokener_success) {
+		struct json_tokener *fresh;
+
 		if (o != NULL)
 			json_object_put(o);
+		/*
+		 * json_tokener_reset() keeps a pending UTF-16 high surrogate: after
+		 * "\ud83d\u" and an error, the next message parsed (any client's
+		 * on this worker) would get U+FFFD, or the rest of a surrogate pair,
+		 * spliced into its first \u escape. So a tokener that failed is
+		 * replaced (json-c 0.16; kept if there is no memory for a new one).
+		 */
+		if ((fresh = tokener_new()) != NULL) {
+			json_tokener_free(p->tok);
+			p->tok = fresh;
+		}
 		return bad(code, "bad_json", why, whylen, "the message is not valid JSON");
 	}
 	/* o is NULL for the JSON value null. */
@@ -143,7 +186,7 @@ proto_parse(struct proto *p, const char *json, size_t len, const struct proto_li
 	}
 	if (!found)
 		return bad(code, "unknown_event", why, whylen,
-		    "unknown event (want enter, message, out, heartbeat or who)");
+		    "unknown event (want enter, message, out, heartbeat, who, refresh or history)");
 	if ((rc = get_string(o, "roomid", &req->roomid, &req->roomid_len)) == -1)
 		return bad(code, "bad_field", why, whylen, "\"roomid\" must be a string");
 	if (rc == 1 && !proto_valid_label(req->roomid, req->roomid_len, lim->max_roomid)) {
@@ -156,7 +199,10 @@ proto_parse(struct proto *p, const char *json, size_t len, const struct proto_li
 	if (rc == -1)
 		return bad(code, "bad_field", why, whylen, "\"message\" must be a string");
 	switch (req->ev) {
-	case CHAT_ENTER:
+	case CHAT_ENTER: {
+		struct json_object *since;
+		uint64_t k = 0;
+
 		if (rc == 0)
 			return bad(code, "bad_field", why, whylen, "enter needs \"message\": your name");
 		if (!proto_valid_label(req->message, req->message_len, lim->max_name)) {
@@ -165,10 +211,49 @@ proto_parse(struct proto *p, const char *json, size_t len, const struct proto_li
 			*code = "bad_field";
 			return -1;
 		}
+		if (json_object_object_get_ex(o, "since", &since) && since != NULL) {
+			if (!json_object_is_type(since, json_type_object) ||
+			    get_uint(since, "offset", PROTO_MAX_OFFSET, &req->since_offset) != 1 ||
+			    get_string(since, "epoch", &req->since_epoch, &req->since_epoch_len) != 1 ||
+			    req->since_epoch_len == 0 || req->since_epoch_len > PROTO_MAX_EPOCH)
+				return bad(code, "bad_field", why, whylen,
+				    "\"since\" must be {\"offset\": a whole number, \"epoch\": the room's epoch}");
+			req->since = 1;
+		}
+		if ((rc = get_uint(o, "history", lim->max_history, &k)) == -1) {
+			snprintf(why, whylen, "\"history\" must be a whole number from 0 to %u (history_size)",
+			    lim->max_history);
+			*code = "bad_field";
+			return -1;
+		}
+		req->history = (unsigned)k;
 		break;
+	}
+	case CHAT_HISTORY: {
+		uint64_t k = 0;
+
+		if (lim->max_history == 0)
+			return bad(code, "bad_field", why, whylen, "this server keeps no history (history_size 0)");
+		if ((rc = get_uint(o, "limit", lim->max_history, &k)) == -1 || (rc == 1 && k == 0)) {
+			snprintf(why, whylen, "\"limit\" must be a whole number from 1 to %u (history_size)",
+			    lim->max_history);
+			*code = "bad_field";
+			return -1;
+		}
+		req->history = rc == 1 ? (unsigned)k : lim->max_history < 50 ? lim->max_history : 50;
+		if (get_uint(o, "before", PROTO_MAX_OFFSET, &req->before) == -1)
+			return bad(code, "bad_field", why, whylen, "\"before\" must be a whole number (an offset)");
+		break;
+	}
 	case CHAT_MESSAGE:
 		if (rc == 0)
 			return bad(code, "bad_field", why, whylen, "message needs \"message\": the text");
+		break;
+	case CHAT_REFRESH:
+		if ((rc = get_string(o, "token", &req->token, &req->token_len)) != 1 || req->token_len == 0)
+			return bad(code, "bad_field", why, whylen, "refresh needs \"token\": a string");
+		if (req->token_len > lim->max_token)
+			return bad(code, "bad_field", why, whylen, "\"token\" is too long");
 		break;
 	default:
 		break;
@@ -210,27 +295,92 @@ proto_out(struct jbuf *b, const char *name, size_t nl, const char *room, size_t 
 }
 
 void
-proto_message(struct jbuf *b, const char *name, size_t nl, const char *text, size_t tl,
-    const char *room, size_t rl, long num, const char *id, uint64_t ts_ms)
+proto_message_head(struct jbuf *b, const char *name, size_t nl, const char *text, size_t tl,
+    const char *room, size_t rl, const char *id, uint64_t ts_ms)
 {
 	jbuf_reset(b);
 	jbuf_str(b, "{\"event\":\"message\",\"name\":");
 	jbuf_json(b, name, nl);
 	jbuf_str(b, ",\"message\":");
 	jbuf_json(b, text, tl);
-	common_tail(b, room, rl, num);
+	jbuf_str(b, ",\"roomid\":");
+	jbuf_json(b, room, rl);
 	jbuf_str(b, ",\"id\":");
 	jbuf_json(b, id, strlen(id));
 	jbuf_str(b, ",\"ts\":");
 	jbuf_int(b, (long long)ts_ms);
+}
+
+void
+proto_recovered(struct jbuf *b, const char *room, size_t rl, int recovered, uint64_t offset,
+    const char *epoch, long long count, long num)
+{
+	jbuf_reset(b);
+	jbuf_str(b, "{\"event\":\"recovered\",\"roomid\":");
+	jbuf_json(b, room, rl);
+	jbuf_str(b, recovered ? ",\"recovered\":true,\"offset\":" : ",\"recovered\":false,\"offset\":");
+	jbuf_int(b, (long long)offset);
+	jbuf_str(b, ",\"epoch\":");
+	jbuf_json(b, epoch, strlen(epoch));
+	jbuf_str(b, ",\"count\":");
+	jbuf_int(b, count);
+	if (num >= 0) {
+		jbuf_str(b, ",\"num\":");
+		jbuf_int(b, num);
+	}
 	jbuf_str(b, "}");
 }
 
 void
-proto_heartbeat(struct jbuf *b, long num)
+proto_history_begin(struct jbuf *b, const char *room, size_t rl)
 {
 	jbuf_reset(b);
-	jbuf_str(b, "{\"event\":\"heartbeat\",\"message\":\"ping\"");
+	jbuf_str(b, "{\"event\":\"history\",\"roomid\":");
+	jbuf_json(b, room, rl);
+	jbuf_str(b, ",\"messages\":[");
+}
+
+void
+proto_history_message(struct jbuf *b, const char *json, size_t len, int first)
+{
+	if (!first)
+		jbuf_add(b, ",", 1);
+	jbuf_add(b, json, len);	/* a message event roomd wrote itself */
+}
+
+void
+proto_history_end(struct jbuf *b, uint64_t offset, const char *epoch, long num)
+{
+	jbuf_str(b, "],\"offset\":");
+	jbuf_int(b, (long long)offset);
+	jbuf_str(b, ",\"epoch\":");
+	jbuf_json(b, epoch, strlen(epoch));
+	if (num >= 0) {
+		jbuf_str(b, ",\"num\":");
+		jbuf_int(b, num);
+	}
+	jbuf_str(b, "}");
+}
+
+void
+proto_refreshed(struct jbuf *b, long long exp, long num)
+{
+	jbuf_reset(b);
+	jbuf_str(b, "{\"event\":\"refresh\",\"exp\":");
+	jbuf_int(b, exp);
+	if (num >= 0) {
+		jbuf_str(b, ",\"num\":");
+		jbuf_int(b, num);
+	}
+	jbuf_str(b, "}");
+}
+
+void
+proto_heartbeat(struct jbuf *b, int pong, long num)
+{
+	jbuf_reset(b);
+	jbuf_str(b, pong ? "{\"event\":\"heartbeat\",\"message\":\"pong\"" :
+	    "{\"event\":\"heartbeat\",\"message\":\"ping\"");
 	if (num >= 0) {
 		jbuf_str(b, ",\"num\":");
 		jbuf_int(b, num);

@@ -12,7 +12,11 @@
 #include "jbuf.h"
 #include "log.h"
 
-enum chat_event { CHAT_ENTER, CHAT_MESSAGE, CHAT_OUT, CHAT_HEARTBEAT, CHAT_WHO };
+enum chat_event { CHAT_ENTER, CHAT_MESSAGE, CHAT_OUT, CHAT_HEARTBEAT, CHAT_WHO, CHAT_REFRESH, CHAT_HISTORY };
+
+/* Offsets a client may name: JavaScript's safe integers, so every client reads them exactly. */
+#define PROTO_MAX_OFFSET	9007199254740991ULL
+#define PROTO_MAX_EPOCH		24
 
 struct chat_req {
 	enum chat_event	 ev;
@@ -20,11 +24,21 @@ struct chat_req {
 	size_t		 message_len;
 	const char	*roomid;	/* NULL when absent */
 	size_t		 roomid_len;
+	const char	*token;		/* refresh: the new token */
+	size_t		 token_len;
+	int		 since;		/* enter: the client's last position follows */
+	uint64_t	 since_offset;
+	const char	*since_epoch;
+	size_t		 since_epoch_len;
+	unsigned	 history;	/* enter: the last messages wanted; history: how many (limit) */
+	uint64_t	 before;	/* history: messages before this offset; 0: up to now */
 };
 
 struct proto_limits {
 	size_t	max_name;
 	size_t	max_roomid;
+	size_t	max_token;
+	unsigned max_history;	/* history a client may ask for at once; 0: history is off */
 };
 
 struct proto;	/* a parser (holds a json-c tokener); one per worker */
@@ -44,16 +58,24 @@ int proto_valid_label(const char *s, size_t len, size_t max);
 
 /* The tutorial's way to say a token is missing or bad (then the server closes with 4001). */
 #define PROTO_NOAUTH	"{\"event\":\"noAuth\",\"message\":\"a valid token is required\"}"
-/* A message dropped by the rate limit. */
-#define PROTO_RATE_LIMITED "{\"event\":\"error\",\"code\":\"rate_limited\"," \
-	"\"message\":\"too many messages: slow down\"}"
 
 /* Server events (each replaces the buffer's contents). num < 0 leaves num out. */
 void proto_enter(struct jbuf *, const char *name, size_t nl, const char *room, size_t rl, long num);
 void proto_out(struct jbuf *, const char *name, size_t nl, const char *room, size_t rl, long num);
-void proto_message(struct jbuf *, const char *name, size_t nl, const char *text, size_t tl,
-    const char *room, size_t rl, long num, const char *id, uint64_t ts_ms);
-void proto_heartbeat(struct jbuf *, long num);
+/* A chat message event without its end: Redis adds ,"num":N,"offset":N} as it stores it. */
+void proto_message_head(struct jbuf *, const char *name, size_t nl, const char *text, size_t tl,
+    const char *room, size_t rl, const char *id, uint64_t ts_ms);
+/* Whether a client caught up ("recovered"), and the room's position after it. */
+void proto_recovered(struct jbuf *, const char *room, size_t rl, int recovered, uint64_t offset,
+    const char *epoch, long long count, long num);
+/* history: begin, then one proto_history_message per stored message event (JSON), then end. */
+void proto_history_begin(struct jbuf *, const char *room, size_t rl);
+void proto_history_message(struct jbuf *, const char *json, size_t len, int first);
+void proto_history_end(struct jbuf *, uint64_t offset, const char *epoch, long num);
+/* The answer to a refresh: the new token holds until exp (seconds since the epoch; 0: no expiry). */
+void proto_refreshed(struct jbuf *, long long exp, long num);
+/* The JSON heartbeat: the server's ping, or its pong to a client's ping. */
+void proto_heartbeat(struct jbuf *, int pong, long num);
 void proto_error(struct jbuf *, const char *code, const char *message);
 /* who: start, then one proto_who_name per member, then proto_who_end. */
 void proto_who_begin(struct jbuf *, const char *room, size_t rl);

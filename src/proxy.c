@@ -14,10 +14,56 @@
 
 static const uint8_t v2sig[12] = { 0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a };
 
+/* The first 12 bytes of a v4-mapped IPv6 address (::ffff:a.b.c.d, RFC 4291 2.5.5.2). */
+static const uint8_t v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+/* A v4-mapped IPv6 address is the IPv4 client it stands for: make it that. */
+static void
+unmap_v4(int *family, uint8_t ip[16])
+{
+	if (*family == AF_INET6 && memcmp(ip, v4mapped, sizeof(v4mapped)) == 0) {
+		memmove(ip, ip + 12, 4);
+		memset(ip + 4, 0, 12);
+		*family = AF_INET;
+	}
+}
+
+/* inet_pton on exactly n bytes of s (no NUL needed, none allowed); 0 or -1. */
+static int
+pton(int family, const char *s, size_t n, uint8_t ip[16])
+{
+	char buf[INET6_ADDRSTRLEN];
+
+	memset(ip, 0, 16);
+	if (n == 0 || n >= sizeof(buf) || memchr(s, '\0', n) != NULL)
+		return -1;
+	memcpy(buf, s, n);
+	buf[n] = '\0';
+	return inet_pton(family, buf, ip) == 1 ? 0 : -1;
+}
+
+/* Whether s[0..n) is empty or ":port" with 1 to 5 digits. */
+static int
+port_suffix_ok(const char *s, size_t n)
+{
+	if (n == 0)
+		return 1;
+	if (n < 2 || n > 6 || s[0] != ':')
+		return 0;
+	for (size_t i = 1; i < n; i++)
+		if (!isdigit((unsigned char)s[i]))
+			return 0;
+	return 1;
+}
+
+/*
+ * The forms X-Forwarded-For and Forwarded carry: IPv4, IPv6, IPv4:port,
+ * [IPv6] and [IPv6]:port, maybe quoted. Which one it is, inet_pton decides:
+ * v4-mapped IPv6 has both dots and colons and is still one address.
+ */
 int
 proxy_ip_parse(const char *s, size_t n, int *family, uint8_t ip[16])
 {
-	char buf[64];
 	const char *e;
 
 	while (n > 0 && (*s == ' ' || *s == '\t' || *s == '"')) {
@@ -27,30 +73,21 @@ proxy_ip_parse(const char *s, size_t n, int *family, uint8_t ip[16])
 	while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '"'))
 		n--;
 	if (n > 0 && *s == '[') {
-		/* [v6] or [v6]:port */
-		if ((e = memchr(s, ']', n)) == NULL)
+		if ((e = memchr(s, ']', n)) == NULL || !port_suffix_ok(e + 1, n - (size_t)(e + 1 - s)) ||
+		    pton(AF_INET6, s + 1, (size_t)(e - s - 1), ip) == -1)
 			return -1;
-		n = (size_t)(e - s - 1);
-		s++;
-	} else if (n > 0 && memchr(s, '.', n) != NULL && (e = memchr(s, ':', n)) != NULL)
-		n = (size_t)(e - s);	/* v4:port */
-	if (n == 0 || n >= sizeof(buf))
-		return -1;
-	memcpy(buf, s, n);
-	buf[n] = '\0';
-	if (inet_pton(AF_INET, buf, ip) == 1) {
-		*family = AF_INET;
-		return 0;
-	}
-	if (inet_pton(AF_INET6, buf, ip) == 1) {
 		*family = AF_INET6;
-		if (memcmp(ip, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0) {
-			memmove(ip, ip + 12, 4);	/* v4-mapped: the v4 address */
-			*family = AF_INET;
-		}
-		return 0;
-	}
-	return -1;
+	} else if (pton(AF_INET6, s, n, ip) == 0)
+		*family = AF_INET6;
+	else if (pton(AF_INET, s, n, ip) == 0)
+		*family = AF_INET;
+	else if ((e = memchr(s, ':', n)) != NULL && port_suffix_ok(e, n - (size_t)(e - s)) &&
+	    pton(AF_INET, s, (size_t)(e - s), ip) == 0)
+		*family = AF_INET;
+	else
+		return -1;
+	unmap_v4(family, ip);
+	return 0;
 }
 
 static int
@@ -78,7 +115,7 @@ parse_v1(const uint8_t *buf, size_t len, struct proxy_addr *out)
 	size_t fl[6], lim = len < PROXY_V1_MAX ? len : PROXY_V1_MAX;
 	uint16_t dport;
 	uint8_t dst[16];
-	int n = 0, dfam;
+	int n = 0;
 
 	for (size_t i = 0; i + 1 < lim; i++)
 		if (p[i] == '\r' && p[i + 1] == '\n') {
@@ -105,12 +142,12 @@ parse_v1(const uint8_t *buf, size_t len, struct proxy_addr *out)
 	if (n != 6 || e != crlf || fl[1] != 4 ||
 	    (memcmp(f[1], "TCP4", 4) != 0 && memcmp(f[1], "TCP6", 4) != 0))
 		return -1;
-	if (proxy_ip_parse(f[2], fl[2], &out->family, out->ip) == -1 ||
-	    proxy_ip_parse(f[3], fl[3], &dfam, dst) == -1 ||
+	/* Bare addresses of the family the line names: no brackets, no ports. */
+	out->family = f[1][3] == '4' ? AF_INET : AF_INET6;
+	if (pton(out->family, f[2], fl[2], out->ip) == -1 || pton(out->family, f[3], fl[3], dst) == -1 ||
 	    parse_port(f[4], fl[4], &out->port) == -1 || parse_port(f[5], fl[5], &dport) == -1)
 		return -1;
-	if ((f[1][3] == '4') != (out->family == AF_INET && memchr(f[2], ':', fl[2]) == NULL))
-		return -1;
+	unmap_v4(&out->family, out->ip);
 	out->known = 1;
 	return (int)(crlf - p) + 2;
 }
@@ -149,10 +186,7 @@ parse_v2(const uint8_t *buf, size_t len, struct proxy_addr *out)
 		out->family = AF_INET6;
 		memcpy(out->ip, buf + 16, 16);
 		out->port = (uint16_t)(buf[48] << 8 | buf[49]);
-		if (memcmp(out->ip, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0) {
-			memmove(out->ip, out->ip + 12, 4);
-			out->family = AF_INET;
-		}
+		unmap_v4(&out->family, out->ip);
 		break;
 	case 0:		/* UNSPEC */
 		return (int)(16 + hlen);
@@ -183,31 +217,36 @@ cidr_parse(const char *s, struct cidr *c)
 {
 	const char *slash = strchr(s, '/');
 	size_t n = slash != NULL ? (size_t)(slash - s) : strlen(s);
-	char *end;
-	long bits;
 
 	memset(c, 0, sizeof(*c));
-	if (proxy_ip_parse(s, n, &c->family, c->addr) == -1 || memchr(s, ':', n) != NULL) {
-		/* proxy_ip_parse strips :port; a CIDR never has one, so parse strictly. */
-		char buf[64];
-
-		if (n == 0 || n >= sizeof(buf))
-			return -1;
-		memcpy(buf, s, n);
-		buf[n] = '\0';
-		if (inet_pton(AF_INET, buf, c->addr) == 1)
-			c->family = AF_INET;
-		else if (inet_pton(AF_INET6, buf, c->addr) == 1)
-			c->family = AF_INET6;
-		else
-			return -1;
-	}
+	if (pton(AF_INET, s, n, c->addr) == 0)
+		c->family = AF_INET;
+	else if (pton(AF_INET6, s, n, c->addr) == 0)
+		c->family = AF_INET6;
+	else
+		return -1;
 	c->bits = c->family == AF_INET ? 32 : 128;
 	if (slash != NULL) {
-		bits = strtol(slash + 1, &end, 10);
-		if (slash[1] == '\0' || *end != '\0' || bits < 0 || bits > c->bits)
+		const char *b = slash + 1;
+		size_t bl = strlen(b);
+		int bits = 0;
+
+		/* 1 to 3 digits, no sign, no leading zero, no more than the address has. */
+		if (bl == 0 || bl > 3 || (bl > 1 && b[0] == '0'))
 			return -1;
-		c->bits = (int)bits;
+		for (size_t i = 0; i < bl; i++) {
+			if (!isdigit((unsigned char)b[i]))
+				return -1;
+			bits = bits * 10 + (b[i] - '0');
+		}
+		if (bits > c->bits)
+			return -1;
+		c->bits = bits;
+	}
+	/* Peers' v4-mapped addresses are compared as IPv4 (unmap_v4): so are blocks of them. */
+	if (c->family == AF_INET6 && c->bits >= 96 && memcmp(c->addr, v4mapped, sizeof(v4mapped)) == 0) {
+		unmap_v4(&c->family, c->addr);
+		c->bits -= 96;
 	}
 	return 0;
 }

@@ -31,11 +31,19 @@ struct cidr {
 	int	 bits;
 };
 
-/* Parse "10.0.0.0/8", "::1/128" or a bare address. -1 if invalid. */
+/*
+ * Parse "10.0.0.0/8", "::1/128" or a bare address. -1 if invalid. A block
+ * of v4-mapped addresses (::ffff:10.0.0.0/104) becomes the IPv4 block.
+ */
 int cidr_parse(const char *, struct cidr *);
 /* Whether ip (of family) is inside the block. */
 int cidr_match(const struct cidr *, int family, const uint8_t *ip);
-/* Parse a textual IPv4/IPv6 address (brackets and a :port allowed); -1 if none. */
+/*
+ * Parse n bytes of a textual IPv4/IPv6 address, as X-Forwarded-For and
+ * Forwarded write them: v4:port, [v6] and [v6]:port allowed, quotes and
+ * blanks around it ignored. A v4-mapped IPv6 address comes back as IPv4.
+ * -1 if it is none of these.
+ */
 int proxy_ip_parse(const char *s, size_t n, int *family, uint8_t ip[16]);
 
 #endif

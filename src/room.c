@@ -9,9 +9,20 @@
  *
  * A member is PENDING until its own enter event comes back on the channel;
  * from then on it receives everything published after its enter, which is
- * exactly the RFC-of-the-room rule: "in the room when it was published".
+ * exactly the rule of the room: "in the room when it was published".
  * Messages a pending member sends are held in the room and published after
- * its enter, on the same Redis connection, so order is kept.
+ * its enter, on the same Redis connection, so order is kept. A member that
+ * asked to catch up (since an offset, or the last messages) is RECOVERING
+ * from its enter until those are read: its live events wait for it.
+ *
+ * Positions. Every chat message carries its offset in the room's stream,
+ * and every enter the room's position at the time. Pub/sub is at-most-once,
+ * so a worker checks what arrives against the last offset it delivered: a
+ * jump is read from the stream and delivered first (events arriving
+ * meanwhile wait in order), an offset already seen is dropped, and what
+ * cannot be read any more is said to the members ("recovered": false), as
+ * is a new epoch. After the link comes back, each room first reads what was
+ * published while it was away.
  */
 #include <limits.h>
 #include <stdio.h>
@@ -26,19 +37,34 @@
 #include "proto.h"
 #include "room.h"
 #include "sbuf.h"
+#include "store.h"
 #include "ws.h"
 #include "ws_frame.h"
 
 enum sub_state { SUB_NONE, SUB_PENDING, SUB_ACTIVE, SUB_LEAVING };
-enum mem_state { MEM_PENDING, MEM_ACTIVE, MEM_LEAVING };
+enum mem_state { MEM_PENDING, MEM_RECOVERING, MEM_ACTIVE, MEM_LEAVING };
 
 #define MAX_HELD	256	/* messages held per room while its subscription starts */
+#define MAX_QUEUED	8192	/* events waiting per room while a gap is read */
+#define MAX_CATCHUP	8192	/* live frames waiting for one member catching up */
+
+/* A member catching up: what it asked, and its live frames meanwhile. */
+struct catchup {
+	struct room_catchup req;
+	uint64_t	 upto;		/* the room's offset at the member's enter */
+	char		 epoch[STORE_EPOCH_MAX + 1];
+	uint32_t	 id;		/* matches the read's reply */
+	struct sbuf	**frames;
+	uint32_t	 n, cap;
+	uint8_t		 overflow;	/* more live frames than it may hold: a gap */
+};
 
 struct member {
 	struct member	*rnext, *rprev;	/* in the room */
 	struct member	*snext;		/* in the session (owned by chat.c) */
 	struct room	*room;
 	struct session	*s;
+	struct catchup	*cu;
 	uint8_t		 state;
 	uint8_t		 enter_sent;
 	uint16_t	 nlen;
@@ -46,11 +72,21 @@ struct member {
 	char		 name[];
 };
 
+/* A message from a member whose enter is not out yet. */
 struct held {
 	struct held	*next;
 	const struct member *from;	/* the sender (see release_held) */
+	struct session	*s;		/* referenced: hears if it is lost */
+	uint8_t		 relay;		/* raw broadcast payload, else a chat message head */
 	size_t		 len;
-	char		 data[];	/* a ready channel payload */
+	char		 data[];
+};
+
+/* A channel payload waiting while the room reads a gap. */
+struct queued {
+	struct queued	*next;
+	size_t		 len;
+	char		 data[];
 };
 
 struct room {
@@ -58,12 +94,19 @@ struct room {
 	uint32_t	 hash;
 	uint8_t		 kind;
 	uint8_t		 sub;
+	uint8_t		 positioned;	/* epoch and last are known */
+	uint8_t		 fetching;	/* a read fills a gap or catches up: events wait */
+	uint32_t	 fetch_id;
 	uint32_t	 nmembers;
 	long		 num;
 	uint64_t	 empty_since;
+	uint64_t	 last;		/* offset of the last message delivered here */
+	char		 epoch[STORE_EPOCH_MAX + 1];
 	struct member	*members;
 	struct held	*held, **held_tail;
 	uint32_t	 nheld;
+	struct queued	*q, **q_tail;
+	uint32_t	 nq;
 	size_t		 klen;
 	char		 key[];
 };
@@ -79,12 +122,17 @@ struct pending_out {
 static struct {
 	struct room	**tab;
 	size_t		 nbuckets, nrooms;
+	const struct config *cfg;
 	char		 wid[96];
 	uint64_t	 seq;
+	uint32_t	 ids;
 	struct jbuf	 jb;
 	struct pending_out *outs;	/* leaves to tell Redis once it is back */
 	int		 up;
 } R;
+
+static void handle(struct room *, const char *, size_t);
+static void catch_up(struct member *);
 
 static uint32_t
 hash_key(const char *k, size_t n)
@@ -141,6 +189,7 @@ room_create(enum room_kind kind, const char *key, size_t klen)
 	r->kind = (uint8_t)kind;
 	r->hash = hash_key(key, klen);
 	r->held_tail = &r->held;
+	r->q_tail = &r->q;
 	if (R.nrooms >= R.nbuckets)
 		grow_table();
 	r->hnext = R.tab[r->hash & (R.nbuckets - 1)];
@@ -150,17 +199,35 @@ room_create(enum room_kind kind, const char *key, size_t klen)
 	return r;
 }
 
+/* Forget the held messages; their senders hear they were not delivered. */
 static void
 drop_held(struct room *r)
 {
+	static const char lost[] = "{\"event\":\"error\",\"code\":\"unavailable\","
+	    "\"message\":\"message not delivered: room service unavailable; try again\"}";
 	struct held *h;
 
 	while ((h = r->held) != NULL) {
 		r->held = h->next;
+		ws_send_text(h->s, lost, sizeof(lost) - 1);
+		ws_unref(h->s);
 		free(h);
 	}
 	r->held_tail = &r->held;
 	r->nheld = 0;
+}
+
+static void
+drop_queued(struct room *r)
+{
+	struct queued *e;
+
+	while ((e = r->q) != NULL) {
+		r->q = e->next;
+		free(e);
+	}
+	r->q_tail = &r->q;
+	r->nq = 0;
 }
 
 static void
@@ -174,6 +241,7 @@ room_destroy(struct room *r)
 	R.nrooms--;
 	metrics_gauge(GAUGE_ROOMS, -1);
 	drop_held(r);
+	drop_queued(r);
 	free(r);
 }
 
@@ -207,6 +275,28 @@ frame_for(struct variants *v, struct session *s, int opcode, const char *p, size
 	return v->plain;
 }
 
+/* Keep a live frame for a member catching up; past the bound it has a gap. */
+static void
+hold_frame(struct member *m, struct sbuf *f)
+{
+	struct catchup *cu = m->cu;
+	struct sbuf **nf;
+
+	if (cu->overflow)
+		return;
+	if (cu->n == cu->cap) {
+		uint32_t ncap = cu->cap == 0 ? 16 : cu->cap * 2;
+
+		if (ncap > MAX_CATCHUP || (nf = realloc(cu->frames, ncap * sizeof(*nf))) == NULL) {
+			cu->overflow = 1;
+			return;
+		}
+		cu->frames = nf;
+		cu->cap = ncap;
+	}
+	cu->frames[cu->n++] = sbuf_ref(f);
+}
+
 /* Send a message to every active member (and, for out events, the leaver). */
 static void
 fan_out(struct room *r, int opcode, const char *p, size_t n, const char *leaver_mid)
@@ -219,14 +309,17 @@ fan_out(struct room *r, int opcode, const char *p, size_t n, const char *leaver_
 	memset(&v, 0, sizeof(v));
 	for (m = r->members; m != NULL; m = next) {
 		next = m->rnext;
-		if (m->state != MEM_ACTIVE && (m->state != MEM_LEAVING || leaver_mid == NULL ||
-		    strcmp(m->mid, leaver_mid) != 0))
+		if (m->state != MEM_ACTIVE && m->state != MEM_RECOVERING && (m->state != MEM_LEAVING ||
+		    leaver_mid == NULL || strcmp(m->mid, leaver_mid) != 0))
 			continue;
 		if ((f = frame_for(&v, m->s, opcode, p, n)) == NULL) {
 			log_error("no memory to frame an event for room %.*s", (int)r->klen, r->key);
 			break;
 		}
-		sent += (uint64_t)ws_send_shared(m->s, f);
+		if (m->state == MEM_RECOVERING)
+			hold_frame(m, f);
+		else
+			sent += (uint64_t)ws_send_shared(m->s, f);
 	}
 	metrics_add(MET_DELIVERED, sent);
 	metrics_add(MET_MSG_OUT, sent);
@@ -261,85 +354,303 @@ unlink_member(struct member *m)
 		r->empty_since = clock_ms();
 }
 
+static void
+catchup_free(struct member *m)
+{
+	if (m->cu == NULL)
+		return;
+	for (uint32_t i = 0; i < m->cu->n; i++)
+		sbuf_unref(m->cu->frames[i]);
+	free(m->cu->frames);
+	free(m->cu);
+	m->cu = NULL;
+}
+
 /* Free a member room.c owns (one that was leaving). */
 static void
 member_free(struct member *m)
 {
 	if (m->room != NULL)
 		unlink_member(m);
+	catchup_free(m);
 	if (m->s != NULL)
 		ws_unref(m->s);
 	free(m);
 }
 
-/* Parse "X NUM[ MID]\n" headers; returns the offset of the body or 0. */
-static size_t
-parse_header(const char *p, size_t n, long *num, const char **mid, size_t *midlen)
+static struct member *
+member_by_mid(struct room *r, const char *mid, size_t midlen)
 {
-	const char *nl = memchr(p, '\n', n), *q;
-	char *end;
-
-	if (nl == NULL || n < 2)
-		return 0;
-	*num = -1;
-	*mid = NULL;
-	*midlen = 0;
-	if (p[1] == ' ') {
-		*num = strtol(p + 2, &end, 10);
-		if (end > nl)
-			return 0;
-		q = end;
-		if (*q == ' ') {
-			*mid = q + 1;
-			*midlen = (size_t)(nl - q - 1);
-		}
-	}
-	return (size_t)(nl - p) + 1;
+	for (struct member *m = r->members; m != NULL; m = m->rnext)
+		if (strlen(m->mid) == midlen && memcmp(m->mid, mid, midlen) == 0)
+			return m;
+	return NULL;
 }
 
-/* A payload arrived on a room's channel. */
-static void
-on_message(const char *key, size_t klen, const char *p, size_t n)
-{
-	struct room *r = room_find(key, klen);
-	const char *mid, *body;
-	size_t midlen, off, blen;
-	long num;
+/* ---- positions ---- */
 
-	if (r == NULL || r->sub != SUB_ACTIVE || n < 2)
+/* Parse a decimal offset; the end, or NULL. */
+static const char *
+parse_u64(const char *p, const char *end, uint64_t *v)
+{
+	uint64_t x = 0;
+	const char *s = p;
+
+	while (p < end && *p >= '0' && *p <= '9' && p - s < 20)
+		x = x * 10 + (uint64_t)(*p++ - '0');
+	if (p == s)
+		return NULL;
+	*v = x;
+	return p;
+}
+
+/* Say to the room's members that messages were lost (a gap that cannot be read, a new epoch). */
+static void
+announce_lost(struct room *r, uint64_t offset, const char *epoch)
+{
+	metrics_add(MET_GAPS_LOST, 1);
+	log_warn("room %.*s: messages up to offset %llu of epoch %s cannot be recovered; members told",
+	    (int)(r->klen < 64 ? r->klen : 64), r->key, (unsigned long long)offset, epoch);
+	proto_recovered(&R.jb, r->key, r->klen, 0, offset, epoch, 0, r->num);
+	fan_out_json(r, NULL);
+}
+
+struct fetch_req {
+	uint32_t	 id;
+	uint64_t	 upto;		/* 0: catch up to now */
+	size_t		 klen;
+	char		 key[];
+};
+
+/* Queue a payload behind the read in flight (at the front: it came first). */
+static int
+enqueue(struct room *r, const char *p, size_t n, int front)
+{
+	struct queued *e;
+
+	if (r->nq >= MAX_QUEUED || (e = malloc(sizeof(*e) + n)) == NULL)
+		return -1;
+	memcpy(e->data, p, n);
+	e->len = n;
+	if (front) {
+		e->next = r->q;
+		if (r->q == NULL)
+			r->q_tail = &e->next;
+		r->q = e;
+	} else {
+		e->next = NULL;
+		*r->q_tail = e;
+		r->q_tail = &e->next;
+	}
+	r->nq++;
+	return 0;
+}
+
+/* The read came back (or the wait is over): deliver what waited, in order, until the next gap. */
+static void
+drain_queue(struct room *r)
+{
+	struct queued *e;
+
+	while (!r->fetching && (e = r->q) != NULL) {
+		r->q = e->next;
+		if (r->q == NULL)
+			r->q_tail = &r->q;
+		r->nq--;
+		handle(r, e->data, e->len);
+		free(e);
+	}
+}
+
+static void
+fetched(void *arg, const struct store_range *got)
+{
+	struct fetch_req *fr = arg;
+	struct room *r = R.tab != NULL ? room_find(fr->key, fr->klen) : NULL;
+	uint64_t want;
+
+	if (r == NULL || !r->fetching || r->fetch_id != fr->id) {
+		free(fr);
+		return;		/* the room went, or the link broke meanwhile */
+	}
+	want = fr->upto != 0 ? fr->upto : got->offset;
+	if (!got->ok || strcmp(got->epoch, r->epoch) != 0) {
+		/* The room restarted under us: what the old epoch still had is gone. */
+		announce_lost(r, r->last, r->epoch);
+		r->positioned = 0;
+	} else {
+		size_t i = 0, delivered = 0;
+
+		for (; i < got->n && got->off[i] <= r->last; i++)
+			;	/* already here */
+		for (; i < got->n && got->off[i] == r->last + 1 && r->last < want; i++, delivered++) {
+			fan_out(r, WS_OP_TEXT, got->json[i], got->len[i], NULL);
+			r->last = got->off[i];
+		}
+		if (delivered > 0)
+			metrics_add(MET_GAPS_REPAIRED, 1);
+		if (r->last < want) {
+			announce_lost(r, want, r->epoch);
+			r->last = want;
+		}
+	}
+	r->fetching = 0;
+	free(fr);
+	drain_queue(r);
+}
+
+/* Read the room's messages after r->last up to upto (0: now); events wait meanwhile. */
+static void
+fetch(struct room *r, uint64_t upto)
+{
+	struct fetch_req *fr = malloc(sizeof(*fr) + r->klen);
+	unsigned limit = R.cfg->history_size > 0 ? (unsigned)R.cfg->history_size : 1;
+
+	r->fetching = 1;
+	if (fr != NULL) {
+		fr->id = r->fetch_id = ++R.ids;
+		fr->upto = upto;
+		fr->klen = r->klen;
+		memcpy(fr->key, r->key, r->klen);
+		if (R.cfg->history_size > 0 &&
+		    store_read_after(r->key, r->klen, r->last, upto, limit, fetched, fr) == 0)
+			return;
+		free(fr);
+	}
+	/* Nothing to read it from: the members hear of the gap, then the rest flows. */
+	r->fetching = 0;
+	if (upto != 0) {
+		announce_lost(r, upto, r->epoch);
+		r->last = upto;
+	}
+	drain_queue(r);
+}
+
+/*
+ * Whether a payload at offset off of epoch may be delivered now (1), or was
+ * dropped or queued behind a read (0). A message moves the room to off; an
+ * enter says where the room was then, and is delivered after everything
+ * before it.
+ */
+static int
+in_order(struct room *r, uint64_t off, const char *epoch, size_t elen, int message, const char *p, size_t n)
+{
+	if (elen > STORE_EPOCH_MAX)
+		elen = STORE_EPOCH_MAX;
+	if (!r->positioned) {
+		/* A new subscription: its members get what comes from here on. */
+		r->positioned = 1;
+		memcpy(r->epoch, epoch, elen);
+		r->epoch[elen] = '\0';
+		r->last = message && off > 0 ? off - 1 : off;
+	} else if (strlen(r->epoch) != elen || memcmp(r->epoch, epoch, elen) != 0) {
+		/* The room restarted (Redis lost it): the old epoch's tail is gone, the new one's can be read. */
+		announce_lost(r, r->last, r->epoch);
+		memcpy(r->epoch, epoch, elen);
+		r->epoch[elen] = '\0';
+		r->last = 0;
+	}
+	if (message ? off <= r->last : off < r->last) {
+		if (!message)
+			return 1;
+		metrics_add(MET_DUPLICATES_DROPPED, 1);
+		return 0;
+	}
+	if (message ? off == r->last + 1 : off == r->last) {
+		if (message)
+			r->last = off;
+		return 1;
+	}
+	/* A gap: what is missing is read and delivered first; this waits at the front of the queue. */
+	if (enqueue(r, p, n, 1) == -1) {
+		announce_lost(r, message ? off - 1 : off, r->epoch);
+		r->last = off;
+		return 1;
+	}
+	fetch(r, message ? off - 1 : off);
+	return 0;
+}
+
+/* ---- channel events ---- */
+
+/*
+ * One channel payload, in order. Headers: "m OFF EPOCH\n", "e NUM MID OFF
+ * EPOCH\n", "o NUM MID\n", "n NUM\n", "t\n", "b\n".
+ */
+static void
+handle(struct room *r, const char *p, size_t n)
+{
+	const char *nl = memchr(p, '\n', n), *q, *body, *mid = NULL, *ep;
+	size_t blen, midlen = 0, elen;
+	uint64_t off = 0, num64 = 0;
+
+	if (nl == NULL || n < 2)
 		return;
-	if ((off = parse_header(p, n, &num, &mid, &midlen)) == 0)
-		return;
-	body = p + off;
-	blen = n - off;
+	body = nl + 1;
+	blen = n - (size_t)(body - p);
 	switch (p[0]) {
 	case 'm':
+		if ((q = parse_u64(p + 2, nl, &off)) == NULL || *q != ' ')
+			return;
+		ep = q + 1;
+		elen = (size_t)(nl - ep);
+		if (!in_order(r, off, ep, elen, 1, p, n))
+			return;
 		fan_out(r, WS_OP_TEXT, body, blen, NULL);
-		break;
+		return;
 	case 't':
 	case 'b':
 		fan_out(r, p[0] == 't' ? WS_OP_TEXT : WS_OP_BINARY, body, blen, NULL);
-		break;
+		return;
+	case 'n':
+		if (parse_u64(p + 2, nl, &num64) != NULL)
+			r->num = (long)num64;
+		return;
 	case 'e':
-		r->num = num;
-		if (mid != NULL) {
-			for (struct member *m = r->members; m != NULL; m = m->rnext) {
-				if (m->state == MEM_PENDING && strlen(m->mid) == midlen &&
-				    memcmp(m->mid, mid, midlen) == 0) {
-					m->state = MEM_ACTIVE;
-					break;
-				}
-			}
-		}
-		proto_enter(&R.jb, body, blen, r->key, r->klen, num);
-		fan_out_json(r, NULL);
+	case 'o':
+		if ((q = parse_u64(p + 2, nl, &num64)) == NULL || *q != ' ')
+			return;
+		mid = q + 1;
+		if ((q = memchr(mid, ' ', (size_t)(nl - mid))) == NULL)
+			q = nl;
+		midlen = (size_t)(q - mid);
 		break;
-	case 'o': {
+	default:
+		return;
+	}
+	if (p[0] == 'e') {
+		struct member *m;
+		const char *e2;
+
+		if (q == nl || (e2 = parse_u64(q + 1, nl, &off)) == NULL || *e2 != ' ')
+			return;
+		ep = e2 + 1;
+		elen = (size_t)(nl - ep);
+		if (!in_order(r, off, ep, elen, 0, p, n))
+			return;
+		r->num = (long)num64;
+		if ((m = member_by_mid(r, mid, midlen)) != NULL && m->state != MEM_PENDING)
+			m = NULL;
+		if (m != NULL)
+			m->state = MEM_ACTIVE;
+		proto_enter(&R.jb, body, blen, r->key, r->klen, r->num);
+		fan_out_json(r, NULL);
+		/* It saw its own enter; now what it asked to catch up on, before anything live. */
+		if (m != NULL && m->state == MEM_ACTIVE && m->cu != NULL) {
+			m->state = MEM_RECOVERING;
+			m->cu->upto = off;
+			snprintf(m->cu->epoch, sizeof(m->cu->epoch), "%s", r->epoch);
+			catch_up(m);
+		}
+		return;
+	}
+	/* out */
+	{
 		char leaver[64];
 
-		r->num = num;
-		snprintf(leaver, sizeof(leaver), "%.*s", (int)(midlen < 63 ? midlen : 63), mid != NULL ? mid : "");
-		proto_out(&R.jb, body, blen, r->key, r->klen, num);
+		r->num = (long)num64;
+		snprintf(leaver, sizeof(leaver), "%.*s", (int)(midlen < 63 ? midlen : 63), mid);
+		proto_out(&R.jb, body, blen, r->key, r->klen, r->num);
 		fan_out_json(r, leaver);
 		/* A member that asked to leave is done once it saw its own out. */
 		for (struct member *m = r->members, *next; m != NULL; m = next) {
@@ -349,12 +660,180 @@ on_message(const char *key, size_t klen, const char *p, size_t n)
 				break;
 			}
 		}
-		break;
 	}
-	case 'n':
-		r->num = num;
-		break;
+}
+
+/* A payload arrived on a channel. */
+static void
+on_message(const char *ch, size_t chlen, const char *p, size_t n)
+{
+	size_t klen;
+	const char *key = store_room_of(ch, chlen, &klen);
+	struct room *r = key != NULL ? room_find(key, klen) : NULL;
+
+	if (r == NULL || r->sub != SUB_ACTIVE || n < 2)
+		return;
+	if (r->fetching || r->q != NULL) {
+		if (enqueue(r, p, n, 0) == -1) {
+			/* Too far behind to keep order: say so, and carry on from here. */
+			drop_queued(r);
+			r->positioned = 0;
+			announce_lost(r, r->last, r->epoch);
+		}
+		return;
 	}
+	handle(r, p, n);
+}
+
+/* ---- a member catching up ---- */
+
+struct cu_req {
+	uint32_t	 id;
+	int		 fallback;	/* the since read failed: this is the history read */
+	size_t		 klen;
+	char		 mid[64];
+	char		 key[];
+};
+
+/* Send what the member caught up on, the verdict, then its live frames: it is active. */
+static void
+catchup_done(struct member *m, int recovered, const struct store_range *got)
+{
+	struct room *r = m->room;
+	struct catchup *cu = m->cu;
+	size_t count = 0;
+
+	for (size_t i = 0; got != NULL && i < got->n; i++)
+		if (got->off[i] <= cu->upto) {
+			ws_send_text(m->s, got->json[i], got->len[i]);
+			count++;
+		}
+	if (cu->overflow)
+		recovered = 0;
+	proto_recovered(&R.jb, r->key, r->klen, recovered, cu->upto, cu->epoch, (long long)count, r->num);
+	if (!R.jb.oom)
+		ws_send_text(m->s, R.jb.p, R.jb.len);
+	metrics_add(recovered ? MET_RECOVERED : MET_NOT_RECOVERED, 1);
+	for (uint32_t i = 0; i < cu->n; i++)
+		(void)ws_send_shared(m->s, cu->frames[i]);
+	m->state = MEM_ACTIVE;
+	catchup_free(m);
+}
+
+static struct member *
+cu_member(const struct cu_req *q)
+{
+	struct room *r = R.tab != NULL ? room_find(q->key, q->klen) : NULL;
+	struct member *m = r != NULL ? member_by_mid(r, q->mid, strlen(q->mid)) : NULL;
+
+	return m != NULL && m->state == MEM_RECOVERING && m->cu != NULL && m->cu->id == q->id ? m : NULL;
+}
+
+static void catchup_read(void *, const struct store_range *);
+
+/* Read the last `history` messages up to the member's enter (after a failed since, recovered stays false). */
+static int
+catchup_history(struct member *m, struct cu_req *q)
+{
+	q->fallback = 1;
+	return store_read_before(m->room->key, m->room->klen, m->cu->upto + 1, m->cu->req.history,
+	    catchup_read, q);
+}
+
+static void
+catchup_read(void *arg, const struct store_range *got)
+{
+	struct cu_req *q = arg;
+	struct member *m = cu_member(q);
+	struct catchup *cu;
+	int ok;
+
+	if (m == NULL) {
+		free(q);
+		return;
+	}
+	cu = m->cu;
+	ok = got->ok && strcmp(got->epoch, cu->epoch) == 0;
+	if (q->fallback || !cu->req.since) {
+		/* The last messages: complete as asked unless the epoch moved under us. */
+		catchup_done(m, ok && !q->fallback, ok ? got : NULL);
+		free(q);
+		return;
+	}
+	/* since: every offset from since + 1 to upto, no more, no less. */
+	if (ok) {
+		uint64_t want = cu->req.offset + 1;
+
+		for (size_t i = 0; i < got->n && ok; i++, want++)
+			ok = got->off[i] == want;
+		ok = ok && want == cu->upto + 1;
+	}
+	if (ok || cu->req.history == 0) {
+		catchup_done(m, ok, ok ? got : NULL);
+		free(q);
+		return;
+	}
+	if (catchup_history(m, q) == -1) {
+		catchup_done(m, 0, NULL);
+		free(q);
+	}
+}
+
+/* The member's enter came back at offset upto: read what it asked for. */
+static void
+catch_up(struct member *m)
+{
+	struct catchup *cu = m->cu;
+	struct room *r = m->room;
+	struct cu_req *q;
+	int rc = -1;
+
+	cu->id = ++R.ids;
+	if (cu->req.since && strcmp(cu->req.epoch, cu->epoch) == 0 && cu->req.offset == cu->upto) {
+		catchup_done(m, 1, NULL);	/* it missed nothing */
+		return;
+	}
+	if ((q = malloc(sizeof(*q) + r->klen)) == NULL) {
+		catchup_done(m, 0, NULL);
+		return;
+	}
+	q->id = cu->id;
+	q->fallback = 0;
+	q->klen = r->klen;
+	memcpy(q->key, r->key, r->klen);
+	snprintf(q->mid, sizeof(q->mid), "%s", m->mid);
+	if (cu->req.since && strcmp(cu->req.epoch, cu->epoch) == 0 && cu->req.offset < cu->upto &&
+	    cu->upto - cu->req.offset <= (uint64_t)R.cfg->history_size)
+		rc = store_read_after(r->key, r->klen, cu->req.offset, cu->upto, (unsigned)R.cfg->history_size,
+		    catchup_read, q);
+	else if (cu->req.history > 0)
+		rc = cu->req.since ? catchup_history(m, q) :
+		    store_read_before(r->key, r->klen, cu->upto + 1, cu->req.history, catchup_read, q);
+	else {
+		free(q);
+		catchup_done(m, 0, NULL);	/* another epoch, or too far behind: a gap, said */
+		return;
+	}
+	if (rc == -1) {
+		free(q);
+		catchup_done(m, 0, NULL);
+	}
+}
+
+/* ---- subscriptions and the link ---- */
+
+static void said(void *, int, uint64_t, const char *, long);
+static void relayed(void *, long);
+
+/* Publish a held message now. */
+static void
+release(struct room *r, struct held *h)
+{
+	int rc = h->relay ? store_relay(r->key, r->klen, h->data, h->len, relayed, h->s) :
+	    store_say(r->key, r->klen, h->data, h->len, said, h->s);
+
+	if (rc == -1)
+		said(h->s, 0, 0, "", -1);	/* tells the sender, drops the reference */
 }
 
 /* Send what a newly confirmed subscription was waiting for. */
@@ -363,30 +842,53 @@ flush_room(struct room *r)
 {
 	struct held *h;
 
+	/* Back after a lost link: first what was published meanwhile. */
+	if (r->kind == ROOM_CHAT && r->positioned && !r->fetching)
+		fetch(r, 0);
 	for (struct member *m = r->members; m != NULL; m = m->rnext) {
 		if (r->kind == ROOM_BROADCAST) {
 			m->state = MEM_ACTIVE;
 			continue;
 		}
 		if (m->state == MEM_PENDING && !m->enter_sent) {
-			if (bus_enter(r->key, r->klen, m->mid, m->name, m->nlen, NULL, NULL) == 0)
+			if (store_enter(r->key, r->klen, m->mid, m->name, m->nlen) == 0)
 				m->enter_sent = 1;
 		} else if (m->state == MEM_ACTIVE)
-			(void)bus_resync(r->key, r->klen, m->mid, m->name, m->nlen);
+			(void)store_resync(r->key, r->klen, m->mid, m->name, m->nlen);
 	}
 	while ((h = r->held) != NULL) {
 		r->held = h->next;
-		(void)bus_publish(r->key, r->klen, h->data, h->len, NULL);
+		release(r, h);
 		free(h);
 	}
 	r->held_tail = &r->held;
 	r->nheld = 0;
 }
 
-static void
-on_subscribed(const char *key, size_t klen)
+static int
+subscribe(struct room *r)
 {
-	struct room *r = room_find(key, klen);
+	char ch[1300];
+	size_t cl = store_channel(ch, sizeof(ch), r->key, r->klen);
+
+	return cl == 0 ? -1 : bus_subscribe(ch, cl);
+}
+
+static int
+unsubscribe(struct room *r)
+{
+	char ch[1300];
+	size_t cl = store_channel(ch, sizeof(ch), r->key, r->klen);
+
+	return cl == 0 ? -1 : bus_unsubscribe(ch, cl);
+}
+
+static void
+on_subscribed(const char *ch, size_t chlen)
+{
+	size_t klen;
+	const char *key = store_room_of(ch, chlen, &klen);
+	struct room *r = key != NULL ? room_find(key, klen) : NULL;
 
 	if (r == NULL || r->sub != SUB_PENDING)
 		return;
@@ -395,9 +897,11 @@ on_subscribed(const char *key, size_t klen)
 }
 
 static void
-on_unsubscribed(const char *key, size_t klen)
+on_unsubscribed(const char *ch, size_t chlen)
 {
-	struct room *r = room_find(key, klen);
+	size_t klen;
+	const char *key = store_room_of(ch, chlen, &klen);
+	struct room *r = key != NULL ? room_find(key, klen) : NULL;
 
 	if (r == NULL || r->sub != SUB_LEAVING)
 		return;
@@ -407,7 +911,8 @@ on_unsubscribed(const char *key, size_t klen)
 		return;
 	}
 	/* Refilled while the unsubscribe was in flight. */
-	if (bus_subscribe(r->key, r->klen) == 0)
+	r->positioned = 0;	/* nothing was delivered meanwhile: start afresh */
+	if (subscribe(r) == 0)
 		r->sub = SUB_PENDING;
 }
 
@@ -429,7 +934,7 @@ out_done(void *arg, long num)
 static int
 send_out(struct pending_out *o)
 {
-	return bus_out(o->data, o->klen, o->mid, o->data + o->klen, o->nlen, o->replay, out_done, o);
+	return store_out(o->data, o->klen, o->mid, o->data + o->klen, o->nlen, o->replay, out_done, o);
 }
 
 static void
@@ -459,7 +964,7 @@ on_up(void)
 				room_destroy(r);
 				continue;
 			}
-			if (bus_subscribe(r->key, r->klen) == 0)
+			if (subscribe(r) == 0)
 				r->sub = SUB_PENDING;
 		}
 	}
@@ -472,16 +977,24 @@ on_down(void)
 	for (size_t i = 0; i < R.nbuckets; i++) {
 		for (struct room *r = R.tab[i]; r != NULL; r = r->hnext) {
 			r->sub = SUB_NONE;
+			/* A read in flight answers NULL: it is forgotten; the catch-up at up reads again. */
+			r->fetching = 0;
+			r->fetch_id = 0;
+			drop_queued(r);
 			for (struct member *m = r->members, *next; m != NULL; m = next) {
 				next = m->rnext;
 				/*
 				 * A pending member's enter is resent (idempotent) when the
 				 * link is back. An active one is re-registered by
-				 * bus_resync and keeps enter_sent: clearing it would hold
-				 * its messages in publish_or_hold forever.
+				 * store_resync and keeps enter_sent: clearing it would hold
+				 * its messages in publish_or_hold forever. One catching
+				 * up cannot finish: it hears it has a gap, then gets what
+				 * the room catches up on like the others.
 				 */
 				if (m->state == MEM_PENDING)
 					m->enter_sent = 0;
+				if (m->state == MEM_RECOVERING)
+					catchup_done(m, 0, NULL);
 				if (m->state == MEM_LEAVING) {
 					/*
 					 * Its own out event will never come back on this
@@ -500,9 +1013,13 @@ on_down(void)
 	}
 }
 
+static const struct bus_handlers handlers = {
+	on_message, on_subscribed, on_unsubscribed, on_up, on_down,
+};
+
 /* Redis never took a message: its sender must not think it was delivered. */
 static void
-on_published(void *arg, int ok)
+said(void *arg, int ok, uint64_t offset, const char *epoch, long num)
 {
 	static const char lost[] = "{\"event\":\"error\",\"code\":\"unavailable\","
 	    "\"message\":\"message not delivered: room service unavailable; try again\"}";
@@ -513,19 +1030,22 @@ on_published(void *arg, int ok)
 	ws_unref(s);
 }
 
-static const struct bus_handlers handlers = {
-	on_message, on_subscribed, on_unsubscribed, on_up, on_down, on_published,
-};
+static void
+relayed(void *arg, long num)
+{
+	said(arg, num >= 0, 0, "", num);
+}
 
 int
 room_init(struct event_base *base, const struct config *cfg, const char *wid)
 {
 	memset(&R, 0, sizeof(R));
 	R.nbuckets = 64;
+	R.cfg = cfg;
 	if ((R.tab = calloc(R.nbuckets, sizeof(*R.tab))) == NULL)
 		return -1;
 	snprintf(R.wid, sizeof(R.wid), "%s", wid);
-	return bus_start(base, cfg, wid, &handlers);
+	return store_start(base, cfg, wid, &handlers);
 }
 
 void
@@ -533,7 +1053,7 @@ room_shutdown(void)
 {
 	struct pending_out *o;
 
-	bus_stop();
+	store_stop();
 	for (size_t i = 0; R.tab != NULL && i < R.nbuckets; i++) {
 		while (R.tab[i] != NULL) {
 			struct room *r = R.tab[i];
@@ -553,6 +1073,12 @@ room_shutdown(void)
 	jbuf_free(&R.jb);
 }
 
+int
+room_service_up(void)
+{
+	return bus_ready();
+}
+
 void
 room_tick(uint64_t now)
 {
@@ -563,15 +1089,17 @@ room_tick(uint64_t now)
 				continue;
 			if (r->sub == SUB_NONE)
 				room_destroy(r);
-			else if (r->sub == SUB_ACTIVE && bus_unsubscribe(r->key, r->klen) == 0)
+			else if (r->sub == SUB_ACTIVE && unsubscribe(r) == 0)
 				r->sub = SUB_LEAVING;
 		}
 	}
 }
 
+/* ---- members ---- */
+
 struct member *
 room_join(struct session *s, enum room_kind kind, const char *key, size_t klen,
-    const char *name, size_t nlen, const char **err)
+    const char *name, size_t nlen, const struct room_catchup *cu, const char **err)
 {
 	struct room *r;
 	struct member *m;
@@ -584,12 +1112,16 @@ room_join(struct session *s, enum room_kind kind, const char *key, size_t klen,
 		*err = "no_memory";
 		return NULL;
 	}
-	if ((m = calloc(1, sizeof(*m) + nlen + 1)) == NULL) {
+	if ((m = calloc(1, sizeof(*m) + nlen + 1)) == NULL ||
+	    (cu != NULL && (m->cu = calloc(1, sizeof(*m->cu))) == NULL)) {
+		free(m);
 		if (r->nmembers == 0 && r->sub == SUB_NONE)
 			room_destroy(r);
 		*err = "no_memory";
 		return NULL;
 	}
+	if (cu != NULL)
+		m->cu->req = *cu;
 	memcpy(m->name, name, nlen);
 	m->nlen = (uint16_t)nlen;
 	m->s = s;
@@ -603,13 +1135,14 @@ room_join(struct session *s, enum room_kind kind, const char *key, size_t klen,
 	r->nmembers++;
 	switch (r->sub) {
 	case SUB_NONE:
-		if (bus_subscribe(r->key, r->klen) == 0)
+		r->positioned = 0;
+		if (subscribe(r) == 0)
 			r->sub = SUB_PENDING;
 		break;
 	case SUB_ACTIVE:
 		if (kind == ROOM_BROADCAST)
 			m->state = MEM_ACTIVE;
-		else if (bus_enter(r->key, r->klen, m->mid, m->name, m->nlen, NULL, NULL) == 0)
+		else if (store_enter(r->key, r->klen, m->mid, m->name, m->nlen) == 0)
 			m->enter_sent = 1;
 		break;
 	default:
@@ -621,12 +1154,14 @@ room_join(struct session *s, enum room_kind kind, const char *key, size_t klen,
 /*
  * m leaves while messages it sent still wait for the room's subscription.
  * Publish them now, ahead of its out, if the room heard of m (or it is a
- * broadcast room); otherwise drop them: others would get a message from
- * someone whose enter they never saw.
+ * broadcast room); otherwise they are not delivered, and m hears so:
+ * others would get a message from someone whose enter they never saw.
  */
 static void
 release_held(struct room *r, const struct member *m, int publish)
 {
+	static const char lost[] = "{\"event\":\"error\",\"code\":\"unavailable\","
+	    "\"message\":\"message not delivered: you left before the room knew you\"}";
 	struct held **pp = &r->held, *h;
 
 	while ((h = *pp) != NULL) {
@@ -636,7 +1171,11 @@ release_held(struct room *r, const struct member *m, int publish)
 		}
 		*pp = h->next;
 		if (publish)
-			(void)bus_publish(r->key, r->klen, h->data, h->len, NULL);
+			release(r, h);
+		else {
+			ws_send_text(h->s, lost, sizeof(lost) - 1);
+			ws_unref(h->s);
+		}
 		free(h);
 		r->nheld--;
 	}
@@ -678,8 +1217,11 @@ room_leave(struct member *m, int tell_self)
 		return;
 	}
 	/* Pending members may be registered already: their enter could be in flight. */
-	registered = r->kind == ROOM_CHAT && (m->enter_sent || m->state == MEM_ACTIVE);
+	registered = r->kind == ROOM_CHAT && (m->enter_sent || m->state != MEM_PENDING);
 	release_held(r, m, registered || r->kind == ROOM_BROADCAST);
+	catchup_free(m);
+	if (m->state == MEM_RECOVERING)
+		m->state = MEM_ACTIVE;	/* it goes: nothing more to catch up on */
 	if (registered)
 		sent = leave_redis(r, m) == 0;
 	if (sent && tell_self && r->sub == SUB_ACTIVE && m->state == MEM_ACTIVE) {
@@ -704,16 +1246,19 @@ room_leave(struct member *m, int tell_self)
 
 /* Publish now, or hold until the room's subscription and enters are out. */
 static int
-publish_or_hold(struct room *r, const struct member *m, const char *p, size_t n)
+publish_or_hold(struct room *r, struct member *m, int relay, const char *p, size_t n)
 {
 	struct held *h;
+	int rc;
 
 	if (!bus_ready())
 		return -1;
 	if (r->sub == SUB_ACTIVE && (r->kind == ROOM_BROADCAST || m->enter_sent)) {
 		/* The sender hears if the link dies before Redis took the message. */
 		ws_ref(m->s);
-		if (bus_publish(r->key, r->klen, p, n, m->s) == 0)
+		rc = relay ? store_relay(r->key, r->klen, p, n, relayed, m->s) :
+		    store_say(r->key, r->klen, p, n, said, m->s);
+		if (rc == 0)
 			return 0;
 		ws_unref(m->s);
 		return -1;
@@ -722,6 +1267,9 @@ publish_or_hold(struct room *r, const struct member *m, const char *p, size_t n)
 		return -1;
 	h->next = NULL;
 	h->from = m;
+	h->s = m->s;
+	ws_ref(m->s);
+	h->relay = (uint8_t)relay;
 	h->len = n;
 	memcpy(h->data, p, n);
 	*r->held_tail = h;
@@ -734,28 +1282,20 @@ int
 room_say(struct member *m, const char *text, size_t tlen)
 {
 	struct room *r = m->room;
-	char id[128], hdr[32];
-	size_t hl, wl = strlen(R.wid);
+	char id[128];
+	size_t wl = strlen(R.wid);
 
-	/* "WID.SEQ" and "m NUM\n", without printf: this runs for every message. */
+	/* "WID.SEQ" without printf: this runs for every message. */
 	if (wl > sizeof(id) - 26)
 		wl = sizeof(id) - 26;
 	memcpy(id, R.wid, wl);
 	id[wl] = '.';
 	id[wl + 1 + jbuf_itoa(id + wl + 1, (long long)(++R.seq & (uint64_t)LLONG_MAX))] = '\0';
-	memcpy(hdr, "m ", 2);
-	hl = 2 + jbuf_itoa(hdr + 2, r->num);
-	hdr[hl++] = '\n';
-	/* Build "m NUM\n" + the client JSON in one buffer: subscribers forward the JSON as is. */
-	proto_message(&R.jb, m->name, m->nlen, text, tlen, r->key, r->klen, r->num, id,
-	    clock_wall_ms());
-	jbuf_add(&R.jb, hdr, hl);
+	/* The event but its end: Redis adds num and the offset in the same step that stores it. */
+	proto_message_head(&R.jb, m->name, m->nlen, text, tlen, r->key, r->klen, id, clock_wall_ms());
 	if (R.jb.oom)
 		return -1;
-	/* Rotate the header to the front (memmove beats a second buffer). */
-	memmove(R.jb.p + hl, R.jb.p, R.jb.len - hl);
-	memcpy(R.jb.p, hdr, hl);
-	return publish_or_hold(r, m, R.jb.p, R.jb.len);
+	return publish_or_hold(r, m, 0, R.jb.p, R.jb.len);
 }
 
 int
@@ -768,13 +1308,51 @@ room_relay(struct member *m, int opcode, const uint8_t *data, size_t len)
 	jbuf_add(&R.jb, (const char *)data, len);
 	if (R.jb.oom)
 		return -1;
-	return publish_or_hold(r, m, R.jb.p, R.jb.len);
+	return publish_or_hold(r, m, 1, R.jb.p, R.jb.len);
+}
+
+struct hist_req {
+	struct session	*s;
+	room_history_fn	 fn;
+	size_t		 klen;
+	char		 key[];
+};
+
+static void
+history_read(void *arg, const struct store_range *got)
+{
+	struct hist_req *h = arg;
+
+	h->fn(h->s, h->key, h->klen, got->ok ? got : NULL);
+	ws_unref(h->s);
+	free(h);
+}
+
+int
+room_history(struct member *m, uint64_t before, unsigned limit, room_history_fn fn)
+{
+	struct room *r = m->room;
+	struct hist_req *h;
+
+	if (!bus_ready() || (h = malloc(sizeof(*h) + r->klen)) == NULL)
+		return -1;
+	h->s = m->s;
+	h->fn = fn;
+	h->klen = r->klen;
+	memcpy(h->key, r->key, r->klen);
+	ws_ref(m->s);
+	if (store_read_before(r->key, r->klen, before, limit, history_read, h) == -1) {
+		ws_unref(m->s);
+		free(h);
+		return -1;
+	}
+	return 0;
 }
 
 long
 room_num(const struct member *m)
 {
-	return m->room != NULL ? m->room->num : -1;
+	return m->room != NULL && m->room->kind == ROOM_CHAT ? m->room->num : -1;
 }
 
 const char *

@@ -1,7 +1,11 @@
 /*
  * room.h: a worker's rooms. Local memberships of sessions, the room's
  * subscription to its Redis channel, and fan-out: every event published on a
- * channel is framed once and the same bytes go to every local member.
+ * channel is framed once and the same bytes go to every local member. A
+ * chat room keeps its position (offset, epoch): gaps in what arrives are
+ * filled from the room's history before anything newer is delivered, and a
+ * member that asks catches up on what it missed before its first live
+ * message.
  */
 #ifndef ROOMD_ROOM_H
 #define ROOMD_ROOM_H
@@ -11,25 +15,40 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "store.h"
 
 struct session;
 struct member;
 
 enum room_kind { ROOM_CHAT, ROOM_BROADCAST };
 
+/* What a chat member asks to be sent before its first live message. */
+struct room_catchup {
+	int		 since;		/* the messages after offset of epoch ... */
+	uint64_t	 offset;
+	char		 epoch[STORE_EPOCH_MAX + 1];
+	unsigned	 history;	/* ... else (or as well) the last `history` messages */
+};
+
+/* A history page (or NULL on failure) for room_history's caller. */
+typedef void (*room_history_fn)(struct session *, const char *room, size_t rl, const struct store_range *);
+
 /* Start the room layer on this worker: wid names the worker in Redis. -1 on failure. */
 int room_init(struct event_base *, const struct config *, const char *wid);
 void room_shutdown(void);
 /* Once per tick: unsubscribe rooms left empty. */
 void room_tick(uint64_t now);
+/* Whether Redis is reachable for room operations. */
+int room_service_up(void);
 
 /*
- * Join s to a room (chat: with a name; broadcast: name unused). The member
- * is pending until its enter is published; then it receives the room's
- * events. NULL with *err set ("unavailable", "no_memory") on failure.
+ * Join s to a room (chat: with a name and what to catch up on, or NULL;
+ * broadcast: name unused). The member is pending until its enter is
+ * published; then it receives the room's events. NULL with *err set
+ * ("unavailable", "no_memory") on failure.
  */
 struct member *room_join(struct session *, enum room_kind, const char *key, size_t klen,
-    const char *name, size_t nlen, const char **err);
+    const char *name, size_t nlen, const struct room_catchup *, const char **err);
 /* Leave: the member stops receiving at once; others get an out event. If
  * tell_self, the session gets its own out event too. */
 void room_leave(struct member *, int tell_self);
@@ -37,7 +56,9 @@ void room_leave(struct member *, int tell_self);
 int room_say(struct member *, const char *text, size_t tlen);
 /* Publish raw bytes on a broadcast room. */
 int room_relay(struct member *, int opcode, const uint8_t *data, size_t len);
-/* The room's count as last seen on its channel. */
+/* A page of the room's history for m's session: limit messages before offset (0: now). */
+int room_history(struct member *, uint64_t before, unsigned limit, room_history_fn);
+/* A chat room's count as last seen on its channel; -1 for a broadcast room (not counted). */
 long room_num(const struct member *);
 const char *room_key_of(const struct member *, size_t *len);
 struct member *room_next_of_session(const struct member *);

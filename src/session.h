@@ -33,9 +33,11 @@ struct session {
 	void			*app;		/* the route's per-session state */
 	struct reqinfo		*info;
 	uint64_t		 created, last_rx, last_ping, close_at;
-	char			*hbuf;		/* input not handled yet: a partial PROXY header or request head, or requests held back */
-	uint32_t		 hlen, hcap;
+	/* Input not handled yet: a partial PROXY header or request head, requests held back; once open, paced frames. */
+	char			*hbuf;
+	uint32_t		 hlen, hcap;	/* hcap: front.c's allocation size (0 for ws.c's) */
 	struct sbuf		*msg;		/* message being assembled */
+	char			*rooms_seen;	/* what describe() said when the session let go (access line) */
 	uint32_t		 refs;		/* async callers holding the memory */
 	uint8_t			 freed;		/* conn gone; free when refs drop */
 	uint8_t			 upgraded;
@@ -48,6 +50,7 @@ struct session {
 	uint8_t			 ip_counted;	/* counted by addrlimit_open */
 	uint8_t			 no_auth;	/* upgraded only to say noAuth and close */
 	uint8_t			 pmd_bits;	/* permessage-deflate window; 0: not negotiated */
+	uint8_t			 rate_paused;	/* not reading until the rate bucket refills (WS_RATE_PACE) */
 	uint16_t		 strikes;	/* messages refused in a row by the rate limit */
 	uint32_t		 tokens;	/* rate limit bucket, in thousandths of a message */
 	uint64_t		 refill;	/* ms of the last refill */

@@ -207,11 +207,17 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
 		drain_step(w, now);
 }
 
-/* A stopping worker exits once its clients are gone and Redis has its last words. */
+/*
+ * A stopping worker exits once its clients are gone and Redis has its last
+ * words, but not before the drain ends: until then it answers /readyz and
+ * upgrades with 503, so a balancer learns it is going. A worker with no
+ * clients that left at once would leave its listening socket to the
+ * master, where the kernel would queue connections nobody answers.
+ */
 static int
 done_stopping(struct worker *w)
 {
-	return w->loop.stopping && w->loop.conns.nconns == 0 &&
+	return w->loop.stopping && w->loop.conns.nconns == 0 && (w->drain_done || w->loop.retiring) &&
 	    (bus_idle() || clock_ms() - w->stop_started > 2000);
 }
 
@@ -338,14 +344,11 @@ worker_free(struct worker *w)
 	free(w);
 }
 
-/* Sessions may start while Redis is reachable (the loop adds the drain). */
+/* Ready while a round trip through Redis works (the loop adds the drain). */
 static int
 ready_check(void *arg, char *why, size_t len)
 {
-	if (bus_ready())
-		return 1;
-	snprintf(why, len, "redis unreachable");
-	return 0;
+	return bus_healthy(why, len);
 }
 
 int
@@ -408,7 +411,7 @@ worker_run(const struct config *cfg, int index, int generation, const char *inst
 	{
 		static const char key[] = "dGhlIHNhbXBsZSBub25jZQ==";
 		static const char js[] = "{\"event\":\"heartbeat\",\"message\":\"pong\"}";
-		struct proto_limits lim = { 64, 128 };
+		struct proto_limits lim = { 64, 128, 4096, 100 };
 		struct proto *pp = proto_new();
 		struct chat_req req;
 		const char *code;

@@ -98,6 +98,27 @@ send_frame(struct session *s, int opcode, const void *payload, size_t len)
 	return rc;
 }
 
+/*
+ * The session stops receiving: the route lets go of shared state now (its
+ * rooms hear "out" when the server decides, not when the close handshake
+ * ends), after noting for the access line what the session was in.
+ */
+static void
+let_go(struct session *s)
+{
+	char buf[512];
+
+	if (s->app == NULL || s->ops->shutdown == NULL)
+		return;
+	if (s->rooms_seen == NULL && s->ops->describe != NULL && log_enabled(LOG_LVL_INFO)) {
+		buf[0] = '\0';
+		s->ops->describe(s, buf, sizeof(buf));
+		if (buf[0] != '\0')
+			s->rooms_seen = strdup(buf);	/* NULL when out of memory: the line says "-" */
+	}
+	s->ops->shutdown(s);
+}
+
 /* Send a close frame with code (none if 0) and reason; enter CLOSING. */
 static void
 send_close(struct session *s, uint16_t code, const char *reason)
@@ -107,6 +128,7 @@ send_close(struct session *s, uint16_t code, const char *reason)
 
 	if (s->close_sent || conn_closed(&s->c))
 		return;
+	let_go(s);
 	if (code != 0 && code != WS_CLOSE_NO_STATUS) {
 		if (rl > WS_MAX_CONTROL - 2)
 			rl = WS_MAX_CONTROL - 2;
@@ -301,6 +323,16 @@ ws_identity(const struct session *s)
 	return s->id;
 }
 
+void
+ws_set_identity(struct session *s, struct auth_identity *id)
+{
+	if (s->id != NULL) {
+		auth_identity_free(s->id);
+		free(s->id);
+	}
+	s->id = id;
+}
+
 const struct cfg_route *
 ws_route(const struct session *s)
 {
@@ -333,28 +365,44 @@ ws_open(struct session *s)
 	s->refill = s->opened;
 }
 
+/* Refill the session's token bucket (rate_limit a second, up to rate_burst). */
+static void
+rate_refill(struct session *s, uint64_t now)
+{
+	const struct config *cf = sess_cfg(s);
+	uint64_t cap = (uint64_t)cf->rate_burst * 1000, t;
+
+	t = s->tokens + (now - s->refill) * (uint64_t)cf->rate_limit;
+	s->tokens = (uint32_t)(t > cap ? cap : t);
+	s->refill = now;
+}
+
 /*
  * The per-session token bucket: rate_limit messages a second, bursts up to
- * rate_burst. A refused message is answered by the route; a client that
- * keeps pushing for another burst's worth is closed with 1008.
+ * rate_burst, on every route. Over it, a message is refused and the route
+ * says so (a client that keeps pushing for another burst's worth is closed
+ * with 1008), or, on a route that cannot say no, served while the session
+ * stops reading until the bucket refills: the client is slowed, not cut.
  */
 static int
 rate_ok(struct session *s)
 {
 	const struct config *cf = sess_cfg(s);
-	uint64_t now = clock_ms(), cap = (uint64_t)cf->rate_burst * 1000, t;
 
 	if (cf->rate_limit == 0)
 		return 1;
-	t = s->tokens + (now - s->refill) * (uint64_t)cf->rate_limit;
-	s->tokens = (uint32_t)(t > cap ? cap : t);
-	s->refill = now;
+	rate_refill(s, clock_ms());
 	if (s->tokens >= 1000) {
 		s->tokens -= 1000;
 		s->strikes = 0;
 		return 1;
 	}
 	metrics_add(MET_RATE_LIMITED, 1);
+	if (s->ops->rate_mode == WS_RATE_PACE) {
+		s->rate_paused = 1;
+		conn_pause(&s->c, 1);
+		return 1;
+	}
 	if (++s->strikes > cf->rate_burst) {
 		fail(s, WS_CLOSE_POLICY, "rate limit exceeded");
 		return 0;
@@ -424,7 +472,7 @@ deliver(struct session *s, int opcode, int compressed)
 		conn_close(&s->c);
 		return;
 	}
-	if (s->ops->message != NULL && (!s->ops->rate_limited || rate_ok(s)))
+	if (s->ops->message != NULL && rate_ok(s))
 		s->ops->message(s, opcode, b);
 	sbuf_unref(b);
 }
@@ -528,6 +576,16 @@ ws_feed(struct session *s, uint8_t *p, size_t n)
 			}
 			if (ev.msg_end)
 				deliver(s, ev.opcode, ev.rsv1);
+			if (s->rate_paused && n > 0 && !conn_closed(&s->c)) {
+				/* Paced: keep what came behind this message until the bucket refills. */
+				if ((s->hbuf = malloc(n)) == NULL) {
+					fail(s, WS_CLOSE_INTERNAL, "out of memory");
+					return;
+				}
+				memcpy(s->hbuf, p, n);
+				s->hlen = (uint32_t)n;
+				return;
+			}
 			break;
 		}
 	}
@@ -540,6 +598,29 @@ ws_tick(struct session *s, uint64_t now)
 
 	switch (s->state) {
 	case SS_OPEN:
+		if (s->rate_paused) {
+			rate_refill(s, now);
+			if (s->tokens >= 1000) {
+				char *held = s->hbuf;
+				size_t n = s->hlen;
+
+				s->rate_paused = 0;
+				s->hbuf = NULL;
+				s->hlen = 0;
+				if (held != NULL)
+					ws_feed(s, (uint8_t *)held, n);	/* may pause again */
+				free(held);
+				/* A full output queue holds the pause itself, until it drains. */
+				if (!s->rate_paused && !conn_closed(&s->c) && !(s->c.flags & CONN_F_AUTORESUME))
+					conn_pause(&s->c, 0);
+			}
+		}
+		/* A token holds for the session, not only the handshake (same 5 s leeway). */
+		if (s->id != NULL && s->id->exp > 0 && (long long)(clock_wall_ms() / 1000) >= s->id->exp + 5) {
+			ws_log(s, LOG_LVL_INFO, "token expired: closing");
+			ws_close(s, WS_CLOSE_AUTH, "token expired");
+			break;
+		}
 		if (now - s->last_rx >= (uint64_t)cf->ping_timeout) {
 			ws_log(s, LOG_LVL_INFO, "nothing received for %dms: closing", cf->ping_timeout);
 			send_close(s, WS_CLOSE_GOING_AWAY, "ping timeout");
@@ -575,8 +656,6 @@ ws_shutdown(struct session *s)
 	if (s->state != SS_OPEN)
 		return;
 	/* Others in our rooms hear "out" before this client is closed. */
-	if (s->app != NULL && s->ops->shutdown != NULL)
-		s->ops->shutdown(s);
 	send_close(s, WS_CLOSE_GOING_AWAY, "server shutting down");
 }
 
@@ -599,7 +678,9 @@ access_log(struct session *s)
 	snprintf(out, sizeof(out), "%u", s->msgs_out);
 	snprintf(code, sizeof(code), "%u", s->close_code != 0 ? s->close_code : 1006);
 	rooms[0] = '\0';
-	if (s->ops->describe != NULL)
+	if (s->rooms_seen != NULL)
+		snprintf(rooms, sizeof(rooms), "%s", s->rooms_seen);
+	else if (s->ops->describe != NULL)
 		s->ops->describe(s, rooms, sizeof(rooms));
 	vals[0] = id;
 	vals[1] = addr;
@@ -625,4 +706,6 @@ ws_release(struct session *s)
 	s->app = NULL;
 	sbuf_unref(s->msg);
 	s->msg = NULL;
+	free(s->rooms_seen);
+	s->rooms_seen = NULL;
 }

@@ -43,9 +43,17 @@ struct route_ops {
 	void	(*describe)(struct session *, char *buf, size_t len);
 	/* Tell the client it was refused, in the route's protocol. */
 	void	(*refuse)(struct session *, enum ws_refusal);
-	/* Messages are subject to rate_limit and rate_burst. */
-	int	rate_limited;
+	/*
+	 * What rate_limit does to a message over it: WS_RATE_REFUSE drops it
+	 * and calls refuse (a client that keeps pushing is closed with 1008);
+	 * WS_RATE_PACE serves it, then reads no more until the bucket refills
+	 * (for routes that have no way to say no).
+	 */
+	int	rate_mode;
 };
+
+#define WS_RATE_REFUSE	0
+#define WS_RATE_PACE	1
 
 /* The route's per-session state (NULL until set). */
 void *ws_data(const struct session *);
@@ -77,6 +85,8 @@ const char *ws_query_param(const struct session *, const char *name, size_t *len
 void ws_log(struct session *, enum log_level, const char *, ...) PRINTF_LIKE(3, 4);
 /* The identity a valid token gave the session, or NULL. */
 const struct auth_identity *ws_identity(const struct session *);
+/* A refreshed token's identity replaces the session's (which is freed); id is malloc'd, taken over. */
+void ws_set_identity(struct session *, struct auth_identity *id);
 /* Window bits to compress a len-byte message to this session with, or 0 for plain. */
 int ws_deflate_bits(const struct session *, size_t len);
 

@@ -318,7 +318,8 @@ ws_header_masked(uint8_t *out, int fin, int opcode, uint64_t len, const uint8_t 
 int
 ws_close_code_valid(unsigned code)
 {
-	return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1011) ||
+	/* 1000-1003 and 1007-1014 are assigned in IANA's registry; 1004-1006 and 1015 are never sent. */
+	return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
 	    (code >= 3000 && code <= 4999);
 }
 

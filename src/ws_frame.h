@@ -31,6 +31,7 @@
 #define WS_CLOSE_POLICY		1008
 #define WS_CLOSE_TOO_BIG	1009
 #define WS_CLOSE_INTERNAL	1011
+#define WS_CLOSE_AUTH		4001	/* roomd's own: no valid token, or it expired */
 
 #define WS_MAX_HEADER		14	/* 2 + 8 length + 4 mask */
 #define WS_MAX_SERVER_HEADER	10	/* server frames are not masked */
@@ -105,7 +106,7 @@ struct sbuf *ws_frame_deflate(int bits, int opcode, const void *payload, size_t 
  * and the reason, or returns the close code to fail with (1002 or 1007).
  */
 int ws_close_parse(const uint8_t *p, size_t len, uint16_t *code, const uint8_t **reason, size_t *rlen);
-/* Whether a peer may send this close code (1000-1003, 1007-1011, 3000-4999). */
+/* Whether a peer may send this close code (1000-1003, 1007-1014, 3000-4999). */
 int ws_close_code_valid(unsigned code);
 
 #endif

@@ -1,8 +1,8 @@
 /*
  * www.c: static files. The request path is percent-decoded, refused if it
- * holds NUL, a backslash or a dot segment, then resolved with realpath() and
- * served only if the result is a regular file inside the real www_root, so a
- * symlink pointing outside is refused too.
+ * holds NUL, a backslash or a dot segment (www_resolve, no I/O), then
+ * resolved with realpath() and served only if the result is a regular file
+ * inside the real www_root, so a symlink pointing outside is refused too.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -45,16 +45,6 @@ content_type(const char *path)
 	return "application/octet-stream";
 }
 
-/* Decode %XX; -1 on bad escapes, NUL or backslash (never part of a file name here). */
-static int
-decode(const char *p, size_t n, char *out, size_t outlen)
-{
-	int len = http_pct_decode(p, n, out, outlen, 0);
-
-	if (len < 0 || memchr(out, '\0', (size_t)len) != NULL || memchr(out, '\\', (size_t)len) != NULL)
-		return -1;
-	return 0;
-}
 
 /* Whether any segment of a decoded path is "." or "..". */
 static int
@@ -72,6 +62,25 @@ has_dot_segment(const char *p)
 			return 1;
 		s += n;
 	}
+	return 0;
+}
+
+int
+www_resolve(const char *path, size_t plen, char *out, size_t outlen)
+{
+	static const char index_html[] = "index.html";
+	int len;
+
+	/* 16 bytes are kept back: room for "index.html" and its NUL. */
+	if (outlen <= 16 || (len = http_pct_decode(path, plen, out, outlen - 16, 0)) < 0)
+		return 400;
+	/* NUL or backslash is never part of a file name here. */
+	if (memchr(out, '\0', (size_t)len) != NULL || memchr(out, '\\', (size_t)len) != NULL || out[0] != '/')
+		return 400;
+	if (has_dot_segment(out))
+		return 403;
+	if (out[len - 1] == '/')
+		memcpy(out + len, index_html, sizeof(index_html));
 	return 0;
 }
 
@@ -112,14 +121,8 @@ www_lookup(const char *root, const char *path, size_t plen, const char *inm, siz
 
 	memset(r, 0, sizeof(*r));
 	r->fd = -1;
-	r->status = 400;
-	if (decode(path, plen, dec, sizeof(dec) - 16) == -1 || dec[0] != '/')
+	if ((r->status = www_resolve(path, plen, dec, sizeof(dec))) != 0)
 		return;
-	r->status = 403;
-	if (has_dot_segment(dec))
-		return;
-	if (dec[strlen(dec) - 1] == '/')
-		strcat(dec, "index.html");
 	r->status = 404;
 	if (root == NULL || realpath(root, rroot) == NULL)
 		return;

@@ -17,6 +17,16 @@ struct www_reply {
 };
 
 /*
+ * The pure half of www_lookup: percent-decode path (raw, no query) into
+ * out and check it. Returns 0 with out holding "/..." ("index.html" added
+ * after a final '/'), or the HTTP status: 400 for a bad %-escape, NUL,
+ * backslash, no leading '/' or more than outlen - 17 bytes decoded;
+ * 403 for a "." or ".." segment (%2e%2e and %2f included, as they
+ * are decoded first). No I/O.
+ */
+int www_resolve(const char *path, size_t plen, char *out, size_t outlen);
+
+/*
  * Look up path (raw, percent-encoded, no query) under root. inm and ims are
  * the If-None-Match and If-Modified-Since values (NULL if absent). The caller
  * closes reply->fd.

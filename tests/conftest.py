@@ -1,12 +1,13 @@
-"""pytest fixtures: `roomd` starts instances of the real binary and stops and
-checks every one at teardown (alerts or sanitizer reports fail the test)."""
+"""pytest fixtures shared by every test file: `roomd` starts instances of the
+real binary and stops and checks every one at teardown (alerts or sanitizer
+reports fail the test); `redis` is a real redis-server they can share."""
 import os
 import sys
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from roomd import Roomd  # noqa: E402
+from roomd import RedisServer, Roomd  # noqa: E402
 
 
 @pytest.fixture
@@ -31,3 +32,12 @@ def roomd(tmp_path):
             errors.append(e)
     if errors:
         raise errors[0]
+
+
+@pytest.fixture
+def redis(tmp_path):
+    """A real redis-server on 127.0.0.1 that roomd instances can share
+    (settings {"redis": redis.url}); stopped at teardown."""
+    srv = RedisServer(tmp_path / "redis").start()
+    yield srv
+    srv.stop()

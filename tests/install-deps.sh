@@ -1,8 +1,15 @@
 #!/bin/sh
 # install-deps.sh: everything roomd needs to build and to run its whole test
 # suite on Debian 12, from Debian's packages and (for the Node ws client) npm.
-# Run as root: sudo tests/install-deps.sh
+# It installs as root; run by another user it asks sudo for that.
 set -eu
+if [ "$(id -u)" -ne 0 ]; then
+	if command -v sudo >/dev/null 2>&1; then
+		exec sudo "$0" "$@"
+	fi
+	echo "install-deps.sh: installing packages needs root, and sudo is not installed" >&2
+	exit 1
+fi
 top=$(cd "$(dirname "$0")/.." && pwd)
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
@@ -11,7 +18,7 @@ apt-get install -y -qq --no-install-recommends \
 	libevent-dev libjson-c-dev libhiredis-dev libssl-dev zlib1g-dev \
 	redis-server haproxy \
 	python3 python3-pytest python3-websockets python3-prometheus-client \
-	mandoc clang libclang-rt-14-dev valgrind procps iproute2 curl \
+	mandoc groff-base clang libclang-rt-14-dev valgrind procps iproute2 curl \
 	chromium fonts-dejavu-core
 # Node.js for the `ws` client tests: keep a newer node if one is installed.
 command -v node >/dev/null 2>&1 || apt-get install -y -qq --no-install-recommends nodejs npm

@@ -17,7 +17,7 @@ import sys
 
 LAYERS = [
     ("process", "main master redisproc worker"),
-    ("app", "routes chat echo room bus"),
+    ("app", "routes chat echo room store bus"),
     ("session", "front ws"),
     ("transport", "loop conn listen tls"),
     ("codecs", "config http ws_frame deflate proxy proto auth utf8 www"),

@@ -1,16 +1,15 @@
-"""Clients and helpers for the chat-room tests: an asyncio chat client on
-python3-websockets, a lean raw WebSocket client for thousands of connections,
-an external redis-server, and finding which worker holds a connection."""
+"""The chat client of the tests, in one place: an asyncio client on
+python3-websockets that records every event (Chat), a lean raw WebSocket
+client for thousands of connections (RawWS), run() for a test's coroutine,
+and finding which worker holds a connection."""
 import asyncio
-import base64
 import json
 import os
-import socket
-import subprocess
+import time
 
 import websockets
 
-from roomd import free_port, wait_for
+from wsraw import HOST, parse_frames, ws_request
 from wsraw import frame as mask_frame  # noqa: F401 (the chat tests' name for it)
 
 
@@ -19,11 +18,31 @@ def run(coro, timeout=60):
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
+def short(x, n=160):
+    """repr of x with long strings cut, for assertion messages."""
+    if isinstance(x, str):
+        return x if len(x) <= n else f"{x[:n]}...({len(x)} chars)"
+    if isinstance(x, bytes):
+        return repr(x[:n]) + (f"...({len(x)} bytes)" if len(x) > n else "")
+    if isinstance(x, dict):
+        return {k: short(v, n) for k, v in x.items()}
+    if isinstance(x, list):
+        return [short(v, n) for v in x]
+    return x
+
+
 def matches(ev, want):
     """want is a dict (a subset ev must contain) or a predicate."""
     if callable(want):
         return want(ev)
     return all(ev.get(k) == v for k, v in want.items())
+
+
+class Event(dict):
+    """One event a client received: the JSON object ({"text": ...} for text
+    that is not one, {"binary": ...} for binary), and in .t the time.monotonic()
+    it arrived. It compares as the plain dict."""
+    __slots__ = ("t",)
 
 
 class Chat:
@@ -42,10 +61,12 @@ class Chat:
         self.task = asyncio.get_running_loop().create_task(self._reader())
 
     @classmethod
-    async def connect(cls, port, path="/", auto_pong=True):
-        ws = await websockets.connect(f"ws://127.0.0.1:{port}{path}", ping_interval=None,
-                                      max_size=None, max_queue=None, open_timeout=10,
-                                      close_timeout=2)
+    async def connect(cls, port, path="/", auto_pong=True, **kw):
+        """Connect to 127.0.0.1:port; kw goes to websockets.connect (origin,
+        extra_headers, local_addr, other timeouts)."""
+        kw = {"ping_interval": None, "max_size": None, "max_queue": None, "open_timeout": 10,
+              "close_timeout": 2, **kw}
+        ws = await websockets.connect(f"ws://{HOST}:{port}{path}", **kw)
         return cls(ws, port, auto_pong)
 
     @property
@@ -64,15 +85,16 @@ class Chat:
         try:
             async for m in self.ws:
                 if isinstance(m, bytes):
-                    ev = {"binary": m}
+                    ev = Event(binary=m)
                 else:
                     try:
                         ev = json.loads(m)
                     except ValueError:
-                        ev = {"text": m}
-                    if (self.auto_pong and isinstance(ev, dict) and ev.get("event") == "heartbeat"
-                            and ev.get("message") == "ping"):
+                        ev = None
+                    ev = Event(ev) if isinstance(ev, dict) else Event(text=m)
+                    if self.auto_pong and ev.get("event") == "heartbeat" and ev.get("message") == "ping":
                         await self.ws.send('{"event":"heartbeat","message":"pong"}')
+                ev.t = time.monotonic()
                 self.events.append(ev)
                 self._notify()
         except websockets.ConnectionClosed:
@@ -105,7 +127,7 @@ class Chat:
             if left <= 0 or (self.closed and not cond()):
                 raise AssertionError(f"{what}: not met within {timeout}s "
                                      f"(closed={self.closed} code={self.close_code}); "
-                                     f"last events: {self.events[-8:]}")
+                                     f"last events: {short(self.events[-8:])}")
             changed = self._changed
             try:
                 await asyncio.wait_for(changed.wait(), left)
@@ -147,8 +169,10 @@ class Chat:
         await self.until(lambda: self.closed, timeout, what="close")
         return self.close_code
 
-    def of(self, event):
-        return [e for e in self.events if e.get("event") == event]
+    def of(self, event, **kw):
+        """Every event of that kind (with those fields) so far."""
+        return [e for e in self.events if e.get("event") == event and
+                all(e.get(k) == v for k, v in kw.items())]
 
     def messages(self, roomid=None):
         return [e for e in self.events if e.get("event") == "message" and
@@ -268,14 +292,11 @@ async def spread_clients(r, per_worker, path="/", limit=400):
 # ---- a lean client for many connections ----
 
 class RawWS(asyncio.Protocol):
-    """A minimal WebSocket client protocol: handshake, unmasked server frames
-    parsed in place, answers pings. Text events are JSON-decoded and counted."""
+    """A minimal WebSocket client protocol: handshake, server frames (parsed by
+    wsraw.parse_frames), answers pings. Text events are JSON-decoded and counted."""
 
     def __init__(self, host, port, path):
-        self.req = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-                    f"Connection: Upgrade\r\nSec-WebSocket-Key: "
-                    f"{base64.b64encode(os.urandom(16)).decode()}\r\n"
-                    f"Sec-WebSocket-Version: 13\r\n\r\n").encode()
+        self.req = ws_request(path, host=f"{host}:{port}")
         self.buf = bytearray()
         self.opened = asyncio.get_running_loop().create_future()
         self.upgraded = False
@@ -309,24 +330,9 @@ class RawWS(asyncio.Protocol):
             del self.buf[:end + 4]
             self.upgraded = True
             self.opened.set_result(True)
-        buf, i, n = self.buf, 0, len(self.buf)
-        while n - i >= 2:
-            op, ln = buf[i] & 0x0f, buf[i + 1] & 0x7f
-            hl = 2
-            if ln == 126:
-                if n - i < 4:
-                    break
-                ln, hl = int.from_bytes(buf[i + 2:i + 4], "big"), 4
-            elif ln == 127:
-                if n - i < 10:
-                    break
-                ln, hl = int.from_bytes(buf[i + 2:i + 10], "big"), 10
-            if n - i < hl + ln:
-                break
-            payload = bytes(buf[i + hl:i + hl + ln])
-            i += hl + ln
+        frames, self.buf = parse_frames(self.buf)
+        for op, payload in frames:
             self.frame(op, payload)
-        del buf[:i]
 
     def frame(self, op, payload):
         if op == 1:
@@ -353,81 +359,6 @@ class RawWS(asyncio.Protocol):
 
 async def raw_connect(port, path="/"):
     loop = asyncio.get_running_loop()
-    _, p = await loop.create_connection(lambda: RawWS("127.0.0.1", port, path), "127.0.0.1", port)
+    _, p = await loop.create_connection(lambda: RawWS(HOST, port, path), HOST, port)
     await asyncio.wait_for(p.opened, 10)
     return p
-
-
-# ---- an external redis-server ----
-
-class RedisServer:
-    """A throwaway redis-server on 127.0.0.1 (no persistence); restartable on the same port."""
-
-    def __init__(self, tmpdir):
-        self.dir = str(tmpdir)
-        os.makedirs(self.dir, exist_ok=True)
-        self.port = free_port()
-        self.proc = None
-
-    @property
-    def url(self):
-        return f"redis://127.0.0.1:{self.port}"
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir,
-             "--logfile", os.path.join(self.dir, "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self.ping, 10, what=f"redis-server on port {self.port}")
-        return self
-
-    def ping(self):
-        if self.proc.poll() is not None:
-            raise AssertionError(f"redis-server exited with {self.proc.returncode}")
-        try:
-            return self.command("PING") == "PONG"
-        except OSError:
-            return False
-
-    def command(self, *args):
-        """One command over RESP; returns str/int/list (errors raise)."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-            out = f"*{len(args)}\r\n".encode()
-            for a in args:
-                a = a if isinstance(a, bytes) else str(a).encode()
-                out += f"${len(a)}\r\n".encode() + a + b"\r\n"
-            s.sendall(out)
-            f = s.makefile("rb")
-            return self._reply(f)
-
-    def _reply(self, f):
-        line = f.readline()
-        if not line:
-            raise OSError("redis closed the connection")
-        kind, rest = line[:1], line[1:-2]
-        if kind == b"+":
-            return rest.decode()
-        if kind == b"-":
-            raise RuntimeError(rest.decode())
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            n = int(rest)
-            if n < 0:
-                return None
-            data = f.read(n + 2)[:-2]
-            return data.decode(errors="replace")
-        if kind == b"*":
-            n = int(rest)
-            return None if n < 0 else [self._reply(f) for _ in range(n)]
-        raise RuntimeError(f"bad RESP line {line!r}")
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()

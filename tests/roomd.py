@@ -1,12 +1,21 @@
-"""Harness around the real roomd binary: a temporary directory with a generated
-config, a free port, readiness proven by GET /healthz, signal helpers, and a
-log check that fails on [alert] lines and sanitizer reports."""
+"""Processes for the tests, in one place: the harness around the real roomd
+binary (a temporary directory with a generated config, a free port, readiness
+proven by GET /healthz, signal helpers, and a log check that fails on [alert]
+lines and sanitizer reports), the real redis-server and HAProxy that tests
+run beside it, node scripts, and watching processes that are not our
+children. Byte-level helpers are in wsraw.py, the chat client in
+roomclient.py."""
+import csv
+import io
 import os
+import queue
 import re
 import resource
+import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 
@@ -60,6 +69,11 @@ def node_modules():
     return os.environ.get("ROOMD_NODE_MODULES") or os.path.join(HERE, "node", "node_modules")
 
 
+def browser_modules():
+    """Where playwright-core is: ROOMD_BROWSER_MODULES, or tests/browser/node_modules."""
+    return os.environ.get("ROOMD_BROWSER_MODULES") or os.path.join(HERE, "browser", "node_modules")
+
+
 def wait_for(pred, timeout=10.0, interval=0.05, what="condition"):
     """Poll pred() until it returns a true value; fail after timeout seconds."""
     deadline = time.monotonic() + timeout
@@ -80,6 +94,184 @@ def http_get(port, path, timeout=5.0, host="127.0.0.1"):
             return r.status, dict(r.headers), r.read()
     except urllib.error.HTTPError as e:
         return e.code, dict(e.headers), e.read()
+
+
+def read_text(path):
+    """The text of a file (a log), "" if there is none (yet)."""
+    if path is None:
+        return ""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+# ---- processes ----
+
+def comm(pid):
+    """The process name of pid, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def children(pid):
+    """PIDs of pid's direct children (zombies included)."""
+    try:
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
+                             text=True).stdout
+    except OSError:
+        return []
+    return [int(x) for x in out.split()]
+
+
+def pid_alive(pid):
+    """True while pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def children_of(pid, comm_prefix=None):
+    """The live children of pid (whose name starts with comm_prefix), sorted."""
+    return sorted(p for p in children(pid) if (comm_prefix is None or (comm(p) or "").startswith(comm_prefix))
+                  and pid_alive(p))
+
+
+def read_pid(path):
+    """The pid in a pidfile, 0 if there is none."""
+    try:
+        with open(path) as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def stop_pid(pid, timeout=15.0):
+    """SIGTERM a master we did not start (polling, as it is not our child); SIGKILL it
+    and its workers if it lingers. Returns True if it stopped by itself."""
+    if not pid_alive(pid):
+        return True
+    kids = children_of(pid)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.05)
+    for p in [pid] + kids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return False
+
+
+def stop_process(proc, timeout=10.0):
+    """SIGTERM a child we started and reap it; SIGKILL it after timeout seconds."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# ---- node scripts ----
+
+def node_for(package, modules=None, npm_dir="tests/node"):
+    """The node binary, after checking that it and package (in modules, by
+    default node_modules()) are there: a missing one fails the test with what
+    to do, never skips it."""
+    modules = modules or node_modules()
+    exe = shutil.which("node")
+    assert exe, "node is not installed (tests/install-deps.sh installs it; Debian: apt-get install nodejs)"
+    assert os.path.isfile(os.path.join(modules, package, "package.json")), \
+        f"{modules} has no {package} package: run `npm ci --prefix {npm_dir}` first"
+    return exe
+
+
+def run_node(script, *args, timeout):
+    """Run tests/node/<script> with args to completion under node with the ws
+    package: (exit status, stdout and stderr stripped)."""
+    node_dir = os.path.join(HERE, "node")
+    p = subprocess.run([node_for("ws"), os.path.join(node_dir, script), *args], capture_output=True,
+                       text=True, timeout=timeout, cwd=node_dir, env=dict(os.environ, NODE_PATH=node_modules()))
+    return p.returncode, (p.stdout + p.stderr).strip()
+
+
+class NodeScript:
+    """A node script run as our child and talked to while it runs: its output
+    lines are queued as they come (a thread reads them), lines go to its stdin.
+    Every wait has a bound; a script that fails shows all it printed."""
+
+    def __init__(self, argv, cwd, env, name):
+        self.name = name
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env)
+        self.lines, self.out = queue.Queue(), []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self):
+        for line in self.proc.stdout:
+            self.out.append(line)
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def output(self):
+        return "".join(self.out)
+
+    def _expect(self, match, what, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                line = ""
+            got = match(line) if line else None
+            if got is not None:
+                return got
+            if line is None or time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"{self.name} never printed {what}\n{self.output()}")
+
+    def expect_line(self, word, timeout):
+        """Wait for a line that is exactly word."""
+        self._expect(lambda line: True if line == word else None, word, timeout)
+
+    def expect_prefix(self, prefix, timeout):
+        """Wait for a line that starts with prefix; the rest of it, stripped."""
+        return self._expect(lambda line: line[len(prefix):].strip() if line.startswith(prefix) else None,
+                            prefix, timeout)
+
+    def say(self, line):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def finish(self, timeout):
+        """Wait for the script to exit; it must exit 0."""
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"{self.name} ran over {timeout}s\n{self.output()}") from None
+        time.sleep(0.05)    # let the pump take the last lines
+        assert rc == 0, f"{self.name} exited {rc}\n{self.output()}"
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 class Roomd:
@@ -149,23 +341,10 @@ class Roomd:
 
     def children(self):
         """PIDs of the master's direct children."""
-        try:
-            out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.pid)],
-                                 capture_output=True, text=True).stdout
-        except OSError:
-            return []
-        return [int(x) for x in out.split()]
+        return children(self.pid)
 
     def worker_pids(self):
-        pids = []
-        for p in self.children():
-            try:
-                with open(f"/proc/{p}/comm") as f:
-                    if f.read().startswith("roomd-w"):
-                        pids.append(p)
-            except OSError:
-                pass
-        return sorted(pids)
+        return sorted(p for p in self.children() if (comm(p) or "").startswith("roomd-w"))
 
     def signal(self, sig):
         os.kill(self.pid, sig)
@@ -183,11 +362,7 @@ class Roomd:
             raise AssertionError(f"roomd did not exit within {timeout}s")
 
     def read_log(self):
-        try:
-            with open(self.log, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return read_text(self.log)
 
     def log_mark(self):
         """Remember the current end of the log; new_log() returns what came after."""
@@ -202,25 +377,198 @@ class Roomd:
 
     def stop(self, check=True):
         """Graceful stop; then check the log for alerts and sanitizer reports."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.sigterm()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 20)
         if check:
             self.check_log()
 
     def read_stderr(self):
-        try:
-            with open(self.stderr_path, errors="replace") as f:
-                return f.read()
-        except (OSError, AttributeError):
-            return ""
+        return read_text(getattr(self, "stderr_path", None))
 
     def check_log(self):
         """Fail on [alert] lines, sanitizer reports or valgrind errors in the log or stderr."""
         for name, text in (("log", self.read_log()), ("stderr", self.read_stderr())):
             bad = [l for l in text.splitlines() if BAD_LOG.search(l)]
             assert not bad, f"roomd {name} has alerts or sanitizer reports:\n" + text[-20000:]
+
+
+# ---- a real redis-server ----
+
+class RedisServer:
+    """A throwaway redis-server on 127.0.0.1 (no persistence); restartable on the same port."""
+
+    def __init__(self, tmpdir):
+        self.dir = str(tmpdir)
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = free_port()
+        self.proc = None
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir,
+             "--logfile", os.path.join(self.dir, "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self.ping, 10, what=f"redis-server on port {self.port}")
+        return self
+
+    def ping(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(f"redis-server exited with {self.proc.returncode}")
+        try:
+            return self.command("PING") == "PONG"
+        except OSError:
+            return False
+
+    def command(self, *args):
+        """One command over RESP; returns str/int/list (errors raise)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            out = f"*{len(args)}\r\n".encode()
+            for a in args:
+                a = a if isinstance(a, bytes) else str(a).encode()
+                out += f"${len(a)}\r\n".encode() + a + b"\r\n"
+            s.sendall(out)
+            f = s.makefile("rb")
+            return self._reply(f)
+
+    def _reply(self, f):
+        line = f.readline()
+        if not line:
+            raise OSError("redis closed the connection")
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RuntimeError(rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            data = f.read(n + 2)[:-2]
+            return data.decode(errors="replace")
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self._reply(f) for _ in range(n)]
+        raise RuntimeError(f"bad RESP line {line!r}")
+
+    def stop(self):
+        stop_process(self.proc)
+
+
+# ---- HAProxy ----
+
+class HAProxy:
+    """A real haproxy in the foreground (-db) on 127.0.0.1 with two frontends:
+    tcp_port (mode tcp, send-proxy-v2 to the tcp servers) and http_port (mode
+    http, option forwardfor, to the http servers). Both backends check
+    GET /readyz every 200 ms (fall 2, rise 1). stats_port is the admin socket."""
+
+    def __init__(self, tmpdir, tcp_servers, http_servers):
+        self.dir = str(tmpdir)
+        os.makedirs(self.dir, exist_ok=True)
+        self.tcp_port, self.http_port, self.stats_port = free_ports(3)
+        self.cfg = os.path.join(self.dir, "haproxy.cfg")
+        self.logpath = os.path.join(self.dir, "haproxy.out")
+        self.proc = None
+
+        def servers(spec, extra):
+            return "\n".join(f"    server {name} 127.0.0.1:{port}{extra}" for name, port in spec)
+        with open(self.cfg, "w") as f:
+            f.write(f"""global
+    stats socket ipv4@127.0.0.1:{self.stats_port} level admin
+    maxconn 2000
+
+defaults
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    timeout tunnel 60s
+    timeout check 1s
+    default-server inter 200ms fastinter 200ms downinter 200ms fall 2 rise 1 check
+
+frontend fe_tcp
+    mode tcp
+    bind 127.0.0.1:{self.tcp_port}
+    default_backend be_tcp
+
+backend be_tcp
+    mode tcp
+    balance roundrobin
+    option httpchk GET /readyz
+    http-check expect status 200
+{servers(tcp_servers, " send-proxy-v2")}
+
+frontend fe_http
+    mode http
+    bind 127.0.0.1:{self.http_port}
+    option forwardfor
+    default_backend be_http
+
+backend be_http
+    mode http
+    balance roundrobin
+    option httpchk GET /readyz
+    http-check expect status 200
+{servers(http_servers, "")}
+""")
+
+    def start(self):
+        if shutil.which("haproxy") is None:
+            raise AssertionError("haproxy is not installed (tests/install-deps.sh installs it)")
+        check = subprocess.run(["haproxy", "-c", "-f", self.cfg], capture_output=True, text=True)
+        assert check.returncode == 0, f"haproxy -c: {check.stdout}{check.stderr}"
+        with open(self.logpath, "ab") as out:
+            self.proc = subprocess.Popen(["haproxy", "-f", self.cfg, "-db"], stdout=out,
+                                         stderr=subprocess.STDOUT, cwd=self.dir)
+
+        def up():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"haproxy exited with {self.proc.returncode}: {self.output()}")
+            try:
+                return bool(self.stat())
+            except OSError:
+                return False
+        wait_for(up, 10, what="haproxy stats socket")
+        return self
+
+    def output(self):
+        return read_text(self.logpath)
+
+    def command(self, cmd):
+        with socket.create_connection(("127.0.0.1", self.stats_port), timeout=2) as s:
+            s.sendall(cmd.encode() + b"\n")
+            data = b""
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    break
+                data += d
+        return data.decode()
+
+    def stat(self):
+        """Rows of `show stat` as dicts."""
+        text = self.command("show stat").lstrip("# ")
+        return [row for row in csv.DictReader(io.StringIO(text)) if row.get("pxname")]
+
+    def status(self, backend):
+        """{server name: status} of a backend ("UP", "DOWN", "UP 1/2"...)."""
+        return {r["svname"]: r["status"] for r in self.stat()
+                if r["pxname"] == backend and r["svname"] not in ("FRONTEND", "BACKEND")}
+
+    def wait_status(self, backend, want, timeout=10.0):
+        """Wait until every server named in want has exactly that status."""
+        def ok():
+            st = self.status(backend)
+            return st if all(st.get(k) == v for k, v in want.items()) else None
+        try:
+            return wait_for(ok, timeout, interval=0.05, what=f"haproxy {backend} {want}")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; now {self.status(backend)}") from None
+
+    def stop(self):
+        stop_process(self.proc)

@@ -4,104 +4,57 @@ against a fresh roomd as `node tests/browser/<case>.js PORT OUTDIR`. A script
 exits non-zero with its reason and saves a screenshot of every open page to
 OUTDIR (tests/out/browser/<case>/) on failure; its output is shown then."""
 import os
-import queue
 import shutil
 import subprocess
-import threading
 import time
 
 import pytest
+
+from roomd import NodeScript, browser_modules, node_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BROWSER_DIR = os.path.join(HERE, "browser")
 # Outside the source tree when it is read-only (make distcheck): ROOMD_TEST_OUT.
 OUT_DIR = os.path.join(os.environ.get("ROOMD_TEST_OUT") or os.path.join(HERE, "out"), "browser")
-# playwright-core: tests/browser/node_modules, or ROOMD_BROWSER_MODULES (make distcheck).
-MODULES = os.environ.get("ROOMD_BROWSER_MODULES") or os.path.join(BROWSER_DIR, "node_modules")
-ENV = dict(os.environ, NODE_PATH=MODULES)
-NODE = shutil.which("node") or "node"
 TIMEOUT = 60
 
 
-def require_deps():
-    """Missing tools fail the test (never skip it): the page must be tested."""
-    if not os.path.isdir(os.path.join(MODULES, "playwright-core")):
-        pytest.fail(f"{MODULES} has no playwright-core: run `npm ci --prefix tests/browser`")
-    if not shutil.which("node"):
-        pytest.fail("node is not installed (Debian: apt-get install nodejs)")
-    if not os.access("/usr/bin/chromium", os.X_OK):
-        pytest.fail("/usr/bin/chromium is missing (Debian: apt-get install chromium)")
+def browser_node():
+    """node with playwright-core, and Chromium: a missing one fails the test
+    (never skips it), as the page must be tested."""
+    node = node_for("playwright-core", browser_modules(), "tests/browser")
+    assert os.access("/usr/bin/chromium", os.X_OK), \
+        "/usr/bin/chromium is missing (Debian: apt-get install chromium)"
+    return node
 
 
-def outdir(case):
-    require_deps()
+def case_argv(case, port):
+    """The command line of a case script, with a fresh OUTDIR for its screenshots."""
+    node = browser_node()
     d = os.path.join(OUT_DIR, case)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
-    return d
+    return [node, os.path.join(BROWSER_DIR, f"{case}.js"), str(port), d]
+
+
+def env():
+    return dict(os.environ, NODE_PATH=browser_modules())
 
 
 def run_script(case, port):
     """Run one case script to completion; fail with its output unless it exits 0."""
-    cmd = [NODE, os.path.join(BROWSER_DIR, f"{case}.js"), str(port), outdir(case)]
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, cwd=BROWSER_DIR, env=ENV)
+        p = subprocess.run(case_argv(case, port), capture_output=True, text=True, timeout=TIMEOUT,
+                           cwd=BROWSER_DIR, env=env())
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"{case}.js ran over {TIMEOUT}s\n{e.stdout or ''}{e.stderr or ''}")
     assert p.returncode == 0, f"{case}.js exited {p.returncode}\n{p.stdout}{p.stderr}"
     return p.stdout
 
 
-class Script:
-    """A case script we talk to while it runs: read its lines, write to its stdin."""
-
-    def __init__(self, case, port):
-        cmd = [NODE, os.path.join(BROWSER_DIR, f"{case}.js"), str(port), outdir(case)]
-        self.case = case
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, cwd=BROWSER_DIR, env=ENV)
-        self.lines, self.out = queue.Queue(), []
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self):
-        for line in self.proc.stdout:
-            self.out.append(line)
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def output(self):
-        return "".join(self.out)
-
-    def expect(self, word, timeout=30):
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                line = ""
-            if line == word:
-                return
-            if line is None or time.monotonic() > deadline:
-                self.kill()
-                pytest.fail(f"{self.case}.js never printed {word}\n{self.output()}")
-
-    def say(self, line):
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def finish(self, timeout=TIMEOUT):
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail(f"{self.case}.js ran over {timeout}s\n{self.output()}")
-        time.sleep(0.05)    # let the pump take the last lines
-        assert rc == 0, f"{self.case}.js exited {rc}\n{self.output()}"
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+def script(case, port):
+    """A case script we talk to while it runs."""
+    return NodeScript(case_argv(case, port), BROWSER_DIR, env(), f"{case}.js")
 
 
 def test_same_room_messages_mine_and_count(roomd):
@@ -136,14 +89,14 @@ def test_restart_under_the_page(roomd):
     """roomd stopped (SIGTERM) and started again on the same port: both pages
     go reconnecting -> online, say "Reconnected", and chat on."""
     r = roomd()
-    s = Script("restart", r.port)
+    s = script("restart", r.port)
     try:
-        s.expect("READY")
+        s.expect_line("READY", 30)
         r.stop()
         time.sleep(0.3)     # the pages notice and start retrying against a closed port
         r.start()
         s.say("RESTARTED")
-        s.finish()
+        s.finish(TIMEOUT)
     finally:
         s.kill()
 

@@ -8,17 +8,11 @@ deflate data; invalid UTF-8 once inflated), the inflate bound against a
 decompression bomb, Node's ws client with its perMessageDeflate variants, the
 chat route with deflate and plain members in one room, and Chromium's chat
 page (which offers permessage-deflate by default)."""
-import asyncio
 import base64
-import hashlib
 import json
 import os
-import queue
-import shutil
 import socket
 import struct
-import subprocess
-import threading
 import time
 import zlib
 
@@ -26,8 +20,9 @@ import pytest
 import websockets
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
-from roomd import node_modules, worker_hwm_kb
-from wsraw import HOST, RawSocket, frame
+from roomclient import run
+from roomd import NodeScript, browser_modules, node_for, run_node, worker_hwm_kb
+from wsraw import HOST, RawSocket, frame, ws_accept, ws_request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TAIL = b"\x00\x00\xff\xff"
@@ -37,9 +32,6 @@ SANITIZED = bool(os.environ.get("ROOMD_SANITIZED"))
 # The chat route: no heartbeat pings or rate limit to get in the way of the checks.
 CHAT = {"heartbeat_interval": "0", "rate_limit": "0"}
 
-
-def run(coro, timeout=30):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 def text_of(n, seed=0):
@@ -90,20 +82,16 @@ class Wire(RawSocket):
         super().__init__(port, timeout)
         Wire.opened.append(self)
         key = base64.b64encode(os.urandom(16)).decode()
-        ext = "".join(f"Sec-WebSocket-Extensions: {o}\r\n" for o in offers)
-        self.send((f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
-                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                   f"Sec-WebSocket-Version: 13\r\n{ext}\r\n").encode())
+        self.send(ws_request(path, port=port, key=key,
+                             extra=[f"Sec-WebSocket-Extensions: {o}" for o in offers]))
         self.status, lines, head = self.read_head_lines()
         assert self.status == expect, lines
         self.ext_lines = [l.split(":", 1)[1].strip() for l in lines
                           if l.lower().startswith("sec-websocket-extensions:")]
         assert len(self.ext_lines) <= 1, self.ext_lines
         self.ext = self.ext_lines[0] if self.ext_lines else None
-        accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
-                                               .encode()).digest()).decode()
         if expect == 101:
-            assert f"sec-websocket-accept: {accept}".lower() in head.lower()
+            assert f"sec-websocket-accept: {ws_accept(key)}".lower() in head.lower()
         self.bits = 15
         for p in (self.ext or "").split(";"):
             if p.strip().startswith("server_max_window_bits="):
@@ -282,7 +270,7 @@ def test_deflate_no(roomd):
             for n in SIZES:
                 await ws.send(text_of(n))
                 assert await ws.recv() == text_of(n)
-    run(go())
+    run(go(), 30)
 
 
 # ---- the websockets client, every parameter combination it can offer ----
@@ -339,7 +327,7 @@ def test_websockets_client_round_trips(roomd, name):
             rnd = os.urandom(65536)          # incompressible: comes back plain, still right
             await ws.send(rnd)
             assert await ws.recv() == rnd
-    run(go())
+    run(go(), 30)
 
 
 # ---- on the wire ----
@@ -630,18 +618,11 @@ NODE_VARIANTS = {
 
 @pytest.mark.parametrize("name", list(NODE_VARIANTS))
 def test_node_ws_per_message_deflate(roomd, name):
-    node = shutil.which("node")
-    assert node, "node is not installed (apt-get install nodejs)"
-    assert os.path.isfile(os.path.join(node_modules(), "ws", "package.json")), \
-        f"{node_modules()} has no ws: run `npm ci --prefix tests/node`"
+    node_for("ws")
     opts = NODE_VARIANTS[name]
     r = roomd({"max_message_size": "2m"}, workers=1)
-    p = subprocess.run([node, os.path.join(HERE, "node", "deflate_client.js"),
-                        f"ws://{HOST}:{r.port}/echo", json.dumps(opts)],
-                       capture_output=True, text=True, timeout=60, cwd=os.path.join(HERE, "node"),
-                       env=dict(os.environ, NODE_PATH=node_modules()))
-    out = (p.stdout + p.stderr).strip()
-    assert p.returncode == 0 and out.splitlines()[-1].startswith("deflate_client: ok"), out
+    rc, out = run_node("deflate_client.js", f"ws://{HOST}:{r.port}/echo", json.dumps(opts), timeout=60)
+    assert rc == 0 and out.splitlines()[-1].startswith("deflate_client: ok"), out
     want = BASE + ("; server_max_window_bits=10" if "serverMaxWindowBits" in opts else "")
     assert f"[{want}]" in out, out
 
@@ -725,57 +706,13 @@ def test_chat_broadcast_compressed_for_deflate_members(roomd):
 
 # ---- Chromium's chat page ----
 
-class Script:
+def page_script(port, outdir):
     """tests/browser/deflate.js, driven over its stdin/stdout."""
-
-    def __init__(self, port, outdir):
-        modules = os.environ.get("ROOMD_BROWSER_MODULES") or os.path.join(HERE, "browser", "node_modules")
-        assert os.path.isdir(os.path.join(modules, "playwright-core")), \
-            f"{modules} has no playwright-core: run `npm ci --prefix tests/browser`"
-        assert shutil.which("node") and os.access("/usr/bin/chromium", os.X_OK), "node and chromium needed"
-        self.proc = subprocess.Popen([shutil.which("node"), os.path.join(HERE, "browser", "deflate.js"),
-                                      str(port), outdir], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, cwd=os.path.join(HERE, "browser"),
-                                     env=dict(os.environ, NODE_PATH=modules))
-        self.lines, self.out = queue.Queue(), []
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self):
-        for line in self.proc.stdout:
-            self.out.append(line)
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def expect(self, prefix, timeout=40):
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                line = ""
-            if line and line.startswith(prefix):
-                return line[len(prefix):].strip()
-            if line is None or time.monotonic() > deadline:
-                self.kill()
-                pytest.fail(f"deflate.js never printed {prefix}\n{''.join(self.out)}")
-
-    def say(self, obj):
-        self.proc.stdin.write(json.dumps(obj) + "\n")
-        self.proc.stdin.flush()
-
-    def finish(self, timeout=40):
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail("deflate.js ran too long\n" + "".join(self.out))
-        time.sleep(0.05)
-        assert rc == 0, f"deflate.js exited {rc}\n{''.join(self.out)}"
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+    node = node_for("playwright-core", browser_modules(), "tests/browser")
+    assert os.access("/usr/bin/chromium", os.X_OK), "node and chromium needed"
+    return NodeScript([node, os.path.join(HERE, "browser", "deflate.js"), str(port), outdir],
+                      os.path.join(HERE, "browser"), dict(os.environ, NODE_PATH=browser_modules()),
+                      "deflate.js")
 
 
 def test_chromium_page_long_message(roomd, tmp_path):
@@ -785,19 +722,19 @@ def test_chromium_page_long_message(roomd, tmp_path):
     r = roomd(CHAT, workers=1)
     from_py = "".join(f"{i}:héllo<b>wörld</b>&amp;😀 " for i in range(2000))   # ~56 KB
     from_page = "".join(f"{i} kettle ünïcode 🍵 " for i in range(150))        # < 4000 chars (maxlength)
-    s = Script(r.port, str(tmp_path / "browser"))
+    s = page_script(r.port, str(tmp_path / "browser"))
     try:
-        ext = s.expect("READY")
+        ext = s.expect_prefix("READY", 40)
         assert ext.startswith("permessage-deflate"), f"the page negotiated {ext!r}"
         py = Wire(r.port, path="/")
         assert py.ext == BASE
         enter(py, "py", "zip")
-        s.say({"from_py": from_py, "from_page": from_page})
+        s.say(json.dumps({"from_py": from_py, "from_page": from_page}))
         py.send_msg(json.dumps({"event": "message", "message": from_py}), compressed=True)
         ev, raw, rsv1, _ = chat_events(py, lambda e: e.get("event") == "message" and e.get("name") == "ann",
                                        timeout=40)
         assert ev["message"] == from_page
-        s.expect("SHOWN")
-        s.finish()
+        s.expect_prefix("SHOWN", 40)
+        s.finish(40)
     finally:
         s.kill()

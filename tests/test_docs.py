@@ -15,7 +15,6 @@ import difflib
 import functools
 import os
 import re
-import shutil
 import subprocess
 
 import pytest
@@ -360,8 +359,6 @@ def test_conf_file_restart_marks_match_option_table():
 # ---- roomd.8 ----
 
 def test_roomd8_synopsis_matches_usage():
-    if not shutil.which("mandoc"):
-        pytest.skip("mandoc is not installed")
     r = subprocess.run(["mandoc", "-Tascii", "-O", "width=400", MAN8], capture_output=True, text=True)
     text = re.sub(r".\x08", "", r.stdout)
     m = re.search(r"^SYNOPSIS\n(.*?)\n(?=\S)", text, re.M | re.S)
@@ -402,7 +399,25 @@ def test_man_page_names_only_known_keys(page):
 
 @pytest.mark.parametrize("page", PAGES, ids=os.path.basename)
 def test_man_page_lint(page):
-    if not shutil.which("mandoc"):
-        pytest.skip("mandoc is not installed")
+    """mandoc's lint and groff's warnings (what man(1) on most systems uses), both clean."""
     r = subprocess.run(["mandoc", "-Tlint", "-Wwarning", page], capture_output=True, text=True)
     assert r.returncode == 0 and not (r.stdout + r.stderr).strip(), r.stdout + r.stderr
+    r = subprocess.run(["groff", "-man", "-ww", "-z", page], capture_output=True, text=True)
+    assert r.returncode == 0 and not (r.stdout + r.stderr).strip(), r.stdout + r.stderr
+
+
+# ---- README ----
+
+def test_quick_start_works_without_sudo():
+    """A fresh Debian container is often root without sudo: the quick start's
+    first command must not need sudo, and install-deps.sh asks sudo itself
+    only when it is not root."""
+    readme = read(os.path.join(TOP, "README.md"))
+    m = re.search(r"## Quick start.*?```\n(.*?)\n```", readme, re.S)
+    assert m, "README has no quick-start command block"
+    assert "sudo" not in m.group(1).split(), m.group(1)
+    deps = read(os.path.join(TOP, "tests", "install-deps.sh"))
+    assert re.search(r'if \[ "\$\(id -u\)" -ne 0 \]; then.*exec sudo', deps, re.S), \
+        "install-deps.sh does not ask sudo for itself when run by another user"
+    as_root = subprocess.run(["sh", "-n", os.path.join(TOP, "tests", "install-deps.sh")])
+    assert as_root.returncode == 0

@@ -19,18 +19,11 @@ import time
 import pytest
 import websockets
 
-from lbtools import (UUID, HAProxy, access_lines, client_addr, close_frame, connect,
-                     dropped_without_answer, proxy_v1, proxy_v2, raw_request, read_frame,
-                     read_head, scrape, tlv, wait_access, ws_echo_and_close, ws_open, ws_request)
-from roomclient import Chat, RedisServer, enter_all, mask_frame, run
-from roomd import ROOMD_BIN, free_ports, http_get, wait_for
-
-
-@pytest.fixture
-def redis(tmp_path):
-    srv = RedisServer(tmp_path / "redis").start()
-    yield srv
-    srv.stop()
+from readouts import UUID, access_lines, scrape, wait_access
+from roomclient import Chat, enter_all, mask_frame, run
+from roomd import ROOMD_BIN, HAProxy, free_ports, http_get, wait_for
+from wsraw import (client_addr, close_frame, connect, dropped_without_answer, proxy_v1, proxy_v2,
+                   raw_request, read_frame, read_head, tlv, ws_echo_and_close, ws_open, ws_request)
 
 
 @pytest.fixture
@@ -78,10 +71,7 @@ def wait_draining(r):
 
 async def chat_from(port, src, path="/"):
     """A chat client whose socket is bound to source address src."""
-    ws = await websockets.connect(f"ws://127.0.0.1:{port}{path}", ping_interval=None,
-                                  max_size=None, max_queue=None, open_timeout=5,
-                                  close_timeout=2, local_addr=(src, 0))
-    return Chat(ws, port)
+    return await Chat.connect(port, path, open_timeout=5, local_addr=(src, 0))
 
 
 async def blocking(fn, *args):
@@ -350,13 +340,73 @@ def test_drain_refuses_and_spreads_closes(roomd):
     assert len(lines) == n and all(x["close"] == "1001" and x["closed_by"] == "server" for x in lines)
 
 
+def test_readyz_is_a_round_trip(roomd, redis):
+    """Redis that takes connections and PINGs but holds writes (CLIENT PAUSE
+    WRITE) cannot carry chat: each worker's canary does not come back, so
+    /readyz turns 503 within about two seconds and names the failed check,
+    and turns 200 again once the pause ends. The canary's round trip is a
+    histogram in /metrics."""
+    r = roomd({"redis": redis.url, "ready_timeout": "1s"}, workers=2)
+    wait_for(lambda: readyz(r) == (200, b"ready\n"), 5, what="/readyz 200")
+    wait_for(lambda: scrape(r.port).value("roomd_redis_canary_rtt_seconds_count") >= 4, 5,
+             what="canary round trips counted in /metrics")
+    t0 = time.monotonic()
+    redis.command("CLIENT", "PAUSE", "5000", "WRITE")
+    st, body = wait_for(lambda: (lambda x: x if x[0] == 503 else None)(readyz(r)), 3.5, interval=0.05,
+                        what="/readyz 503 while Redis holds writes")
+    assert time.monotonic() - t0 < 3.0
+    assert b"canary" in body and b"1000ms" in body, body
+    # Every check during the pause says so (both workers).
+    for _ in range(10):
+        assert readyz(r)[0] == 503
+        time.sleep(0.1)
+    wait_for(lambda: readyz(r) == (200, b"ready\n"), 8, what="/readyz 200 after the pause")
+    assert time.monotonic() - t0 > 4.5
+
+
+def test_drain_answers_every_connection(roomd):
+    """workers 2, drain_time 4s, one client connected (so one worker has
+    nothing to do): every /readyz check and every new upgrade made during
+    the drain gets its 503 at once. A worker with no clients used to exit at
+    the drain's start while the master kept its SO_REUSEPORT socket open, so
+    the kernel queued about half the new connections where nobody answered.
+    After the drain nothing is left listening: a connection is refused."""
+    r = roomd({"drain_time": "4s", "shutdown_timeout": "8s"}, workers=2)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        ws = await websockets.connect(f"ws://127.0.0.1:{r.port}/echo", ping_interval=None,
+                                      close_timeout=2)
+        t0 = loop.time()
+        r.sigterm()
+        await blocking(wait_draining, r)
+        ready = upgrades = 0
+        while loop.time() - t0 < 3.5:
+            st, _, body = await blocking(lambda: raw_request(
+                r.port, b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout=1.0))
+            assert (st, body) == (503, b"not ready: draining\n"), (ready, st, body)
+            ready += 1
+            st, hdrs, _ = await blocking(lambda: raw_request(r.port, ws_request("/echo"), timeout=1.0))
+            assert st == 503 and hdrs.get("retry-after") == "1", (upgrades, st, hdrs)
+            upgrades += 1
+        await ws.wait_closed()
+        assert ws.close_code == 1001
+        return ready, upgrades
+    ready, upgrades = run(main(), 20)
+    assert ready >= 10 and upgrades >= 10, (ready, upgrades)
+    assert r.wait_exit(8) == 0
+    with pytest.raises(OSError):
+        connect(r.port, timeout=1.0)
+
+
 # ---- PROXY protocol by raw socket ----
 
 def test_proxy_protocol_sets_client_address(roomd):
-    """PROXY v1 (TCP4, TCP6), v2 (IPv4 with TLVs, IPv6), headers split over
-    several writes, and a header with the request in the same packet: each
-    session's access line carries the address from the header; v1 UNKNOWN and
-    v2 LOCAL (HAProxy's health checks) keep the socket's own address."""
+    """PROXY v1 (TCP4, TCP6, TCP6 with v4-mapped addresses), v2 (IPv4 with
+    TLVs, IPv6), headers split over several writes, and a header with the
+    request in the same packet: each session's access line carries the address
+    from the header; v1 UNKNOWN and v2 LOCAL (HAProxy's health checks) keep the
+    socket's own address."""
     r = lb_instance(roomd, workers=2, log_level="info")
     pp = r.proxy_port
     r.log_mark()
@@ -368,6 +418,8 @@ def test_proxy_protocol_sets_client_address(roomd):
         ("2001:db8::9", proxy_v2("2001:db8::9", 40004, dst="::1", dport=pp), [1]),
         ("192.0.2.33", proxy_v2("192.0.2.33", 40005, dport=pp), [3, 14, 5]),   # split v2
         ("192.0.2.44", proxy_v1("192.0.2.44", 40006, dport=pp), [6, 10]),      # split v1
+        # HAProxy on a dual-stack listener writes IPv4 clients v4-mapped (issue 16)
+        ("203.0.113.11", proxy_v1("::ffff:203.0.113.11", 40007, dst="::ffff:127.0.0.1", dport=pp), [1]),
         ("127.0.0.1", b"PROXY UNKNOWN\r\n", [1]),
     ]
     for addr, header, cuts in cases:
@@ -508,6 +560,7 @@ def forwarded_cases(r):
         ("2001:db8::52", "127.0.0.1", b"",
          ['Forwarded: for=192.0.2.60;proto=http, for="[2001:db8::52]:4711"'], r.port),
         ("192.0.2.54", "127.0.0.1", b"", ["x-forwarded-for:192.0.2.54:5555"], r.port),
+        ("198.51.100.9", "127.0.0.1", b"", ["X-Forwarded-For: ::ffff:198.51.100.9"], r.port),
         # garbage keeps the peer's address
         ("127.0.0.1", "127.0.0.1", b"", ["X-Forwarded-For: unknown"], r.port),
         # through a PROXY header: an untrusted client's header is ignored...
@@ -600,6 +653,31 @@ def test_access_log_lines(roomd):
     assert int(ch["duration_ms"]) >= 250 and ch["in"] == "2" and int(ch["out"]) >= 2, ch
     assert (ch["close"], ch["closed_by"]) == ("1000", "client")
     assert len({x["uuid"] for x in lines}) == 4
+
+
+def test_access_log_rooms_when_the_server_ends_the_session(roomd):
+    """A session the server ended (a graceful stop's 1001, a heartbeat
+    timeout's 4000) lists the rooms it was in, not "-": its rooms let go of
+    it the moment the server decided, and the access line says what they
+    were."""
+    r = roomd({"heartbeat_interval": "300ms", "heartbeat_misses": "1", "drain_time": "0"}, workers=1)
+    r.log_mark()
+
+    async def main():
+        quiet = await Chat.connect(r.port, auto_pong=False)
+        await quiet.enter("mute", "den")
+        await quiet.expect({"event": "enter", "roomid": "den"})
+        assert await quiet.wait_closed() == 4000
+        c = await Chat.connect(r.port)
+        await c.enter("bob", "attic")
+        await c.expect({"event": "enter", "roomid": "attic"})
+        r.sigterm()
+        assert await c.wait_closed() == 1001
+    run(main(), 15)
+    assert r.wait_exit(5) == 0
+    lines = access_lines(r.new_log())
+    assert sorted((x["rooms"], x["close"], x["closed_by"]) for x in lines) == \
+        [("attic", "1001", "server"), ("den", "4000", "server")], lines
 
 
 def test_access_log_room_names_cannot_forge_fields(roomd):

@@ -10,9 +10,10 @@ import time
 
 import websockets
 
-from lbtools import connect, raw_request, read_frame, scrape, ws_open, ws_request
+from readouts import scrape
 from roomclient import mask_frame, run, workers_of
 from roomd import http_get, wait_for
+from wsraw import connect, raw_request, read_frame, ws_open, ws_request
 
 COUNTERS = [
     "roomd_connections", "roomd_websocket_sessions", "roomd_messages_received",
@@ -142,7 +143,7 @@ def test_metrics_refusal_reasons(roomd):
         ("not_found", ws_request("/also/missing?x=1"), 404),
         ("method", ws_request("/echo", method="POST"), 405),
         ("version", ws_request("/echo", version="8"), 426),
-        ("bad_request", ws_request("/echo", key=""), 400),
+        ("bad_request", ws_request("/echo", key=False), 400),
         ("too_large", ws_request("/echo", extra=[f"X-Big: {'y' * 9000}"]), 431),
     ]
     for reason, data, status in sends:

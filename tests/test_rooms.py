@@ -11,16 +11,8 @@ import time
 import pytest
 
 from roomd import http_get, raise_nofile, wait_for
-from roomclient import (Chat, RedisServer, enter_all, mask_frame, raw_connect, run,
+from roomclient import (Chat, enter_all, mask_frame, raw_connect, run,
                         spread_clients, who, workers_of)
-
-
-@pytest.fixture
-def redis(tmp_path):
-    """A real redis-server that two roomd instances can share."""
-    srv = RedisServer(tmp_path / "redis").start()
-    yield srv
-    srv.stop()
 
 
 def check_delivery(clients, senders, per_sender, roomid):
@@ -302,6 +294,26 @@ BAD_INPUTS = [
 ]
 
 
+def test_bad_json_leaves_no_trace_for_the_next_message(roomd):
+    """A message that breaks off inside a UTF-16 surrogate pair (bad_json)
+    changes nothing in the next message the worker parses, another client's
+    included: json-c kept the pending high surrogate across messages, and
+    spliced U+FFFD, or the rest of the pair, into the next \\u escape."""
+    r = roomd({}, workers=1)
+
+    async def main():
+        bad, a, b = [await Chat.connect(r.port) for _ in range(3)]
+        await enter_all([a, b], ["a", "b"], "r")
+        for k, poison in enumerate(['{"m":"\\ud83d\\u', '["\\udbff\\ud"]']):
+            await bad.send(poison)
+            await bad.expect_error("bad_json")
+            await a.send('{"event":"message","message":"x\\u0041y%d"}' % k)
+            for c in (a, b):
+                ev = await c.expect({"event": "message", "name": "a"})
+                assert ev["message"] == f"xAy{k}", f"after {poison!r}: {ev['message']!r}"
+    run(main(), 30)
+
+
 def test_bad_input_gets_errors_and_connection_keeps_working(roomd):
     """Each bad input gets its error code (with num when in exactly one room);
     after each, a valid message from the same connection is delivered, and a
@@ -431,6 +443,43 @@ def test_json_heartbeat_closes_silent_client(roomd):
     run(main(), 30)
 
 
+def test_every_event_to_a_one_room_member_carries_num(roomd):
+    """roomd-protocol(7): every event to a client in exactly one room carries
+    that room's num; the tutorial client copies num from whatever it
+    receives. The pong to a client's JSON ping and the rate_limited error
+    do too. A client in several rooms gets no num on events that belong to
+    no room (its heartbeat and pong), rather than some room's count."""
+    r = roomd({"heartbeat_interval": "500ms", "rate_limit": "4", "rate_burst": "4"}, workers=1)
+
+    async def main():
+        a = await Chat.connect(r.port)
+        b = await Chat.connect(r.port)
+        await enter_all([a, b], ["a", "b"], "one")
+        await a.send({"event": "heartbeat", "message": "ping"})
+        ev = await a.expect({"event": "heartbeat", "message": "pong"}, 3)
+        assert ev["num"] == 2, ev
+        for k in range(8):
+            await a.say(f"burst {k}")
+        ev = await a.expect_error("rate_limited", 3)
+        assert ev["num"] == 2, ev
+        # b enters a second room: no single num for it any more.
+        await b.enter("b", "two")
+        await b.expect({"event": "enter", "roomid": "two"})
+        await asyncio.sleep(1.1)  # past the rate limit's refill, and a heartbeat or two
+        n = len(b.of("heartbeat"))
+        await b.until(lambda: len(b.of("heartbeat")) >= n + 1, 3, "a heartbeat")
+        hb = b.of("heartbeat")[-1]
+        assert hb["message"] == "ping" and "num" not in hb, hb
+        await b.send({"event": "heartbeat", "message": "ping"})
+        ev = await b.expect({"event": "heartbeat", "message": "pong"}, 3)
+        assert "num" not in ev, ev
+        hb = a.of("heartbeat")[-1]
+        assert hb["num"] == 2, hb
+        await a.close()
+        await b.close()
+    run(main(), 20)
+
+
 def test_broadcast_route_relays_verbatim(roomd):
     """/broadcast relays text and binary as they came, to everyone in the same
     ?room= (the sender too), and nothing to other rooms."""
@@ -476,6 +525,8 @@ def test_private_redis_server_lifecycle(roomd, tmp_path):
     assert len(kids) == 1, f"children: {r.children()}"
     dirs = glob.glob(str(run_dir / "roomd.*"))
     assert len(dirs) == 1 and os.path.exists(os.path.join(dirs[0], "redis.sock"))
+    # The startup line says where the rooms are, all of it (socket or host:port, and db).
+    assert f"rooms in redis unix:{dirs[0]}/redis.sock db 0 (private)" in r.read_log()
 
     async def main():
         c1, c2 = await Chat.connect(r.port), await Chat.connect(r.port)

@@ -7,16 +7,7 @@ import asyncio
 import os
 import signal
 
-import pytest
-
-from roomclient import Chat, RedisServer, enter_all, run, spread_clients, who
-
-
-@pytest.fixture
-def redis(tmp_path):
-    srv = RedisServer(tmp_path / "redis").start()
-    yield srv
-    srv.stop()
+from roomclient import Chat, enter_all, run, spread_clients, who
 
 
 def now():
@@ -98,9 +89,9 @@ def test_sigkill_whole_instance(roomd, redis):
         for c in on_b:
             await c.expect({"event": "message", "message": "still on", "num": len(on_b)})
         # Nothing of the dead instance is left in Redis.
-        assert redis.command("HLEN", "roomd:r:z") == len(on_b)
+        assert redis.command("HLEN", "roomd:{z}:m") == len(on_b)
         assert len(redis.command("SMEMBERS", "roomd:workers")) == 2
-        assert len(redis.command("KEYS", "roomd:alive:*")) == 2
+        assert len(redis.command("KEYS", "roomd:{w:*}:a")) == 2
         for c in on_b:
             await c.close()
     run(main(), 30)
@@ -221,7 +212,7 @@ def test_sigterm_instance(roomd, redis):
         assert sorted(w["members"]) == sorted(names_b) and w["num"] == len(on_b)
         assert a.wait_exit(10) == 0
         # The stopped instance left nothing behind in Redis.
-        assert redis.command("HLEN", "roomd:r:t") == len(on_b)
+        assert redis.command("HLEN", "roomd:{t}:m") == len(on_b)
         assert len(redis.command("SMEMBERS", "roomd:workers")) == 2
         for c in on_b:
             await c.close()
@@ -288,3 +279,62 @@ def test_script_flush_reloads_scripts(roomd, redis):
         await x.close()
         await y.close()
     run(main(), 30)
+
+
+def test_startup_line_names_the_whole_redis_address(roomd, redis):
+    """The master's startup line names host, port and database of an external
+    Redis (it used to give only the host), and never its password."""
+    r = roomd({"redis": f"redis://:pw-not-logged@127.0.0.1:{redis.port}/3"}, workers=1)
+    log = r.read_log()
+    assert f"rooms in redis 127.0.0.1:{redis.port} db 3" in log, log
+    assert "pw-not-logged" not in log
+
+
+def test_redis_restart_does_not_replay_joins(roomd, redis):
+    """Redis restarted empty (no persistence) under two instances: the workers
+    register their members again, silently. Nobody gets an enter for a member
+    who never left (pages would show people "joining"); num and who are right
+    afterwards, and a real newcomer is still announced."""
+    a = roomd({"redis": redis.url}, workers=2)
+    b = roomd({"redis": redis.url}, workers=2)
+
+    async def main():
+        clients = []
+        for r in (a, b):
+            clients += [c for cs in (await spread_clients(r, 2)).values() for c in cs]
+        names = [f"j{i}" for i in range(len(clients))]
+        await enter_all(clients, names, "j")
+        for c in clients:
+            await c.find({"event": "enter", "num": len(clients)}, 5)
+        marks = [len(c.events) for c in clients]
+        for r in (a, b):
+            r.log_mark()
+        redis.stop()
+        for r in (a, b):
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda r=r: r.wait_log(r"(?s)redis link lost.*redis link lost", 5))
+        redis.start()
+        for r in (a, b):
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda r=r: r.wait_log(r"(?s)redis link up.*redis link up", 10))
+        t0 = now()
+        while True:
+            w = await who(clients[0])
+            if sorted(w["members"]) == sorted(names) or now() - t0 > 5:
+                break
+            await asyncio.sleep(0.1)
+        assert sorted(w["members"]) == sorted(names) and w["num"] == len(clients)
+        await clients[1].say("still here")
+        for c in clients:
+            ev = await c.expect({"event": "message", "message": "still here"}, 3)
+            assert ev["num"] == len(clients)
+        for c, m in zip(clients, marks):
+            replayed = [e for e in c.events[m:] if e.get("event") in ("enter", "out")]
+            assert replayed == [], f"presence events replayed after a Redis restart: {replayed}"
+        newcomer = await Chat.connect(a.port)
+        await newcomer.enter("fresh", "j")
+        for c in clients:
+            await c.expect({"event": "enter", "name": "fresh", "num": len(clients) + 1}, 5)
+        for c in clients + [newcomer]:
+            await c.close()
+    run(main(), 40)

@@ -25,10 +25,11 @@ import time
 import pytest
 import websockets
 
+from roomclient import Chat, run
 from roomd import http_get, raise_nofile, wait_for
+from wsraw import HOST, close_code, handshake, parse_frames, parse_head, read_head, read_to_close, ws_request
 from wsraw import frame as mask_frame
 
-HOST = "127.0.0.1"
 SECRET = "s3cret-for-tests-0123456789"
 # RSS means nothing under ASan or valgrind: those runs skip only the RSS assertions.
 SANITIZED = bool(os.environ.get("ROOMD_SANITIZED") or os.environ.get("ROOMD_VALGRIND"))
@@ -36,10 +37,6 @@ SANITIZED = bool(os.environ.get("ROOMD_SANITIZED") or os.environ.get("ROOMD_VALG
 SLOW_RSS_DELTA_MB = 16      # measured about +1.5 MB (max_outbuf 256k)
 SLOW_P99_MS = 200           # measured p99 under 10 ms
 LOAD_RSS_MB = 64            # measured about 13 MB for 2,000 sessions over 2 workers
-
-
-def run(coro, timeout=60):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 def rss_kb(pids):
@@ -106,197 +103,17 @@ def bad_tokens():
     }
 
 
-# ---- raw HTTP / WebSocket ----
-
-def ws_request(path="/", host=None, port=None, headers=()):
-    lines = [f"GET {path} HTTP/1.1", f"Host: {host or f'{HOST}:{port}'}", "Upgrade: websocket",
-             "Connection: Upgrade", f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}",
-             "Sec-WebSocket-Version: 13", *headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def read_head_raw(sock, limit=65536):
-    """Bytes up to and past the end of a response head (or up to EOF)."""
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        d = sock.recv(4096)
-        if not d:
-            break
-        buf += d
-        assert len(buf) < limit
-    return buf
-
-
-def read_head(sock, limit=65536):
-    head, _, rest = read_head_raw(sock, limit).partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1]) if lines[0].startswith("HTTP/") else 0
-    hdrs = {}
-    for l in lines[1:]:
-        k, _, v = l.partition(":")
-        hdrs[k.strip().lower()] = v.strip()
-    return status, hdrs, rest
-
-
-def handshake(port, path="/", headers=(), host=None, keep=False, timeout=5.0):
-    """Send an upgrade request; (status, headers[, sock, leftover])."""
-    s = socket.create_connection((HOST, port), timeout=timeout)
-    s.sendall(ws_request(path, host, port, headers))
-    status, hdrs, rest = read_head(s)
-    if keep:
-        return status, hdrs, s, rest
-    s.close()
-    return status, hdrs
-
-
-def parse_frames(buf):
-    """Complete server frames in buf: ([(opcode, payload)], rest)."""
-    out, i, n = [], 0, len(buf)
-    while n - i >= 2:
-        op, ln, hl = buf[i] & 0x0f, buf[i + 1] & 0x7f, 2
-        if ln == 126:
-            if n - i < 4:
-                break
-            ln, hl = struct.unpack("!H", buf[i + 2:i + 4])[0], 4
-        elif ln == 127:
-            if n - i < 10:
-                break
-            ln, hl = struct.unpack("!Q", buf[i + 2:i + 10])[0], 10
-        if n - i < hl + ln:
-            break
-        out.append((op, bytes(buf[i + hl:i + hl + ln])))
-        i += hl + ln
-    return out, buf[i:]
-
-
-def close_code(payload):
-    return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
-
-
-# ---- an asyncio chat client on python3-websockets ----
-
-def short(x, n=160):
-    """repr of x with long strings cut, for assertion messages."""
-    if isinstance(x, str):
-        return x if len(x) <= n else f"{x[:n]}...({len(x)} chars)"
-    if isinstance(x, bytes):
-        return repr(x[:n]) + (f"...({len(x)} bytes)" if len(x) > n else "")
-    if isinstance(x, dict):
-        return {k: short(v, n) for k, v in x.items()}
-    if isinstance(x, list):
-        return [short(v, n) for v in x]
-    return x
-
-
-class Client:
-    """Keeps every event it receives; wait() finds the next matching one."""
-
-    def __init__(self, ws):
-        self.ws = ws
-        self.events = []
-        self.cursor = 0
-        self.closed = False
-        self.changed = asyncio.Event()
-        self.task = asyncio.get_running_loop().create_task(self._read())
-
-    @classmethod
-    async def open(cls, port, path="/", **kw):
-        kw.setdefault("ping_interval", None)
-        kw.setdefault("max_size", None)
-        kw.setdefault("max_queue", None)
-        kw.setdefault("open_timeout", 10)
-        kw.setdefault("close_timeout", 2)
-        return cls(await websockets.connect(f"ws://{HOST}:{port}{path}", **kw))
-
-    async def _read(self):
-        try:
-            async for m in self.ws:
-                if isinstance(m, bytes):
-                    ev = {"binary": m}
-                else:
-                    try:
-                        ev = json.loads(m)
-                    except ValueError:
-                        ev = {"text": m}
-                    if not isinstance(ev, dict):
-                        ev = {"text": m}
-                if ev.get("event") == "heartbeat" and ev.get("message") == "ping":
-                    await self.ws.send('{"event":"heartbeat","message":"pong"}')
-                ev["_t"] = time.monotonic()
-                self.events.append(ev)
-                self.changed.set()
-        except websockets.ConnectionClosed:
-            pass
-        finally:
-            self.closed = True
-            self.changed.set()
-
-    @property
-    def code(self):
-        return self.ws.close_code
-
-    async def send(self, obj):
-        await self.ws.send(obj if isinstance(obj, (str, bytes)) else json.dumps(obj))
-
-    async def enter(self, name, roomid=None):
-        m = {"event": "enter", "message": name}
-        if roomid is not None:
-            m["roomid"] = roomid
-        await self.send(m)
-
-    async def until(self, cond, timeout=5.0, what="condition"):
-        deadline = time.monotonic() + timeout
-        while not cond():
-            left = deadline - time.monotonic()
-            if left <= 0 or self.closed:
-                if cond():
-                    return
-                raise AssertionError(f"{what}: not within {timeout}s (closed={self.closed}, "
-                                     f"code={self.code}); last events {short(self.events[-6:])}")
-            self.changed.clear()
-            try:
-                await asyncio.wait_for(self.changed.wait(), min(left, 0.5))
-            except asyncio.TimeoutError:
-                pass
-
-    async def wait(self, want, timeout=5.0):
-        """Next event (after the cursor) containing every key/value of want."""
-        hit = []
-
-        def cond():
-            for i in range(self.cursor, len(self.events)):
-                if all(self.events[i].get(k) == v for k, v in want.items()):
-                    hit.append(i)
-                    return True
-            return False
-        await self.until(cond, timeout, f"event {want}")
-        self.cursor = hit[0] + 1
-        return self.events[hit[0]]
-
-    async def wait_closed(self, timeout=5.0):
-        await self.until(lambda: self.closed, timeout, "close")
-        return self.code
-
-    def of(self, event, **kw):
-        return [e for e in self.events if e.get("event") == event and
-                all(e.get(k) == v for k, v in kw.items())]
-
-    async def close(self):
-        await self.ws.close()
-        self.task.cancel()
-
-
 async def still_serves(port):
     """An ordinary client is served: an echo round trip and a chat message to itself."""
     async with websockets.connect(f"ws://{HOST}:{port}/echo", open_timeout=10) as ws:
         await ws.send("still here")
         assert await asyncio.wait_for(ws.recv(), 5) == "still here"
-    c = await Client.open(port)
+    c = await Chat.connect(port)
     room = f"after-{os.urandom(3).hex()}"
     await c.enter("normal", room)
-    await c.wait({"event": "enter", "name": "normal", "roomid": room})
+    await c.expect({"event": "enter", "name": "normal", "roomid": room})
     await c.send({"event": "message", "message": "hello", "roomid": room})
-    ev = await c.wait({"event": "message", "roomid": room})
+    ev = await c.expect({"event": "message", "roomid": room})
     assert ev["name"] == "normal" and ev["message"] == "hello"
     await c.close()
 
@@ -314,7 +131,8 @@ def test_cross_origin_browsers_get_403(roomd):
         (f"Origin: http://evil.example/{HOST}:{r.port}", 403),     # path tricks
         (f"Origin: http://{HOST}:{r.port}.evil.example", 403),
         (f"Origin: {same}", 101),
-        (f"Origin: https://{HOST}:{r.port}", 101),                  # Host says nothing of the scheme
+        (f"Origin: https://{HOST}:{r.port}", 403),                  # a plain listener's pages are http
+        (f"Origin: ws://{HOST}:{r.port}", 403),
         (f"Origin: HTTP://{HOST.upper()}:{r.port}", 101),
         (None, 101),                                                # non-browser clients
     ]
@@ -336,8 +154,39 @@ def test_cross_origin_browsers_get_403(roomd):
             await ws.send("x")
             assert await ws.recv() == "x"
     run(lib())
-    assert "refused: Origin not allowed" in r.read_log()
+    # The log and the 403 say which origin was refused and which setting allows it.
+    assert "refused: Origin https://evil.example not allowed (allowed_origins unset: same origin only)" \
+        in r.read_log()
+    st, _, s, body = handshake(r.port, "/echo", ["Origin: null"], keep=True)
+    while not body.endswith(b"\n"):
+        d = s.recv(4096)
+        if not d:
+            break
+        body += d
+    s.close()
+    assert st == 403 and b"Origin null" in body and b"allowed_origins" in body, body
     run(still_serves(r.port))
+
+
+def test_same_origin_behind_a_tls_proxy(roomd):
+    """Behind a trusted proxy that terminates TLS (X-Forwarded-Proto: https),
+    the page's origin is https; an http origin is then another origin. From
+    an untrusted peer the header means nothing."""
+    r = roomd({"trusted_proxies": "127.0.0.1/32"})
+    fwd = "X-Forwarded-Proto: https"
+    assert handshake(r.port, "/echo", [f"Origin: https://{HOST}:{r.port}", fwd])[0] == 101
+    assert handshake(r.port, "/echo", [f"Origin: http://{HOST}:{r.port}", fwd])[0] == 403
+    assert handshake(r.port, "/echo", [f"Origin: http://{HOST}:{r.port}"])[0] == 101
+    u = roomd({})
+    assert handshake(u.port, "/echo", [f"Origin: https://{HOST}:{u.port}", fwd])[0] == 403
+
+
+def test_allowed_origins_null_for_pages_opened_from_disk(roomd):
+    """The seed tutorial's client.html is opened from disk: its Origin is
+    "null". allowed_origins null lets it in (and only it, with the list)."""
+    r = roomd({"allowed_origins": "null"})
+    assert handshake(r.port, "/", ["Origin: null"])[0] == 101
+    assert handshake(r.port, "/", ["Origin: https://evil.example"])[0] == 403
 
 
 def test_allowed_origins_list_and_star(roomd):
@@ -506,11 +355,11 @@ def test_valid_token_via_each_carrier(roomd):
                                      extra_headers=[("Cookie", f"token={tok}; xsess={tok}")])
         assert e.value.status_code == 401
         # Chat with a token works end to end.
-        c = await Client.open(r.port, f"/?token={tok}")
+        c = await Chat.connect(r.port, f"/?token={tok}")
         await c.enter("alice", "tea")
-        await c.wait({"event": "enter", "roomid": "tea"})
+        await c.expect({"event": "enter", "roomid": "tea"})
         await c.send({"event": "message", "message": "hi", "roomid": "tea"})
-        await c.wait({"event": "message", "message": "hi"})
+        await c.expect({"event": "message", "message": "hi"})
         await c.close()
     run(main())
     # Credentials stay out of the log, whichever way they came.
@@ -522,24 +371,24 @@ def test_token_sub_is_the_chat_name(roomd):
     r = roomd(auth_settings("optional", "event"))
 
     async def main():
-        a = await Client.open(r.port, f"/?token={jwt(good_claims(sub='alice'))}")
-        b = await Client.open(r.port, "/")
+        a = await Chat.connect(r.port, f"/?token={jwt(good_claims(sub='alice'))}")
+        b = await Chat.connect(r.port, "/")
         await b.enter("bob", "tea")
-        await b.wait({"event": "enter", "name": "bob"})
+        await b.expect({"event": "enter", "name": "bob"})
         await a.enter("mallory", "tea")            # the claimed name is ignored
-        ev = await b.wait({"event": "enter", "roomid": "tea"})
+        ev = await b.expect({"event": "enter", "roomid": "tea"})
         assert ev["name"] == "alice", ev
         await a.send({"event": "message", "message": "it is me", "roomid": "tea", "name": "bob"})
-        ev = await b.wait({"event": "message", "message": "it is me"})
+        ev = await b.expect({"event": "message", "message": "it is me"})
         assert ev["name"] == "alice", ev
         await b.send({"event": "who", "roomid": "tea"})
-        who = await b.wait({"event": "who"})
+        who = await b.expect({"event": "who"})
         assert sorted(who["members"]) == ["alice", "bob"], who
         # A signed name is still a name: too long or with control characters, it is refused.
         for sub in ("s" * 65, "eve\u0007", "eve\nbob"):
-            c = await Client.open(r.port, f"/?token={jwt(good_claims(sub=sub))}")
+            c = await Chat.connect(r.port, f"/?token={jwt(good_claims(sub=sub))}")
             await c.enter("fine", "tea")
-            assert (await c.wait({"event": "error"}))["code"] == "bad_field", sub
+            assert (await c.expect({"event": "error"}))["code"] == "bad_field", sub
             await c.close()
         assert [e["name"] for e in b.of("enter")] == ["bob", "alice"]
         await a.close()
@@ -553,17 +402,17 @@ def test_token_rooms_claim_limits_chat_rooms(roomd):
     other = jwt(good_claims(sub="eve"))
 
     async def main():
-        spy = await Client.open(r.port, f"/?token={other}")
+        spy = await Chat.connect(r.port, f"/?token={other}")
         await spy.enter("eve", "secret")
-        await spy.wait({"event": "enter", "roomid": "secret"})
-        a = await Client.open(r.port, f"/?token={tok}")
+        await spy.expect({"event": "enter", "roomid": "secret"})
+        a = await Chat.connect(r.port, f"/?token={tok}")
         await a.enter("alice", "secret")
-        err = await a.wait({"event": "error"}, 2)
+        err = await a.expect({"event": "error"}, 2)
         assert err["code"] == "forbidden", err
         await a.enter("alice", "tea")                  # an allowed room still works
-        await a.wait({"event": "enter", "roomid": "tea"})
+        await a.expect({"event": "enter", "roomid": "tea"})
         await a.send({"event": "message", "message": "x", "roomid": "secret"})
-        await a.wait({"event": "error", "code": "not_in_room"})
+        await a.expect({"event": "error", "code": "not_in_room"})
         await asyncio.sleep(0.3)
         assert not spy.of("enter", name="alice") and not spy.of("message", message="x"), spy.events
         assert not a.closed
@@ -582,7 +431,7 @@ def test_token_for_another_broadcast_room_is_refused(roomd, failure):
     member = jwt(good_claims(sub="bob"))
 
     async def main():
-        spy = await Client.open(r.port, f"/broadcast?room=secret&token={member}")
+        spy = await Chat.connect(r.port, f"/broadcast?room=secret&token={member}")
         if failure == "http":
             st, h = handshake(r.port, f"/broadcast?room=secret&token={tok}")
             assert st in (401, 403), st
@@ -610,6 +459,53 @@ def test_token_for_another_broadcast_room_is_refused(roomd, failure):
     run(main())
 
 
+def test_token_expiry_holds_for_the_session(roomd):
+    """A token's exp holds for the whole session, not only the handshake:
+    at expiry (plus the same 5 s of leeway) the session is closed with 4001
+    and its room hears "out", unless it sent a fresh token first
+    ({"event":"refresh","token":...}, answered with the new exp). A refresh
+    is checked like a handshake: a forged token, another user's, one that
+    does not allow a room the session is in, and a refresh from a session
+    without a token are refused with an error, and the session stays."""
+    r = roomd(auth_settings("optional"), workers=1)
+    now = int(time.time())
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        short = jwt(good_claims(sub="ann", exp=now + 2))
+        stays = jwt(good_claims(sub="bob", exp=now + 2))
+        a = await Chat.connect(r.port, f"/?token={short}")
+        b = await Chat.connect(r.port, f"/?token={stays}")
+        anon = await Chat.connect(r.port)
+        for c, n in ((a, "ann"), (b, "bob"), (anon, "guest")):
+            await c.enter(n, "exp")
+            await c.expect({"event": "enter", "name": n})
+        await b.send({"event": "refresh", "token": jwt(good_claims(sub="bob", exp=now + 60), secret="x" * 20)})
+        assert (await b.expect({"event": "error"}))["code"] == "bad_token"
+        await b.send({"event": "refresh", "token": jwt(good_claims(sub="eve", exp=now + 60))})
+        assert (await b.expect({"event": "error"}))["code"] == "bad_token"
+        await b.send({"event": "refresh", "token": jwt(good_claims(sub="bob", exp=now + 60, rooms=["other"]))})
+        assert (await b.expect({"event": "error"}))["code"] == "forbidden"
+        await anon.send({"event": "refresh", "token": jwt(good_claims(sub="guest", exp=now + 60))})
+        assert (await anon.expect({"event": "error"}))["code"] == "bad_token"
+        await b.send({"event": "refresh", "token": jwt(good_claims(sub="bob", exp=now + 60))})
+        ev = await b.expect({"event": "refresh"})
+        assert ev["exp"] == now + 60 and ev["num"] == 3, ev
+        await a.until(lambda: a.closed, 12, "ann closed at expiry")
+        assert a.close_code == 4001 and a.ws.close_reason == "token expired"
+        assert time.time() >= now + 2 + 5 - 0.1
+        ev = await b.expect({"event": "out", "name": "ann"}, 3)
+        assert ev["num"] == 2
+        await asyncio.sleep(max(0.0, now + 9 - time.time()))
+        assert not b.closed and not anon.closed
+        await b.send({"event": "message", "roomid": "exp", "message": "after"})
+        await anon.expect({"event": "message", "message": "after"})
+        for c in (b, anon):
+            await c.ws.close()
+        return loop
+    run(main(), 40)
+
+
 # ==== 3. Message floods ====
 
 def test_flood_over_rate_is_limited_then_closed(roomd):
@@ -617,12 +513,12 @@ def test_flood_over_rate_is_limited_then_closed(roomd):
     r = roomd({"rate_limit": str(rate), "rate_burst": str(burst)})
 
     async def main():
-        a = await Client.open(r.port)
-        b = await Client.open(r.port)
-        f = await Client.open(r.port)
+        a = await Chat.connect(r.port)
+        b = await Chat.connect(r.port)
+        f = await Chat.connect(r.port)
         for c, n in ((a, "ann"), (b, "bob"), (f, "flood")):
             await c.enter(n, "hall")
-            await c.wait({"event": "enter", "name": n})
+            await c.expect({"event": "enter", "name": n})
         await asyncio.sleep(0.6)                     # the bucket is full again
 
         # The normal member keeps talking at half the rate throughout.
@@ -649,7 +545,7 @@ def test_flood_over_rate_is_limited_then_closed(roomd):
         assert burst - 1 <= len(limited) <= burst + 1, len(limited)
         assert [int(e["message"][2:]) for e in flood_seen] == list(range(len(flood_seen)))
         assert [e["message"] for e in b.of("message") if e["name"] == "ann"] == [f"a#{i}" for i in range(15)]
-        await b.wait({"event": "out", "name": "flood"})
+        await b.expect({"event": "out", "name": "flood"})
         assert not a.closed and not b.closed
         await a.close()
         await b.close()
@@ -662,16 +558,16 @@ def test_flood_that_backs_off_recovers(roomd):
     r = roomd({"rate_limit": "20", "rate_burst": "10"})
 
     async def main():
-        f = await Client.open(r.port)
+        f = await Chat.connect(r.port)
         await f.enter("f", "hall")
-        await f.wait({"event": "enter"})
+        await f.expect({"event": "enter"})
         await asyncio.sleep(0.6)
         for i in range(15):
             await f.send({"event": "message", "message": f"m{i}"})
         await f.until(lambda: len(f.of("error", code="rate_limited")) >= 4, 5, "rate_limited errors")
         await asyncio.sleep(0.6)                      # back off: the bucket refills
         await f.send({"event": "message", "message": "later"})
-        await f.wait({"event": "message", "message": "later"})
+        await f.expect({"event": "message", "message": "later"})
         assert not f.closed
         await f.close()
     run(main())
@@ -681,8 +577,8 @@ def test_broadcast_binary_flood_is_limited(roomd):
     r = roomd({"rate_limit": "20", "rate_burst": "10"})
 
     async def main():
-        b = await Client.open(r.port, "/broadcast?room=x")
-        f = await Client.open(r.port, "/broadcast?room=x")
+        b = await Chat.connect(r.port, "/broadcast?room=x")
+        f = await Chat.connect(r.port, "/broadcast?room=x")
         # The room is connected end to end before the flood; then the bucket refills.
         await f.send(b"hi")
         await b.until(lambda: any(e.get("binary") == b"hi" for e in b.events), 5, "a first relay")
@@ -936,6 +832,42 @@ def non_reader(port, room):
     return z
 
 
+def test_member_cut_off_as_too_slow_leaves_at_once(roomd):
+    """The room learns "out" when the server cuts a slow member off (1008),
+    not when its close handshake ends: with close_timeout 10s the others hear
+    the out within 2 s of the cut, and num and who no longer count it, while
+    its TCP connection is still lingering."""
+    r = roomd({"max_outbuf": "64k", "close_timeout": "10s"}, workers=1)
+    size = 16 * 1024
+
+    async def main():
+        a = await Chat.connect(r.port)
+        sender = await Chat.connect(r.port)
+        for i, c in enumerate([a, sender]):
+            await c.enter(f"u{i}", "slow2")
+            await c.expect({"event": "enter", "name": f"u{i}"})
+        z = non_reader(r.port, "slow2")
+        await a.expect({"event": "enter", "name": "sloth", "num": 3})
+        r.log_mark()
+        pad = "y" * size
+        cut = None
+        for k in range(2000):
+            await sender.send({"event": "message", "roomid": "slow2", "message": f"{k}:{pad}"})
+            await asyncio.sleep(0.005)
+            if k % 8 == 0 and "closing with 1008: too slow" in r.new_log():
+                cut = time.monotonic()
+                break
+        assert cut is not None, "the non-reader was never cut off"
+        ev = await a.expect({"event": "out", "name": "sloth"}, 2)
+        assert time.monotonic() - cut < 2.0
+        assert ev["num"] == 2
+        await a.send({"event": "who", "roomid": "slow2"})
+        w = await a.expect({"event": "who"}, 2)
+        assert sorted(w["members"]) == ["u0", "u1"] and w["num"] == 2
+        z.close()
+    run(main(), 30)
+
+
 def test_member_that_never_reads_is_cut_off(roomd, capsys):
     """The kernel's send buffer for the non-reader autotunes up to tcp_wmem's
     maximum (4 MB by default) before roomd's own queue grows at all, so the
@@ -947,14 +879,14 @@ def test_member_that_never_reads_is_cut_off(roomd, capsys):
     limit = min(outbuf + wmem_max() + 2 * size + (2 << 20), 24 << 20) // size
 
     async def main():
-        recv = [await Client.open(r.port) for _ in range(2)]
-        sender = await Client.open(r.port)
+        recv = [await Chat.connect(r.port) for _ in range(2)]
+        sender = await Chat.connect(r.port)
         for i, c in enumerate(recv + [sender]):
             await c.enter(f"u{i}", "big")
-            await c.wait({"event": "enter", "name": f"u{i}"})
+            await c.expect({"event": "enter", "name": f"u{i}"})
         z = non_reader(r.port, "big")
         for c in recv:
-            await c.wait({"event": "enter", "name": "sloth"})
+            await c.expect({"event": "enter", "name": "sloth"})
         pids = r.worker_pids()
         base = rss_kb(pids)
         peak = [base]
@@ -986,7 +918,7 @@ def test_member_that_never_reads_is_cut_off(roomd, capsys):
         for c in recv:
             msgs = c.of("message")
             assert [int(e["message"].split(":", 1)[0]) for e in msgs] == list(range(count))
-            lat += [(e["_t"] - float(e["message"].split(":", 2)[1])) * 1000 for e in msgs]
+            lat += [(e.t - float(e["message"].split(":", 2)[1])) * 1000 for e in msgs]
         lat.sort()
         p50, p99, worst = lat[len(lat) // 2], lat[int(len(lat) * 0.99) - 1], lat[-1]
         delta = (peak[0] - base) / 1024
@@ -994,7 +926,7 @@ def test_member_that_never_reads_is_cut_off(roomd, capsys):
         # what is still queued for it: the room says so and its memory is freed.
         for c in recv:
             try:
-                await c.wait({"event": "out", "name": "sloth"}, 5)
+                await c.expect({"event": "out", "name": "sloth"}, 5)
             except AssertionError as e:
                 raise AssertionError("the non-reader was sent 1008 but never disconnected: a finishing "
                                      f"connection whose peer does not read is kept forever ({e})") from None
@@ -1042,31 +974,31 @@ def test_oversize_names_rooms_and_messages(roomd):
     r = roomd({"max_message_size": "4k", "max_request_size": "8k"})
 
     async def main():
-        c = await Client.open(r.port)
+        c = await Chat.connect(r.port)
         for bad in ({"event": "enter", "message": "n" * 65, "roomid": "r"},
                     {"event": "enter", "message": "ok", "roomid": "r" * 129},
                     {"event": "enter", "message": "a\u0007b", "roomid": "r"},
                     {"event": "enter", "message": "", "roomid": "r"},
                     {"event": "enter", "message": "ok", "roomid": "x\ny"}):
             await c.send(bad)
-            ev = await c.wait({"event": "error"})
+            ev = await c.expect({"event": "error"})
             assert ev["code"] == "bad_field", (bad, ev)
         await c.enter("n" * 64, "r" * 128)               # exactly at the bounds is fine
-        await c.wait({"event": "enter", "name": "n" * 64, "roomid": "r" * 128})
+        await c.expect({"event": "enter", "name": "n" * 64, "roomid": "r" * 128})
         await c.enter("é" * 32, "ü" * 64)                # bounds are bytes: 64 and 128
-        await c.wait({"event": "enter", "roomid": "ü" * 64})
+        await c.expect({"event": "enter", "roomid": "ü" * 64})
         await c.enter("é" * 33, "r2")
-        assert (await c.wait({"event": "error"}))["code"] == "bad_field"
+        assert (await c.expect({"event": "error"}))["code"] == "bad_field"
         assert not c.closed
         await c.send({"event": "message", "message": "m" * 5000, "roomid": "r2"})
         assert await c.wait_closed(5) == 1009
         # An oversized message in fragments is refused too, before it is all buffered.
-        e = await Client.open(r.port, "/echo")
+        e = await Chat.connect(r.port, "/echo")
         await e.send(["a" * 3000, "b" * 3000])
         assert await e.wait_closed(5) == 1009
         # A broadcast room name over the bound.
-        b = await Client.open(r.port, "/broadcast?room=" + "q" * 129)
-        ev = await b.wait({"event": "error"})
+        b = await Chat.connect(r.port, "/broadcast?room=" + "q" * 129)
+        ev = await b.expect({"event": "error"})
         assert ev["code"] == "bad_field"
         assert await b.wait_closed(5) == 1008
     run(main())
@@ -1204,13 +1136,13 @@ def test_slow_client_drop_keeps_the_reader_and_counts(roomd):
     size = 16 * 1024
 
     async def main():
-        recv = await Client.open(r.port)
-        sender = await Client.open(r.port)
+        recv = await Chat.connect(r.port)
+        sender = await Chat.connect(r.port)
         for i, c in enumerate([recv, sender]):
             await c.enter(f"u{i}", "slow")
-            await c.wait({"event": "enter", "name": f"u{i}"})
+            await c.expect({"event": "enter", "name": f"u{i}"})
         z = non_reader(r.port, "slow")
-        await recv.wait({"event": "enter", "name": "sloth"})
+        await recv.expect({"event": "enter", "name": "sloth"})
         r.log_mark()
         count = 0
         while count < 2000 and "room message(s) dropped" not in r.new_log():
@@ -1226,6 +1158,8 @@ def test_slow_client_drop_keeps_the_reader_and_counts(roomd):
     metrics = http_get(r.port, "/metrics")[2].decode()
     dropped = [l for l in metrics.splitlines() if l.startswith("roomd_slow_client_messages_dropped_total ")]
     assert dropped and int(float(dropped[0].split()[1])) > 0, dropped
+
+
 # ==== 8. Request framing: a body is never the next request ====
 
 def all_responses(port, data, quiet=1.0):
@@ -1253,13 +1187,9 @@ def all_responses(port, data, quiet=1.0):
     out = []
     while b"\r\n\r\n" in buf:
         head, _, buf = buf.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        hdrs = {}
-        for l in lines[1:]:
-            k, _, v = l.partition(":")
-            hdrs[k.strip().lower()] = v.strip()
+        hdrs = parse_head(head)[1]
         n = int(hdrs.get("content-length", "0"))
-        out.append((lines[0], hdrs, buf[:n]))
+        out.append((head.split(b"\r\n", 1)[0].decode("latin-1"), hdrs, buf[:n]))
         buf = buf[n:]
     return out, closed
 
@@ -1355,8 +1285,8 @@ def test_chosen_address_cannot_lock_out_another(roomd):
 
     def third(ip):
         s = socket.create_connection((HOST, r.port), timeout=5)
-        s.sendall(ws_request("/echo", port=r.port, headers=(f"X-Forwarded-For: {ip}",)))
-        head = read_head_raw(s)
+        s.sendall(ws_request("/echo", port=r.port, extra=(f"X-Forwarded-For: {ip}",)))
+        head = read_to_close(s)
         s.close()
         return head
 

@@ -15,8 +15,7 @@ import time
 import pytest
 import websockets
 
-from roomd import ROOMD_BIN, http_get, wait_for
-from lbtools import pid_alive, read_pid, stop_pid
+from roomd import ROOMD_BIN, http_get, pid_alive, read_pid, stop_pid, wait_for
 from roomclient import holder_of
 
 

@@ -8,27 +8,14 @@ import time
 
 import pytest
 
+from wsraw import RawSocket
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 WWW = os.path.join(HERE, "..", "www")
 
 
-class Http:
+class Http(RawSocket):
     """One raw HTTP/1.1 connection: send bytes, read responses one by one."""
-
-    def __init__(self, port, timeout=5.0, rcvbuf=None):
-        self.sock = socket.socket()
-        if rcvbuf is not None:
-            # Before connecting, so that the window the server sees is small too.
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(timeout)
-        self.sock.connect(("127.0.0.1", port))
-        self.buf = b""
-
-    def close(self):
-        self.sock.close()
-
-    def send(self, data):
-        self.sock.sendall(data)
 
     def get(self, path, method="GET", headers=None, close=False):
         h = {"Host": "127.0.0.1", **(headers or {})}
@@ -37,31 +24,17 @@ class Http:
         lines = [f"{method} {path} HTTP/1.1"] + [f"{k}: {v}" for k, v in h.items()]
         return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
-    def _fill(self):
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise EOFError("connection closed")
-        self.buf += chunk
-
     def response(self, head=False):
         """(status, headers with lower-case names, body) of the next response."""
-        while b"\r\n\r\n" not in self.buf:
-            self._fill()
-        raw, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        lines = raw.decode("latin-1").split("\r\n")
-        proto, status = lines[0].split(" ")[:2]
-        assert proto == "HTTP/1.1", lines[0]
+        status, lines, text = self.read_head_lines()
+        assert text.startswith("HTTP/1.1 "), text.split("\r\n")[0]
         headers = {}
-        for l in lines[1:]:
+        for l in lines:
             k, v = l.split(":", 1)
             assert k.lower() not in headers, f"header {k} twice"
             headers[k.lower()] = v.strip()
-        status = int(status)
         n = 0 if head or status in (204, 304) else int(headers["content-length"])
-        while len(self.buf) < n:
-            self._fill()
-        body, self.buf = self.buf[:n], self.buf[n:]
-        return status, headers, body
+        return status, headers, self._take(n)
 
     def nothing_more(self, wait=0.3):
         """Whether no further bytes arrive (the connection stays open, quiet)."""

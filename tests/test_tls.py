@@ -20,15 +20,12 @@ import websockets
 # Offering TLS 1.0/1.1 is the point of one test: its deprecation warnings are noise.
 pytestmark = pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
 
-from roomd import ROOMD_BIN, free_port, free_ports, node_modules, wait_for
+from roomclient import run
+from roomd import ROOMD_BIN, free_port, free_ports, node_for, run_node, wait_for
 
 HOST = "127.0.0.1"
 HERE = os.path.dirname(os.path.abspath(__file__))
-NODE_DIR = os.path.join(HERE, "node")
 
-
-def run(coro, timeout=60):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 def make_cert(d, name, cn, serial, kind="ec"):
@@ -145,23 +142,11 @@ def test_wss_python_echo_and_chat(tls_roomd):
     run(main())
 
 
-def node_ready():
-    node = shutil.which("node")
-    mods = node_modules()
-    assert node, "node is not installed: the Node TLS test needs it (apt-get install nodejs)"
-    assert os.path.isfile(os.path.join(mods, "ws", "package.json")), \
-        f"{mods} has no ws package: run `npm ci --prefix tests/node` first"
-    return node, mods
-
-
 def test_wss_node_client(tls_roomd):
-    node, mods = node_ready()
+    node_for("ws")
     r = tls_roomd({"max_message_size": "2m"})
-    p = subprocess.run([node, os.path.join(NODE_DIR, "tls_client.js"), f"wss://{HOST}:{r.tls_port}", r.cert],
-                       capture_output=True, text=True, timeout=90, cwd=NODE_DIR,
-                       env=dict(os.environ, NODE_PATH=mods))
-    out = (p.stdout + p.stderr).strip()
-    assert p.returncode == 0, out
+    rc, out = run_node("tls_client.js", f"wss://{HOST}:{r.tls_port}", r.cert, timeout=90)
+    assert rc == 0, out
     assert out.splitlines()[-1].startswith("tls_client: ok"), out
 
 

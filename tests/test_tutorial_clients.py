@@ -3,12 +3,11 @@ the chat tutorial's client (enter, messages, out, JSON heartbeat, num) and
 the simplest tutorial's send-and-print client on the broadcast route."""
 import asyncio
 import os
-import shutil
 
 import pytest
 
 from roomclient import run
-from roomd import node_modules
+from roomd import node_for, node_modules
 
 NODE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node")
 
@@ -16,11 +15,7 @@ NODE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node")
 @pytest.fixture
 def node():
     """The node binary; fail (never skip) with what to do when node or ws is missing."""
-    exe = shutil.which("node")
-    assert exe, "node is not installed: the tutorial client tests need it (apt-get install nodejs)"
-    assert os.path.isfile(os.path.join(node_modules(), "ws", "package.json")), \
-        f"{node_modules()} has no ws package: run `npm ci --prefix tests/node` first"
-    return exe
+    return node_for("ws")
 
 
 class NodeClient:

@@ -10,17 +10,15 @@ teardown."""
 import os
 import shutil
 import signal
-import socket
 import threading
 import time
 
 import pytest
 
 import roomd as roomd_mod
-from lbtools import (children_of, pid_alive, read_frame, read_head, read_pid, stop_pid,
-                     ws_echo_and_close, ws_open, ws_request)
-from roomclient import mask_frame
-from roomd import http_get, wait_for
+from roomd import children_of, http_get, pid_alive, read_pid, stop_pid, wait_for
+from wsraw import (close_code, close_frame, connect, frame, read_frame, read_head, ws_echo_and_close,
+                   ws_open, ws_request)
 
 
 @pytest.fixture
@@ -45,21 +43,21 @@ def masters(roomd):
 def one_session(port):
     """Handshake on /echo, one message, close. Returns "ok", or "moved" when the
     old binary's worker closed it with 1001 after the 101; raises on a refusal."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s = connect(port)
     try:
         s.sendall(ws_request("/echo"))
         st, hdrs, rest = read_head(s)
         if st != 101:
             raise AssertionError(f"handshake answered {st or 'EOF'} {hdrs}")
-        s.sendall(mask_frame(1, b"load"))
+        s.sendall(frame(1, b"load"))
         op, payload, rest = read_frame(s, rest)
         if op == 8:
-            code = int.from_bytes(payload[:2], "big")
+            code = close_code(payload)
             if code != 1001:
                 raise AssertionError(f"closed with {code} after the 101")
             return "moved"
         assert (op, payload) == (1, b"load"), (op, payload)
-        s.sendall(mask_frame(8, (1000).to_bytes(2, "big")))
+        s.sendall(close_frame(1000))
         op, payload, rest = read_frame(s, rest)
         assert op == 8
         return "ok"
@@ -98,6 +96,13 @@ class Load:
         for t in self.threads:
             t.join(10)
 
+    def check(self, min_ok=100):
+        """Not one session failed, and at least min_ok went through."""
+        assert not self.failures, (f"{len(self.failures)} failed of "
+                                   f"{sum(self.counts.values()) + len(self.failures)}: "
+                                   f"{self.failures[:5]}")
+        assert self.counts["ok"] >= min_ok, self.counts
+
 
 @pytest.mark.parametrize("drain_time", ["0s", "1s"])
 def test_upgrade_under_load(roomd, masters, drain_time):
@@ -124,10 +129,7 @@ def test_upgrade_under_load(roomd, masters, drain_time):
             time.sleep(0.05)
     finally:
         load.stop()
-    assert not load.failures, (f"{len(load.failures)} failed of "
-                               f"{sum(load.counts.values()) + len(load.failures)}: "
-                               f"{load.failures[:5]}")
-    assert load.counts["ok"] >= 100, load.counts
+    load.check(100)
 
     assert pid_alive(new) and not pid_alive(old)
     assert not os.path.exists(r.pidfile + ".oldbin")
@@ -166,10 +168,7 @@ def test_reload_under_load(roomd, drain_time):
             time.sleep(0.05)
     finally:
         load.stop()
-    assert not load.failures, (f"{len(load.failures)} failed of "
-                               f"{sum(load.counts.values()) + len(load.failures)}: "
-                               f"{load.failures[:5]}")
-    assert load.counts["ok"] >= 100, load.counts
+    load.check(100)
 
 
 def test_upgrade_exec_failure_keeps_serving(roomd, masters, tmp_path, monkeypatch):

@@ -12,17 +12,14 @@ import time
 import pytest
 import websockets
 
-from roomd import worker_hwm_kb
-from wsraw import HOST, RawSocket, close_payload, frame
+from roomclient import run
+from roomd import http_get, worker_hwm_kb
+from wsraw import HOST, RawSocket, close_payload, frame, ws_request
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 SIZES = [0, 1, 125, 126, 127, 65535, 65536]
 
-
-def run(coro, timeout=30):
-    """Run a coroutine to completion with an overall timeout."""
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 def url(r, path="/echo"):
@@ -31,10 +28,9 @@ def url(r, path="/echo"):
 
 # ---- raw-socket helpers ----
 
-def handshake_request(path="/echo", key=KEY, version="13", connection="Upgrade", extra=""):
-    return (f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nUpgrade: websocket\r\n"
-            f"Connection: {connection}\r\nSec-WebSocket-Key: {key}\r\n"
-            f"Sec-WebSocket-Version: {version}\r\n{extra}\r\n").encode()
+def handshake_request(**kw):
+    """wsraw.ws_request with RFC 6455's sample key, whose answer is ACCEPT."""
+    return ws_request(**{"key": KEY, **kw})
 
 
 class Raw(RawSocket):
@@ -112,7 +108,7 @@ def test_echo_message_sizes(roomd):
                     yield p
             await ws.send(parts())
             assert await ws.recv() == b"ab" + b"c" * 70000
-    run(go())
+    run(go(), 30)
 
 
 def test_echo_4mib(roomd):
@@ -143,7 +139,7 @@ def test_every_byte_value(roomd):
             assert await ws.recv() == data
             await ws.send(everything)
             assert await ws.recv() == everything
-    run(go())
+    run(go(), 30)
 
 
 def test_message_over_limit_1009(roomd):
@@ -157,7 +153,7 @@ def test_message_over_limit_1009(roomd):
             with pytest.raises(websockets.ConnectionClosed):
                 await ws.recv()
             assert ws.close_code == 1009
-    run(go())
+    run(go(), 30)
 
     # Decided from the header: the server does not wait for a payload it will never take.
     c = raw_ws(r)
@@ -177,7 +173,7 @@ def test_ping_pong_payload(roomd):
             for payload in (b"", b"roomd-ping", os.urandom(125)):
                 waiter = await ws.ping(payload)
                 await asyncio.wait_for(waiter, 2)   # resolves only on a pong with this payload
-    run(go())
+    run(go(), 30)
     c = raw_ws(r)
     for payload in (b"", b"x", bytes(range(125))):
         c.send(frame(0x9, payload))
@@ -199,7 +195,7 @@ def test_close_code_echo(roomd, code):
             assert await ws.recv() == "hi"
             await ws.close(code, "bye")
             assert ws.close_code == code
-    run(go())
+    run(go(), 30)
     c = raw_ws(r)
     c.send(frame(0x8, close_payload(code, "à bientôt".encode())))
     c.expect_close(code)
@@ -227,7 +223,7 @@ def test_sigterm_sends_1001(roomd):
                 await asyncio.wait_for(ws.recv(), 5)
             assert ws.close_code == 1001
             assert time.monotonic() - t0 < 3
-    run(go())
+    run(go(), 30)
     assert r.wait_exit(10) == 0
 
 
@@ -278,7 +274,7 @@ def test_slowloris_does_not_delay_others(roomd):
                 assert await ws.recv() == "ping?"
                 assert time.monotonic() - t < 0.5
         return time.monotonic() - t0
-    took = run(go())
+    took = run(go(), 30)
     assert took < 0.5, f"another client took {took:.2f}s while a handshake was stalled"
     slow.expect_eof(timeout=4)
     waited = time.monotonic() - t_slow
@@ -289,7 +285,7 @@ def test_request_head_too_large_431(roomd):
     r = roomd(workers=1)
     for pieces in (1, 40):
         c = Raw(r.port)
-        req = handshake_request(extra="X-Big: " + "a" * 9000 + "\r\n")
+        req = handshake_request(extra=["X-Big: " + "a" * 9000])
         step = max(1, len(req) // pieces)
         try:
             for i in range(0, len(req), step):
@@ -303,7 +299,7 @@ def test_request_head_too_large_431(roomd):
         c.close()
     # Just under the limit still works.
     c = Raw(r.port)
-    c.handshake(extra="X-Pad: " + "a" * 7000 + "\r\n")
+    c.handshake(extra=["X-Pad: " + "a" * 7000])
     c.close()
 
 
@@ -427,7 +423,7 @@ def test_server_ping_timeout(roomd):
             await asyncio.sleep(4.0)
             await ws.send("still alive")
             assert await ws.recv() == "still alive"
-    run(polite())
+    run(polite(), 30)
     t.join(10)
     assert result.get("pings", 0) >= 1, result
     assert "code" in result, result
@@ -446,12 +442,12 @@ def test_subprotocol(roomd):
             assert ws.subprotocol is None
             await ws.send("y")
             assert await ws.recv() == "y"
-    run(go())
+    run(go(), 30)
     c = Raw(r.port)
-    headers = c.handshake(extra="Sec-WebSocket-Protocol: foo, echo\r\n")
+    headers = c.handshake(extra=["Sec-WebSocket-Protocol: foo, echo"])
     assert headers.get("sec-websocket-protocol") == "echo"
     c = Raw(r.port)
-    headers = c.handshake(extra="Sec-WebSocket-Protocol: foo\r\n")
+    headers = c.handshake(extra=["Sec-WebSocket-Protocol: foo"])
     assert "sec-websocket-protocol" not in headers
 
 
@@ -553,3 +549,43 @@ def test_ping_flood_without_reading_is_bounded(roomd):
         return
     grown = worker_hwm_kb(pid) - before
     assert grown < 5 * 1024, f"worker grew by {grown} kB for one client with max_outbuf 64k"
+
+
+def test_rate_limit_paces_echo(roomd):
+    """rate_limit applies to every session. The echo route cannot say no, so a
+    client over the limit is slowed down, not refused: 60 messages at once
+    under rate_limit 20, rate_burst 10 are all echoed, once each and in
+    order, but spread over about (60 - 10) / 20 = 2.5 s, and the refusals
+    are counted."""
+    r = roomd({"rate_limit": "20", "rate_burst": "10"}, workers=1)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        async with websockets.connect(url(r), ping_interval=None) as ws:
+            t0 = loop.time()
+            for k in range(60):
+                await ws.send(f"m{k}")
+            got = [await asyncio.wait_for(ws.recv(), 10) for _ in range(60)]
+            took = loop.time() - t0
+        assert got == [f"m{k}" for k in range(60)]
+        return took
+    took = run(main(), 30)
+    assert took >= 2.0, f"60 echoes under rate_limit 20 took {took:.2f}s: not paced"
+    st, _, body = http_get(r.port, "/metrics")
+    line = [l for l in body.decode().splitlines() if l.startswith("roomd_messages_rate_limited_total ")]
+    assert line and int(line[0].split()[1]) > 0, line
+
+
+def test_rate_limit_paces_frames_sent_with_the_handshake(roomd):
+    """The upgrade request and 40 frames in one write, under a rate limit of
+    a burst of 5: what waits behind the paced messages is kept, not lost, and
+    every message is echoed once, in order."""
+    r = roomd({"rate_limit": "50", "rate_burst": "5"}, workers=1)
+    c = Raw(r.port)
+    c.sock.settimeout(10)
+    c.send(handshake_request() + b"".join(frame(0x1, f"f{k}".encode()) for k in range(40)))
+    status, _ = c.read_head()
+    assert status == 101
+    got = [c.read_message() for _ in range(40)]
+    assert got == [(0x1, f"f{k}".encode()) for k in range(40)]
+    c.close()

@@ -6,16 +6,7 @@
 // client's long message intact, then sends its own long message (the test
 // checks the Python client gets it intact) and shows that too; prints SHOWN.
 'use strict';
-const readline = require('readline');
-const { run, check } = require('./lib');
-
-function nextLine() {
-  return new Promise((resolve) => {
-    const rl = readline.createInterface({ input: process.stdin });
-    rl.once('line', (l) => { resolve(l); rl.close(); });
-    rl.once('close', () => resolve(null));
-  });
-}
+const { run, check, nextLine } = require('./lib');
 
 run('deflate', async (t) => {
   const a = await t.page('ann');

@@ -8,6 +8,7 @@
 
 const fs = require('fs');
 const path = require('path');
+const readline = require('readline');
 const { chromium } = require('playwright-core');
 
 const ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -174,4 +175,13 @@ function run(name, body) {
   })();
 }
 
-module.exports = { run, check, CheckError };
+// The next line on stdin (the test driving the script writes it); null at its end.
+function nextLine() {
+  return new Promise((resolve) => {
+    const rl = readline.createInterface({ input: process.stdin });
+    rl.once('line', (l) => { resolve(l); rl.close(); });
+    rl.once('close', () => resolve(null));
+  });
+}
+
+module.exports = { run, check, CheckError, nextLine };

@@ -4,16 +4,7 @@
 // reconnecting -> online, say "Reconnected: back in #tea as NAME", be back in
 // the room ("2 online") and chat on.
 'use strict';
-const readline = require('readline');
-const { run, check } = require('./lib');
-
-function nextLine() {
-  return new Promise((resolve) => {
-    const rl = readline.createInterface({ input: process.stdin });
-    rl.once('line', (l) => { resolve(l); rl.close(); });
-    rl.once('close', () => resolve(null));
-  });
-}
+const { run, check, nextLine } = require('./lib');
 
 run('restart', async (t) => {
   const pages = [[await t.page('ann'), 'ann'], [await t.page('bob'), 'bob']];

@@ -5,7 +5,8 @@
 # S s)" or "fuzz_x: FAILED ..."); exits non-zero if any target crashes,
 # leaks, trips a sanitizer or fails to build.
 # Env: CC_FUZZ (clang), FUZZ_WORK (a work directory to keep; default: a
-# temporary one, removed at exit).
+# temporary one, removed at exit), FUZZ_TARGETS (a space-separated subset,
+# such as "fuzz_proxy fuzz_www"; default: all).
 set -u
 
 secs=${1:-60}
@@ -22,19 +23,43 @@ else
 fi
 
 cflags="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -D_GNU_SOURCE -I $top/src"
-libs=$(pkg-config --cflags --libs libcrypto zlib) || { echo "run.sh: pkg-config libcrypto zlib failed" >&2; exit 2; }
+# config.c's paths, as Makefile.am gives them
+cflags="$cflags -DREDIS_SERVER_PATH=\"/usr/bin/redis-server\" -DSRCDIR=\"$top\" -DDATADIR=\"/usr/local/share\""
 
-# target: the pure sources it needs, and its corpus directory
-targets="fuzz_frame fuzz_http"
-srcs_fuzz_frame="src/ws_frame.c src/utf8.c src/sbuf.c src/deflate.c"
+# target: the pure sources it needs and the pkg-config packages they link
+# (its seed corpus is corpus_<name without fuzz_>)
+all="fuzz_frame fuzz_http fuzz_proxy fuzz_auth fuzz_proto fuzz_www fuzz_config"
+targets=${FUZZ_TARGETS:-$all}
+srcs_fuzz_frame="src/ws_frame.c src/utf8.c src/deflate.c src/sbuf.c"
+pkgs_fuzz_frame="libcrypto zlib"
 srcs_fuzz_http="src/http.c"
+pkgs_fuzz_http="libcrypto"
+srcs_fuzz_proxy="src/proxy.c"
+pkgs_fuzz_proxy=""
+srcs_fuzz_auth="src/auth.c"
+pkgs_fuzz_auth="json-c libcrypto"
+srcs_fuzz_proto="src/proto.c src/jbuf.c"
+pkgs_fuzz_proto="json-c"
+srcs_fuzz_www="src/www.c src/http.c"
+pkgs_fuzz_www="libcrypto"
+srcs_fuzz_config="src/config.c src/log.c src/proto.c src/jbuf.c src/proxy.c src/tls.c"
+pkgs_fuzz_config="json-c libssl libcrypto"
 
 status=0
 for t in $targets; do
-	eval "srcs=\$srcs_$t"
+	case " $all " in *" $t "*) ;; *) echo "$t: FAILED (no such target)"; status=1; continue ;; esac
+	eval "srcs=\$srcs_$t pkgs=\$pkgs_$t"
 	corpus=$here/corpus_${t#fuzz_}
 	files=""
 	for s in $srcs; do files="$files $top/$s"; done
+	libs=""
+	# shellcheck disable=SC2086
+	if [ -n "$pkgs" ] && ! libs=$(pkg-config --cflags --libs $pkgs 2>"$work/$t.build"); then
+		echo "$t: FAILED (pkg-config $pkgs)"
+		cat "$work/$t.build" >&2
+		status=1
+		continue
+	fi
 	# shellcheck disable=SC2086
 	if ! $cc $cflags -o "$work/$t" "$here/$t.c" $files $libs 2>"$work/$t.build"; then
 		echo "$t: FAILED (build)"
@@ -48,7 +73,7 @@ for t in $targets; do
 	fi
 	start=$(date +%s)
 	"$work/$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-	    -artifact_prefix="$work/artifacts_$t/" "$work/corpus_$t" >"$work/$t.log" 2>&1
+	    -artifact_prefix="$work/artifacts_$t/" "$work/corpus_$t" </dev/null >"$work/$t.log" 2>&1
 	rc=$?
 	took=$(( $(date +%s) - start ))
 	runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/$t.log" | tail -1)

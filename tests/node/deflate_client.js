@@ -7,8 +7,7 @@
 'use strict';
 
 const crypto = require('crypto');
-const WebSocket = require('ws');
-const { next, roundTrip, closeWith, check, main } = require('./lib');
+const { open, next, roundTrip, closeWith, check, main } = require('./lib');
 
 const SIZES = [0, 1, 63, 64, 1000, 65536, 1 << 20];
 
@@ -25,32 +24,10 @@ function textOf(n, seed) {
   return s;
 }
 
-// Like lib.js open(), but keeps the server's Sec-WebSocket-Extensions answer.
-function open(url, options) {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, options);
-    ws.queue = [];
-    ws.waiters = [];
-    ws.on('upgrade', (res) => { ws.answer = res.headers['sec-websocket-extensions'] || ''; });
-    ws.on('message', (data, isBinary) => {
-      const m = { data, isBinary };
-      if (ws.waiters.length) ws.waiters.shift().resolve(m);
-      else ws.queue.push(m);
-    });
-    ws.on('close', (code, reason) => {
-      ws.closed = { code, reason: reason.toString() };
-      for (const w of ws.waiters.splice(0)) w.reject(new Error(`closed with ${code} while waiting for a message`));
-    });
-    ws.once('open', () => resolve(ws));
-    ws.once('error', reject);
-    ws.once('unexpected-response', (req, res) => reject(new Error(`HTTP ${res.statusCode} instead of 101`)));
-  });
-}
-
 main('deflate_client', async (url) => {
   const pmd = process.argv[3] ? JSON.parse(process.argv[3]) : {};
   const ws = await open(url, { perMessageDeflate: pmd, maxPayload: 4 << 20 });
-  const ext = ws.answer;
+  const ext = ws.upgradeHeaders['sec-websocket-extensions'] || '';
   check(ws.extensions === 'permessage-deflate' && ext.startsWith('permessage-deflate'),
     `permessage-deflate not negotiated: "${ws.extensions}", server answered "${ext}"`);
   let count = 0;

@@ -6,12 +6,14 @@ const WebSocket = require('ws');
 
 const SIZES = [0, 1, 125, 126, 127, 65535, 65536];
 
-// Open a connection; resolves with a socket whose messages are queued for next().
+// Open a connection; resolves with a socket whose messages are queued for next()
+// and whose ws.upgradeHeaders are the 101's headers (lower-case names).
 function open(url, options = {}) {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, options.protocols, { maxPayload: 64 << 20, ...options });
     ws.queue = [];
     ws.waiters = [];
+    ws.on('upgrade', (res) => { ws.upgradeHeaders = res.headers; });
     ws.on('message', (data, isBinary) => {
       const m = { data, isBinary };
       if (ws.waiters.length) ws.waiters.shift().resolve(m);

@@ -6,7 +6,9 @@
 //
 // usage: node tutorial_chat_client.js URL NAME ROOMID [--say TEXT] [--wait-num N] [--for MS]
 //   --say TEXT    type TEXT and press send once the room holds --wait-num people
-//   --for MS      close the page after MS milliseconds (default 3000)
+//   --for MS      close the page MS milliseconds after it said its TEXT (or, without
+//                 --say, after it started; default 3000), so a slow start of the
+//                 other page cannot make it leave before they met
 'use strict'
 const WebSocket = require('ws')
 
@@ -98,6 +100,7 @@ const app = {
       this.said = true
       this.message = opt.say
       this.sendMsg()
+      leaveIn(opt.for)
     }
   },
 
@@ -113,8 +116,12 @@ const app = {
   }
 }
 
+function leaveIn (ms) {
+  setTimeout(() => {
+    app.leaving = true
+    app.ws.close()
+  }, ms)
+}
+
 app.initWS()
-setTimeout(() => {
-  app.leaving = true
-  app.ws.close()
-}, opt.for)
+if (opt.say === null) leaveIn(opt.for)

@@ -1,6 +1,7 @@
 /*
  * test_config.c: unit tests of the config parser (src/config.c): defaults,
- * durations and sizes, "file:line: what" errors, listen and route forms,
+ * durations and sizes, "file:line: what" errors from a file and from text
+ * (cfg_load_text), NUL bytes and size bounds, listen and route forms,
  * cfg_finish's computed defaults and cross checks, the dump, and the reload
  * rule that keeps restart-only keys.
  */
@@ -562,6 +563,14 @@ test_load_file(void)
 			is_str(err, want, "bad file %zu: '%s'", i, cases[i].msg);
 			ok(c->path == NULL, "bad file %zu: no path recorded", i);
 			cfg_free(c);
+			/* The same text without a file: the same error, named as asked. */
+			c = fresh();
+			snprintf(want, sizeof(want), "t.conf:%d: %s", cases[i].line, cases[i].msg);
+			err[0] = '\0';
+			is_int(cfg_load_text(c, "t.conf", cases[i].text, strlen(cases[i].text), err, sizeof(err)), -1,
+			    "bad text %zu fails", i);
+			is_str(err, want, "bad text %zu: '%s'", i, cases[i].msg);
+			cfg_free(c);
 		}
 	}
 
@@ -585,6 +594,47 @@ test_load_file(void)
 	is_int(cfg_load_file(c, p, err, sizeof(err)), -1, "a 4210-byte line fails");
 	is_str(err, want, "too long line error text");
 	cfg_free(c);
+
+	/* A NUL byte is an error where it is, not the end of the text. */
+	c = fresh();
+	is_int(cfg_load_text(c, "t.conf", "workers 2\nuser a\0b\nworkers 3\n", 30, err, sizeof(err)), -1,
+	    "a NUL byte in a line fails");
+	is_str(err, "t.conf:2: NUL byte in the line", "NUL error text");
+	is_int(cfg_load_text(c, "t.conf", "workers 4\n\0", 11, err, sizeof(err)), -1, "a NUL byte alone fails");
+	is_str(err, "t.conf:2: NUL byte in the line", "on its line");
+	cfg_free(c);
+	/* Text: only len bytes are read, no path is recorded, a line may end the text. */
+	c = fresh();
+	is_int(cfg_load_text(c, "t.conf", "workers 7\nworkers x", 9, err, sizeof(err)), 0, "only len bytes are read");
+	is_int(c->workers, 7, "the last line needs no newline");
+	ok(c->path == NULL, "text records no path");
+	is_int(cfg_load_text(c, "t.conf", "", 0, err, sizeof(err)), 0, "empty text");
+	is_int(cfg_load_text(c, "t.conf", "\n\n\r\n", 4, err, sizeof(err)), 0, "blank lines");
+	is_int(cfg_load_text(c, "other.conf", "\n\nbogus 1", 9, err, sizeof(err)), -1, "an error on line 3");
+	is_str(err, "other.conf:3: unknown key 'bogus'", "named as asked, counted from 1");
+	cfg_free(c);
+	/* A file over 1 MiB is refused before parsing (a device or a log named by mistake). */
+	{
+		size_t big = (1 << 20) + 1;
+		char *text = malloc(big + 1);
+
+		if (text == NULL) {
+			printf("Bail out! out of memory\n");
+			exit(1);
+		}
+		memset(text, '\n', big);
+		text[big] = '\0';
+		c = fresh();
+		p = write_file(text);
+		snprintf(want, sizeof(want), "%s: larger than 1048576 bytes", p);
+		is_int(cfg_load_file(c, p, err, sizeof(err)), -1, "a file of 1 MiB + 1 fails");
+		is_str(err, want, "size error text");
+		text[big - 1] = '\0';
+		p = write_file(text);
+		is_int(cfg_load_file(c, p, err, sizeof(err)), 0, "1 MiB of blank lines loads");
+		cfg_free(c);
+		free(text);
+	}
 
 	/* A file that is not there. */
 	c = fresh();
@@ -705,6 +755,51 @@ test_dump(void)
 	free(d2);
 	cfg_free(c);
 	cfg_free(c2);
+
+	/*
+	 * Values that only read back one way (fuzz_config found the first two):
+	 * a '"' with a space cannot be quoted, so it stays bare; a value longer
+	 * than 511 bytes was cut; white space at an end or a leading '#' needs
+	 * quotes.
+	 */
+	{
+		static const struct { const char *line, *dumped; } cases[] = {
+			{ "user n\" Security", "\nuser n\" Security\n" },
+			{ "user a\"b", "\nuser a\"b\n" },
+			{ "user \" lead\"", "\nuser \" lead\"\n" },
+			{ "user \"trail\t\"", "\nuser \"trail\t\"\n" },
+			{ "user \"#x\"", "\nuser \"#x\"\n" },
+			{ "user a#b", "\nuser \"a#b\"\n" },
+		};
+		char line[700], want[700];
+
+		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]) + 1; i++) {
+			if (i < sizeof(cases) / sizeof(cases[0])) {
+				snprintf(line, sizeof(line), "%s", cases[i].line);
+				snprintf(want, sizeof(want), "%s", cases[i].dumped);
+			} else {
+				memset(line, 0, sizeof(line));
+				memcpy(line, "user ", 5);
+				memset(line + 5, 'u', 600);
+				snprintf(want, sizeof(want), "\n%s\n", line);
+			}
+			c = fresh();
+			c2 = fresh();
+			ok1(cfg_load_text(c, "t.conf", line, strlen(line), err, sizeof(err)) == 0 &&
+			    cfg_finish(c, err, sizeof(err)) == 0, "dump case %zu loads", i);
+			d = dump_str(c);
+			ok(strstr(d, want) != NULL, "dump case %zu: written as %.*s", i, i < 6 ? (int)strlen(want) - 2 : 9,
+			    i < 6 ? want + 1 : "600 bytes");
+			ok1(cfg_load_text(c2, "t.conf", d, strlen(d), err, sizeof(err)) == 0 &&
+			    cfg_finish(c2, err, sizeof(err)) == 0, "dump case %zu: the dump loads", i);
+			d2 = dump_str(c2);
+			is_str(d2, d, "dump case %zu: dump, load, dump gives the same text", i);
+			free(d);
+			free(d2);
+			cfg_free(c);
+			cfg_free(c2);
+		}
+	}
 }
 
 static void

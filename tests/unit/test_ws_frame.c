@@ -596,9 +596,10 @@ test_limits(void)
 static void
 test_close_parse(void)
 {
+	/* IANA's registry: 1012 Service Restart, 1013 Try Again Later, 1014 Bad Gateway. */
 	static const unsigned good[] = { 1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011,
-	    3000, 3999, 4000, 4999 };
-	static const unsigned bad[] = { 0, 1, 999, 1004, 1005, 1006, 1012, 1013, 1014, 1015, 1016,
+	    1012, 1013, 1014, 3000, 3999, 4000, 4999 };
+	static const unsigned bad[] = { 0, 1, 999, 1004, 1005, 1006, 1015, 1016,
 	    1100, 2000, 2999, 5000, 65535 };
 	uint8_t p[130];
 	uint16_t code;
@@ -623,7 +624,7 @@ test_close_parse(void)
 	}
 	/* All 65536 codes against the rule. */
 	for (unsigned c = 0; c < 65536; c++) {
-		int want = (c >= 1000 && c <= 1003) || (c >= 1007 && c <= 1011) || (c >= 3000 && c <= 4999);
+		int want = (c >= 1000 && c <= 1003) || (c >= 1007 && c <= 1014) || (c >= 3000 && c <= 4999);
 
 		p[0] = (uint8_t)(c >> 8);
 		p[1] = (uint8_t)c;

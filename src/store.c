@@ -1,0 +1,824 @@
+/*
+ * store.c: the rooms' state in Redis.
+ *
+ * Keys under the configured prefix P, each room's behind its hash tag {ROOM}
+ * and each worker's behind {w:WID}:
+ *   P{ROOM}:m     hash member-id -> name (num = HLEN, who = HVALS)
+ *   P{ROOM}:p     hash e -> epoch, o -> offset of the room's last message
+ *   P{ROOM}:h     stream of the last history_size messages, ID "OFFSET-0"
+ *   P{ROOM}:c     the room's channel
+ *   P{w:WID}      hash member-id -> ROOM "\n" NAME: what worker WID holds
+ *   P{w:WID}:a    expires after presence_ttl unless the worker refreshes it
+ *   P{w:WID}:g    tombstone (a day): WID's members were removed and announced out
+ *   P workers     set of every WID that may hold members
+ * The position and the stream expire history_ttl after the room's last
+ * message; a room whose position is gone (expired, evicted, Redis restarted
+ * empty) starts a new epoch at offset 0, so a client can tell its old
+ * offsets mean nothing any more.
+ *
+ * Channel payloads start with a one-line header the subscribers read without
+ * parsing JSON: "m OFFSET EPOCH\n<json>" a chat message (the final event),
+ * "e NUM MID OFFSET EPOCH\nNAME" enter (with the room's position then),
+ * "o NUM MID\nNAME" out, "n NUM\n" a count refresh, "t\n<bytes>" /
+ * "b\n<bytes>" broadcast-route text / binary.
+ *
+ * Each script touches one room's keys, declared in KEYS, so it runs on the
+ * room's Cluster slot; a member's registry entry is a separate command, sent
+ * first, so a crash leaves nothing the cleanup cannot find. The cleanup and
+ * the janitor walk several rooms and run on a single Redis only.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/time.h>
+
+#include <hiredis/hiredis.h>
+
+#include "clock.h"
+#include "jbuf.h"
+#include "log.h"
+#include "metrics.h"
+#include "store.h"
+
+/* Shared Lua: the room's position, started (a new epoch at offset 0) if it is gone. */
+#define LUA_POSITION \
+	"local function position(p, h, ttl, cand)\n" \
+	"  local pos = redis.call('HMGET', p, 'e', 'o')\n" \
+	"  if not pos[1] then\n" \
+	"    pos = {cand, '0'}\n" \
+	"    redis.call('DEL', h)\n" \
+	"    redis.call('HSET', p, 'e', cand, 'o', 0)\n" \
+	"    redis.call('PEXPIRE', p, ttl)\n" \
+	"  end\n" \
+	"  return pos\n" \
+	"end\n"
+
+/* KEYS: m p h; ARGV: channel mid name ttl epoch-candidate */
+static const char lua_enter[] = LUA_POSITION
+	"redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])\n"
+	"local num = redis.call('HLEN', KEYS[1])\n"
+	"local pos = position(KEYS[2], KEYS[3], ARGV[4], ARGV[5])\n"
+	"redis.call('PUBLISH', ARGV[1], 'e ' .. num .. ' ' .. ARGV[2] .. ' ' .. pos[2] .. ' ' .. pos[1] .. '\\n' .. ARGV[3])\n"
+	"return num\n";
+
+/* KEYS: m; ARGV: channel mid name always ("1": announce even if Redis no longer knew the member). */
+static const char lua_out[] =
+	"if redis.call('HDEL', KEYS[1], ARGV[2]) == 1 or ARGV[4] == '1' then\n"
+	"  local num = redis.call('HLEN', KEYS[1])\n"
+	"  redis.call('PUBLISH', ARGV[1], 'o ' .. num .. ' ' .. ARGV[2] .. '\\n' .. ARGV[3])\n"
+	"  return num\n"
+	"end\n"
+	"return redis.call('HLEN', KEYS[1])\n";
+
+/*
+ * KEYS: m p h; ARGV: channel mid name ttl epoch-candidate announce. A member
+ * Redis no longer knows is announced again only if its rooms were told it
+ * left (announce "1": the worker found its tombstone): after Redis merely
+ * lost its data nobody heard an out, and an enter would show people
+ * "joining" who never left.
+ */
+static const char lua_resync[] = LUA_POSITION
+	"local added = redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])\n"
+	"local num = redis.call('HLEN', KEYS[1])\n"
+	"if added == 1 and ARGV[6] == '1' then\n"
+	"  local pos = position(KEYS[2], KEYS[3], ARGV[4], ARGV[5])\n"
+	"  redis.call('PUBLISH', ARGV[1], 'e ' .. num .. ' ' .. ARGV[2] .. ' ' .. pos[2] .. ' ' .. pos[1] .. '\\n' .. ARGV[3])\n"
+	"else\n"
+	"  redis.call('PUBLISH', ARGV[1], 'n ' .. num .. '\\n')\n"
+	"end\n"
+	"return num\n";
+
+/*
+ * KEYS: p h m; ARGV: channel head history-size ttl epoch-candidate. The
+ * message's offset is the one it has in the stream, and the order of
+ * offsets is the order of publication: every member receives that order.
+ */
+static const char lua_say[] = LUA_POSITION
+	"local pos = position(KEYS[1], KEYS[2], ARGV[4], ARGV[5])\n"
+	"local off = redis.call('HINCRBY', KEYS[1], 'o', 1)\n"
+	"local num = redis.call('HLEN', KEYS[3])\n"
+	"local js = ARGV[2] .. ',\"num\":' .. num .. ',\"offset\":' .. off .. '}'\n"
+	"if ARGV[3] ~= '0' then\n"
+	"  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], off .. '-0', 'd', js)\n"
+	"  redis.call('PEXPIRE', KEYS[2], ARGV[4])\n"
+	"end\n"
+	"redis.call('PEXPIRE', KEYS[1], ARGV[4])\n"
+	"redis.call('PUBLISH', ARGV[1], 'm ' .. off .. ' ' .. pos[1] .. '\\n' .. js)\n"
+	"return {off, pos[1], num}\n";
+
+/* KEYS: p h; ARGV: mode ("a" after / "b" before) offset limit upto (0: now). */
+static const char lua_read[] =
+	"local pos = redis.call('HMGET', KEYS[1], 'e', 'o')\n"
+	"local out = {pos[1] or '', tonumber(pos[2] or '0')}\n"
+	"local r\n"
+	"if ARGV[1] == 'a' then\n"
+	"  local to = '+'\n"
+	"  if ARGV[4] ~= '0' then to = ARGV[4] .. '-0' end\n"
+	"  r = redis.call('XRANGE', KEYS[2], '(' .. ARGV[2] .. '-0', to, 'COUNT', ARGV[3])\n"
+	"else\n"
+	"  local from = '+'\n"
+	"  if ARGV[2] ~= '0' then from = '(' .. ARGV[2] .. '-0' end\n"
+	"  r = redis.call('XREVRANGE', KEYS[2], from, '-', 'COUNT', ARGV[3])\n"
+	"end\n"
+	"for _, e in ipairs(r) do\n"
+	"  out[#out + 1] = e[1]\n"
+	"  out[#out + 1] = e[2][2]\n"
+	"end\n"
+	"return out\n";
+
+/* KEYS: m; ARGV: max. The total, then at most max names (a large room is not listed whole). */
+static const char lua_who[] =
+	"local n = redis.call('HLEN', KEYS[1])\n"
+	"local max = tonumber(ARGV[1])\n"
+	"if n <= max then\n"
+	"  local v = redis.call('HVALS', KEYS[1])\n"
+	"  table.insert(v, 1, n)\n"
+	"  return v\n"
+	"end\n"
+	"local out, cur = {n}, '0'\n"
+	"repeat\n"
+	"  local r = redis.call('HSCAN', KEYS[1], cur, 'COUNT', max)\n"
+	"  cur = r[1]\n"
+	"  for i = 2, #r[2], 2 do\n"
+	"    if #out <= max then out[#out + 1] = r[2][i] end\n"
+	"  end\n"
+	"until cur == '0' or #out > max\n"
+	"return out\n";
+
+/* Shared Lua: remove all of a worker's members and announce each departure (a single Redis only). */
+#define LUA_CLEANUP \
+	"local function cleanup(p, wid)\n" \
+	"  local reg = p .. '{w:' .. wid .. '}'\n" \
+	"  local all = redis.call('HGETALL', reg)\n" \
+	"  local n = 0\n" \
+	"  for i = 1, #all, 2 do\n" \
+	"    local mid, v = all[i], all[i + 1]\n" \
+	"    local nl = string.find(v, '\\n', 1, true)\n" \
+	"    if nl then\n" \
+	"      local room, name = string.sub(v, 1, nl - 1), string.sub(v, nl + 1)\n" \
+	"      local rk = p .. '{' .. room .. '}:m'\n" \
+	"      if redis.call('HDEL', rk, mid) == 1 then\n" \
+	"        local num = redis.call('HLEN', rk)\n" \
+	"        redis.call('PUBLISH', p .. '{' .. room .. '}:c', 'o ' .. num .. ' ' .. mid .. '\\n' .. name)\n" \
+	"        n = n + 1\n" \
+	"      end\n" \
+	"    end\n" \
+	"  end\n" \
+	"  redis.call('DEL', reg, reg .. ':a')\n" \
+	"  redis.call('SREM', p .. 'workers', wid)\n" \
+	"  redis.call('SET', reg .. ':g', '1', 'EX', 86400)\n" \
+	"  return n\n" \
+	"end\n"
+
+/* ARGV: prefix wid */
+static const char lua_cleanup[] = LUA_CLEANUP "return cleanup(ARGV[1], ARGV[2])\n";
+
+/* ARGV: prefix; cleans every worker whose liveness record expired. */
+static const char lua_janitor[] = LUA_CLEANUP
+	"local p, gone = ARGV[1], 0\n"
+	"for _, wid in ipairs(redis.call('SMEMBERS', p .. 'workers')) do\n"
+	"  if redis.call('EXISTS', p .. '{w:' .. wid .. '}:a') == 0 then\n"
+	"    cleanup(p, wid)\n"
+	"    gone = gone + 1\n"
+	"  end\n"
+	"end\n"
+	"return gone\n";
+
+#define KEY_MAX		1200	/* prefix (<= 64) + {room (<= 1024)} + suffix */
+
+static struct {
+	const struct config	*cfg;
+	const struct bus_handlers *user;	/* the room layer's */
+	struct bus_handlers	 h;		/* ours, in front of theirs */
+	char			 wid[96];
+	size_t			 widlen;
+	char			 reg[256];	/* P{w:WID} */
+	size_t			 reglen;
+	char			 prefix[128];
+	size_t			 plen;
+	int			 s_enter, s_out, s_resync, s_say, s_read, s_who, s_janitor;
+	int			 announce;	/* our tombstone was there: resyncs announce */
+	struct event		*presence;
+	int			 janitor_turn;
+	char			 ttl[24];	/* history_ttl in ms, as text */
+	size_t			 ttllen;
+	char			 hsize[24];	/* history_size as text */
+	size_t			 hsizelen;
+	uint64_t		 rng[2];
+} S;
+
+/* Build P{ROOM}SUFFIX into buf; its length, or 0 if it does not fit. */
+static size_t
+room_key(char *buf, size_t len, const char *room, size_t rl, const char *suffix)
+{
+	size_t sl = strlen(suffix), n = S.plen + 1 + rl + 1 + sl;
+
+	if (n >= len)
+		return 0;
+	memcpy(buf, S.prefix, S.plen);
+	buf[S.plen] = '{';
+	memcpy(buf + S.plen + 1, room, rl);
+	buf[S.plen + 1 + rl] = '}';
+	memcpy(buf + S.plen + 2 + rl, suffix, sl);
+	buf[n] = '\0';
+	return n;
+}
+
+size_t
+store_channel(char *buf, size_t len, const char *room, size_t rl)
+{
+	return room_key(buf, len, room, rl, ":c");
+}
+
+const char *
+store_room_of(const char *ch, size_t chlen, size_t *rl)
+{
+	if (chlen < S.plen + 4 || memcmp(ch, S.prefix, S.plen) != 0 || ch[S.plen] != '{' ||
+	    memcmp(ch + chlen - 3, "}:c", 3) != 0)
+		return NULL;
+	*rl = chlen - S.plen - 4;
+	return ch + S.plen + 1;
+}
+
+/* 16 hex digits for a new epoch (xorshift128+, seeded from getrandom). */
+static void
+epoch_candidate(char out[17])
+{
+	static const char hex[] = "0123456789abcdef";
+	uint64_t s1 = S.rng[0], s0 = S.rng[1], v;
+
+	S.rng[0] = s0;
+	s1 ^= s1 << 23;
+	S.rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+	v = S.rng[1] + s0;
+	for (int i = 0; i < 16; i++, v >>= 4)
+		out[i] = hex[v & 15];
+	out[16] = '\0';
+}
+
+/* The reply to a command no one waits on: only its errors matter. */
+static void
+ignore_reply(redisAsyncContext *ac, void *r, void *arg)
+{
+	(void)bus_reply_error(r);
+}
+
+/* ---- presence ---- */
+
+static void
+refresh_alive(void)
+{
+	char k[300], ttl[24];
+	const char *argv[5] = { "SET", k, "1", "PX", ttl };
+	size_t argl[5] = { 3, 0, 1, 2, 0 };
+
+	argl[1] = (size_t)snprintf(k, sizeof(k), "%s:a", S.reg);
+	argl[4] = jbuf_itoa(ttl, S.cfg->presence_ttl);
+	(void)bus_command(5, argv, argl, ignore_reply, NULL);
+}
+
+static void
+presence_cb(evutil_socket_t fd, short what, void *arg)
+{
+	const char *argv[1] = { S.prefix };
+	size_t argl[1] = { S.plen };
+
+	if (!bus_ready())
+		return;
+	refresh_alive();
+	/* The janitor runs every other refresh: often enough to remove a dead host within presence_ttl. */
+	if (++S.janitor_turn % 2 == 0)
+		(void)bus_eval(S.s_janitor, 0, 1, argv, argl, ignore_reply, NULL);
+}
+
+/* Our tombstone said whether our rooms were told we left; then the room layer comes up. */
+static void
+tombstone_reply(redisAsyncContext *ac, void *r, void *arg)
+{
+	redisReply *reply = r;
+
+	if (bus_reply_error(reply))
+		return;		/* the link died: up runs again when it is back */
+	S.announce = reply->type == REDIS_REPLY_INTEGER && reply->integer == 1;
+	if (S.user->up != NULL)
+		S.user->up();
+}
+
+static void
+on_up(void)
+{
+	char k[300];
+	const char *sadd[3] = { "SADD", k, S.wid };
+	size_t saddl[3] = { 4, 0, S.widlen };
+	const char *ex[2] = { "EXISTS", k };
+	size_t exl[2] = { 6, 0 };
+
+	saddl[1] = (size_t)snprintf(k, sizeof(k), "%sworkers", S.prefix);
+	(void)bus_command(3, sadd, saddl, ignore_reply, NULL);
+	refresh_alive();
+	exl[1] = (size_t)snprintf(k, sizeof(k), "%s:g", S.reg);
+	if (bus_command(2, ex, exl, tombstone_reply, NULL) == -1 && S.user->up != NULL)
+		S.user->up();
+}
+
+/* ---- members ---- */
+
+struct count_req {
+	store_count_fn	 fn;
+	void		*arg;
+};
+
+static void
+count_reply(redisAsyncContext *ac, void *r, void *arg)
+{
+	struct count_req *cr = arg;
+	redisReply *reply = r;
+	long num = -1;
+
+	if (!bus_reply_error(reply) && reply->type == REDIS_REPLY_INTEGER)
+		num = (long)reply->integer;
+	if (cr->fn != NULL)
+		cr->fn(cr->arg, num);
+	free(cr);
+}
+
+/* Run a member script: KEYS m[, p, h], ARGV channel mid name [extra...]. */
+static int
+member_script(int script, const char *room, size_t rl, const char *mid, const char *name, size_t nl,
+    int with_position, const char *extra, store_count_fn fn, void *arg)
+{
+	char m[KEY_MAX], p[KEY_MAX], h[KEY_MAX], ch[KEY_MAX], cand[17];
+	const char *argv[10];
+	size_t argl[10];
+	struct count_req *cr = NULL;
+	int nkeys = with_position ? 3 : 1, argc = 0;
+
+	if ((argl[argc] = room_key(m, sizeof(m), room, rl, ":m")) == 0)
+		return -1;
+	argv[argc++] = m;
+	if (with_position) {
+		argl[argc] = room_key(p, sizeof(p), room, rl, ":p");
+		argv[argc++] = p;
+		argl[argc] = room_key(h, sizeof(h), room, rl, ":h");
+		argv[argc++] = h;
+	}
+	argl[argc] = store_channel(ch, sizeof(ch), room, rl);
+	argv[argc++] = ch;
+	argv[argc] = mid;
+	argl[argc++] = strlen(mid);
+	argv[argc] = name;
+	argl[argc++] = nl;
+	if (with_position) {
+		argv[argc] = S.ttl;
+		argl[argc++] = S.ttllen;
+		epoch_candidate(cand);
+		argv[argc] = cand;
+		argl[argc++] = 16;
+	}
+	if (extra != NULL) {
+		argv[argc] = extra;
+		argl[argc++] = strlen(extra);
+	}
+	if (fn != NULL) {
+		if ((cr = malloc(sizeof(*cr))) == NULL)
+			return -1;
+		cr->fn = fn;
+		cr->arg = arg;
+	}
+	if (bus_eval(script, nkeys, argc, argv, argl, cr != NULL ? count_reply : ignore_reply, cr) == -1) {
+		free(cr);
+		return -1;
+	}
+	return 0;
+}
+
+/* The worker's registry: member mid is in room (so a crash can be cleaned up), or no longer. */
+static int
+registry(int add, const char *room, size_t rl, const char *mid, const char *name, size_t nl)
+{
+	char v[KEY_MAX + 1100];
+	const char *argv[4] = { add ? "HSET" : "HDEL", S.reg, mid, v };
+	size_t argl[4] = { 4, S.reglen, strlen(mid), 0 };
+
+	if (rl + 1 + nl > sizeof(v))
+		return -1;
+	memcpy(v, room, rl);
+	v[rl] = '\n';
+	memcpy(v + rl + 1, name, nl);
+	argl[3] = rl + 1 + nl;
+	return bus_command(add ? 4 : 3, argv, argl, ignore_reply, NULL);
+}
+
+int
+store_enter(const char *room, size_t rl, const char *mid, const char *name, size_t nl)
+{
+	if (registry(1, room, rl, mid, name, nl) == -1)
+		return -1;
+	return member_script(S.s_enter, room, rl, mid, name, nl, 1, NULL, NULL, NULL);
+}
+
+int
+store_out(const char *room, size_t rl, const char *mid, const char *name, size_t nl,
+    int announce_always, store_count_fn fn, void *arg)
+{
+	if (member_script(S.s_out, room, rl, mid, name, nl, 0, announce_always ? "1" : "0", fn, arg) == -1)
+		return -1;
+	(void)registry(0, room, rl, mid, name, nl);
+	return 0;
+}
+
+int
+store_resync(const char *room, size_t rl, const char *mid, const char *name, size_t nl)
+{
+	if (registry(1, room, rl, mid, name, nl) == -1)
+		return -1;
+	return member_script(S.s_resync, room, rl, mid, name, nl, 1, S.announce ? "1" : "0", NULL, NULL);
+}
+
+/* ---- messages ---- */
+
+struct say_req {
+	store_said_fn	 fn;
+	void		*arg;
+};
+
+static void
+say_reply(redisAsyncContext *ac, void *r, void *arg)
+{
+	struct say_req *sr = arg;
+	redisReply *reply = r, *e;
+	char epoch[STORE_EPOCH_MAX + 1] = "";
+	int ok = !bus_reply_error(reply) && reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 &&
+	    reply->element[0]->type == REDIS_REPLY_INTEGER && reply->element[1]->type == REDIS_REPLY_STRING &&
+	    reply->element[2]->type == REDIS_REPLY_INTEGER;
+
+	if (ok) {
+		e = reply->element[1];
+		snprintf(epoch, sizeof(epoch), "%.*s", e->len < STORE_EPOCH_MAX ? (int)e->len : STORE_EPOCH_MAX,
+		    e->str);
+	}
+	sr->fn(sr->arg, ok, ok ? (uint64_t)reply->element[0]->integer : 0, epoch,
+	    ok ? (long)reply->element[2]->integer : -1);
+	free(sr);
+}
+
+int
+store_say(const char *room, size_t rl, const char *head, size_t hl, store_said_fn fn, void *arg)
+{
+	char p[KEY_MAX], h[KEY_MAX], m[KEY_MAX], ch[KEY_MAX], cand[17];
+	const char *argv[8] = { p, h, m, ch, head, S.hsize, S.ttl, cand };
+	size_t argl[8];
+	struct say_req *sr = NULL;
+
+	if ((argl[0] = room_key(p, sizeof(p), room, rl, ":p")) == 0 ||
+	    (argl[1] = room_key(h, sizeof(h), room, rl, ":h")) == 0 ||
+	    (argl[2] = room_key(m, sizeof(m), room, rl, ":m")) == 0 ||
+	    (argl[3] = store_channel(ch, sizeof(ch), room, rl)) == 0)
+		return -1;
+	argl[4] = hl;
+	argl[5] = S.hsizelen;
+	argl[6] = S.ttllen;
+	epoch_candidate(cand);
+	argl[7] = 16;
+	if (fn != NULL) {
+		if ((sr = malloc(sizeof(*sr))) == NULL)
+			return -1;
+		sr->fn = fn;
+		sr->arg = arg;
+	}
+	if (bus_eval(S.s_say, 3, 8, argv, argl, sr != NULL ? say_reply : ignore_reply, sr) == -1) {
+		free(sr);
+		return -1;
+	}
+	metrics_add(MET_PUBLISHED, 1);
+	return 0;
+}
+
+int
+store_relay(const char *room, size_t rl, const char *payload, size_t pl, store_count_fn fn, void *arg)
+{
+	char ch[KEY_MAX];
+	const char *argv[3] = { "PUBLISH", ch, payload };
+	size_t argl[3] = { 7, 0, pl };
+	struct count_req *cr = NULL;
+
+	if ((argl[1] = store_channel(ch, sizeof(ch), room, rl)) == 0)
+		return -1;
+	if (fn != NULL) {
+		if ((cr = malloc(sizeof(*cr))) == NULL)
+			return -1;
+		cr->fn = fn;
+		cr->arg = arg;
+	}
+	if (bus_command(3, argv, argl, cr != NULL ? count_reply : ignore_reply, cr) == -1) {
+		free(cr);
+		return -1;
+	}
+	metrics_add(MET_PUBLISHED, 1);
+	return 0;
+}
+
+/* ---- history ---- */
+
+struct range_req {
+	store_range_fn	 fn;
+	void		*arg;
+};
+
+static void
+range_reply(redisAsyncContext *ac, void *r, void *arg)
+{
+	struct range_req *rr = arg;
+	redisReply *reply = r;
+	struct store_range out;
+	uint64_t *off = NULL;
+	const char **json = NULL;
+	size_t *len = NULL, n = 0;
+	char epoch[STORE_EPOCH_MAX + 1] = "";
+
+	memset(&out, 0, sizeof(out));
+	out.epoch = epoch;
+	if (!bus_reply_error(reply) && reply->type == REDIS_REPLY_ARRAY && reply->elements >= 2 &&
+	    reply->elements % 2 == 0 && reply->element[0]->type == REDIS_REPLY_STRING &&
+	    reply->element[1]->type == REDIS_REPLY_INTEGER) {
+		n = (reply->elements - 2) / 2;
+		off = calloc(n + 1, sizeof(*off));
+		json = calloc(n + 1, sizeof(*json));
+		len = calloc(n + 1, sizeof(*len));
+		out.ok = off != NULL && json != NULL && len != NULL;
+		for (size_t i = 0; out.ok && i < n; i++) {
+			const redisReply *id = reply->element[2 + 2 * i], *js = reply->element[3 + 2 * i];
+			char *end;
+
+			if (id->type != REDIS_REPLY_STRING || js->type != REDIS_REPLY_STRING) {
+				out.ok = 0;
+				break;
+			}
+			off[i] = strtoull(id->str, &end, 10);
+			json[i] = js->str;
+			len[i] = (size_t)js->len;
+		}
+		if (out.ok) {
+			const redisReply *e = reply->element[0];
+
+			snprintf(epoch, sizeof(epoch), "%.*s",
+			    e->len < STORE_EPOCH_MAX ? (int)e->len : STORE_EPOCH_MAX, e->str);
+			out.offset = (uint64_t)reply->element[1]->integer;
+			out.n = n;
+			out.off = off;
+			out.json = json;
+			out.len = len;
+		}
+	}
+	rr->fn(rr->arg, &out);
+	free(off);
+	free(json);
+	free(len);
+	free(rr);
+}
+
+static int
+read_range(const char *mode, const char *room, size_t rl, uint64_t at, uint64_t upto, unsigned limit,
+    store_range_fn fn, void *arg)
+{
+	char p[KEY_MAX], h[KEY_MAX], a[24], u[24], l[24];
+	const char *argv[6] = { p, h, mode, a, l, u };
+	size_t argl[6];
+	struct range_req *rr;
+
+	if ((argl[0] = room_key(p, sizeof(p), room, rl, ":p")) == 0 ||
+	    (argl[1] = room_key(h, sizeof(h), room, rl, ":h")) == 0)
+		return -1;
+	argl[2] = 1;
+	argl[3] = jbuf_itoa(a, (long long)(at & INT64_MAX));
+	argl[4] = jbuf_itoa(l, limit);
+	argl[5] = jbuf_itoa(u, (long long)(upto & INT64_MAX));
+	if ((rr = malloc(sizeof(*rr))) == NULL)
+		return -1;
+	rr->fn = fn;
+	rr->arg = arg;
+	if (bus_eval(S.s_read, 2, 6, argv, argl, range_reply, rr) == -1) {
+		free(rr);
+		return -1;
+	}
+	return 0;
+}
+
+int
+store_read_after(const char *room, size_t rl, uint64_t after, uint64_t upto, unsigned limit,
+    store_range_fn fn, void *arg)
+{
+	return read_range("a", room, rl, after, upto, limit, fn, arg);
+}
+
+/* XREVRANGE gives the newest first: turn the messages around before the caller sees them. */
+struct rev_req {
+	store_range_fn	 fn;
+	void		*arg;
+};
+
+static void
+rev_reply(void *arg, const struct store_range *in)
+{
+	struct rev_req *rv = arg;
+	struct store_range out = *in;
+	uint64_t *off = NULL;
+	const char **json = NULL;
+	size_t *len = NULL;
+
+	if (in->ok && in->n > 1) {
+		off = malloc(in->n * sizeof(*off));
+		json = malloc(in->n * sizeof(*json));
+		len = malloc(in->n * sizeof(*len));
+		if (off == NULL || json == NULL || len == NULL)
+			out.ok = 0;
+		for (size_t i = 0; out.ok && i < in->n; i++) {
+			off[i] = in->off[in->n - 1 - i];
+			json[i] = in->json[in->n - 1 - i];
+			len[i] = in->len[in->n - 1 - i];
+		}
+		if (out.ok) {
+			out.off = off;
+			out.json = json;
+			out.len = len;
+		}
+	}
+	rv->fn(rv->arg, &out);
+	free(off);
+	free(json);
+	free(len);
+	free(rv);
+}
+
+int
+store_read_before(const char *room, size_t rl, uint64_t before, unsigned limit, store_range_fn fn, void *arg)
+{
+	struct rev_req *rv = malloc(sizeof(*rv));
+
+	if (rv == NULL)
+		return -1;
+	rv->fn = fn;
+	rv->arg = arg;
+	if (read_range("b", room, rl, before, 0, limit, rev_reply, rv) == -1) {
+		free(rv);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- who ---- */
+
+struct who_req {
+	store_who_fn	 fn;
+	void		*arg;
+};
+
+static void
+who_reply(redisAsyncContext *ac, void *r, void *arg)
+{
+	struct who_req *wr = arg;
+	redisReply *reply = r;
+	const char **names = NULL;
+	size_t *lens = NULL, n = 0;
+
+	if (bus_reply_error(reply) || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
+	    reply->element[0]->type != REDIS_REPLY_INTEGER) {
+		wr->fn(wr->arg, NULL, NULL, 0, -1);
+		free(wr);
+		return;
+	}
+	n = reply->elements - 1;
+	names = calloc(n + 1, sizeof(*names));
+	lens = calloc(n + 1, sizeof(*lens));
+	if (names == NULL || lens == NULL) {
+		wr->fn(wr->arg, NULL, NULL, 0, -1);
+	} else {
+		for (size_t i = 0; i < n; i++) {
+			const redisReply *e = reply->element[1 + i];
+
+			names[i] = e->type == REDIS_REPLY_STRING ? e->str : "";
+			lens[i] = e->type == REDIS_REPLY_STRING ? (size_t)e->len : 0;
+		}
+		wr->fn(wr->arg, names, lens, n, (long)reply->element[0]->integer);
+	}
+	free(names);
+	free(lens);
+	free(wr);
+}
+
+int
+store_who(const char *room, size_t rl, unsigned max, store_who_fn fn, void *arg)
+{
+	char m[KEY_MAX], mx[24];
+	const char *argv[2] = { m, mx };
+	size_t argl[2];
+	struct who_req *wr;
+
+	if ((argl[0] = room_key(m, sizeof(m), room, rl, ":m")) == 0)
+		return -1;
+	argl[1] = jbuf_itoa(mx, max);
+	if ((wr = malloc(sizeof(*wr))) == NULL)
+		return -1;
+	wr->fn = fn;
+	wr->arg = arg;
+	if (bus_eval(S.s_who, 1, 2, argv, argl, who_reply, wr) == -1) {
+		free(wr);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- start, stop, the master's cleanup ---- */
+
+int
+store_start(struct event_base *base, const struct config *cfg, const char *wid, const struct bus_handlers *h)
+{
+	struct timeval tv;
+	int every;
+
+	memset(&S, 0, sizeof(S));
+	S.cfg = cfg;
+	S.user = h;
+	S.h = *h;
+	S.h.up = on_up;
+	snprintf(S.wid, sizeof(S.wid), "%s", wid);
+	S.widlen = strlen(S.wid);
+	snprintf(S.prefix, sizeof(S.prefix), "%s", cfg->redis_prefix);
+	S.plen = strlen(S.prefix);
+	S.reglen = (size_t)snprintf(S.reg, sizeof(S.reg), "%s{w:%s}", S.prefix, S.wid);
+	S.ttllen = jbuf_itoa(S.ttl, cfg->history_ttl);
+	S.hsizelen = jbuf_itoa(S.hsize, cfg->history_size);
+	if (getrandom(S.rng, sizeof(S.rng), 0) != sizeof(S.rng))
+		return -1;
+	S.rng[0] |= 1;
+	if ((S.s_enter = bus_script(lua_enter, sizeof(lua_enter) - 1)) == -1 ||
+	    (S.s_out = bus_script(lua_out, sizeof(lua_out) - 1)) == -1 ||
+	    (S.s_resync = bus_script(lua_resync, sizeof(lua_resync) - 1)) == -1 ||
+	    (S.s_say = bus_script(lua_say, sizeof(lua_say) - 1)) == -1 ||
+	    (S.s_read = bus_script(lua_read, sizeof(lua_read) - 1)) == -1 ||
+	    (S.s_who = bus_script(lua_who, sizeof(lua_who) - 1)) == -1 ||
+	    (S.s_janitor = bus_script(lua_janitor, sizeof(lua_janitor) - 1)) == -1)
+		return -1;
+	if ((S.presence = event_new(base, -1, EV_PERSIST, presence_cb, NULL)) == NULL)
+		return -1;
+	every = cfg->presence_ttl / 3;
+	tv.tv_sec = every / 1000;
+	tv.tv_usec = (every % 1000) * 1000;
+	if (event_add(S.presence, &tv) == -1)
+		return -1;
+	return bus_start(base, cfg, wid, &S.h);
+}
+
+void
+store_stop(void)
+{
+	bus_stop();
+	if (S.presence != NULL)
+		event_free(S.presence);
+	S.presence = NULL;
+}
+
+int
+store_cleanup_worker_sync(const struct config *cfg, const char *wid)
+{
+	const struct cfg_redis *r = &cfg->redis_addr;
+	struct timeval tv = { 0, 200000 };	/* the master must not stall on a dead Redis */
+	redisContext *c;
+	redisReply *reply;
+	const char *argv[5];
+	size_t argl[5];
+	int n = -1;
+
+	c = r->is_unix ? redisConnectUnixWithTimeout(r->path, tv) :
+	    redisConnectWithTimeout(r->host, r->port, tv);
+	if (c == NULL || c->err) {
+		log_error("redis connect for cleanup of worker %s failed: %s", wid,
+		    c != NULL ? c->errstr : "out of memory");
+		if (c != NULL)
+			redisFree(c);
+		return -1;
+	}
+	if (redisSetTimeout(c, tv) != REDIS_OK)
+		log_warn("redisSetTimeout failed");
+	if (r->password[0] != '\0' && (reply = redisCommand(c, "AUTH %s", r->password)) != NULL)
+		freeReplyObject(reply);
+	if (r->db != 0 && (reply = redisCommand(c, "SELECT %d", r->db)) != NULL)
+		freeReplyObject(reply);
+	argv[0] = "EVAL"; argl[0] = 4;
+	argv[1] = lua_cleanup; argl[1] = sizeof(lua_cleanup) - 1;
+	argv[2] = "0"; argl[2] = 1;
+	argv[3] = cfg->redis_prefix; argl[3] = strlen(cfg->redis_prefix);
+	argv[4] = wid; argl[4] = strlen(wid);
+	reply = redisCommandArgv(c, 5, argv, argl);
+	if (reply == NULL)
+		log_error("redis cleanup of worker %s failed: %s", wid, c->errstr);
+	else if (reply->type == REDIS_REPLY_INTEGER)
+		n = (int)reply->integer;
+	else if (reply->type == REDIS_REPLY_ERROR)
+		log_error("redis cleanup of worker %s failed: %s", wid, reply->str);
+	if (reply != NULL)
+		freeReplyObject(reply);
+	redisFree(c);
+	return n;
+}

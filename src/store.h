@@ -1,0 +1,81 @@
+/*
+ * store.h: the rooms' state in Redis. Members and counts, a stream of each
+ * room's recent messages with its position (offset and epoch), the channel
+ * its events travel on, and each worker's registry and presence. Every
+ * change to a room is one Lua script over that room's keys alone (they
+ * share the room's hash tag), so a room lives in one Redis Cluster slot.
+ */
+#ifndef ROOMD_STORE_H
+#define ROOMD_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <event2/event.h>
+
+#include "bus.h"
+#include "config.h"
+
+#define STORE_EPOCH_MAX	24	/* an epoch's length, at most (ours are 16) */
+
+/* Replies: num < 0 means the command failed (the link died, or Redis refused). */
+typedef void (*store_count_fn)(void *arg, long num);
+/* A chat message was stored and published (ok) at offset of epoch, to a room of num. */
+typedef void (*store_said_fn)(void *arg, int ok, uint64_t offset, const char *epoch, long num);
+
+/* What a history read returned: the room's position now, and the messages. */
+struct store_range {
+	int		 ok;
+	const char	*epoch;		/* "" when the room has no position (yet, or any more) */
+	uint64_t	 offset;	/* the room's last offset now */
+	size_t		 n;
+	const uint64_t	*off;		/* each message's offset, ascending */
+	const char *const *json;	/* each message event, as published */
+	const size_t	*len;
+};
+typedef void (*store_range_fn)(void *arg, const struct store_range *);
+/* Member names of a room, the first of them only when it is large; total is its count. */
+typedef void (*store_who_fn)(void *arg, const char *const *names, const size_t *lens, size_t n, long total);
+
+/*
+ * Start: register the scripts, then the links (bus_start with handlers);
+ * wid names this worker. The presence timer refreshes the worker's liveness
+ * and runs the janitor. -1 on setup failure.
+ */
+int store_start(struct event_base *, const struct config *, const char *wid, const struct bus_handlers *) MUST_CHECK;
+void store_stop(void);
+
+/* The channel of a room into buf; its length, 0 if it does not fit. */
+size_t store_channel(char *buf, size_t len, const char *room, size_t rl);
+/* The room a channel carries (pointer into ch), or NULL if it is not a room's. */
+const char *store_room_of(const char *ch, size_t chlen, size_t *rl);
+
+/* Join a member (registered under this worker first); its enter event carries the room's position. */
+int store_enter(const char *room, size_t rl, const char *mid, const char *name, size_t nl);
+/* A member left: announced out if Redis knew it (or always, after Redis may have lost it). */
+int store_out(const char *room, size_t rl, const char *mid, const char *name, size_t nl,
+    int announce_always, store_count_fn, void *arg);
+/* Register a member again after the link came back (announced only if its rooms were told it left). */
+int store_resync(const char *room, size_t rl, const char *mid, const char *name, size_t nl);
+/*
+ * A chat message: head is the message event's JSON without its closing
+ * brace; the script adds num and offset, appends it to the room's stream
+ * and publishes it, all in one step.
+ */
+int store_say(const char *room, size_t rl, const char *head, size_t hl, store_said_fn, void *arg);
+/* Publish raw bytes on a room's channel (the broadcast route keeps no history). */
+int store_relay(const char *room, size_t rl, const char *payload, size_t pl, store_count_fn, void *arg);
+/* The room's messages with offsets after `after`, up to `upto` (0: now), at most limit. */
+int store_read_after(const char *room, size_t rl, uint64_t after, uint64_t upto, unsigned limit,
+    store_range_fn, void *arg);
+/* The last limit messages before offset `before` (0: up to now), in offset order. */
+int store_read_before(const char *room, size_t rl, uint64_t before, unsigned limit, store_range_fn, void *arg);
+/* Member names of a room (at most max of them, and the total). */
+int store_who(const char *room, size_t rl, unsigned max, store_who_fn, void *arg);
+
+/*
+ * Master side (blocking, short timeouts): remove every member a worker held
+ * and tell their rooms. Returns how many members were removed, -1 on error.
+ */
+int store_cleanup_worker_sync(const struct config *, const char *wid);
+
+#endif
