@@ -135,6 +135,12 @@ format(int argc, const char *const *argv, const size_t *argl)
 	*o++ = '\n';
 	for (i = 0; i < (size_t)argc; i++)
 		o = resp_bulk(o, argv[i], argl[i]);
+	/*
+	 * Not part of the command: hiredis 0.14 walks the arguments of a
+	 * (p)(un)subscribe with strchr(), which runs to a NUL past the end.
+	 * need holds far more than the command, so the byte is there.
+	 */
+	*o = '\0';
 	return (size_t)(o - B.out);
 }
 

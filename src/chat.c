@@ -29,8 +29,24 @@ struct chat_conn {
 	uint16_t	 nrooms;
 	uint8_t		 hb_missed;
 	uint8_t		 hb_waiting;	/* a ping is unanswered */
+	uint8_t		 who_tokens;	/* who requests it may make now */
 	uint64_t	 hb_last;
+	uint64_t	 who_refill;	/* ms of the last who token */
+	struct store_user *user;	/* counted for its token's user */
+	char		*bcast_key;	/* broadcast route: the room it joins once admitted */
+	size_t		 bcast_klen;
 };
+
+/* An enter waiting for an answer from Redis (a guest's name must be free). */
+struct enter_req {
+	struct session	*s;
+	struct room_catchup cu;
+	int		 catchup;
+	size_t		 rl, nl;
+	char		 data[];	/* room, then name */
+};
+
+#define WHO_BURST	3	/* who requests a session may make at once, one a second after */
 
 static struct proto *parser;
 static struct jbuf out;
@@ -99,15 +115,14 @@ unlink_from_session(struct chat_conn *c, struct member *m)
 	}
 }
 
+/* Join the room (the checks are done): the member is the session's from now on. */
 static void
-do_enter(struct session *s, const struct chat_req *r, const char *room, size_t rl)
+join(struct session *s, const char *room, size_t rl, const char *name, size_t nlen,
+    const struct room_catchup *cu)
 {
 	struct chat_conn *c = state(s, 1);
-	const struct auth_identity *id;
-	struct room_catchup cu;
 	struct member *m;
-	const char *err = NULL, *name = r->message;
-	size_t nlen = r->message_len;
+	const char *err = NULL;
 
 	if (c == NULL) {
 		send_error(s, "no_memory", "the server is out of memory");
@@ -117,31 +132,7 @@ do_enter(struct session *s, const struct chat_req *r, const char *room, size_t r
 		send_error(s, "already_in_room", "you are in this room already");
 		return;
 	}
-	if (c->nrooms >= ws_config(s)->max_rooms_per_connection) {
-		send_error(s, "too_many_rooms", "leave a room before entering another");
-		return;
-	}
-	/* With a token, the name is the token's and its rooms claim says where it may go. */
-	if ((id = ws_identity(s)) != NULL) {
-		name = id->sub;
-		nlen = strlen(id->sub);
-		if (!proto_valid_label(name, nlen, (size_t)ws_config(s)->max_name_length)) {
-			send_error(s, "bad_field", "the token's name (sub) is empty, too long or holds control characters");
-			return;
-		}
-		if (!auth_room_allowed(id, room, rl)) {
-			send_error(s, "forbidden", "your token does not allow this room");
-			return;
-		}
-	}
-	if (r->since || r->history > 0) {
-		cu.since = r->since;
-		cu.offset = r->since_offset;
-		snprintf(cu.epoch, sizeof(cu.epoch), "%.*s", (int)r->since_epoch_len, r->since_epoch != NULL ? r->since_epoch : "");
-		cu.history = r->history;
-	}
-	if ((m = room_join(s, ROOM_CHAT, room, rl, name, nlen, r->since || r->history > 0 ? &cu : NULL,
-	    &err)) == NULL) {
+	if ((m = room_join(s, ROOM_CHAT, room, rl, name, nlen, cu, &err)) == NULL) {
 		send_error(s, err, strcmp(err, "unavailable") == 0 ?
 		    "room service unavailable; try again shortly" : "cannot enter the room");
 		return;
@@ -158,6 +149,105 @@ do_enter(struct session *s, const struct chat_req *r, const char *room, size_t r
 	room_set_next_of_session(m, c->members);
 	c->members = m;
 	c->nrooms++;
+}
+
+/* Whether a name a guest asked for belongs to nobody with a token online; then it enters. */
+static void
+guest_checked(void *arg, long online)
+{
+	struct enter_req *e = arg;
+	struct session *s = e->s;
+
+	if (ws_is_open(s)) {
+		if (online < 0)
+			send_error(s, "unavailable", "room service unavailable; try again shortly");
+		else if (online > 0)
+			send_error(s, "name_taken", "a user with a token is online under this name: pick another");
+		else
+			join(s, e->data, e->rl, e->data + e->rl, e->nl, e->catchup ? &e->cu : NULL);
+		ws_hold(s, 0);
+	}
+	ws_unref(s);
+	free(e);
+}
+
+static void
+do_enter(struct session *s, const struct chat_req *r, const char *room, size_t rl)
+{
+	const struct config *cf = ws_config(s);
+	struct chat_conn *c = state(s, 1);
+	const struct auth_identity *id;
+	struct room_catchup cu;
+	struct enter_req *e;
+	const char *name = r->message;
+	size_t nlen = r->message_len;
+	char gname[1100];
+
+	if (c == NULL) {
+		send_error(s, "no_memory", "the server is out of memory");
+		return;
+	}
+	if (find_member(c, room, rl) != NULL) {
+		send_error(s, "already_in_room", "you are in this room already");
+		return;
+	}
+	if (c->nrooms >= cf->max_rooms_per_connection) {
+		send_error(s, "too_many_rooms", "leave a room before entering another");
+		return;
+	}
+	memset(&cu, 0, sizeof(cu));
+	if (r->since || r->history > 0) {
+		cu.since = r->since;
+		cu.offset = r->since_offset;
+		snprintf(cu.epoch, sizeof(cu.epoch), "%.*s", (int)r->since_epoch_len,
+		    r->since_epoch != NULL ? r->since_epoch : "");
+		cu.history = r->history;
+	}
+	/* With a token, the name is the token's and its rooms claim says where it may go. */
+	if ((id = ws_identity(s)) != NULL) {
+		name = id->sub;
+		nlen = strlen(id->sub);
+		if (!proto_valid_label(name, nlen, (size_t)cf->max_name_length)) {
+			send_error(s, "bad_field", "the token's name (sub) is empty, too long or holds control characters");
+			return;
+		}
+		if (!auth_room_allowed(id, room, rl)) {
+			send_error(s, "forbidden", "your token does not allow this room");
+			return;
+		}
+		join(s, room, rl, name, nlen, r->since || r->history > 0 ? &cu : NULL);
+		return;
+	}
+	if (cf->auth != CFG_AUTH_OPTIONAL) {
+		join(s, room, rl, name, nlen, r->since || r->history > 0 ? &cu : NULL);
+		return;
+	}
+	/*
+	 * A guest beside users with tokens: its name is marked as unverified
+	 * in every event (PROTO_GUEST), and may not be a name whose owner is
+	 * online with a token. Its messages wait while Redis says.
+	 */
+	gname[0] = PROTO_GUEST;
+	memcpy(gname + 1, name, nlen);
+	if ((e = malloc(sizeof(*e) + rl + nlen + 1)) == NULL) {
+		send_error(s, "no_memory", "the server is out of memory");
+		return;
+	}
+	e->s = s;
+	e->cu = cu;
+	e->catchup = r->since || r->history > 0;
+	e->rl = rl;
+	e->nl = nlen + 1;
+	memcpy(e->data, room, rl);
+	memcpy(e->data + rl, gname, nlen + 1);
+	ws_ref(s);
+	if (store_user_online(name, nlen, guest_checked, e) == -1) {
+		ws_unref(s);
+		free(e);
+		send_error(s, "unavailable", "room service unavailable; try again shortly");
+		return;
+	}
+	ws_hold(s, 1);
 }
 
 /*
@@ -228,32 +318,23 @@ history_done(struct session *s, const char *room, size_t rl, const struct store_
 		ws_send_text(s, out.p, out.len);
 }
 
-struct who_ctx {
-	struct session	*s;
-	long		 num;
-	size_t		 rl;
-	char		 room[];
-};
-
-static void
-who_done(void *arg, const char *const *names, const size_t *lens, size_t n, long total)
+/* who has its own limit: a room's member list is the largest answer a small request gets. */
+static int
+who_allowed(struct chat_conn *c)
 {
-	struct who_ctx *w = arg;
+	uint64_t now = clock_ms(), t = c->who_tokens + (now - c->who_refill) / 1000;
 
-	if (ws_is_open(w->s)) {
-		if (names == NULL)
-			send_error(w->s, "unavailable", "room service unavailable; try again shortly");
-		else {
-			proto_who_begin(&out, w->room, w->rl);
-			for (size_t i = 0; i < n; i++)
-				proto_who_name(&out, names[i], lens[i], i == 0);
-			proto_who_end(&out, total);
-			if (!out.oom)
-				ws_send_text(w->s, out.p, out.len);
-		}
-	}
-	ws_unref(w->s);
-	free(w);
+	if (c->who_refill == 0)
+		t = WHO_BURST;
+	if (t > WHO_BURST)
+		t = WHO_BURST;
+	if (t != c->who_tokens || c->who_refill == 0)
+		c->who_refill = now;
+	c->who_tokens = (uint8_t)t;
+	if (c->who_tokens == 0)
+		return 0;
+	c->who_tokens--;
+	return 1;
 }
 
 static void
@@ -324,27 +405,12 @@ handle_chat(struct session *s, const uint8_t *data, size_t len)
 		unlink_from_session(c, m);
 		room_leave(m, 1);
 		break;
-	case CHAT_WHO: {
-		size_t kl;
-		const char *k = room_key_of(m, &kl);
-		struct who_ctx *w = malloc(sizeof(*w) + kl);
-
-		if (w == NULL) {
-			send_error(s, "no_memory", "the server is out of memory");
-			break;
-		}
-		w->s = s;
-		w->rl = kl;
-		w->num = room_num(m);
-		memcpy(w->room, k, kl);
-		ws_ref(s);
-		if (store_who(k, kl, CHAT_WHO_MAX, who_done, w) == -1) {
-			ws_unref(s);
-			free(w);
+	case CHAT_WHO:
+		if (!who_allowed(c))
+			send_error(s, "rate_limited", "who at most once a second: ask less often");
+		else if (room_who(m) == -1)
 			send_error(s, "unavailable", "room service unavailable; try again shortly");
-		}
 		break;
-	}
 	case CHAT_HISTORY:
 		if (room_history(m, r.before, r.history, history_done) == -1)
 			send_error(s, "unavailable", "room service unavailable; try again shortly");
@@ -377,13 +443,95 @@ broadcast_admit(struct session *s, const char **why)
 	return 403;
 }
 
-/* The broadcast route joins the room named in ?room= right away. */
+/* The broadcast route's room: joined now, or once the user is admitted. */
+static void
+broadcast_join(struct session *s)
+{
+	struct chat_conn *c = state(s, 0);
+	struct member *m;
+	const char *err = NULL;
+
+	if ((m = room_join(s, ROOM_BROADCAST, c->bcast_key, c->bcast_klen, "", 0, NULL, &err)) == NULL) {
+		send_error(s, err, "room service unavailable; try again shortly");
+		ws_close(s, 1013, "try again later");
+		return;
+	}
+	c->members = m;
+	c->nrooms = 1;
+}
+
+/*
+ * A session with a token counts for its user (sub) over every host: under
+ * max_sessions_per_user one over the limit is closed, and under auth
+ * optional the count is what keeps guests from taking the user's name. The
+ * session reads nothing until Redis has counted it. 0 to go on now, 1 if
+ * admission is under way, -1 if the session was closed.
+ */
+static void user_admitted(void *, long);
+
+static int
+admit_user(struct session *s)
+{
+	const struct config *cf = ws_config(s);
+	const struct auth_identity *id = ws_identity(s);
+	struct chat_conn *c;
+
+	if (id == NULL || (cf->max_sessions_per_user == 0 && cf->auth != CFG_AUTH_OPTIONAL))
+		return 0;
+	if ((c = state(s, 1)) == NULL) {
+		ws_close(s, WS_CLOSE_INTERNAL, "out of memory");
+		return -1;
+	}
+	ws_ref(s);
+	if ((c->user = store_user_open(id->sub, strlen(id->sub), cf->max_sessions_per_user, user_admitted,
+	    s)) == NULL) {
+		ws_unref(s);
+		send_error(s, "unavailable", "room service unavailable; try again shortly");
+		ws_close(s, 1013, "try again later");
+		return -1;
+	}
+	ws_hold(s, 1);
+	return 1;
+}
+
+static void
+user_admitted(void *arg, long n)
+{
+	struct session *s = arg;
+	struct chat_conn *c = ws_data(s);
+
+	if (ws_is_open(s) && c != NULL) {
+		if (n >= 0) {
+			ws_hold(s, 0);
+			if (c->bcast_key != NULL)
+				broadcast_join(s);
+		} else {
+			if (n == -2) {
+				send_error(s, "too_many_sessions", "your user has max_sessions_per_user sessions open already");
+				ws_close(s, WS_CLOSE_POLICY, "too many sessions for this user");
+			} else {
+				send_error(s, "unavailable", "room service unavailable; try again shortly");
+				ws_close(s, 1013, "try again later");
+			}
+			store_user_close(c->user);	/* it was not counted, or may not have been */
+			c->user = NULL;
+		}
+	}
+	ws_unref(s);
+}
+
+static void
+chat_open(struct session *s)
+{
+	(void)admit_user(s);
+}
+
+/* The broadcast route joins the room named in ?room= right away (once admitted). */
 static void
 broadcast_open(struct session *s)
 {
 	struct chat_conn *c;
-	struct member *m;
-	const char *v, *err = NULL;
+	const char *v;
 	char room[1100], key[1400];
 	size_t vl, kl;
 	int rl;
@@ -403,17 +551,14 @@ broadcast_open(struct session *s)
 		return;
 	}
 	if ((kl = room_broadcast_key(key, sizeof(key), ws_route(s)->path, room, (size_t)rl)) == 0 ||
-	    (c = state(s, 1)) == NULL) {
+	    (c = state(s, 1)) == NULL || (c->bcast_key = malloc(kl)) == NULL) {
 		ws_close(s, WS_CLOSE_INTERNAL, "cannot join");
 		return;
 	}
-	if ((m = room_join(s, ROOM_BROADCAST, key, kl, "", 0, NULL, &err)) == NULL) {
-		send_error(s, err, "room service unavailable; try again shortly");
-		ws_close(s, 1013, "try again later");
-		return;
-	}
-	c->members = m;
-	c->nrooms = 1;
+	memcpy(c->bcast_key, key, kl);
+	c->bcast_klen = kl;
+	if (admit_user(s) == 0)
+		broadcast_join(s);
 }
 
 /* Relay a message verbatim to the broadcast room. */
@@ -475,12 +620,17 @@ chat_leave_all(struct session *s)
 	}
 }
 
-/* The session is gone: leave rooms and free the state. */
+/* The session is gone: leave rooms, stop counting it for its user, free the state. */
 static void
 chat_free(struct session *s)
 {
+	struct chat_conn *c = ws_data(s);
+
 	chat_leave_all(s);
-	free(ws_data(s));
+	if (c->user != NULL)
+		store_user_close(c->user);
+	free(c->bcast_key);
+	free(c);
 	ws_set_data(s, NULL);
 }
 
@@ -515,10 +665,11 @@ chat_refuse(struct session *s, enum ws_refusal why)
 	if (why == WS_REFUSED_AUTH)
 		ws_send_text(s, PROTO_NOAUTH, sizeof(PROTO_NOAUTH) - 1);
 	else
-		send_error(s, "rate_limited", "too many messages: slow down");
+		send_error(s, "rate_limited", "too many messages or bytes a second: slow down");
 }
 
 const struct route_ops chat_route = {
+	.open = chat_open,
 	.message = chat_message,
 	.tick = chat_tick,
 	.shutdown = chat_leave_all,

@@ -102,6 +102,9 @@ struct config {
 	int		 ipv6_prefix_length;	/* IPv6 clients count per prefix of this many bits */
 	int		 rate_limit;		/* messages per second per session */
 	int		 rate_burst;
+	int		 rate_limit_bytes;	/* bytes per second a session may have published; 0: no limit */
+	int		 rate_burst_bytes;
+	int		 max_sessions_per_user;	/* sessions per token sub, over every host; 0: no limit */
 	int		 worker_connections;	/* per worker; 0: no separate limit */
 	char		*ssl_certificate;
 	char		*ssl_certificate_key;
@@ -115,6 +118,7 @@ struct config {
 	int		 max_rooms_per_connection;
 	int		 max_name_length;
 	int		 max_roomid_length;
+	int		 who_limit;		/* names in one who answer */
 	int		 heartbeat_interval;	/* ms; 0 = off */
 	int		 heartbeat_misses;
 

@@ -51,13 +51,19 @@ usage(int status)
 	exit(status);
 }
 
+#ifdef HAVE_SYSTEMD
+#define SYSTEMD_FACT "libsystemd " LIBSYSTEMD_VERSION " (sd_notify)"
+#else
+#define SYSTEMD_FACT "no systemd support"
+#endif
+
 static void
 version(void)
 {
 	printf("roomd %s\n", PACKAGE_VERSION);
-	printf("libevent %s, hiredis %d.%d.%d, json-c %s, %s, zlib %s\n", event_get_version(),
+	printf("libevent %s, hiredis %d.%d.%d, json-c %s, %s, zlib %s, %s\n", event_get_version(),
 	    HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH, json_c_version(),
-	    OpenSSL_version(OPENSSL_VERSION), zlibVersion());
+	    OpenSSL_version(OPENSSL_VERSION), zlibVersion(), SYSTEMD_FACT);
 }
 
 static void

@@ -7,6 +7,10 @@
  * the same SO_REUSEPORT sockets, which the master keeps open, so connections
  * queued for a dead worker wait in its backlog for the replacement. On reload
  * a new generation starts in every slot and the old one drains.
+ *
+ * Under systemd (NOTIFY_SOCKET) the same timer paces the sd_notify messages:
+ * READY=1 once every worker runs and reached Redis, RELOADING=1 and READY=1
+ * around a reload, STOPPING=1, STATUS= and WATCHDOG=1 (see sd_check).
  */
 #include <errno.h>
 #include <signal.h>
@@ -27,6 +31,7 @@
 #include "addrlimit.h"
 #include "master.h"
 #include "metrics.h"
+#include "notify.h"
 #include "priv.h"
 #include "redisproc.h"
 #include "worker.h"
@@ -35,6 +40,10 @@
 #define QUICK_CRASH_MS	2000	/* a worker dying sooner than this is crash-looping */
 #define BACKOFF_MIN_MS	100
 #define BACKOFF_MAX_MS	30000
+#define SD_STALE_MIN_MS	2000	/* a worker ticks at least every second */
+
+/* What systemd was told last (SD_OFF: no NOTIFY_SOCKET). */
+enum sd_state { SD_OFF, SD_STARTING, SD_READY, SD_RELOADING, SD_STOPPING, SD_HEIR, SD_GONE };
 
 struct slot {
 	pid_t		pid;		/* 0: not running */
@@ -52,6 +61,7 @@ struct retiring {
 };
 
 static volatile sig_atomic_t got_chld, got_stop, got_hup, got_usr1, got_alrm, got_quit, got_usr2;
+static volatile sig_atomic_t stop_from;	/* who sent the last SIGTERM (0: SIGINT) */
 
 static struct {
 	struct config	*cfg;
@@ -72,15 +82,22 @@ static struct {
 	pid_t		 heir;		/* a new binary we started, until it takes over */
 	pid_t		 upgrade_from;	/* the old master to retire once our workers stand */
 	uint64_t	 upgrade_check_at;
+	enum sd_state	 sd_state;
+	uint64_t	 sd_at;		/* ms: next sd_check; 0: none */
+	int		 sd_hung;	/* a worker stopped ticking: no watchdog pings */
 } M;
 
 static void
-on_signal(int sig)
+on_signal(int sig, siginfo_t *si, void *uc)
 {
+	(void)uc;
 	switch (sig) {
 	case SIGCHLD: got_chld = 1; break;
 	case SIGTERM:
-	case SIGINT: got_stop = 1; break;
+	case SIGINT:
+		stop_from = sig == SIGTERM && si != NULL ? si->si_pid : 0;
+		got_stop = 1;
+		break;
 	case SIGQUIT: got_quit = 1; break;
 	case SIGHUP: got_hup = 1; break;
 	case SIGUSR1: got_usr1 = 1; break;
@@ -223,6 +240,7 @@ upgrade(void)
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		snprintf(from, sizeof(from), "%d", (int)M.pid);
+		notify_pass_env();
 		if (listen_export(M.ls, fds, sizeof(fds)) == -1 ||
 		    setenv("ROOMD_LISTEN_FDS", fds, 1) == -1 || setenv("ROOMD_UPGRADE_FROM", from, 1) == -1)
 			_exit(127);
@@ -235,6 +253,162 @@ upgrade(void)
 	}
 	M.heir = pid;
 	log_notice("binary upgrade: started %s as pid %d with our listening sockets", M.ex->path, (int)pid);
+}
+
+static int children_left(void);
+
+/* systemd: workers, and how many are ready (running, Redis reached). */
+static void
+sd_summary(char *buf, size_t len, int ready)
+{
+	long long conns = (long long)metrics_gauge_total(GAUGE_CONN_OPEN);
+
+	switch (M.sd_state) {
+	case SD_STARTING:
+		snprintf(buf, len, "starting: %d of %d worker(s) ready", ready, M.nslots);
+		break;
+	case SD_RELOADING:
+		snprintf(buf, len, "reloading: %d of %d new worker(s) ready", ready, M.nslots);
+		break;
+	case SD_STOPPING:
+		snprintf(buf, len, "stopping: %d process(es) draining, %lld connection(s)", children_left(), conns);
+		break;
+	default:
+		if (ready == M.nslots)
+			snprintf(buf, len, "%d worker(s), %lld connection(s)", M.nslots, conns);
+		else
+			snprintf(buf, len, "%d worker(s), %lld connection(s); %d without Redis or restarting",
+			    M.nslots, conns, M.nslots - ready);
+	}
+}
+
+/*
+ * systemd, on the master's timer: READY=1 once the worker in every slot runs
+ * and reached Redis (at startup, and for the new generation of a reload),
+ * STATUS= when the summary changes, and WATCHDOG=1 while no running worker
+ * has stopped ticking. A slot waiting out a respawn delay does not hold the
+ * pings back: the master is handling that one; a worker stuck in a loop is
+ * what the watchdog is for. This function running proves the master's loop.
+ */
+static void
+sd_check(uint64_t now)
+{
+	uint64_t wd = notify_watchdog_ms(), stale = wd > SD_STALE_MIN_MS ? wd : SD_STALE_MIN_MS;
+	int ready = 0, hung = -1;
+	char status[200];
+
+	M.sd_at = now + (M.sd_state == SD_STARTING || M.sd_state == SD_RELOADING ? 50 : 1000);
+	if (wd > 0 && M.sd_at > now + wd / 4)
+		M.sd_at = now + (wd >= 4 ? wd / 4 : 1);
+	if (M.sd_state == SD_HEIR || M.sd_state == SD_GONE)
+		return;
+	for (int i = 0; i < M.nslots; i++) {
+		struct slot *s = &M.slot[i];
+		uint64_t last;
+
+		if (s->pid == 0)
+			continue;
+		ready += metrics_slot_gauge(s->mslot, GAUGE_REDIS_UP) > 0;
+		if ((last = metrics_slot_beat(s->mslot)) < s->started)
+			last = s->started;
+		if (now > last && now - last > stale && hung == -1)
+			hung = i;
+	}
+	if ((M.sd_state == SD_STARTING || M.sd_state == SD_RELOADING) && ready == M.nslots) {
+		M.sd_state = SD_READY;
+		sd_summary(status, sizeof(status), ready);
+		notify_ready(status);
+		log_info("told systemd: ready (%s)", status);
+	} else {
+		sd_summary(status, sizeof(status), ready);
+		notify_status("%s", status);
+	}
+	if (wd == 0 || M.sd_state == SD_STOPPING)
+		return;
+	if (hung >= 0 && !M.sd_hung)
+		log_error("worker %d (pid %d) has not ticked for over %llums: no watchdog pings until it does",
+		    hung, (int)M.slot[hung].pid, (unsigned long long)stale);
+	else if (hung < 0 && M.sd_hung)
+		log_notice("every worker ticks again: watchdog pings resume");
+	M.sd_hung = hung >= 0;
+	if (!M.sd_hung)
+		notify_watchdog();
+}
+
+/* systemd: at startup; a new binary stays silent until it takes over. */
+static void
+sd_start(void)
+{
+	notify_init();
+	if (!notify_on())
+		return;
+	M.sd_state = M.upgrade_from != 0 ? SD_HEIR : SD_STARTING;
+	M.sd_at = clock_ms();
+}
+
+/*
+ * systemd, on SIGHUP: RELOADING=1, then READY=1 from sd_check once the new
+ * generation stands; a failed reload is over at once (RELOADING=1, READY=1),
+ * so that a manager waiting for the reload to end is not kept waiting.
+ */
+static void
+sd_reload(const char *failed)
+{
+	char status[300];
+
+	if (M.sd_state != SD_READY && M.sd_state != SD_RELOADING)
+		return;
+	notify_reloading();
+	if (failed == NULL) {
+		M.sd_state = SD_RELOADING;
+		M.sd_at = clock_ms();
+	} else if (M.sd_state == SD_READY) {
+		snprintf(status, sizeof(status), "reload failed: %s; running with the previous configuration",
+		    failed);
+		notify_ready(status);
+	}
+}
+
+/*
+ * systemd, when a stop begins: STOPPING=1, unless the SIGTERM came from the
+ * new binary of an upgrade taking over. Then the service goes on and only
+ * its main process changes: MAINPID= names the new master. It has to come
+ * from us, the main process systemd listens to (NotifyAccess=main), and
+ * before we exit; systemd reads it before it notices our exit.
+ */
+static void
+sd_stop(void)
+{
+	char status[64];
+
+	if (M.sd_state == SD_OFF || M.sd_state == SD_STOPPING || M.sd_state == SD_GONE)
+		return;
+	if (M.sd_state == SD_HEIR) {	/* never was the main process */
+		M.sd_state = SD_GONE;
+		return;
+	}
+	if (M.heir != 0 && stop_from == M.heir) {
+		snprintf(status, sizeof(status), "binary upgrade: pid %d took over", (int)M.heir);
+		notify_mainpid(M.heir, status);
+		log_info("told systemd: the main process is now pid %d", (int)M.heir);
+		M.sd_state = SD_GONE;
+		return;
+	}
+	M.sd_state = SD_STOPPING;
+	snprintf(status, sizeof(status), "stopping: %d process(es) draining", children_left());
+	notify_stopping(status);
+	M.sd_at = clock_ms() + 1000;
+}
+
+/* systemd: a new binary has told the old master to go; its MAINPID= makes us the service. */
+static void
+sd_took_over(void)
+{
+	if (M.sd_state != SD_HEIR)
+		return;
+	M.sd_state = SD_READY;
+	/* Give the old master a moment to send MAINPID= before we speak. */
+	M.sd_at = clock_ms() + 250;
 }
 
 /* New master: once our workers have stood for a moment, retire the old master. */
@@ -251,9 +425,11 @@ check_upgrade(void)
 	}
 	if (kill(M.upgrade_from, SIGTERM) == -1 && errno != ESRCH)
 		log_errno(LOG_LVL_ERROR, "kill(%d, SIGTERM) for the old master failed", (int)M.upgrade_from);
-	else
+	else {
 		log_notice("binary upgrade: our workers are up; the old master (pid %d) drains and exits",
 		    (int)M.upgrade_from);
+		sd_took_over();
+	}
 	M.upgrade_from = 0;
 }
 
@@ -368,6 +544,7 @@ signal_all(int sig)
 static void
 begin_stop(int immediate)
 {
+	sd_stop();
 	if (immediate || M.stopping) {
 		log_notice("stopping at once");
 		M.stopping = 2;
@@ -398,6 +575,7 @@ reload(master_load_fn load)
 		return;
 	if ((next = load(err, sizeof(err))) == NULL) {
 		log_error("reload failed: %s; keeping the current configuration", err);
+		sd_reload(err);
 		return;
 	}
 	cfg_keep_restart_only(M.cfg, next);
@@ -407,6 +585,7 @@ reload(master_load_fn load)
 		if (log_open(next->log_file) == -1) {
 			log_errno(LOG_LVL_ERROR, "reload: opening log_file %s failed; keeping the current configuration",
 			    next->log_file);
+			sd_reload("cannot open the new log_file");
 			cfg_free(next);
 			return;
 		}
@@ -417,6 +596,7 @@ reload(master_load_fn load)
 	M.cfg = next;
 	M.generation++;
 	log_notice("reload: configuration re-read; starting worker generation %d", M.generation);
+	sd_reload(NULL);
 	for (int i = 0; i < M.nslots; i++) {
 		old = M.slot[i].pid;
 		oldslot = M.slot[i].mslot;
@@ -451,6 +631,8 @@ arm_timer(void)
 		next = M.unlisten_at;
 	if (M.upgrade_from != 0 && (next == 0 || M.upgrade_check_at < next))
 		next = M.upgrade_check_at;
+	if (M.sd_at != 0 && (next == 0 || M.sd_at < next))
+		next = M.sd_at;
 	if (next != 0) {
 		uint64_t d = next > now ? next - now : 1;
 
@@ -482,6 +664,8 @@ run_timers(void)
 		signal_all(SIGKILL);
 		M.kill_at = 0;
 	}
+	if (M.sd_at != 0 && M.sd_at <= now)
+		sd_check(now);
 }
 
 int
@@ -519,7 +703,8 @@ master_run(struct config *cfg, struct listeners *ls, master_load_fn load, const 
 	if (sigprocmask(SIG_BLOCK, &block, &M.orig_mask) == -1)
 		fatal("sigprocmask() failed");
 	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
+	sa.sa_sigaction = on_signal;
+	sa.sa_flags = SA_SIGINFO;
 	sigemptyset(&sa.sa_mask);
 	for (size_t i = 0; i < sizeof(master_signals) / sizeof(master_signals[0]); i++)
 		if (sigaction(master_signals[i], &sa, NULL) == -1)
@@ -539,6 +724,7 @@ master_run(struct config *cfg, struct listeners *ls, master_load_fn load, const 
 		log_info("instance %s; rooms in redis %s%s", M.instance, where,
 		    cfg->redis == NULL ? " (private)" : "");
 	}
+	sd_start();
 	for (int i = 0; i < M.nslots; i++)
 		spawn(i);
 	M.upgrade_check_at = clock_ms() + 500;

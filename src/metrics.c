@@ -42,6 +42,7 @@ struct mslot {
 	uint64_t	refused[REFUSE__N];
 	uint64_t	close[NCLOSE + 1];
 	struct hist	h[HIST__N];
+	uint64_t	beat;		/* ms: the worker's last tick, for the master's watchdog */
 };
 
 _Static_assert(sizeof(struct mslot) % sizeof(uint64_t) == 0, "mslot is cleared word by word");
@@ -181,6 +182,28 @@ metrics_close_code(unsigned code)
 	for (i = 0; i < NCLOSE && close_codes[i] != code; i++)
 		;
 	BUMP(&self->close[i], 1);
+}
+
+void
+metrics_beat(uint64_t now_ms)
+{
+	STORE(&self->beat, now_ms);
+}
+
+uint64_t
+metrics_slot_beat(int i)
+{
+	if (shm == NULL || i < 0 || i >= shm->nslots)
+		return 0;
+	return LOAD(&shm->slot[i].beat);
+}
+
+int64_t
+metrics_slot_gauge(int i, enum gauge g)
+{
+	if (shm == NULL || i < 0 || i >= shm->nslots)
+		return 0;
+	return (int64_t)LOAD(&shm->slot[i].g[g]);
 }
 
 static void

@@ -60,6 +60,12 @@ void metrics_slot_release(int slot);
 void metrics_worker_restart(void);
 /* Worker: write into this slot from now on. */
 void metrics_bind(int slot);
+/* Worker: it is alive at now_ms (clock_ms()); once per tick, for the master's watchdog. */
+void metrics_beat(uint64_t now_ms);
+/* Master: when the worker in this slot last beat (ms; 0: not yet). */
+uint64_t metrics_slot_beat(int slot);
+/* Master: one worker's value of a gauge. */
+int64_t metrics_slot_gauge(int slot, enum gauge);
 
 void metrics_add(enum metric, uint64_t n);
 void metrics_gauge(enum gauge, int64_t delta);

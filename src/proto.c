@@ -272,14 +272,20 @@ common_tail(struct jbuf *b, const char *room, size_t rl, long num)
 	}
 }
 
+static int shown_name(const char **, size_t *);
+
 void
 proto_enter(struct jbuf *b, const char *name, size_t nl, const char *room, size_t rl, long num)
 {
+	int guest = shown_name(&name, &nl);
+
 	jbuf_reset(b);
 	jbuf_str(b, "{\"event\":\"enter\",\"message\":");
 	jbuf_json(b, name, nl);
 	jbuf_str(b, ",\"name\":");
 	jbuf_json(b, name, nl);
+	if (guest)
+		jbuf_str(b, ",\"guest\":true");
 	common_tail(b, room, rl, num);
 	jbuf_str(b, "}");
 }
@@ -287,9 +293,13 @@ proto_enter(struct jbuf *b, const char *name, size_t nl, const char *room, size_
 void
 proto_out(struct jbuf *b, const char *name, size_t nl, const char *room, size_t rl, long num)
 {
+	int guest = shown_name(&name, &nl);
+
 	jbuf_reset(b);
 	jbuf_str(b, "{\"event\":\"out\",\"name\":");
 	jbuf_json(b, name, nl);
+	if (guest)
+		jbuf_str(b, ",\"guest\":true");
 	common_tail(b, room, rl, num);
 	jbuf_str(b, "}");
 }
@@ -298,9 +308,13 @@ void
 proto_message_head(struct jbuf *b, const char *name, size_t nl, const char *text, size_t tl,
     const char *room, size_t rl, const char *id, uint64_t ts_ms)
 {
+	int guest = shown_name(&name, &nl);
+
 	jbuf_reset(b);
 	jbuf_str(b, "{\"event\":\"message\",\"name\":");
 	jbuf_json(b, name, nl);
+	if (guest)
+		jbuf_str(b, ",\"guest\":true");
 	jbuf_str(b, ",\"message\":");
 	jbuf_json(b, text, tl);
 	jbuf_str(b, ",\"roomid\":");
@@ -399,30 +413,56 @@ proto_error(struct jbuf *b, const char *code, const char *message)
 	jbuf_str(b, "}");
 }
 
-void
-proto_who_begin(struct jbuf *b, const char *room, size_t rl)
+/* A name as members see it: a guest's without its marker; whether it had one. */
+static int
+shown_name(const char **name, size_t *nl)
 {
+	if (*nl > 0 && (*name)[0] == PROTO_GUEST) {
+		(*name)++;
+		(*nl)--;
+		return 1;
+	}
+	return 0;
+}
+
+void
+proto_who(struct jbuf *b, const char *room, size_t rl, const char *const *names, const size_t *lens,
+    size_t n, long total)
+{
+	size_t guests = 0, k = 0;
+
 	jbuf_reset(b);
 	jbuf_str(b, "{\"event\":\"who\",\"roomid\":");
 	jbuf_json(b, room, rl);
 	jbuf_str(b, ",\"members\":[");
-}
+	for (size_t i = 0; i < n; i++) {
+		const char *nm = names[i];
+		size_t nl = lens[i];
 
-void
-proto_who_name(struct jbuf *b, const char *name, size_t nl, int first)
-{
-	if (!first)
-		jbuf_add(b, ",", 1);
-	jbuf_json(b, name, nl);
-}
-
-void
-proto_who_end(struct jbuf *b, long num)
-{
+		guests += (size_t)shown_name(&nm, &nl);
+		if (i > 0)
+			jbuf_add(b, ",", 1);
+		jbuf_json(b, nm, nl);
+	}
 	jbuf_str(b, "]");
-	if (num >= 0) {
+	if (guests > 0) {
+		/* Which of those came without a token (auth optional). */
+		jbuf_str(b, ",\"guests\":[");
+		for (size_t i = 0; i < n; i++) {
+			const char *nm = names[i];
+			size_t nl = lens[i];
+
+			if (!shown_name(&nm, &nl))
+				continue;
+			if (k++ > 0)
+				jbuf_add(b, ",", 1);
+			jbuf_json(b, nm, nl);
+		}
+		jbuf_str(b, "]");
+	}
+	if (total >= 0) {
 		jbuf_str(b, ",\"num\":");
-		jbuf_int(b, num);
+		jbuf_int(b, total);
 	}
 	jbuf_str(b, "}");
 }

@@ -14,6 +14,12 @@
 
 enum chat_event { CHAT_ENTER, CHAT_MESSAGE, CHAT_OUT, CHAT_HEARTBEAT, CHAT_WHO, CHAT_REFRESH, CHAT_HISTORY };
 
+/*
+ * The first byte of a guest's name inside roomd (never in a name a client
+ * gives: names hold no control characters): its events say "guest":true.
+ */
+#define PROTO_GUEST	'\x01'
+
 /* Offsets a client may name: JavaScript's safe integers, so every client reads them exactly. */
 #define PROTO_MAX_OFFSET	9007199254740991ULL
 #define PROTO_MAX_EPOCH		24
@@ -77,9 +83,8 @@ void proto_refreshed(struct jbuf *, long long exp, long num);
 /* The JSON heartbeat: the server's ping, or its pong to a client's ping. */
 void proto_heartbeat(struct jbuf *, int pong, long num);
 void proto_error(struct jbuf *, const char *code, const char *message);
-/* who: start, then one proto_who_name per member, then proto_who_end. */
-void proto_who_begin(struct jbuf *, const char *room, size_t rl);
-void proto_who_name(struct jbuf *, const char *name, size_t nl, int first);
-void proto_who_end(struct jbuf *, long num);
+/* who: the names (n of them, of a room of total), and which are guests'. */
+void proto_who(struct jbuf *, const char *room, size_t rl, const char *const *names, const size_t *lens,
+    size_t n, long total);
 
 #endif

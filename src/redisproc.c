@@ -17,6 +17,7 @@
 #include <hiredis/hiredis.h>
 
 #include "log.h"
+#include "notify.h"
 #include "priv.h"
 #include "redisproc.h"
 
@@ -67,6 +68,7 @@ spawn(void)
 		prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
 		if (priv_drop(P.cfg->user) == -1)
 			_exit(127);
+		notify_drop_env();	/* systemd's messages are the master's to send */
 		/*
 		 * execve() names the process after the file it runs, so
 		 * PR_SET_NAME would not survive it: run the roomd-redis link
@@ -75,7 +77,15 @@ spawn(void)
 		 */
 		execl(P.exe[0] != '\0' ? P.exe : P.bin, P.bin, "--port", "0", "--unixsocket", P.sock,
 		    "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", P.dir, "--logfile", logf,
-		    "--daemonize", "no", (char *)NULL);
+		    "--daemonize", "no",
+		    /*
+		     * A worker's subscriber link carries every room it has members
+		     * in. Redis's default (32mb hard, 8mb for 60 s) is far above
+		     * what rate_burst_bytes lets one client publish, but a few
+		     * busy rooms together should not cost every room of the
+		     * worker its link (gaps are repaired, but slowly).
+		     */
+		    "--client-output-buffer-limit", "pubsub 256mb 64mb 60", (char *)NULL);
 		log_errno(LOG_LVL_ERROR, "exec(%s) failed", P.bin);
 		_exit(127);
 	}

@@ -47,6 +47,8 @@ enum mem_state { MEM_PENDING, MEM_RECOVERING, MEM_ACTIVE, MEM_LEAVING };
 #define MAX_HELD	256	/* messages held per room while its subscription starts */
 #define MAX_QUEUED	8192	/* events waiting per room while a gap is read */
 #define MAX_CATCHUP	8192	/* live frames waiting for one member catching up */
+#define WHO_CACHE_MS	1000	/* how long a room's who answer is served again */
+#define MAX_WHO_WAITING	4096	/* sessions waiting for one room's who answer */
 
 /* A member catching up: what it asked, and its live frames meanwhile. */
 struct catchup {
@@ -82,6 +84,12 @@ struct held {
 	char		 data[];
 };
 
+/* A session waiting for the room's who answer (one read serves them all). */
+struct who_wait {
+	struct who_wait	*next;
+	struct session	*s;		/* referenced */
+};
+
 /* A channel payload waiting while the room reads a gap. */
 struct queued {
 	struct queued	*next;
@@ -107,6 +115,11 @@ struct room {
 	uint32_t	 nheld;
 	struct queued	*q, **q_tail;
 	uint32_t	 nq;
+	char		*who;		/* the last who answer, while fresh */
+	size_t		 wholen;
+	uint64_t	 who_at;
+	struct who_wait	*who_waiting;	/* while a read is in flight */
+	uint32_t	 nwho_waiting;
 	size_t		 klen;
 	char		 key[];
 };
@@ -230,6 +243,14 @@ drop_queued(struct room *r)
 	r->nq = 0;
 }
 
+/* The who answer no longer says who is here. */
+static void
+who_forget(struct room *r)
+{
+	free(r->who);
+	r->who = NULL;
+}
+
 static void
 room_destroy(struct room *r)
 {
@@ -242,6 +263,14 @@ room_destroy(struct room *r)
 	metrics_gauge(GAUGE_ROOMS, -1);
 	drop_held(r);
 	drop_queued(r);
+	who_forget(r);
+	while (r->who_waiting != NULL) {
+		struct who_wait *w = r->who_waiting;
+
+		r->who_waiting = w->next;
+		ws_unref(w->s);
+		free(w);
+	}
 	free(r);
 }
 
@@ -605,6 +634,7 @@ handle(struct room *r, const char *p, size_t n)
 	case 'n':
 		if (parse_u64(p + 2, nl, &num64) != NULL)
 			r->num = (long)num64;
+		who_forget(r);
 		return;
 	case 'e':
 	case 'o':
@@ -618,6 +648,7 @@ handle(struct room *r, const char *p, size_t n)
 	default:
 		return;
 	}
+	who_forget(r);
 	if (p[0] == 'e') {
 		struct member *m;
 		const char *e2;
@@ -1347,6 +1378,70 @@ room_history(struct member *m, uint64_t before, unsigned limit, room_history_fn 
 		return -1;
 	}
 	return 0;
+}
+
+/* The answer to the room's who: to every session that waited for it, and kept a moment. */
+static void
+who_read(void *arg, const char *const *names, const size_t *lens, size_t n, long total)
+{
+	struct fetch_req *fr = arg;
+	struct room *r = R.tab != NULL ? room_find(fr->key, fr->klen) : NULL;
+	struct who_wait *w;
+
+	free(fr);
+	if (r == NULL)
+		return;		/* room_destroy let the waiting sessions go */
+	who_forget(r);
+	if (names != NULL) {
+		proto_who(&R.jb, r->key, r->klen, names, lens, n, total);
+		if (!R.jb.oom && (r->who = malloc(R.jb.len)) != NULL) {
+			memcpy(r->who, R.jb.p, R.jb.len);
+			r->wholen = R.jb.len;
+			r->who_at = clock_ms();
+		}
+	} else
+		proto_error(&R.jb, "unavailable", "room service unavailable; try again shortly");
+	while ((w = r->who_waiting) != NULL) {
+		r->who_waiting = w->next;
+		if (!R.jb.oom)
+			ws_send_text(w->s, R.jb.p, R.jb.len);
+		ws_unref(w->s);
+		free(w);
+	}
+	r->nwho_waiting = 0;
+}
+
+int
+room_who(struct member *m)
+{
+	struct room *r = m->room;
+	struct who_wait *w;
+	struct fetch_req *fr;
+
+	if (r->who != NULL && clock_ms() - r->who_at < WHO_CACHE_MS) {
+		ws_send_text(m->s, r->who, r->wholen);
+		return 0;
+	}
+	if (!bus_ready() || r->nwho_waiting >= MAX_WHO_WAITING || (w = malloc(sizeof(*w))) == NULL)
+		return -1;
+	w->s = m->s;
+	ws_ref(m->s);
+	w->next = r->who_waiting;
+	r->who_waiting = w;
+	if (r->nwho_waiting++ > 0)
+		return 0;	/* a read is on its way: it answers this one too */
+	if ((fr = malloc(sizeof(*fr) + r->klen)) != NULL) {
+		fr->klen = r->klen;
+		memcpy(fr->key, r->key, r->klen);
+		if (store_who(r->key, r->klen, (unsigned)R.cfg->who_limit, who_read, fr) == 0)
+			return 0;
+		free(fr);
+	}
+	r->who_waiting = NULL;
+	r->nwho_waiting = 0;
+	ws_unref(m->s);
+	free(w);
+	return -1;
 }
 
 long

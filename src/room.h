@@ -58,6 +58,12 @@ int room_say(struct member *, const char *text, size_t tlen);
 int room_relay(struct member *, int opcode, const uint8_t *data, size_t len);
 /* A page of the room's history for m's session: limit messages before offset (0: now). */
 int room_history(struct member *, uint64_t before, unsigned limit, room_history_fn);
+/*
+ * Answer m's session with who is in the room (the first who_limit names and
+ * the total): from a moment-old answer, or one read from Redis for every
+ * session that asks meanwhile. -1 if Redis cannot be asked.
+ */
+int room_who(struct member *);
 /* A chat room's count as last seen on its channel; -1 for a broadcast room (not counted). */
 long room_num(const struct member *);
 const char *room_key_of(const struct member *, size_t *len);

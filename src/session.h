@@ -16,6 +16,10 @@
 
 enum sess_state { SS_PROXY, SS_HTTP, SS_OPEN, SS_CLOSING, SS_DONE };
 
+/* Why an open session reads nothing (bytes already read wait in hbuf). */
+#define WS_PAUSE_RATE	0x01	/* its rate bucket is empty (WS_RATE_PACE) */
+#define WS_PAUSE_ROUTE	0x02	/* its route waits for an answer (ws_hold) */
+
 /* Request facts later layers need, kept after the head buffer is gone. */
 struct reqinfo {
 	uint16_t	path_len, query_len, origin_len, cookie_len, auth_len;
@@ -50,10 +54,11 @@ struct session {
 	uint8_t			 ip_counted;	/* counted by addrlimit_open */
 	uint8_t			 no_auth;	/* upgraded only to say noAuth and close */
 	uint8_t			 pmd_bits;	/* permessage-deflate window; 0: not negotiated */
-	uint8_t			 rate_paused;	/* not reading until the rate bucket refills (WS_RATE_PACE) */
+	uint8_t			 paused;	/* not reading: WS_PAUSE_RATE, WS_PAUSE_ROUTE */
 	uint16_t		 strikes;	/* messages refused in a row by the rate limit */
 	uint32_t		 tokens;	/* rate limit bucket, in thousandths of a message */
 	uint64_t		 refill;	/* ms of the last refill */
+	uint64_t		 btokens;	/* byte budget bucket, in thousandths of a byte */
 	struct auth_identity	*id;
 	struct ws_decoder	 dec;
 };

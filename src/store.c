@@ -11,6 +11,8 @@
  *   P{w:WID}:a    expires after presence_ttl unless the worker refreshes it
  *   P{w:WID}:g    tombstone (a day): WID's members were removed and announced out
  *   P workers     set of every WID that may hold members
+ *   P{u:SUB}      hash session-id -> WID: the sessions of a user with a token
+ *                 (registered under "\1" session-id -> SUB in P{w:WID} too)
  * The position and the stream expire history_ttl after the room's last
  * message; a room whose position is gone (expired, evicted, Redis restarted
  * empty) starts a new epoch at offset 0, so a client can tell its old
@@ -155,7 +157,9 @@ static const char lua_who[] =
 	"  for i = 1, #all, 2 do\n" \
 	"    local mid, v = all[i], all[i + 1]\n" \
 	"    local nl = string.find(v, '\\n', 1, true)\n" \
-	"    if nl then\n" \
+	"    if string.byte(mid, 1) == 1 then\n" \
+	"      redis.call('HDEL', p .. '{u:' .. v .. '}', string.sub(mid, 2))\n" \
+	"    elseif nl then\n" \
 	"      local room, name = string.sub(v, 1, nl - 1), string.sub(v, nl + 1)\n" \
 	"      local rk = p .. '{' .. room .. '}:m'\n" \
 	"      if redis.call('HDEL', rk, mid) == 1 then\n" \
@@ -170,6 +174,16 @@ static const char lua_who[] =
 	"  redis.call('SET', reg .. ':g', '1', 'EX', 86400)\n" \
 	"  return n\n" \
 	"end\n"
+
+/* KEYS: u; ARGV: sid wid max. The user's sessions with this one, or -2 if that would pass max. */
+static const char lua_user_open[] =
+	"local max = tonumber(ARGV[3])\n"
+	"if max > 0 and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and\n"
+	"    redis.call('HLEN', KEYS[1]) >= max then\n"
+	"  return -2\n"
+	"end\n"
+	"redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"
+	"return redis.call('HLEN', KEYS[1])\n";
 
 /* ARGV: prefix wid */
 static const char lua_cleanup[] = LUA_CLEANUP "return cleanup(ARGV[1], ARGV[2])\n";
@@ -197,7 +211,8 @@ static struct {
 	size_t			 reglen;
 	char			 prefix[128];
 	size_t			 plen;
-	int			 s_enter, s_out, s_resync, s_say, s_read, s_who, s_janitor;
+	int			 s_enter, s_out, s_resync, s_say, s_read, s_who, s_janitor, s_user;
+	struct store_user	*users;		/* this worker's sessions counted for their users */
 	int			 announce;	/* our tombstone was there: resyncs announce */
 	struct event		*presence;
 	int			 janitor_turn;
@@ -257,6 +272,8 @@ epoch_candidate(char out[17])
 	out[16] = '\0';
 }
 
+static void users_resync(void);
+
 /* The reply to a command no one waits on: only its errors matter. */
 static void
 ignore_reply(redisAsyncContext *ac, void *r, void *arg)
@@ -301,6 +318,7 @@ tombstone_reply(redisAsyncContext *ac, void *r, void *arg)
 	if (bus_reply_error(reply))
 		return;		/* the link died: up runs again when it is back */
 	S.announce = reply->type == REDIS_REPLY_INTEGER && reply->integer == 1;
+	users_resync();
 	if (S.user->up != NULL)
 		S.user->up();
 }
@@ -729,6 +747,130 @@ store_who(const char *room, size_t rl, unsigned max, store_who_fn fn, void *arg)
 	return 0;
 }
 
+/* ---- users ---- */
+
+struct store_user {
+	struct store_user *next, *prev;
+	char		 sid[64];
+	size_t		 sublen;
+	char		 sub[];
+};
+
+static size_t
+user_key(char *buf, size_t len, const char *sub, size_t sl)
+{
+	int n;
+
+	if (sl > 1024)
+		return 0;
+	n = snprintf(buf, len, "%s{u:%.*s}", S.prefix, (int)sl, sub);
+	return n < 0 || (size_t)n >= len ? 0 : (size_t)n;
+}
+
+/* The worker's registry entry of a user session (so a crash can be cleaned up), or its removal. */
+static int
+user_registry(int add, const struct store_user *u)
+{
+	char f[80];
+	const char *argv[4] = { add ? "HSET" : "HDEL", S.reg, f, u->sub };
+	size_t argl[4] = { 4, S.reglen, 0, u->sublen };
+
+	argl[2] = (size_t)snprintf(f, sizeof(f), "\x01%s", u->sid);
+	return bus_command(add ? 4 : 3, argv, argl, ignore_reply, NULL);
+}
+
+/* Count u for its user: checked against max (0: none), or not (a resync after the link came back). */
+static int
+user_register(struct store_user *u, int max, store_count_fn fn, void *arg)
+{
+	char k[KEY_MAX], mx[24];
+	const char *argv[4] = { k, u->sid, S.wid, mx };
+	size_t argl[4] = { 0, strlen(u->sid), S.widlen, 0 };
+	struct count_req *cr;
+
+	if ((argl[0] = user_key(k, sizeof(k), u->sub, u->sublen)) == 0)
+		return -1;
+	argl[3] = jbuf_itoa(mx, max);
+	if (user_registry(1, u) == -1 || (cr = malloc(sizeof(*cr))) == NULL)
+		return -1;
+	cr->fn = fn;
+	cr->arg = arg;
+	if (bus_eval(S.s_user, 1, 4, argv, argl, count_reply, cr) == -1) {
+		free(cr);
+		return -1;
+	}
+	return 0;
+}
+
+struct store_user *
+store_user_open(const char *sub, size_t sl, int max, store_count_fn fn, void *arg)
+{
+	static uint64_t seq;
+	struct store_user *u;
+
+	if (!bus_ready() || sl > 1024 || (u = calloc(1, sizeof(*u) + sl + 1)) == NULL)
+		return NULL;
+	snprintf(u->sid, sizeof(u->sid), "%s.u%llu", S.wid, (unsigned long long)++seq);
+	memcpy(u->sub, sub, sl);
+	u->sublen = sl;
+	if (user_register(u, max, fn, arg) == -1) {
+		free(u);
+		return NULL;
+	}
+	u->next = S.users;
+	if (S.users != NULL)
+		S.users->prev = u;
+	S.users = u;
+	return u;
+}
+
+void
+store_user_close(struct store_user *u)
+{
+	char k[KEY_MAX];
+	const char *argv[3] = { "HDEL", k, u->sid };
+	size_t argl[3] = { 4, 0, strlen(u->sid) };
+
+	if ((argl[1] = user_key(k, sizeof(k), u->sub, u->sublen)) != 0 &&
+	    bus_command(3, argv, argl, ignore_reply, NULL) == 0)
+		(void)user_registry(0, u);
+	/* If the link is down the entry stays until the link is back: the resync then drops it. */
+	if (u->prev != NULL)
+		u->prev->next = u->next;
+	else
+		S.users = u->next;
+	if (u->next != NULL)
+		u->next->prev = u->prev;
+	free(u);
+}
+
+int
+store_user_online(const char *name, size_t nl, store_count_fn fn, void *arg)
+{
+	char k[KEY_MAX];
+	const char *argv[2] = { "HLEN", k };
+	size_t argl[2] = { 4, 0 };
+	struct count_req *cr;
+
+	if ((argl[1] = user_key(k, sizeof(k), name, nl)) == 0 || (cr = malloc(sizeof(*cr))) == NULL)
+		return -1;
+	cr->fn = fn;
+	cr->arg = arg;
+	if (bus_command(2, argv, argl, count_reply, cr) == -1) {
+		free(cr);
+		return -1;
+	}
+	return 0;
+}
+
+/* Back after a lost link: Redis may have lost the users (a restart) or kept stale ones. */
+static void
+users_resync(void)
+{
+	for (struct store_user *u = S.users; u != NULL; u = u->next)
+		(void)user_register(u, 0, NULL, NULL);
+}
+
 /* ---- start, stop, the master's cleanup ---- */
 
 int
@@ -758,7 +900,8 @@ store_start(struct event_base *base, const struct config *cfg, const char *wid, 
 	    (S.s_say = bus_script(lua_say, sizeof(lua_say) - 1)) == -1 ||
 	    (S.s_read = bus_script(lua_read, sizeof(lua_read) - 1)) == -1 ||
 	    (S.s_who = bus_script(lua_who, sizeof(lua_who) - 1)) == -1 ||
-	    (S.s_janitor = bus_script(lua_janitor, sizeof(lua_janitor) - 1)) == -1)
+	    (S.s_janitor = bus_script(lua_janitor, sizeof(lua_janitor) - 1)) == -1 ||
+	    (S.s_user = bus_script(lua_user_open, sizeof(lua_user_open) - 1)) == -1)
 		return -1;
 	if ((S.presence = event_new(base, -1, EV_PERSIST, presence_cb, NULL)) == NULL)
 		return -1;

@@ -73,6 +73,17 @@ int store_read_before(const char *room, size_t rl, uint64_t before, unsigned lim
 int store_who(const char *room, size_t rl, unsigned max, store_who_fn, void *arg);
 
 /*
+ * A session with a token, counted for its user (sub) over every worker and
+ * host: fn(arg, n) says n >= 0 (admitted, the user's sessions now), -2
+ * (max, if > 0, reached: not counted) or -1 (failed). NULL when Redis is
+ * unreachable. The count is kept across lost links; close uncounts it.
+ */
+struct store_user *store_user_open(const char *sub, size_t sl, int max, store_count_fn, void *arg);
+void store_user_close(struct store_user *);
+/* How many sessions with a token for user `name` are online (fn gets it, or -1). */
+int store_user_online(const char *name, size_t nl, store_count_fn, void *arg);
+
+/*
  * Master side (blocking, short timeouts): remove every member a worker held
  * and tell their rooms. Returns how many members were removed, -1 on error.
  */

@@ -362,18 +362,28 @@ ws_open(struct session *s)
 	metrics_add(MET_UPGRADES, 1);
 	metrics_gauge(GAUGE_SESSIONS, 1);
 	s->tokens = (uint32_t)cf->rate_burst * 1000;
+	s->btokens = (uint64_t)(cf->rate_burst_bytes > cf->max_message_size ? cf->rate_burst_bytes :
+	    cf->max_message_size) * 1000;
 	s->refill = s->opened;
 }
 
-/* Refill the session's token bucket (rate_limit a second, up to rate_burst). */
+/*
+ * Refill the session's buckets: rate_limit messages a second up to
+ * rate_burst, and rate_limit_bytes a second up to rate_burst_bytes.
+ */
 static void
 rate_refill(struct session *s, uint64_t now)
 {
 	const struct config *cf = sess_cfg(s);
 	uint64_t cap = (uint64_t)cf->rate_burst * 1000, t;
+	/* A message as large as the server takes can always be sent, after a wait. */
+	uint64_t bcap = (uint64_t)(cf->rate_burst_bytes > cf->max_message_size ? cf->rate_burst_bytes :
+	    cf->max_message_size) * 1000;
 
 	t = s->tokens + (now - s->refill) * (uint64_t)cf->rate_limit;
 	s->tokens = (uint32_t)(t > cap ? cap : t);
+	t = s->btokens + (now - s->refill) * (uint64_t)cf->rate_limit_bytes;
+	s->btokens = t > bcap ? bcap : t;
 	s->refill = now;
 }
 
@@ -385,21 +395,25 @@ rate_refill(struct session *s, uint64_t now)
  * stops reading until the bucket refills: the client is slowed, not cut.
  */
 static int
-rate_ok(struct session *s)
+rate_ok(struct session *s, size_t len)
 {
 	const struct config *cf = sess_cfg(s);
+	/* Bytes count where the route publishes them: a flood costs its sender, not the room's link. */
+	uint64_t cost = s->ops->rate_mode == WS_RATE_REFUSE && cf->rate_limit_bytes > 0 ? (uint64_t)len * 1000 : 0;
 
-	if (cf->rate_limit == 0)
+	if (cf->rate_limit == 0 && cost == 0)
 		return 1;
 	rate_refill(s, clock_ms());
-	if (s->tokens >= 1000) {
-		s->tokens -= 1000;
+	if ((cf->rate_limit == 0 || s->tokens >= 1000) && s->btokens >= cost) {
+		if (cf->rate_limit > 0)
+			s->tokens -= 1000;
+		s->btokens -= cost;
 		s->strikes = 0;
 		return 1;
 	}
 	metrics_add(MET_RATE_LIMITED, 1);
 	if (s->ops->rate_mode == WS_RATE_PACE) {
-		s->rate_paused = 1;
+		s->paused |= WS_PAUSE_RATE;
 		conn_pause(&s->c, 1);
 		return 1;
 	}
@@ -472,7 +486,7 @@ deliver(struct session *s, int opcode, int compressed)
 		conn_close(&s->c);
 		return;
 	}
-	if (s->ops->message != NULL && rate_ok(s))
+	if (s->ops->message != NULL && rate_ok(s, b->len))
 		s->ops->message(s, opcode, b);
 	sbuf_unref(b);
 }
@@ -542,11 +556,31 @@ handle_control(struct session *s, const struct ws_event *ev)
 	}
 }
 
+/* Paused: keep bytes (after what waits already) until the session reads again. */
+static void
+keep_for_later(struct session *s, const uint8_t *p, size_t n)
+{
+	char *nb;
+
+	if (s->hlen + n > (size_t)UINT32_MAX || (nb = realloc(s->hbuf, s->hlen + n)) == NULL) {
+		fail(s, WS_CLOSE_INTERNAL, "out of memory");
+		return;
+	}
+	memcpy(nb + s->hlen, p, n);
+	s->hbuf = nb;
+	s->hlen += (uint32_t)n;
+}
+
 void
 ws_feed(struct session *s, uint8_t *p, size_t n)
 {
 	struct ws_event ev;
 	size_t used;
+
+	if (s->paused && n > 0) {
+		keep_for_later(s, p, n);
+		return;
+	}
 
 	while (!conn_closed(&s->c) && (s->state == SS_OPEN || s->state == SS_CLOSING)) {
 		used = ws_decode(&s->dec, p, n, &ev);
@@ -576,19 +610,45 @@ ws_feed(struct session *s, uint8_t *p, size_t n)
 			}
 			if (ev.msg_end)
 				deliver(s, ev.opcode, ev.rsv1);
-			if (s->rate_paused && n > 0 && !conn_closed(&s->c)) {
-				/* Paced: keep what came behind this message until the bucket refills. */
-				if ((s->hbuf = malloc(n)) == NULL) {
-					fail(s, WS_CLOSE_INTERNAL, "out of memory");
-					return;
-				}
-				memcpy(s->hbuf, p, n);
-				s->hlen = (uint32_t)n;
+			if (s->paused && n > 0 && !conn_closed(&s->c)) {
+				keep_for_later(s, p, n);
 				return;
 			}
 			break;
 		}
 	}
+}
+
+/* One reason to pause is gone: with none left, what waited is read, then the socket again. */
+static void
+unpause(struct session *s, uint8_t why)
+{
+	char *held;
+	size_t n;
+
+	s->paused &= (uint8_t)~why;
+	if (s->paused || s->state != SS_OPEN || conn_closed(&s->c))
+		return;
+	held = s->hbuf;
+	n = s->hlen;
+	s->hbuf = NULL;
+	s->hlen = 0;
+	if (held != NULL)
+		ws_feed(s, (uint8_t *)held, n);	/* may pause again */
+	free(held);
+	/* A full output queue holds the pause itself, until it drains. */
+	if (!s->paused && !conn_closed(&s->c) && !(s->c.flags & CONN_F_AUTORESUME))
+		conn_pause(&s->c, 0);
+}
+
+void
+ws_hold(struct session *s, int hold)
+{
+	if (hold) {
+		s->paused |= WS_PAUSE_ROUTE;
+		conn_pause(&s->c, 1);
+	} else if (s->paused & WS_PAUSE_ROUTE)
+		unpause(s, WS_PAUSE_ROUTE);
 }
 
 void
@@ -598,22 +658,10 @@ ws_tick(struct session *s, uint64_t now)
 
 	switch (s->state) {
 	case SS_OPEN:
-		if (s->rate_paused) {
+		if (s->paused & WS_PAUSE_RATE) {
 			rate_refill(s, now);
-			if (s->tokens >= 1000) {
-				char *held = s->hbuf;
-				size_t n = s->hlen;
-
-				s->rate_paused = 0;
-				s->hbuf = NULL;
-				s->hlen = 0;
-				if (held != NULL)
-					ws_feed(s, (uint8_t *)held, n);	/* may pause again */
-				free(held);
-				/* A full output queue holds the pause itself, until it drains. */
-				if (!s->rate_paused && !conn_closed(&s->c) && !(s->c.flags & CONN_F_AUTORESUME))
-					conn_pause(&s->c, 0);
-			}
+			if (s->tokens >= 1000)
+				unpause(s, WS_PAUSE_RATE);
 		}
 		/* A token holds for the session, not only the handshake (same 5 s leeway). */
 		if (s->id != NULL && s->id->exp > 0 && (long long)(clock_wall_ms() / 1000) >= s->id->exp + 5) {

@@ -72,6 +72,12 @@ void ws_send_text(struct session *, const char *, size_t);
  * client leaves too much unread (an echo).
  */
 void ws_send_message(struct session *, int opcode, struct sbuf *b);
+/*
+ * Stop reading the session's messages (hold) until the route has an answer
+ * it waits for; what arrives meanwhile waits, in order, and is handled when
+ * the hold ends.
+ */
+void ws_hold(struct session *, int hold);
 /* Start the close handshake with code and reason. */
 void ws_close(struct session *, uint16_t code, const char *reason);
 /* Whether data may still be sent (open, not closing). */

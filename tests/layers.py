@@ -21,7 +21,7 @@ LAYERS = [
     ("session", "front ws"),
     ("transport", "loop conn listen tls"),
     ("codecs", "config http ws_frame deflate proxy proto auth utf8 www"),
-    ("base", "log clock sbuf jbuf metrics addrlimit priv"),
+    ("base", "log clock sbuf jbuf metrics addrlimit priv notify"),
 ]
 # Headers that belong to a module but have no .c of their own.
 PRIVATE_HEADERS = {"session": "ws"}

@@ -277,7 +277,7 @@ class NodeScript:
 class Roomd:
     """One roomd instance (master + workers) in its own directory."""
 
-    def __init__(self, tmpdir, settings=None, workers=2, port=None, args=None, env=None):
+    def __init__(self, tmpdir, settings=None, workers=2, port=None, args=None, env=None, wrap=None):
         self.dir = str(tmpdir)
         os.makedirs(self.dir, exist_ok=True)
         self.port = port or free_port()
@@ -287,6 +287,7 @@ class Roomd:
         self.pidfile = os.path.join(self.dir, "roomd.pid")
         self.args = list(args or [])
         self.env = dict(os.environ, **(env or {}))
+        self.wrap = list(wrap or [])     # a command that execs the rest (e.g. sh -c '... exec "$@"')
         self.proc = None
         self.log_offset = 0
         base = {
@@ -312,7 +313,7 @@ class Roomd:
             f.write("\n".join(lines) + "\n")
 
     def start(self, wait=True):
-        cmd = VALGRIND + [ROOMD_BIN, "-c", self.conf] + self.args
+        cmd = self.wrap + VALGRIND + [ROOMD_BIN, "-c", self.conf] + self.args
         self.stderr_path = os.path.join(self.dir, "stderr.txt")
         with open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,
@@ -423,9 +424,13 @@ class RedisServer:
         except OSError:
             return False
 
+    def connect(self):
+        """A socket connected to the server (the lab's Redis reaches it another way)."""
+        return socket.create_connection(("127.0.0.1", self.port), timeout=2)
+
     def command(self, *args):
         """One command over RESP; returns str/int/list (errors raise)."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+        with self.connect() as s:
             out = f"*{len(args)}\r\n".encode()
             for a in args:
                 a = a if isinstance(a, bytes) else str(a).encode()
@@ -523,7 +528,7 @@ backend be_http
         check = subprocess.run(["haproxy", "-c", "-f", self.cfg], capture_output=True, text=True)
         assert check.returncode == 0, f"haproxy -c: {check.stdout}{check.stderr}"
         with open(self.logpath, "ab") as out:
-            self.proc = subprocess.Popen(["haproxy", "-f", self.cfg, "-db"], stdout=out,
+            self.proc = subprocess.Popen(self.command_line(), stdout=out,
                                          stderr=subprocess.STDOUT, cwd=self.dir)
 
         def up():
@@ -536,11 +541,19 @@ backend be_http
         wait_for(up, 10, what="haproxy stats socket")
         return self
 
+    def command_line(self):
+        """How haproxy is started: in the foreground, logging to stdout."""
+        return ["haproxy", "-f", self.cfg, "-db"]
+
+    def connect(self):
+        """A socket connected to the admin socket."""
+        return socket.create_connection(("127.0.0.1", self.stats_port), timeout=2)
+
     def output(self):
         return read_text(self.logpath)
 
     def command(self, cmd):
-        with socket.create_connection(("127.0.0.1", self.stats_port), timeout=2) as s:
+        with self.connect() as s:
             s.sendall(cmd.encode() + b"\n")
             data = b""
             while True:

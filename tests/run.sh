@@ -3,14 +3,24 @@
 #
 # Builds roomd out of tree twice -- with -Werror, and with ASan+UBSan -- and in
 # each runs the C unit tests (TAP) and the integration suite (pytest, the real
-# binary with real clients); then runs each libFuzzer target of tests/fuzz
-# (every parser of untrusted input: frames, HTTP, PROXY, JWT, chat JSON,
-# static paths, config) for FUZZ_SECONDS and checks `make distcheck`. Ends
-# with one line "N passed, N failed" that counts every test it ran.
+# binary with real clients); runs the performance guard (callgrind
+# instruction counts against tests/perf/baseline.txt) on the first build;
+# builds once more without libsystemd; then runs each libFuzzer target of
+# tests/fuzz (every parser of untrusted input: frames, HTTP, PROXY, JWT, chat
+# JSON, static paths, config) for FUZZ_SECONDS, checks `make distcheck`, and
+# builds, lints, installs, runs and purges the Debian package
+# (tests/package.sh, as root). Ends with one line "N passed, N failed" that
+# counts every test it ran.
+#
+# The integration suite includes the deployment lab (tests/lab: network
+# namespaces, HAProxy, three roomd hosts; about 4 minutes, needs root) in both
+# passes: its faults (a Redis link cut under load, drains, a binary upgrade)
+# take paths no other test takes, which is where ASan finds what it finds.
 #
 # Env: BUILD_ROOT (default: build/ in the source tree), FUZZ_SECONDS (30 per
 #      target; seven targets make about four minutes),
-#      SKIP_SANITIZERS=1 / SKIP_FUZZ=1 / SKIP_DISTCHECK=1 for quick local runs.
+#      SKIP_SANITIZERS=1 / SKIP_PERF=1 / SKIP_FUZZ=1 / SKIP_DISTCHECK=1 /
+#      SKIP_PACKAGE=1 for quick local runs.
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 root=${BUILD_ROOT:-$top/build}
@@ -90,12 +100,30 @@ else
 	record "layers" 0 1
 fi
 
+# perf DIR: the performance guard against DIR's roomd, one test per scenario
+# (tests/perf/guard.py says how it counts and how to update the baseline).
+perf() {
+	local dir=$1 out rc p f
+	note "performance guard (callgrind instructions per operation, at most 5 % over the baseline)"
+	out=$(ROOMD_BIN="$dir/src/roomd" timeout -k 10 1200 /usr/bin/python3 "$top/tests/perf/guard.py" 2>&1)
+	rc=$?
+	printf '%s\n' "$out"
+	p=$(printf '%s\n' "$out" | grep -cE '^perf [a-z0-9_]+: .*: ok')
+	f=$(printf '%s\n' "$out" | grep -cE '^perf [a-z0-9_]+: .*FAIL')
+	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+	record "perf" "$p" "$f"
+}
+
 ok_build=0
 build "$root/normal" && ok_build=1
 if [ "$ok_build" = 1 ]; then
 	unit "$root/normal"
 	integration "$root/normal" normal
+	[ "${SKIP_PERF:-0}" = 1 ] || perf "$root/normal"
 fi
+
+# Without libsystemd the notify calls compile to nothing: that must build too.
+build "$root/nosystemd" --without-systemd --disable-lto
 
 if [ "${SKIP_SANITIZERS:-0}" != 1 ]; then
 	if build "$root/asan" --enable-sanitizers; then
@@ -137,6 +165,23 @@ if [ "${SKIP_DISTCHECK:-0}" != 1 ] && [ "$ok_build" = 1 ]; then
 	else
 		tail -n 60 "$root/normal/distcheck.out"
 		record "distcheck" 0 1
+	fi
+fi
+
+if [ "${SKIP_PACKAGE:-0}" != 1 ]; then
+	note "Debian package: build, lintian, install, unit, healthz, purge"
+	pk_steps=6
+	if [ "$(id -u)" != 0 ]; then
+		echo "tests/package.sh installs a package: run as root"
+		record "package" 0 "$pk_steps"
+	else
+		pk_out=$(bash "$top/tests/package.sh" "$root/pkg" 2>&1)
+		printf '%s\n' "$pk_out"
+		p=$(printf '%s\n' "$pk_out" | grep -cE '^pkg_[a-z]+: ok$')
+		f=$(printf '%s\n' "$pk_out" | grep -cE '^pkg_[a-z]+: FAILED')
+		# A step that printed nothing did not pass.
+		[ $((p + f)) -ge "$pk_steps" ] || f=$((pk_steps - p))
+		record "package" "$p" "$f"
 	fi
 fi
 

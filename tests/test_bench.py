@@ -21,6 +21,7 @@ import struct
 import subprocess
 import threading
 import time
+import zlib
 
 import pytest
 
@@ -168,7 +169,8 @@ def test_usage():
     r = subprocess.run([BENCH_BIN, "-h"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("usage: roomd-bench") and not r.stderr
     for bad in (["fanout"], ["nosuch", "-p", "1"], ["echo", "-p", "1", "--bogus"],
-                ["fanout", "-p", "1", "-w", "2", "-T", "5"], ["echo", "-p", "1", "-c", "0"]):
+                ["fanout", "-p", "1", "-w", "2", "-T", "5"], ["echo", "-p", "1", "-c", "0"],
+                ["echo", "-p", "1", "--pin", "0"], ["echo", "-p", "1", "--pid", "1", "--pin", "-1"]):
         r = subprocess.run([BENCH_BIN, *bad], capture_output=True, text=True)
         assert r.returncode == 1 and "usage: roomd-bench" in r.stderr and not r.stdout, bad
 
@@ -187,15 +189,86 @@ def test_man_page_matches_usage():
     assert flags == documented, (flags ^ documented)
 
 
+def test_echo_deflate_compresses_both_ways(roomd):
+    r = roomd(FAST)
+    rc, j, out = bench("echo", "-p", r.port, "-c", 10, "-s", 1000, "-d", 1, "--deflate")
+    assert rc == 0, out
+    assert (j["deflate"], j["deflate_conns"], j["opened"], j["bad_echo"]) == (1, 10, 10, 0)
+    assert j["msgs"] > 50 and j["proto_errors"] == 0
+    # 1000 letters each way as plain frames would be over 1000 bytes a message.
+    assert j["bytes_out"] < 200 * j["msgs_total"] and j["bytes_in"] < 200 * j["msgs_total"]
+    assert "permessage-deflate agreed on 10 of 10 connections" in out
+
+
+def test_fanout_deflate_exact(roomd):
+    r = roomd(FAST)
+    rc, j, out = bench("fanout", "-p", r.port, "-c", 60, "-r", 3, "-k", 6, "-w", 4, "-d", 1.5,
+                       "-s", 400, "--deflate")
+    assert rc == 0, out
+    assert j["deflate_conns"] == 60 and j["joined"] == 60 and j["sent"] > 50
+    assert j["expected_others"] == j["sent"] * 19 == j["received_others"]
+    assert (j["lost_others"], j["dup_deliveries"], j["msgs_short"], j["seq_gaps"]) == (0, 0, 0, 0)
+    assert j["received_self"] == j["sent"] and j["bad_marker"] == 0 and j["proto_errors"] == 0
+    # Each delivery carries 400 bytes of text: compressed, far fewer arrive.
+    assert j["bytes_in"] < 250 * j["deliveries_total"]
+
+
+def test_deflate_declined_is_reported(roomd):
+    r = roomd({"deflate": "off", **FAST})
+    rc, j, out = bench("echo", "-p", r.port, "-c", 4, "-s", 100, "-d", 0.5, "--deflate")
+    assert rc == 2 and j["ok"] == 0, out
+    assert (j["deflate"], j["deflate_conns"], j["opened"], j["bad_echo"]) == (1, 0, 4, 0)
+    assert "permessage-deflate agreed on 0 of 4 connections" in out
+
+
+def tree_threads(pid):
+    """{tid: CPUs it may run on} of every thread of pid and its descendants."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(p)], capture_output=True, text=True)
+        todo += [int(x) for x in out.stdout.split()]
+    return {int(t): os.sched_getaffinity(int(t))
+            for p in pids for t in os.listdir(f"/proc/{p}/task")}
+
+
+def test_fanout_pinned(roomd):
+    r = roomd(FAST, workers=1)
+    others = os.sched_getaffinity(0) - {0}
+    assert others, "the pinned split needs a second CPU"
+    rc, j, out = bench("fanout", "-p", r.port, "-c", 40, "-r", 2, "-k", 4, "-w", 4, "-d", 1,
+                       "--pid", r.pid, "--pin", 0)
+    assert rc == 0, out
+    assert j["expected_others"] == j["sent"] * 19 == j["received_others"] and j["lost_others"] == 0
+    threads = tree_threads(r.pid)       # master, worker and the private redis-server
+    assert (j["pin_cpu"], j["pinned_procs"], j["bench_cpus"]) == (0, 3, len(others))
+    assert j["pinned_threads"] == len(threads) and all(cpus == {0} for cpus in threads.values())
+    assert 0 <= j["cpu_server_core_pct"] <= 100
+    assert "on CPU 0; roomd-bench on" in out
+
+
+def test_pin_refusals(roomd):
+    r = roomd(FAST, workers=1)
+    for args, why in ((["--pid", 1073741822, "--pin", 0], "no server process found"),
+                      (["--pid", r.pid, "--pin", 1023], "is not one roomd-bench may use")):
+        p = subprocess.run([BENCH_BIN, "echo", "-p", str(r.port), "-d", "0.2", *map(str, args)],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 1 and why in p.stderr and not p.stdout, p.stderr
+
+
 # ---- against a faulty server ----
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
-def frame(op, payload, fin=True):
+PMD_ANSWER = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+
+
+def frame(op, payload, fin=True, rsv1=False):
     """An unmasked server frame with the shortest length encoding."""
     n = len(payload)
-    head = bytes([(0x80 if fin else 0) | op])
+    head = bytes([(0x80 if fin else 0) | (0x40 if rsv1 else 0) | op])
     if n < 126:
         head += bytes([n])
     elif n < 65536:
@@ -205,14 +278,34 @@ def frame(op, payload, fin=True):
     return head + payload
 
 
+def deflate_msg(data):
+    """One message compressed on its own, as RFC 7692 sends it (no 00 00 ff ff)."""
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    out = c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+def inflate_msg(data):
+    return zlib.decompressobj(-15).decompress(data + b"\x00\x00\xff\xff")
+
+
 class FaultyServer:
     """Chat and echo over raw asyncio streams, with counted faults:
     every 10th delivery to another member is dropped; every 5th delivery
     is sent in 3 fragments with a ping between the first two; every member
     gets one JSON heartbeat after its enter; every 7th echo is corrupted;
-    every write of a delivery is split in two at an odd offset."""
+    every write of a delivery is split in two at an odd offset.
+    With deflate, permessage-deflate is agreed when offered and every message
+    both ways is compressed (a fragmented one has RSV1 on its first frame
+    only); pmd_answer is a Sec-WebSocket-Extensions answer sent whatever the
+    client offered."""
 
-    def __init__(self):
+    def __init__(self, deflate=False, pmd_answer=None):
+        self.deflate = deflate
+        self.pmd_answer = pmd_answer
+        self.pmd_conns = 0
+        self.plain_client_msgs = 0  # data messages from a client that agreed to compress
         self.port = free_port()
         self.rooms = {}             # room -> [conn]
         self.dropped = 0
@@ -263,27 +356,43 @@ class FaultyServer:
             n = struct.unpack("!H", await reader.readexactly(2))[0]
         elif n == 127:
             n = struct.unpack("!Q", await reader.readexactly(8))[0]
-        if not b1 & 0x80 or not b0 & 0x80 or b0 & 0x70:
+        if not b1 & 0x80 or not b0 & 0x80 or b0 & 0x30 or (b0 & 0x40 and not self.deflate):
             self.bad_client_frames += 1     # clients must mask; roomd-bench never fragments
         mask = await reader.readexactly(4) if b1 & 0x80 else b"\0\0\0\0"
         data = bytearray(await reader.readexactly(n))
         for i in range(n):
             data[i] ^= mask[i & 3]
-        return b0 & 0x0f, bytes(data)
+        return b0 & 0x0f, bytes(data), bool(b0 & 0x40)
+
+    def _data(self, conn, data):
+        """(payload, rsv1) of a message to conn: compressed if agreed."""
+        return (deflate_msg(data), True) if conn["pmd"] else (data, False)
 
     async def _client(self, reader, writer):
-        conn = {"q": asyncio.Queue(), "room": None, "name": None}
+        conn = {"q": asyncio.Queue(), "room": None, "name": None, "pmd": False}
         self.open += 1
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             path = head.split(b" ")[1].decode()
             key = re.search(rb"(?i)sec-websocket-key: *(\S+)", head).group(1)
             accept = base64.b64encode(hashlib.sha1(key + GUID.encode()).digest())
+            answer = self.pmd_answer
+            if self.deflate and re.search(rb"(?i)sec-websocket-extensions: *permessage-deflate", head):
+                answer = PMD_ANSWER
+                conn["pmd"] = True
+                self.pmd_conns += 1
+            ext = f"Sec-WebSocket-Extensions: {answer}\r\n".encode() if answer else b""
             writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                         b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+                         b"Connection: Upgrade\r\n" + ext +
+                         b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
             conn["sender"] = asyncio.create_task(self._writer(conn, writer))  # held: a task needs a reference
             while True:
-                op, data = await self._read_frame(reader)
+                op, data, rsv1 = await self._read_frame(reader)
+                if op in (0x1, 0x2) and conn["pmd"]:
+                    if rsv1:
+                        data = inflate_msg(data)
+                    else:
+                        self.plain_client_msgs += 1
                 if op == 0x8:
                     conn["q"].put_nowait([frame(0x8, data[:2])])
                     break
@@ -294,7 +403,8 @@ class FaultyServer:
                     if self.echoes % 7 == 0:
                         self.corrupted += 1
                         data = b"X" + data[1:] if data[:1] != b"X" else b"Y" + data[1:]
-                    conn["q"].put_nowait([frame(0x1, data)])
+                    payload, rsv1 = self._data(conn, data)
+                    conn["q"].put_nowait([frame(0x1, payload, rsv1=rsv1)])
                 elif op == 0x1:
                     self._chat(conn, json.loads(data))
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -317,19 +427,19 @@ class FaultyServer:
             pass    # the client left; its reader ends the connection
 
     def _send(self, conn, ev, delivery=False):
-        data = json.dumps(ev).encode()
+        data, rsv1 = self._data(conn, json.dumps(ev).encode())
         if not delivery:
-            conn["q"].put_nowait([frame(0x1, data)])
+            conn["q"].put_nowait([frame(0x1, data, rsv1=rsv1)])
             return
         self.delivered += 1
         if self.delivered % 5 == 0:
             self.fragmented += 1
             self.pings += 1
             a, b = len(data) // 3, 2 * len(data) // 3
-            wire = (frame(0x1, data[:a], fin=False) + frame(0x9, b"p%d" % self.pings)
+            wire = (frame(0x1, data[:a], fin=False, rsv1=rsv1) + frame(0x9, b"p%d" % self.pings)
                     + frame(0x0, data[a:b], fin=False) + frame(0x0, data[b:]))
         else:
-            wire = frame(0x1, data)
+            wire = frame(0x1, data, rsv1=rsv1)
         cut = 1 + self.delivered % (len(wire) - 1)
         conn["q"].put_nowait([wire[:cut], wire[cut:]])
 
@@ -359,10 +469,11 @@ class FaultyServer:
                 self._send(m, out, delivery=True)
 
 
-def test_fanout_reports_exactly_what_a_faulty_server_dropped():
-    with FaultyServer() as srv:
+@pytest.mark.parametrize("deflate", [False, True])
+def test_fanout_reports_exactly_what_a_faulty_server_dropped(deflate):
+    with FaultyServer(deflate=deflate) as srv:
         rc, j, out = bench("fanout", "-p", srv.port, "-c", 20, "-r", 2, "-k", 4, "-T", 200, "-d", 1,
-                           "-s", 200, "--drain", 1, timeout=30)
+                           "-s", 200, "--drain", 1, *(["--deflate"] if deflate else []), timeout=30)
     assert rc == 2 and j["ok"] == 0, out     # loss is a problem: exit status 2
     assert srv.dropped > 10
     assert j["expected_others"] == srv.others and j["sent"] * 9 == srv.others
@@ -376,11 +487,33 @@ def test_fanout_reports_exactly_what_a_faulty_server_dropped():
     assert j["pings"] == srv.pings and srv.pongs == srv.pings
     assert j["proto_errors"] == 0 and srv.bad_client_frames == 0
     assert j["heartbeats"] == srv.heartbeats == 20 and srv.hb_pongs == 20
+    # Compressed both ways when agreed: every message, fragmented ones too.
+    assert j["deflate_conns"] == srv.pmd_conns == (20 if deflate else 0)
+    assert srv.plain_client_msgs == 0
 
 
-def test_echo_reports_corrupted_echoes():
-    with FaultyServer() as srv:
-        rc, j, out = bench("echo", "-p", srv.port, "-c", 4, "-s", 300, "-d", 1, timeout=30)
+@pytest.mark.parametrize("deflate", [False, True])
+def test_echo_reports_corrupted_echoes(deflate):
+    with FaultyServer(deflate=deflate) as srv:
+        rc, j, out = bench("echo", "-p", srv.port, "-c", 4, "-s", 300, "-d", 1,
+                           *(["--deflate"] if deflate else []), timeout=30)
     assert rc == 2, out
     assert j["bad_echo"] == srv.corrupted > 0
     assert j["msgs_total"] == srv.echoes
+    assert j["deflate_conns"] == srv.pmd_conns == (4 if deflate else 0)
+    assert srv.plain_client_msgs == 0 and srv.bad_client_frames == 0
+
+
+def test_extension_answers_not_offered_fail_the_handshake():
+    """An answer must match the offer: no extension unless offered, and no
+    permessage-deflate parameter that was not offered (client_max_window_bits)."""
+    for answer, offer, why in (
+            (PMD_ANSWER, [], "extension accepted that was not offered"),
+            ("permessage-deflate; server_no_context_takeover; client_max_window_bits=10", ["--deflate"],
+             "permessage-deflate accepted with parameters not offered"),
+            ("permessage-deflate", ["--deflate"], "permessage-deflate accepted with parameters not offered"),
+            ("x-webkit-deflate-frame", ["--deflate"], "permessage-deflate accepted with parameters not offered")):
+        with FaultyServer(pmd_answer=answer) as srv:
+            rc, j, out = bench("connect", "-p", srv.port, "-c", 3, "--hold", 0, *offer, timeout=30)
+        assert rc == 2 and (j["opened"], j["failed"]) == (0, 3), out
+        assert why in out, (answer, out)

@@ -25,6 +25,7 @@ import time
 import pytest
 import websockets
 
+from readouts import scrape
 from roomclient import Chat, run
 from roomd import http_get, raise_nofile, wait_for
 from wsraw import HOST, close_code, handshake, parse_frames, parse_head, read_head, read_to_close, ws_request
@@ -837,7 +838,7 @@ def test_member_cut_off_as_too_slow_leaves_at_once(roomd):
     not when its close handshake ends: with close_timeout 10s the others hear
     the out within 2 s of the cut, and num and who no longer count it, while
     its TCP connection is still lingering."""
-    r = roomd({"max_outbuf": "64k", "close_timeout": "10s"}, workers=1)
+    r = roomd({"max_outbuf": "64k", "close_timeout": "10s", "rate_limit_bytes": "0"}, workers=1)
     size = 16 * 1024
 
     async def main():
@@ -874,7 +875,7 @@ def test_member_that_never_reads_is_cut_off(roomd, capsys):
     room talks until the cut-off shows in the log: at most max_outbuf plus
     that plus one message, bounded at 24 MB or 8 s."""
     outbuf = 256 * 1024
-    r = roomd({"max_outbuf": "256k", "close_timeout": "1s"})
+    r = roomd({"max_outbuf": "256k", "close_timeout": "1s", "rate_limit_bytes": "0"})
     size, interval = 64 * 1024, 0.02
     limit = min(outbuf + wmem_max() + 2 * size + (2 << 20), 24 << 20) // size
 
@@ -1132,7 +1133,7 @@ def test_memory_many_sessions_at_the_rate_limit(roomd, capsys):
 def test_slow_client_drop_keeps_the_reader_and_counts(roomd):
     """slow_client drop: a member that does not read loses its oldest room
     messages instead of its connection, and every drop is counted."""
-    r = roomd({"max_outbuf": "64k", "slow_client": "drop", "close_timeout": "1s"})
+    r = roomd({"max_outbuf": "64k", "slow_client": "drop", "close_timeout": "1s", "rate_limit_bytes": "0"})
     size = 16 * 1024
 
     async def main():
@@ -1306,3 +1307,170 @@ def test_chosen_address_cannot_lock_out_another(roomd):
         for s in held:
             s.close()
     run(still_serves(r.port))
+
+
+# ==== Users, guests, who, floods (issue 16/24) ====
+
+def test_max_sessions_per_user_over_every_host(roomd, redis):
+    """max_sessions_per_user 2 counts a token's user (sub) over every worker
+    and host: two sessions of ann (one per instance) get in, a third is told
+    too_many_sessions and closed with 1008; when one of hers ends, a new one
+    gets in. Other users are not affected."""
+    s = dict(auth_settings("required"), redis=redis.url, max_sessions_per_user="2")
+    a = roomd(s, workers=2)
+    b = roomd(s, workers=1)
+    ann = jwt(good_claims(sub="ann"))
+
+    async def main():
+        one = await Chat.connect(a.port, f"/?token={ann}")
+        two = await Chat.connect(b.port, f"/?token={ann}")
+        for c in (one, two):
+            await c.enter("x", "u")
+            await c.expect({"event": "enter", "name": "ann"})
+        three = await Chat.connect(a.port, f"/?token={ann}")
+        await three.expect_error("too_many_sessions")
+        assert await three.wait_closed() == 1008
+        bob = await Chat.connect(a.port, f"/?token={jwt(good_claims(sub='bob'))}")
+        await bob.enter("x", "u")
+        await bob.expect({"event": "enter", "name": "bob"})
+        await one.close()
+        for _ in range(50):
+            four = await Chat.connect(b.port, f"/?token={ann}")
+            await four.enter("x", "u")
+            try:
+                await four.expect({"event": "enter", "name": "ann"}, 1)
+                break
+            except AssertionError:
+                await four.close()
+                await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("ann's third session never got in after one of hers ended")
+        for c in (two, bob, four):
+            await c.close()
+    run(main(), 30)
+
+
+def test_guests_cannot_speak_as_a_user_with_a_token(roomd):
+    """auth optional: a client without a token may not enter under the name
+    of a user online with a token (name_taken), and a guest's events say
+    "guest": true (enter, message, out, and who's "guests"), so nobody
+    mistakes it for a verified user."""
+    r = roomd(auth_settings("optional"), workers=2)
+
+    async def main():
+        ann = await Chat.connect(r.port, f"/?token={jwt(good_claims(sub='ann'))}")
+        await ann.enter("whatever", "club")
+        ev = await ann.expect({"event": "enter", "name": "ann"})
+        assert "guest" not in ev
+        fake = await Chat.connect(r.port)
+        await fake.enter("ann", "club")
+        await fake.expect_error("name_taken")
+        await fake.enter("ann", "elsewhere")
+        await fake.expect_error("name_taken")
+        await fake.enter("bob", "club")
+        ev = await ann.expect({"event": "enter", "name": "bob"})
+        assert ev["guest"] is True and ev["num"] == 2
+        await fake.say("hello from bob", "club")
+        ev = await ann.expect({"event": "message", "message": "hello from bob"})
+        assert ev["name"] == "bob" and ev["guest"] is True
+        await ann.say("hi", "club")
+        ev = await fake.expect({"event": "message", "message": "hi"})
+        assert "guest" not in ev
+        await ann.send({"event": "who", "roomid": "club"})
+        w = await ann.expect({"event": "who"})
+        assert sorted(w["members"]) == ["ann", "bob"] and w["guests"] == ["bob"], w
+        await fake.send({"event": "out", "roomid": "club"})
+        ev = await ann.expect({"event": "out", "name": "bob"})
+        assert ev["guest"] is True
+        # Once ann is gone, her name is free again.
+        await ann.close()
+        for _ in range(50):
+            await fake.enter("ann", "club")
+            ev = await fake.expect(lambda e: e.get("event") in ("enter", "error"), 3)
+            if ev["event"] == "enter":
+                assert ev["name"] == "ann" and ev["guest"] is True
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("ann's name stayed taken after she left")
+        await fake.close()
+    run(main(), 30)
+
+
+def test_who_is_bounded_cached_and_rate_limited(roomd):
+    """who in a large room answers the first who_limit names and the total
+    (num); many who requests cost one read of Redis a second per room and
+    each session may ask about once a second (rate_limited beyond a burst of
+    3): the answer bytes do not grow with the attacker's requests."""
+    r = roomd({"who_limit": "5", "rate_limit": "0"}, workers=1)
+
+    async def main():
+        members = [await Chat.connect(r.port) for _ in range(12)]
+        for i, c in enumerate(members):
+            await c.enter(f"m{i:02d}", "big")
+            await c.expect({"event": "enter", "name": f"m{i:02d}"})
+        asker = members[0]
+        for _ in range(150):
+            await asker.send({"event": "who", "roomid": "big"})
+        await asyncio.sleep(1.0)
+        answers = asker.of("who")
+        limited = [e for e in asker.events if e.get("event") == "error" and e.get("code") == "rate_limited"]
+        assert 1 <= len(answers) <= 4, len(answers)
+        assert len(answers) + len(limited) == 150
+        for w in answers:
+            assert len(w["members"]) == 5 and w["num"] == 12, w
+        for c in members:
+            await c.close()
+    run(main(), 30)
+
+
+def test_compressed_flood_cannot_cost_other_rooms_their_messages(roomd, redis):
+    """The attack: with permessage-deflate, 40 chat messages of 1 MiB of one
+    letter cost the attacker a few dozen KB, and roomd used to publish all
+    40 MiB, past what Redis lets a subscriber link queue (32 MB), so Redis
+    closed the worker's link and other rooms lost messages. Now the byte
+    budget (rate_limit_bytes, rate_burst_bytes) refuses most of it, the link
+    stays, and every message of an unrelated room on the same worker
+    arrives."""
+    # Redis lets a subscriber link queue 8 MB here: the flood, unbounded, would pass that at once.
+    redis.command("CONFIG", "SET", "client-output-buffer-limit", "pubsub 8mb 2mb 60")
+    r = roomd({"redis": redis.url, "rate_limit": "0", "max_message_size": "2m"}, workers=1)
+
+    async def main():
+        calm = [await Chat.connect(r.port) for _ in range(3)]
+        for i, c in enumerate(calm):
+            await c.enter(f"c{i}", "calm")
+            await c.expect({"event": "enter", "name": f"c{i}"})
+        spam = await websockets.connect(f"ws://{HOST}:{r.port}/", max_size=None, ping_interval=None)
+        assert spam.response_headers.get("Sec-WebSocket-Extensions", "").startswith("permessage-deflate")
+        await spam.send(json.dumps({"event": "enter", "message": "spam", "roomid": "noise"}))
+        big = json.dumps({"event": "message", "roomid": "noise", "message": "a" * (1 << 20)})
+        stop = asyncio.Event()
+
+        async def chatter():
+            k = 0
+            while not stop.is_set():
+                await calm[k % 3].say(f"calm {k}", "calm")
+                k += 1
+                await asyncio.sleep(0.01)
+            return k
+        task = asyncio.create_task(chatter())
+        for _ in range(40):
+            await spam.send(big)
+        await asyncio.sleep(1.5)
+        stop.set()
+        sent = await task
+        for c in calm:
+            await c.until(lambda c=c: len(c.of("message")) >= sent, 10, "every calm message")
+            got = c.of("message")
+            assert sorted(int(e["message"].split()[1]) for e in got) == list(range(sent))
+            assert [e["offset"] for e in got] == list(range(1, sent + 1))
+        # One order for everyone.
+        assert len({tuple(e["message"] for e in c.of("message")) for c in calm}) == 1
+        await spam.close()
+        for c in calm:
+            await c.close()
+    run(main(), 40)
+    m = scrape(r.port)
+    assert m.value("roomd_redis_reconnects_total") == 0, "a worker lost its Redis link to the flood"
+    assert m.value("roomd_messages_rate_limited_total") >= 30

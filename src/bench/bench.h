@@ -65,6 +65,8 @@ struct bench_opts {
 	int		 join;		/* connect: also enter rooms */
 	int		 no_join_ack;
 	int		 no_verify;
+	int		 deflate;	/* offer permessage-deflate */
+	int		 pin_cpu;	/* pinned: the server's trees on this CPU; -1: not pinned */
 	const char	*room_prefix;
 	const char	*name_prefix;
 	const char	*label;
@@ -110,6 +112,7 @@ struct bstats {
 	_Atomic uint64_t closed_by_peer; /* open connections the server ended */
 	_Atomic uint64_t close_frames;	/* close frames received */
 	_Atomic uint64_t pings;		/* protocol pings answered */
+	_Atomic uint64_t deflated;	/* handshakes that agreed on permessage-deflate */
 	_Atomic uint64_t bytes_in;
 	_Atomic uint64_t bytes_out;
 	_Atomic uint64_t last_open_ns;	/* latest handshake completion */
@@ -131,6 +134,7 @@ struct bthread {
 	uint64_t	 now;		/* clock at the last epoll return */
 	struct bstats	 st;
 	struct hist	 handshake;
+	struct wsc_pmd	 pmd;		/* permessage-deflate streams of this thread */
 	char		 first_error[160];	/* first connection failure, for the report */
 	int		 expired;	/* pending handshakes were failed */
 	size_t		 closing;	/* connections waiting for the server to close */

@@ -2,8 +2,10 @@
  * client.c: the I/O layer of roomd-bench. It owns every socket: non-blocking
  * connect with a bounded number of handshakes in flight, the verified
  * upgrade, reads fed to the frame decoder, output queued per connection and
- * written once per loop turn, ping/pong and close. Modes see only typed
- * calls: on_open, on_message, on_close.
+ * written once per loop turn, ping/pong and close, and permessage-deflate
+ * where agreed (messages compressed on the way out, inflated on the way in,
+ * with the thread's zlib streams). Modes see only typed calls on whole
+ * plain messages: on_open, on_message, on_close.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -89,6 +91,7 @@ cl_thread_fini(struct bthread *t)
 	t->rbuf = NULL;
 	free(t->flushq);
 	t->flushq = NULL;
+	wsc_pmd_free(&t->pmd);
 }
 
 /* Release what a connection holds besides its slot. */
@@ -313,17 +316,25 @@ cl_pending(const struct bconn *c)
 	return c->out.len - c->out.off;
 }
 
-/* Queue a frame on any connection that has a socket. */
+/* Queue a frame on any connection that has a socket; data is compressed if agreed. */
 static int
 conn_put_frame(struct bthread *t, struct bconn *c, int opcode, const void *p, size_t len)
 {
-	uint8_t *dst = obuf_reserve(&c->out, wsc_frame_size(len));
+	int rsv1 = 0;
+	uint8_t *dst;
 
-	if (dst == NULL) {
+	if (c->dec.pmd && opcode < 0x8) {
+		if ((p = wsc_pmd_deflate(&t->pmd, p, len, &len)) == NULL) {
+			note_error(t, "out of memory for compression", ENOMEM);
+			return -1;
+		}
+		rsv1 = 1;
+	}
+	if ((dst = obuf_reserve(&c->out, wsc_frame_size(len))) == NULL) {
 		note_error(t, "out of memory for output", ENOMEM);
 		return -1;
 	}
-	c->out.len += wsc_frame(dst, opcode, p, len, (uint32_t)bench_rand(t));
+	c->out.len += wsc_frame(dst, opcode, rsv1, p, len, (uint32_t)bench_rand(t));
 	return conn_queue(t, c);
 }
 
@@ -352,7 +363,7 @@ cl_close(struct bthread *t, struct bconn *c, int send_close)
 		uint8_t *dst = obuf_reserve(&c->out, wsc_frame_size(2));
 
 		if (dst != NULL) {
-			c->out.len += wsc_frame(dst, 0x8, code, 2, (uint32_t)bench_rand(t));
+			c->out.len += wsc_frame(dst, 0x8, 0, code, 2, (uint32_t)bench_rand(t));
 			if (send(c->fd, c->out.p + c->out.off, c->out.len - c->out.off,
 			    MSG_NOSIGNAL | MSG_DONTWAIT) > 0 && shutdown(c->fd, SHUT_WR) < 0 &&
 			    errno != ENOTCONN)
@@ -380,7 +391,7 @@ cl_begin_close(struct bthread *t, struct bconn *c)
 		cl_close(t, c, 0);
 		return 0;
 	}
-	c->out.len += wsc_frame(dst, 0x8, code, 2, (uint32_t)bench_rand(t));
+	c->out.len += wsc_frame(dst, 0x8, 0, code, 2, (uint32_t)bench_rand(t));
 	c->closing = 2;		/* waiting for the server to end the connection */
 	t->closing++;
 	conn_flush(t, c);
@@ -404,7 +415,7 @@ conn_control(struct bthread *t, struct bconn *c, const struct wsc_ev *ev)
 			uint8_t *dst = obuf_reserve(&c->out, wsc_frame_size(2));
 
 			if (dst != NULL) {
-				c->out.len += wsc_frame(dst, 0x8, ev->data, ev->len >= 2 ? 2 : 0,
+				c->out.len += wsc_frame(dst, 0x8, 0, ev->data, ev->len >= 2 ? 2 : 0,
 				    (uint32_t)bench_rand(t));
 				if (send(c->fd, c->out.p + c->out.off, c->out.len - c->out.off,
 				    MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
@@ -414,6 +425,16 @@ conn_control(struct bthread *t, struct bconn *c, const struct wsc_ev *ev)
 		}
 		cl_close(t, c, 0);
 	}
+}
+
+/* The server's stream cannot be followed: count it and close. */
+static void
+conn_bad_stream(struct bthread *t, struct bconn *c, const char *why)
+{
+	note_error(t, why, 0);
+	c->dec.proto_errors++;
+	stat_add(&t->st.closed_by_peer, 1);
+	cl_close(t, c, 1);
 }
 
 /* Feed received bytes of an open connection to its decoder. */
@@ -429,16 +450,18 @@ conn_feed(struct bthread *t, struct bconn *c, uint8_t *buf, size_t len)
 		case WSC_NEED:
 			return;
 		case WSC_MESSAGE:
+			if (ev.compressed && (ev.data = wsc_pmd_inflate(&t->pmd, ev.data, ev.len,
+			    c->dec.max_message, &ev.len, &ev.error)) == NULL) {
+				conn_bad_stream(t, c, ev.error);
+				return;
+			}
 			bench.mode->on_message(t, c, ev.opcode, ev.data, ev.len);
 			break;
 		case WSC_CONTROL:
 			conn_control(t, c, &ev);
 			break;
 		case WSC_ERROR:
-			note_error(t, ev.error, 0);
-			c->dec.proto_errors++;
-			stat_add(&t->st.closed_by_peer, 1);
-			cl_close(t, c, 1);
+			conn_bad_stream(t, c, ev.error);
 			return;
 		}
 		if (c->state != CS_OPEN)
@@ -453,6 +476,7 @@ conn_handshake_read(struct bthread *t, struct bconn *c)
 	size_t end, scanned;
 	ssize_t n;
 	const char *why;
+	int deflate;
 
 	if (c->hs == NULL && (c->hs = malloc(HS_MAX)) == NULL) {
 		conn_fail(t, c, "out of memory", ENOMEM);
@@ -477,10 +501,12 @@ conn_handshake_read(struct bthread *t, struct bconn *c)
 			conn_fail(t, c, "response head too long", 0);
 		return;
 	}
-	if (wsc_response_check(c->hs, end, c->key, &why) < 0) {
+	if (wsc_response_check(c->hs, end, c->key, bench.o.deflate, &deflate, &why) < 0) {
 		conn_fail(t, c, why, 0);
 		return;
 	}
+	c->dec.pmd = (uint8_t)deflate;
+	stat_add(&t->st.deflated, (uint64_t)deflate);
 	c->state = CS_OPEN;
 	c->t_open = now_ns();
 	t->inflight--;
@@ -518,7 +544,8 @@ conn_connected(struct bthread *t, struct bconn *c)
 	memcpy(nonce, &r0, 8);
 	memcpy(nonce + 8, &r1, 8);
 	wsc_make_key(nonce, c->key);
-	n = wsc_request(req, sizeof(req), bench.o.host, bench.o.port, bench.o.path, c->key);
+	n = wsc_request(req, sizeof(req), bench.o.host, bench.o.port, bench.o.path, c->key,
+	    bench.o.deflate);
 	if (n < 0) {
 		conn_fail(t, c, "request too long", 0);
 		return;

@@ -1,7 +1,8 @@
 /*
  * procstat.c: /proc sampling. A tree is a root pid and every process whose
  * parent chain leads to it, found by one scan of /proc per sample, so that
- * a roomd master counts its workers and its private redis-server.
+ * a roomd master counts its workers and its private redis-server. The same
+ * trees tell pin.c which processes to pin.
  */
 #include <ctype.h>
 #include <dirent.h>
@@ -36,6 +37,8 @@ ps_parse_pids(const char *s, pid_t *pids, int max)
 	}
 	return n;
 }
+
+static int watched_core = -1;		/* ps_watch_core */
 
 struct ps_proc {
 	pid_t		pid, ppid;
@@ -76,18 +79,29 @@ read_stat(pid_t pid, struct ps_proc *p)
 	return 0;
 }
 
-/* Busy and total time of all CPUs from the first line of /proc/stat. */
+/* Busy and total time from /proc/stat: of all CPUs (cpu -1), or of one. */
 static int
-read_machine(uint64_t *busy, uint64_t *total)
+read_machine(int cpu, uint64_t *busy, uint64_t *total)
 {
 	unsigned long long v[8] = { 0 };
+	char line[512], want[32];
 	FILE *f;
-	int n;
+	int n = 0;
+	size_t wl;
 
+	if (cpu < 0)
+		(void)snprintf(want, sizeof(want), "cpu ");
+	else
+		(void)snprintf(want, sizeof(want), "cpu%d ", cpu);
+	wl = strlen(want);
 	if ((f = fopen("/proc/stat", "r")) == NULL)
 		return -1;
-	n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu",
-	    &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]);
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (strncmp(line, want, wl) == 0) {
+			n = sscanf(line + wl, "%llu %llu %llu %llu %llu %llu %llu %llu",
+			    &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]);
+			break;
+		}
 	(void)fclose(f);
 	if (n < 5)
 		return -1;
@@ -98,32 +112,15 @@ read_machine(uint64_t *busy, uint64_t *total)
 	return 0;
 }
 
-int
-ps_sample(const pid_t *roots, int nroots, struct ps_sample *out)
+/* Every process of /proc (pid, ppid, CPU, RSS) into *out; the count, or -1. */
+static long
+ps_scan(struct ps_proc **out)
 {
 	struct ps_proc *procs = NULL, *np;
 	size_t n = 0, cap = 0;
 	struct dirent *de;
-	struct rusage ru;
-	uint64_t busy, total;
-	long hz = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
 	DIR *dir;
 
-	struct timespec ts;
-
-	memset(out, 0, sizeof(*out));
-	if (hz <= 0 || page <= 0 || clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-		return -1;
-	out->wall_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-	if (read_machine(&busy, &total) == 0) {
-		out->machine_busy_ns = busy * (1000000000ull / (uint64_t)hz);
-		out->machine_total_ns = total * (1000000000ull / (uint64_t)hz);
-	}
-	if (getrusage(RUSAGE_SELF, &ru) == 0)
-		out->self_cpu_ns = ((uint64_t)ru.ru_utime.tv_sec + (uint64_t)ru.ru_stime.tv_sec) *
-		    1000000000ull + ((uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec) * 1000ull;
-	if (nroots == 0)
-		return 0;
 	if ((dir = opendir("/proc")) == NULL)
 		return -1;
 	while ((de = readdir(dir)) != NULL) {
@@ -142,12 +139,18 @@ ps_sample(const pid_t *roots, int nroots, struct ps_sample *out)
 			n++;
 	}
 	(void)closedir(dir);
-	/* Mark the roots, then their descendants until nothing changes. */
+	*out = procs;
+	return (long)n;
+}
+
+/* Flags of the processes in the trees under roots: the roots, then their descendants. */
+static uint8_t *
+ps_mark(const struct ps_proc *procs, size_t n, const pid_t *roots, int nroots)
+{
 	uint8_t *in = calloc(n ? n : 1, 1);
-	if (in == NULL) {
-		free(procs);
-		return -1;
-	}
+
+	if (in == NULL)
+		return NULL;
 	for (size_t i = 0; i < n; i++)
 		for (int r = 0; r < nroots; r++)
 			if (procs[i].pid == roots[r])
@@ -165,7 +168,76 @@ ps_sample(const pid_t *roots, int nroots, struct ps_sample *out)
 				}
 		}
 	}
-	for (size_t i = 0; i < n; i++)
+	return in;
+}
+
+int
+ps_tree(const pid_t *roots, int nroots, pid_t **pids)
+{
+	struct ps_proc *procs = NULL;
+	long n = ps_scan(&procs);
+	uint8_t *in;
+	int found = 0;
+
+	*pids = NULL;
+	if (n < 0)
+		return -1;
+	if ((in = ps_mark(procs, (size_t)n, roots, nroots)) == NULL ||
+	    (*pids = calloc((size_t)n + 1, sizeof(**pids))) == NULL) {
+		free(in);
+		free(procs);
+		return -1;
+	}
+	for (long i = 0; i < n; i++)
+		if (in[i])
+			(*pids)[found++] = procs[i].pid;
+	free(in);
+	free(procs);
+	return found;
+}
+
+void
+ps_watch_core(int cpu)
+{
+	watched_core = cpu;
+}
+
+int
+ps_sample(const pid_t *roots, int nroots, struct ps_sample *out)
+{
+	struct ps_proc *procs = NULL;
+	struct rusage ru;
+	uint64_t busy, total;
+	long hz = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE), n;
+	uint8_t *in;
+	struct timespec ts;
+
+	memset(out, 0, sizeof(*out));
+	out->core = -1;
+	if (hz <= 0 || page <= 0 || clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+		return -1;
+	out->wall_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	if (read_machine(-1, &busy, &total) == 0) {
+		out->machine_busy_ns = busy * (1000000000ull / (uint64_t)hz);
+		out->machine_total_ns = total * (1000000000ull / (uint64_t)hz);
+	}
+	if (watched_core >= 0 && read_machine(watched_core, &busy, &total) == 0) {
+		out->core = watched_core;
+		out->core_busy_ns = busy * (1000000000ull / (uint64_t)hz);
+		out->core_total_ns = total * (1000000000ull / (uint64_t)hz);
+	}
+	if (getrusage(RUSAGE_SELF, &ru) == 0)
+		out->self_cpu_ns = ((uint64_t)ru.ru_utime.tv_sec + (uint64_t)ru.ru_stime.tv_sec) *
+		    1000000000ull + ((uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec) * 1000ull;
+	if (nroots == 0)
+		return 0;
+	if ((n = ps_scan(&procs)) < 0)
+		return -1;
+	if ((in = ps_mark(procs, (size_t)n, roots, nroots)) == NULL) {
+		free(procs);
+		return -1;
+	}
+	for (long i = 0; i < n; i++)
 		if (in[i]) {
 			out->cpu_ns += procs[i].ticks * (1000000000ull / (uint64_t)hz);
 			out->rss += procs[i].rss_pages * (uint64_t)page;

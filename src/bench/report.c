@@ -158,6 +158,14 @@ rep_cpu(FILE *f, struct jout *j, const char *what, const struct ps_sample *a,
 		fprintf(f, "server %.0f%%  ", server);
 	fprintf(f, "roomd-bench %.0f%%  machine %.0f%% (of %ld00%%)  other %.0f%%\n",
 	    self, machine, ncpu, other);
+	if (b->core >= 0 && b->core == a->core && a->core_total_ns > 0 &&
+	    b->core_total_ns > a->core_total_ns) {
+		double core = 100.0 * (double)(b->core_busy_ns - a->core_busy_ns) /
+		    (double)(b->core_total_ns - a->core_total_ns);
+
+		fprintf(f, "  cpu          server's CPU %d was busy %.0f%% of the time\n", b->core, core);
+		jo_num(j, "cpu_server_core_pct", core);
+	}
 	if (npids)
 		jo_num(j, "cpu_server_pct", server);
 	jo_num(j, "cpu_bench_pct", self);

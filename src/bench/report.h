@@ -32,7 +32,8 @@ void jo_free(struct jout *);
 void rep_hist(FILE *, const char *label, const struct hist *);
 /*
  * The CPU line over an interval, as % of one core: server (the --pid trees),
- * this tool, the machine and everything else; also adds the cpu_* fields.
+ * this tool, the machine and everything else, and how busy the watched CPU
+ * was (--pin); also adds the cpu_* fields.
  */
 void rep_cpu(FILE *, struct jout *, const char *what, const struct ps_sample *a,
     const struct ps_sample *b, int npids);

@@ -8,6 +8,7 @@
 #include <getopt.h>
 #include <math.h>
 #include <netdb.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -16,20 +17,24 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "pin.h"
 #include "../http.h"
 
-#define BENCH_VERSION	"1.0"
+#define BENCH_VERSION	"1.1"
+
+static struct pin_result pinned;	/* --pin: what was pinned */
 
 /* Keep identical to the SYNOPSIS of man/roomd-bench.1. */
 static const char usage_text[] =
     "usage: roomd-bench echo|fanout|connect -p port [-c conns] [-d seconds]\n"
     "                   [-H address] [-k senders] [-P path] [-r rooms] [-s size]\n"
     "                   [-T rate] [-t threads] [-w window] [--conc n]\n"
-    "                   [--connect-timeout seconds] [--drain seconds]\n"
+    "                   [--connect-timeout seconds] [--deflate] [--drain seconds]\n"
     "                   [--hold seconds] [--join] [--join-timeout seconds]\n"
     "                   [--label text] [--max-msgs n] [--name-prefix text]\n"
-    "                   [--no-join-ack] [--no-verify] [--pid pids] [--pipeline n]\n"
-    "                   [--room-prefix text] [--settle seconds] [--stall seconds]\n"
+    "                   [--no-join-ack] [--no-verify] [--pid pids] [--pin cpu]\n"
+    "                   [--pipeline n] [--room-prefix text] [--settle seconds]\n"
+    "                   [--stall seconds]\n"
     "       roomd-bench -h\n";
 
 static const char help_text[] =
@@ -58,6 +63,8 @@ static const char help_text[] =
     "  --no-verify          echo: do not compare echoed bytes\n"
     "  --hold seconds       connect: hold the connections idle (10)\n"
     "  --join               connect: enter rooms (-r) before holding\n"
+    "  --deflate            offer permessage-deflate (no context takeover either way);\n"
+    "                       compress what is sent, inflate what arrives\n"
     "  --conc n             handshakes in flight at most (256)\n"
     "  --connect-timeout s  give up on handshakes not done by then (30)\n"
     "  --join-timeout s     fanout: wait this long for every enter to be confirmed (30)\n"
@@ -66,7 +73,9 @@ static const char help_text[] =
     "  --drain s            fanout: wait for deliveries after sending stops (10)\n"
     "  --stall s            fanout closed loop: stop when nothing arrives for s (5)\n"
     "  --max-msgs n         fanout: messages per sender at most (16777216)\n"
-    "  --pid pids          server process ids, comma-separated: CPU and memory of their trees\n"
+    "  --pid pids           server process ids, comma-separated: CPU and memory of their trees\n"
+    "  --pin cpu            pin every thread of the --pid trees to cpu, roomd-bench to the\n"
+    "                       other CPUs\n"
     "  --label text         copied into the JSON line\n"
     "  --name-prefix text   names u<i> (u)\n"
     "  --room-prefix text   rooms room<n> (room)\n"
@@ -78,7 +87,8 @@ static const char help_text[] =
 enum {
 	OPT_PIPELINE = 256, OPT_HOLD, OPT_JOIN, OPT_PID, OPT_CONC, OPT_SETTLE,
 	OPT_JOIN_TIMEOUT, OPT_NO_JOIN_ACK, OPT_DRAIN, OPT_STALL, OPT_CONNECT_TIMEOUT,
-	OPT_NO_VERIFY, OPT_ROOM_PREFIX, OPT_NAME_PREFIX, OPT_MAX_MSGS, OPT_LABEL,
+	OPT_NO_VERIFY, OPT_ROOM_PREFIX, OPT_NAME_PREFIX, OPT_MAX_MSGS, OPT_LABEL, OPT_DEFLATE,
+	OPT_PIN,
 };
 
 static const struct option long_opts[] = {
@@ -110,6 +120,8 @@ static const struct option long_opts[] = {
 	{ "name-prefix", required_argument, NULL, OPT_NAME_PREFIX },
 	{ "max-msgs", required_argument, NULL, OPT_MAX_MSGS },
 	{ "label", required_argument, NULL, OPT_LABEL },
+	{ "deflate", no_argument, NULL, OPT_DEFLATE },
+	{ "pin", required_argument, NULL, OPT_PIN },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -204,6 +216,7 @@ parse_args(int argc, char **argv, struct bench_opts *o)
 	o->name_prefix = "u";
 	o->label = "";
 	o->max_msgs = 1u << 24;
+	o->pin_cpu = -1;
 
 	while ((c = getopt_long(argc, argv, "hH:p:P:c:d:s:r:k:T:w:t:", long_opts, NULL)) != -1) {
 		switch (c) {
@@ -246,6 +259,8 @@ parse_args(int argc, char **argv, struct bench_opts *o)
 			o->max_msgs = (uint64_t)int_arg("--max-msgs", optarg, 1, 0xffffffffll - 1);
 			break;
 		case OPT_LABEL: o->label = optarg; break;
+		case OPT_DEFLATE: o->deflate = 1; break;
+		case OPT_PIN: o->pin_cpu = (int)int_arg("--pin", optarg, 0, CPU_SETSIZE - 1); break;
 		default: usage(1);
 		}
 	}
@@ -266,6 +281,8 @@ parse_args(int argc, char **argv, struct bench_opts *o)
 		o->path = o->mode == MODE_ECHO ? "/echo" : "/";
 	if (o->rooms > o->conns)
 		bad_usage("-r %d: more rooms than connections (%d)", o->rooms, o->conns);
+	if (o->pin_cpu >= 0 && o->npids == 0)
+		bad_usage("--pin needs --pid: the server's processes are what it pins");
 	if (o->mode == MODE_FANOUT) {
 		if (o->senders > o->conns)
 			bad_usage("-k %d: more senders than connections (%d)", o->senders, o->conns);
@@ -416,8 +433,21 @@ report(void)
 	jo_int(&j, "bytes_out", (long long)RUN_STAT(bytes_out));
 	jo_int(&j, "timed_out", bench.timed_out);
 	jo_int(&j, "interrupted", bench.interrupted);
+	if (o->deflate)
+		printf("  deflate      permessage-deflate agreed on %llu of %llu connections\n",
+		    (unsigned long long)RUN_STAT(deflated), (unsigned long long)opened);
+	jo_int(&j, "deflate", o->deflate);
+	jo_int(&j, "deflate_conns", (long long)RUN_STAT(deflated));
+	if (o->pin_cpu >= 0)
+		printf("  pinned       server: %d processes, %d threads on CPU %d; roomd-bench on %d other CPU%s\n",
+		    pinned.procs, pinned.threads, o->pin_cpu, pinned.bench_cpus,
+		    pinned.bench_cpus == 1 ? "" : "s");
+	jo_int(&j, "pin_cpu", o->pin_cpu);
+	jo_int(&j, "pinned_procs", pinned.procs);
+	jo_int(&j, "pinned_threads", pinned.threads);
+	jo_int(&j, "bench_cpus", pinned.bench_cpus);
 	problems |= failed > 0 || RUN_STAT(closed_by_peer) > 0 || proto > 0 || bench.timed_out ||
-	    bench.interrupted;
+	    bench.interrupted || (o->deflate && RUN_STAT(deflated) < opened);
 	jo_int(&j, "ok", !problems);
 	printf("  result       %s\n", problems ? "PROBLEMS (see above)" :
 	    "ok: nothing lost, duplicated, refused or corrupted");
@@ -447,6 +477,17 @@ main(int argc, char **argv)
 	raise_nofile(bench.o.conns);
 	setup_signals();
 	bench.tty = isatty(STDOUT_FILENO);
+	if (bench.o.pin_cpu >= 0) {
+		char err[200];
+
+		/* Before any thread starts: they all inherit the CPUs left to us. */
+		if (pin_split(bench.o.pin_cpu, bench.o.pids, bench.o.npids, &pinned, err,
+		    sizeof(err)) < 0) {
+			fprintf(stderr, "roomd-bench: --pin %d: %s\n", bench.o.pin_cpu, err);
+			return 1;
+		}
+		ps_watch_core(bench.o.pin_cpu);
+	}
 	{
 		/* http_accept_key sets up its digest on first use: do that before the threads share it. */
 		char k[29];

@@ -3,12 +3,15 @@
  * accepts any split of the server's byte stream: headers are assembled in a
  * small array, a message that arrives whole in one buffer is handed out in
  * place, anything else is assembled in a per-connection buffer; control
- * frames may interleave with the fragments of a message.
+ * frames may interleave with the fragments of a message. permessage-deflate
+ * compresses and inflates whole messages with zlib, resetting the streams
+ * for each, as both no_context_takeover parameters allow.
  */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/evp.h>
 
@@ -26,7 +29,7 @@ wsc_make_key(const uint8_t nonce[16], char key[WSC_KEY_LEN + 1])
 
 int
 wsc_request(char *out, size_t cap, const char *host, int port, const char *path,
-    const char *key)
+    const char *key, int deflate)
 {
 	int n;
 
@@ -37,8 +40,10 @@ wsc_request(char *out, size_t cap, const char *host, int port, const char *path,
 	    "Connection: Upgrade\r\n"
 	    "Sec-WebSocket-Key: %s\r\n"
 	    "Sec-WebSocket-Version: 13\r\n"
+	    "%s"
 	    "User-Agent: roomd-bench\r\n"
-	    "\r\n", path, host, port, key);
+	    "\r\n", path, host, port, key,
+	    deflate ? "Sec-WebSocket-Extensions: " WSC_PMD_OFFER "\r\n" : "");
 	if (n < 0 || (size_t)n >= cap)
 		return -1;
 	return n;
@@ -63,14 +68,66 @@ header_value(const char *line, size_t len, const char *name, const char **v, siz
 	return 1;
 }
 
+/* The next ;-separated token of [*p, e), trimmed; *p moves past its ';'. */
+static size_t
+next_param(const char **p, const char *e, const char **tok)
+{
+	const char *s = *p, *t;
+
+	if ((t = memchr(s, ';', (size_t)(e - s))) == NULL)
+		t = e;
+	*p = t < e ? t + 1 : e;
+	while (s < t && (*s == ' ' || *s == '\t'))
+		s++;
+	while (t > s && (t[-1] == ' ' || t[-1] == '\t'))
+		t--;
+	*tok = s;
+	return (size_t)(t - s);
+}
+
 int
-wsc_response_check(const char *head, size_t len, const char *key, const char **why)
+wsc_pmd_accepted(const char *v, size_t len)
+{
+	const char *p = v, *e = v + len, *tok;
+	size_t n;
+	int snc = 0, cnc = 0, sbits = 0;
+
+	n = next_param(&p, e, &tok);
+	if (n != 18 || strncasecmp(tok, "permessage-deflate", 18) != 0)
+		return 0;
+	while (p < e) {
+		n = next_param(&p, e, &tok);
+		if (n == 26 && strncasecmp(tok, "server_no_context_takeover", 26) == 0 && !snc++)
+			continue;
+		if (n == 26 && strncasecmp(tok, "client_no_context_takeover", 26) == 0 && !cnc++)
+			continue;
+		if (n > 23 && strncasecmp(tok, "server_max_window_bits=", 23) == 0 && !sbits++) {
+			/* Any window the server compresses with inflates with ours (15). */
+			const char *d = tok + 23, *de = tok + n;
+
+			if (de - d >= 2 && *d == '"' && de[-1] == '"') {
+				d++;
+				de--;
+			}
+			if ((de - d == 1 && *d >= '8' && *d <= '9') ||
+			    (de - d == 2 && d[0] == '1' && d[1] >= '0' && d[1] <= '5'))
+				continue;
+		}
+		return 0;	/* unknown, repeated or not offered (client_max_window_bits) */
+	}
+	return snc;		/* without it the server may keep context we do not keep */
+}
+
+int
+wsc_response_check(const char *head, size_t len, const char *key, int offered,
+    int *deflate, const char **why)
 {
 	char want[29];
 	const char *p = head, *end = head + len, *eol, *v;
 	size_t vlen;
 	int accept_ok = 0, first = 1;
 
+	*deflate = 0;
 	http_accept_key(key, strlen(key), want);
 	while (p < end) {
 		eol = memchr(p, '\n', (size_t)(end - p));
@@ -96,8 +153,15 @@ wsc_response_check(const char *head, size_t len, const char *key, const char **w
 			}
 			accept_ok = 1;
 		} else if (header_value(p, ll, "Sec-WebSocket-Extensions", &v, &vlen) && vlen > 0) {
-			*why = "extension accepted that was not offered";
-			return -1;
+			if (!offered) {
+				*why = "extension accepted that was not offered";
+				return -1;
+			}
+			if (*deflate || !wsc_pmd_accepted(v, vlen)) {
+				*why = "permessage-deflate accepted with parameters not offered";
+				return -1;
+			}
+			*deflate = 1;
 		}
 		p = eol + 1;
 	}
@@ -115,13 +179,16 @@ wsc_frame_size(uint64_t len)
 }
 
 size_t
-wsc_frame(uint8_t *out, int opcode, const void *payload, size_t len, uint32_t maskkey)
+wsc_frame(uint8_t *out, int opcode, int rsv1, const void *payload, size_t len,
+    uint32_t maskkey)
 {
 	uint8_t mask[4];
 	size_t h;
 
 	memcpy(mask, &maskkey, 4);
 	h = ws_header_masked(out, 1, opcode, len, mask);
+	if (rsv1)
+		out[0] |= 0x40;
 	if (len > 0) {
 		memcpy(out + h, payload, len);
 		ws_unmask(out + h, len, mask, 0);	/* XOR: masking is its own inverse */
@@ -179,8 +246,10 @@ frame_begin(struct wsc_decoder *d)
 	d->op = h[0] & 0x0f;
 	d->masked = h[1] >> 7;
 	d->skip = 0;
-	if (h[0] & 0x70)
-		d->proto_errors++;		/* RSV bits without an extension */
+	/* RSV1 may open a compressed data message; any other RSV bit is an error. */
+	if ((h[0] & 0x70) != 0 && ((h[0] & 0x70) != 0x40 || !d->pmd ||
+	    (d->op != 0x1 && d->op != 0x2)))
+		d->proto_errors++;
 	if (len == 126) {
 		len = ((uint64_t)h[2] << 8) | h[3];
 		off = 4;
@@ -216,6 +285,7 @@ frame_begin(struct wsc_decoder *d)
 			d->msg_len = 0;
 		}
 		d->msg_op = d->op;
+		d->msg_compressed = d->pmd && (h[0] & 0x40);
 		if (!d->fin)
 			d->fragmented++;
 	} else {
@@ -263,6 +333,7 @@ wsc_decode(struct wsc_decoder *d, uint8_t *buf, size_t len, struct wsc_ev *ev)
 		d->msg_emitted = 0;
 		d->msg_len = 0;
 		d->msg_op = 0;
+		d->msg_compressed = 0;
 	}
 	for (;;) {
 		if (!d->in_payload) {
@@ -313,12 +384,14 @@ wsc_decode(struct wsc_decoder *d, uint8_t *buf, size_t len, struct wsc_ev *ev)
 				ws_unmask(buf + used, take, d->mask, d->pos);
 			ev->type = WSC_MESSAGE;
 			ev->opcode = d->msg_op;
+			ev->compressed = d->msg_compressed;
 			ev->data = buf + used;
 			ev->len = take;
 			used += take;
 			d->left = 0;
 			d->in_payload = 0;
 			d->msg_op = 0;
+			d->msg_compressed = 0;
 			return used;
 		}
 		if (take > 0 && msg_append(d, buf + used, take) < 0)
@@ -332,6 +405,7 @@ wsc_decode(struct wsc_decoder *d, uint8_t *buf, size_t len, struct wsc_ev *ev)
 		if (d->fin) {
 			ev->type = WSC_MESSAGE;
 			ev->opcode = d->msg_op;
+			ev->compressed = d->msg_compressed;
 			ev->data = d->msg ? d->msg : (const uint8_t *)"";
 			ev->len = d->msg_len;
 			d->msg_emitted = 1;
@@ -340,4 +414,120 @@ wsc_decode(struct wsc_decoder *d, uint8_t *buf, size_t len, struct wsc_ev *ev)
 		if (used == len)
 			return used;
 	}
+}
+
+void
+wsc_pmd_free(struct wsc_pmd *z)
+{
+	if (z->zd_ready)
+		(void)deflateEnd(&z->zd);
+	if (z->zi_ready)
+		(void)inflateEnd(&z->zi);
+	z->zd_ready = z->zi_ready = 0;
+	free(z->dbuf);
+	free(z->ibuf);
+	z->dbuf = z->ibuf = NULL;
+	z->dcap = z->icap = 0;
+}
+
+/* Make *buf hold at least n bytes. Returns 0 or -1. */
+static int
+pmd_reserve(uint8_t **buf, size_t *cap, size_t n)
+{
+	uint8_t *nb;
+
+	if (n <= *cap)
+		return 0;
+	if ((nb = realloc(*buf, n)) == NULL)
+		return -1;
+	*buf = nb;
+	*cap = n;
+	return 0;
+}
+
+const uint8_t *
+wsc_pmd_deflate(struct wsc_pmd *z, const uint8_t *in, size_t len, size_t *outlen)
+{
+	size_t bound, n;
+
+	if (len > UINT32_MAX / 2)
+		return NULL;		/* one deflate() call; roomd-bench sends at most 16 MiB */
+	if (!z->zd_ready) {
+		/* Level 1: the generator's CPU is not what is measured. Raw deflate, 15-bit window. */
+		memset(&z->zd, 0, sizeof(z->zd));
+		if (deflateInit2(&z->zd, 1, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+			return NULL;
+		z->zd_ready = 1;
+	} else if (deflateReset(&z->zd) != Z_OK)
+		return NULL;
+	bound = deflateBound(&z->zd, (uLong)len) + 16;	/* and the sync flush's empty block */
+	if (pmd_reserve(&z->dbuf, &z->dcap, bound) < 0)
+		return NULL;
+	z->zd.next_in = (Bytef *)(uintptr_t)in;
+	z->zd.avail_in = (uInt)len;
+	z->zd.next_out = z->dbuf;
+	z->zd.avail_out = (uInt)bound;
+	if (deflate(&z->zd, Z_SYNC_FLUSH) != Z_OK || z->zd.avail_in != 0 || z->zd.avail_out == 0)
+		return NULL;
+	n = bound - z->zd.avail_out;
+	if (n >= 4 && memcmp(z->dbuf + n - 4, "\0\0\377\377", 4) == 0)
+		n -= 4;
+	*outlen = n;
+	return z->dbuf;
+}
+
+const uint8_t *
+wsc_pmd_inflate(struct wsc_pmd *z, const uint8_t *in, size_t len, uint64_t max, size_t *outlen,
+    const char **why)
+{
+	static const uint8_t tail[4] = { 0x00, 0x00, 0xff, 0xff };
+	const uint8_t *part[2] = { in, tail };
+	size_t partlen[2] = { len, sizeof(tail) }, have = 0;
+	int rc;
+
+	*why = "out of memory";
+	if (len > UINT32_MAX / 2 || max > UINT32_MAX / 2) {
+		*why = "compressed message too long";
+		return NULL;
+	}
+	if (!z->zi_ready) {
+		memset(&z->zi, 0, sizeof(z->zi));
+		if (inflateInit2(&z->zi, -15) != Z_OK)
+			return NULL;
+		z->zi_ready = 1;
+	} else if (inflateReset(&z->zi) != Z_OK)
+		return NULL;
+	/* RFC 7692 7.2.2: append 00 00 ff ff, then inflate; the output may grow to max. */
+	for (int i = 0; i < 2; i++) {
+		z->zi.next_in = (Bytef *)(uintptr_t)part[i];
+		z->zi.avail_in = (uInt)partlen[i];
+		do {
+			if (have == z->icap) {
+				size_t cap = z->icap ? z->icap * 2 : 1024;
+
+				if (cap > max + 1)
+					cap = (size_t)max + 1;
+				if (cap <= have || pmd_reserve(&z->ibuf, &z->icap, cap) < 0)
+					return NULL;
+			}
+			z->zi.next_out = z->ibuf + have;
+			z->zi.avail_out = (uInt)(z->icap - have);
+			rc = inflate(&z->zi, Z_SYNC_FLUSH);
+			have = z->icap - z->zi.avail_out;
+			if (have > max) {
+				*why = "inflated message over the size limit";
+				return NULL;
+			}
+			if (rc == Z_STREAM_END)
+				goto done;	/* a final block: what follows is not ours to read */
+			if ((rc != Z_OK && rc != Z_BUF_ERROR) ||
+			    (rc == Z_BUF_ERROR && z->zi.avail_in > 0 && z->zi.avail_out > 0)) {
+				*why = "bad deflate data";
+				return NULL;
+			}
+		} while (z->zi.avail_in > 0 || z->zi.avail_out == 0);
+	}
+done:
+	*outlen = have;
+	return z->ibuf != NULL ? z->ibuf : (const uint8_t *)"";
 }

@@ -9,8 +9,10 @@
 # roomd comes from the argument, else $ROOMD_BIN; roomd-bench from
 # $ROOMD_BENCH_BIN, else src/bench/roomd-bench next to roomd. DUR (10),
 # HOLD (5) and CONNS_CONNECT (10000) shrink the suite for a quick look;
-# OUT names a file to keep the JSON lines in. Every run is bounded, and the
-# whole suite takes about two minutes.
+# OUT names a file to keep the JSON lines in. PIN=cpu runs the pinned split:
+# roomd with 1 worker, it and its redis on that CPU, roomd-bench on the
+# others (roomd-bench --pin). Every run is bounded, and the whole suite
+# takes about two minutes.
 set -u
 
 ROOMD_BIN=${1:-${ROOMD_BIN:-}}
@@ -25,6 +27,13 @@ if [ ! -x "$BENCH" ]; then
 fi
 PY=/usr/bin/python3
 DUR=${DUR:-10}
+PIN=${PIN:-}
+WORKERS=2
+PIN_ARGS=
+if [ -n "$PIN" ]; then
+	WORKERS=1
+	PIN_ARGS="--pin $PIN"
+fi
 HOLD=${HOLD:-5}
 CONNS_CONNECT=${CONNS_CONNECT:-10000}
 RUN_LIMIT=120		# seconds any single run may take (roomd-bench bounds itself too)
@@ -59,7 +68,7 @@ trap 'exit 130' INT TERM
 PORT=$($PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])') || exit 1
 cat > "$DIR/roomd.conf" <<CONF
 listen 127.0.0.1:$PORT
-workers 2
+workers $WORKERS
 log_file $DIR/roomd.log
 log_level notice
 pidfile $DIR/roomd.pid
@@ -83,7 +92,7 @@ if [ $ready != yes ]; then
 	cat "$DIR/stderr.txt" "$DIR/roomd.log" >&2 2>/dev/null
 	exit 1
 fi
-echo "roomd $ROOMD_PID on 127.0.0.1:$PORT (2 workers, private redis); roomd-bench $BENCH" >&2
+echo "roomd $ROOMD_PID on 127.0.0.1:$PORT ($WORKERS worker(s), private redis${PIN:+, pinned to CPU $PIN}); roomd-bench $BENCH" >&2
 
 # run NAME ARGS...: one roomd-bench run; its report to stderr, its JSON line kept.
 run() {
@@ -91,8 +100,9 @@ run() {
 	shift
 	sleep 1		# let the server settle after the previous run
 	echo "### $name: roomd-bench $* -p $PORT --pid $ROOMD_PID" >&2
-	timeout -k 5 $RUN_LIMIT "$BENCH" "$@" -p "$PORT" --pid "$ROOMD_PID" --label "$name" \
-	    > "$DIR/out.txt" 2>&1
+	# PIN_ARGS unquoted: empty, or the two words --pin CPU.
+	timeout -k 5 $RUN_LIMIT "$BENCH" "$@" -p "$PORT" --pid "$ROOMD_PID" $PIN_ARGS \
+	    --label "$name" > "$DIR/out.txt" 2>&1
 	rc=$?
 	grep -v '^JSON ' "$DIR/out.txt" >&2
 	if grep -q '^JSON ' "$DIR/out.txt"; then
@@ -114,12 +124,13 @@ if grep -E '\[alert\]|AddressSanitizer|runtime error:' "$DIR/roomd.log" "$DIR/st
 	echo "$0: roomd logged alerts or sanitizer reports (above)" >&2
 fi
 
-$PY - "$JSONL" "$(date -u '+%Y-%m-%d %H:%M UTC')" "$(uname -m)" "$(nproc)" <<'PYEOF'
+$PY - "$JSONL" "$(date -u '+%Y-%m-%d %H:%M UTC')" "$(uname -m)" "$(nproc)" "$WORKERS" "$PIN" <<'PYEOF'
 import json, sys
 
-path, when, arch, ncpu = sys.argv[1:5]
+path, when, arch, ncpu, workers, pin = sys.argv[1:7]
 rows = [json.loads(l) for l in open(path) if l.strip()]
-print(f"roomd-bench suite, {when}, {arch}, {ncpu} CPUs (roomd: 2 workers, private redis)\n")
+where = f", roomd and redis pinned to CPU {pin}, roomd-bench on the others" if pin else ""
+print(f"roomd-bench suite, {when}, {arch}, {ncpu} CPUs (roomd: {workers} worker(s), private redis{where})\n")
 print("| test | throughput | p50 | p99 | loss | server CPU | notes |")
 print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
 
@@ -132,6 +143,8 @@ for r in rows:
         print(f"| {name} | no result (exit {r.get('exit')}) | | | | | |")
         continue
     cpu = f"{r['cpu_server_pct']:.0f} %" if "cpu_server_pct" in r else "-"
+    if "cpu_server_core_pct" in r:
+        cpu += f" (core {r['cpu_server_core_pct']:.0f} % busy)"
     notes = []
     if r["mode"] == "connect":
         thr = f"{r['handshakes_per_s']:,.0f} handshakes/s"

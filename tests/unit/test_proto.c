@@ -335,7 +335,7 @@ test_escape(void)
 {
 	struct jbuf b = { 0 };
 	struct json_object *o;
-	char all[256], s[64];
+	char all[256], s[256];
 
 	for (int i = 0; i < 256; i++)
 		all[i] = (char)i;
@@ -367,18 +367,34 @@ test_escape(void)
 	ok((o = read_back(&b)) != NULL && field_is(o, "code", "bad_field", 9) &&
 	    field_is(o, "message", "\"roomid\" must be a string", 25), "error reads back");
 	json_object_put(o);
-	proto_who_begin(&b, "r\"", 2);
-	proto_who_end(&b, 0);
+	proto_who(&b, "r\"", 2, NULL, NULL, 0, 0);
 	memcpy(s, b.p, b.len);
 	s[b.len] = '\0';
 	is_str(s, "{\"event\":\"who\",\"roomid\":\"r\\\"\",\"members\":[],\"num\":0}", "who with no members");
-	proto_who_begin(&b, "r", 1);
-	proto_who_name(&b, "a", 1, 1);
-	proto_who_name(&b, "b\n", 2, 0);
-	proto_who_end(&b, -1);
+	{
+		const char *const names[] = { "a", "b\n" };
+		const size_t lens[] = { 1, 2 };
+
+		proto_who(&b, "r", 1, names, lens, 2, -1);
+	}
 	memcpy(s, b.p, b.len);
 	s[b.len] = '\0';
 	is_str(s, "{\"event\":\"who\",\"roomid\":\"r\",\"members\":[\"a\",\"b\\n\"]}", "who with two, no num");
+	{
+		const char *const names[] = { "a", "\x01" "bo", "c" };
+		const size_t lens[] = { 1, 3, 1 };
+
+		proto_who(&b, "r", 1, names, lens, 3, 40);
+	}
+	memcpy(s, b.p, b.len);
+	s[b.len] = '\0';
+	is_str(s, "{\"event\":\"who\",\"roomid\":\"r\",\"members\":[\"a\",\"bo\",\"c\"],\"guests\":[\"bo\"],"
+	    "\"num\":40}", "who names the guests, and the total beside a partial list");
+	proto_enter(&b, "\x01" "gus", 4, "r", 1, 2);
+	memcpy(s, b.p, b.len);
+	s[b.len] = '\0';
+	is_str(s, "{\"event\":\"enter\",\"message\":\"gus\",\"name\":\"gus\",\"guest\":true,\"roomid\":\"r\","
+	    "\"num\":2}", "a guest's enter says so");
 	proto_refreshed(&b, 1700000300, 2);
 	memcpy(s, b.p, b.len);
 	s[b.len] = '\0';
