@@ -1,0 +1,409 @@
+// roomd-client against real roomd instances and a real Redis (started by
+// tests/test_js_client.py, which runs one test of this file at a time with
+// --test-name-pattern and the servers that test needs; see lib.mjs).
+import { test, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { RoomdClient, memoryStorage, tokenExpiry } from '../../www/roomd-client.js';
+import {
+  URLS, PIDFILES, WebSocket, spyWebSocket, record, waitFor, sleep, assertExactly, assertIncreasing,
+  assertNoTimers, workerPids, masterPid, redis, signToken, writer, stopWriters,
+} from './lib.mjs';
+
+const FAST = { minDelay: 20, maxDelay: 300, jitter: 0.5 };
+
+// Every client a test made is closed after it, passed or failed, so a failure
+// ends the process instead of leaving it waiting on open sockets.
+const made = [];
+afterEach(() => {
+  stopWriters();
+  for (const c of made.splice(0))
+    c.close();
+});
+
+function track(c) {
+  made.push(c);
+  return c;
+}
+
+function client(name, opts = {}) {
+  return track(new RoomdClient(opts.url || URLS[0], Object.assign({ name, WebSocket, reconnect: FAST }, opts)));
+}
+
+async function joined(room, what) {
+  await waitFor(() => room.state === 'joined', `${what} joined`);
+}
+
+test('basics', async () => {
+  // join, chat, who, history, leave; close() leaves no timer behind.
+  const a = client('ann');
+  const b = client('bob');
+  const ra = a.join('tea');
+  const ga = record(ra);
+  a.connect();
+  await joined(ra, 'ann');
+  const rb = b.join('tea');
+  const gb = record(rb);
+  b.connect();
+  await joined(rb, 'bob');
+  await waitFor(() => ga.enters.some((e) => e.name === 'bob'), "bob's enter on ann's side");
+  for (const t of ['one', 'two', 'three'])
+    assert.equal(rb.send(t), true);
+  await waitFor(() => ga.messages.length === 3, 'three messages at ann');
+  assert.deepEqual(ga.texts(), ['one', 'two', 'three']);
+  assert.deepEqual(ga.offsets(), [1, 2, 3]);
+  assert.deepEqual(ga.messages.map((m) => m.name), ['bob', 'bob', 'bob']);
+  await waitFor(() => gb.messages.length === 3, "bob's own three");
+  assert.deepEqual(ra.position.offset, 3);
+  assert.equal(typeof ra.position.epoch, 'string');
+  const w = await ra.who();
+  assert.deepEqual(w.members.slice().sort(), ['ann', 'bob']);
+  assert.equal(w.num, 2);
+  const h = await ra.history({ limit: 2 });
+  assert.deepEqual(h.messages.map((m) => m.message), ['two', 'three']);
+  assert.equal(h.offset, 3);
+  assert.equal(h.epoch, ra.position.epoch);
+  const h2 = await ra.history({ limit: 5, before: 2 });
+  assert.deepEqual(h2.messages.map((m) => m.message), ['one']);
+  ra.leave();
+  assert.equal(ra.state, 'left');
+  await waitFor(() => gb.outs.some((e) => e.name === 'ann'), "ann's out at bob");
+  assert.equal(a.rooms.size, 0);
+  assert.equal(ra.send('after leaving'), false);
+  assert.equal(ga.errors.at(-1).code, 'left');
+  await assert.rejects(ra.who(), { code: 'left' });
+  assert.deepEqual(ga.gaps, []);
+  a.close();
+  b.close();
+  assert.equal(a.state, 'disconnected');
+  await assertNoTimers('basics', [a, b]);
+});
+
+test('first-entry', async () => {
+  // history K hands over the last K; history 0 hands over nothing but the
+  // room's position is known all the same (the first message never came), so
+  // a fast reconnect right after entering recovers what was said meanwhile.
+  const w = client('writer');
+  const rw = w.join('news');
+  w.connect();
+  for (let i = 1; i <= 5; i++)
+    rw.send(`old${i}`);
+  await waitFor(() => rw.position && rw.position.offset === 5, "the writer's five");
+  const c3 = client('three');
+  const r3 = c3.join('news', { history: 3 });
+  const g3 = record(r3);
+  c3.connect();
+  await joined(r3, 'three');
+  assert.deepEqual(g3.texts(), ['old3', 'old4', 'old5']);
+
+  const spy = spyWebSocket();
+  const c0 = client('zero', { WebSocket: spy.WebSocket });
+  const r0 = c0.join('news');
+  const g0 = record(r0);
+  c0.connect();
+  await joined(r0, 'zero');
+  assert.deepEqual(g0.messages, [], 'history 0 hands over nothing');
+  assert.equal(r0.position.offset, 5, 'the position is known without a message');
+  // Reconnect at once, and have the writer talk while it does.
+  c0.reconnect();
+  rw.send('said during the reconnect');
+  rw.send('and another');
+  await waitFor(() => g0.messages.length === 2, 'the two said meanwhile');
+  await sleep(200);
+  assertExactly(g0.texts(), ['said during the reconnect', 'and another'], 'zero');
+  assert.deepEqual(g0.offsets(), [6, 7]);
+  assert.deepEqual(g0.gaps, []);
+  assert.equal(spy.opened, 2);
+  for (const c of [w, c3, c0])
+    c.close();
+  await assertNoTimers('first-entry', [w, c3, c0]);
+});
+
+// A reader on instance 0, a writer on instance 1 (so the writer's messages all
+// get through); fault() breaks the reader's connection while the writer talks.
+async function survives(fault, what, { rounds = 1 } = {}) {
+  const wc = client('writer', { url: URLS[1] });
+  const rw = wc.join('fault');
+  wc.connect();
+  await joined(rw, 'writer');
+  const spy = spyWebSocket();
+  const rc = client('reader', { WebSocket: spy.WebSocket });
+  const rr = rc.join('fault');
+  const g = record(rr);
+  rc.connect();
+  await joined(rr, 'reader');
+  const wr = writer(rw, 'w', 4);
+  for (let i = 0; i < rounds; i++) {
+    const opened = spy.opened;
+    await waitFor(() => g.messages.length > 0, 'a message before the fault');
+    await fault(i);
+    await waitFor(() => spy.opened > opened && rr.state === 'joined', `${what}: back in the room`, 20000);
+    const n = g.messages.length;
+    await waitFor(() => g.messages.length > n, `${what}: a live message after the fault`);
+  }
+  wr.stop();
+  await waitFor(() => g.messages.length >= wr.sent.length, `${what}: every message`, 15000);
+  await sleep(300);
+  assertExactly(g.texts(), wr.sent, what);
+  assertIncreasing(g.offsets(), what);
+  assert.deepEqual(g.gaps, [], `${what}: no gap`);
+  assert.ok(spy.opened >= rounds + 1, `${what}: it reconnected (${spy.opened} connections)`);
+  wc.close();
+  rc.close();
+  await assertNoTimers(what, [wc, rc]);
+}
+
+test('server-close', async () => {
+  // SIGHUP: the master starts new workers and the old ones close their clients (1001).
+  await survives(async () => process.kill(masterPid(PIDFILES[0]), 'SIGHUP'), 'graceful worker restart');
+});
+
+test('worker-kill', async () => {
+  // SIGKILL every worker of the reader's instance: the master starts new ones.
+  await survives(async () => {
+    for (const pid of workerPids(PIDFILES[0]))
+      process.kill(pid, 'SIGKILL');
+  }, 'workers SIGKILLed', { rounds: 2 });
+});
+
+test('fifty-reconnects', async () => {
+  // 50 reconnects in a row, each to the other instance, while a writer talks:
+  // half wait until the room is caught up, half reconnect while the catch-up
+  // is still in flight. Every message once, in order, and no gap.
+  let n = 0;
+  const spy = spyWebSocket();
+  const rc = client('hopper', { url: () => URLS[n++ % 2], WebSocket: spy.WebSocket });
+  const rr = rc.join('hop');
+  const g = record(rr);
+  rc.connect();
+  await joined(rr, 'hopper');
+  const wc = client('writer');
+  const rw = wc.join('hop');
+  wc.connect();
+  await joined(rw, 'writer');
+  const wr = writer(rw, 'h', 3);
+  let inflight = 0;
+  for (let i = 0; i < 50; i++) {
+    const have = g.messages.length;
+    if (i % 2 === 0) {
+      await waitFor(() => rr.state === 'joined' && g.messages.length > have, `round ${i}: caught up and live`);
+      rc.reconnect();
+    } else {
+      // Reconnect once this connection's enter is out and its catch-up not
+      // yet in: at once, or a few milliseconds later.
+      await new Promise((resolve) => {
+        const off = rr.on('state', (s) => {
+          if (s !== 'joining')
+            return;
+          off();
+          const go = () => {
+            if (rr.state === 'joining')
+              inflight++;
+            rc.reconnect();
+            resolve();
+          };
+          if (i % 4 === 1)
+            queueMicrotask(go);
+          else
+            setTimeout(go, Math.random() * 3);
+        });
+      });
+    }
+  }
+  await waitFor(() => rr.state === 'joined', 'joined after the last round');
+  wr.stop();
+  await waitFor(() => g.messages.length >= wr.sent.length, 'every message', 20000);
+  await sleep(300);
+  assertExactly(g.texts(), wr.sent, 'fifty reconnects');
+  assertIncreasing(g.offsets(), 'fifty reconnects');
+  assert.deepEqual(g.gaps, []);
+  assert.equal(spy.opened, 51);
+  assert.ok(inflight >= 10, `only ${inflight} reconnects came while a catch-up was in flight`);
+  const recovered = spy.frames.filter((f) => f.event === 'recovered');
+  assert.ok(recovered.every((f) => f.recovered === true), 'a recovery failed');
+  wc.close();
+  rc.close();
+  await assertNoTimers('fifty-reconnects', [wc, rc]);
+});
+
+test('gap-live', async () => {
+  // Redis flushed under a connected room: the server says recovered:false
+  // once, the gap event fires once, and the new epoch's messages (offsets
+  // from 1 again) are delivered, not taken for duplicates. A reconnect after
+  // that recovers in the new epoch without another gap.
+  const spy = spyWebSocket();
+  const rc = client('reader', { WebSocket: spy.WebSocket });
+  const rr = rc.join('flush');
+  const g = record(rr);
+  rc.connect();
+  const wc = client('writer');
+  const rw = wc.join('flush');
+  wc.connect();
+  await joined(rr, 'reader');
+  await joined(rw, 'writer');
+  for (const t of ['a1', 'a2', 'a3'])
+    rw.send(t);
+  await waitFor(() => g.messages.length === 3, 'three before the flush');
+  const oldEpoch = rr.position.epoch;
+  assert.equal(await redis('FLUSHALL'), '+OK');
+  for (const t of ['b1', 'b2', 'b3'])
+    rw.send(t);
+  await waitFor(() => g.messages.length === 6, 'three after the flush');
+  assert.deepEqual(g.texts(), ['a1', 'a2', 'a3', 'b1', 'b2', 'b3']);
+  const lost = spy.frames.filter((f) => f.event === 'recovered' && f.recovered === false);
+  assert.equal(lost.length, 1, 'the server said recovered:false once');
+  assert.equal(g.gaps.length, 1, 'one gap event');
+  assert.equal(g.gaps[0].from, 4);
+  await waitFor(() => rr.position.epoch !== oldEpoch, 'the new epoch learnt');
+  assert.equal(rr.position.offset, 3, 'at offset 3 of the new epoch');
+  rc.reconnect();
+  rw.send('c1');
+  await waitFor(() => g.messages.length === 7, 'the message said during the reconnect');
+  await joined(rr, 'reader again');
+  assert.equal(g.gaps.length, 1, 'no second gap');
+  assert.ok(spy.frames.filter((f) => f.event === 'recovered').at(-1).recovered, 'recovered:true after the reconnect');
+  assertExactly(g.texts(), ['a1', 'a2', 'a3', 'b1', 'b2', 'b3', 'c1'], 'gap-live');
+  rc.close();
+  wc.close();
+  await assertNoTimers('gap-live', [rc, wc]);
+});
+
+test('gap-offline', async () => {
+  // Positions kept in a storage adapter survive the client (a page reload):
+  // a new client with the same storage recovers what was said while it was
+  // away, and the last K before it as context, each once; after Redis was
+  // flushed meanwhile it hears recovered:false once, as a gap.
+  const store = memoryStorage();
+  const wc = client('writer');
+  const rw = wc.join('away');
+  wc.connect();
+  await joined(rw, 'writer');
+  const c1 = client('reader', { storage: store });
+  const r1 = c1.join('away', { history: 4 });
+  const g1 = record(r1);
+  c1.connect();
+  await joined(r1, 'reader');
+  for (const t of ['m1', 'm2', 'm3'])
+    rw.send(t);
+  await waitFor(() => g1.messages.length === 3, 'three');
+  c1.close();
+  for (const t of ['m4', 'm5'])
+    rw.send(t);
+  await waitFor(() => rw.position && rw.position.offset === 5, "the writer's two while the reader is away");
+  // A new client over the same storage: the two it missed, and two of the three it had as context.
+  const c2 = client('reader', { storage: store });
+  const r2 = c2.join('away', { history: 4 });
+  const g2 = record(r2);
+  c2.connect();
+  await joined(r2, 'reader again');
+  rw.send('m6');
+  await waitFor(() => g2.messages.length === 5, 'context, missed, live');
+  assertExactly(g2.texts(), ['m2', 'm3', 'm4', 'm5', 'm6'], 'resumed');
+  assert.deepEqual(g2.gaps, []);
+  c2.close();
+  // Now the room's history is lost while the reader is away.
+  const epoch = r2.position.epoch;
+  assert.equal(await redis('FLUSHALL'), '+OK');
+  for (const t of ['n1', 'n2'])
+    rw.send(t);
+  await waitFor(() => rw.position && rw.position.epoch !== epoch && rw.position.offset === 2, "the writer's new epoch", 15000);
+  const spy = spyWebSocket();
+  const c3 = client('reader', { storage: store, WebSocket: spy.WebSocket });
+  const r3 = c3.join('away', { history: 4 });
+  const g3 = record(r3);
+  c3.connect();
+  await joined(r3, 'reader after the flush');
+  const lost = spy.frames.filter((f) => f.event === 'recovered' && f.recovered === false);
+  assert.equal(lost.length, 1);
+  assert.equal(g3.gaps.length, 1);
+  assert.deepEqual([g3.gaps[0].epoch, g3.gaps[0].from, g3.gaps[0].newEpoch], [epoch, 7, lost[0].epoch]);
+  assertExactly(g3.texts(), ['n1', 'n2'], 'after the flush: the new epoch');
+  assert.deepEqual(r3.position, { offset: 2, epoch: lost[0].epoch });
+  for (const c of [c3, wc])
+    c.close();
+  await assertNoTimers('gap-offline', [c1, c2, c3, wc]);
+});
+
+test('token-refresh', async () => {
+  // Tokens that live 6 s; getToken signs a new one each time. The session
+  // outlives three of them on one connection, refreshing before each expires.
+  let issued = 0;
+  const getToken = () => { issued++; return signToken('tok', 6); };
+  const spy = spyWebSocket();
+  const c = track(new RoomdClient(URLS[0], { getToken, WebSocket: spy.WebSocket, reconnect: FAST }));
+  const r = c.join('auth');
+  const g = record(r);
+  const errors = [];
+  c.on('error', (e) => errors.push(e));
+  c.connect();
+  await joined(r, 'tok');
+  assert.equal(c.name, 'tok', 'the name comes from the first token');
+  const first = issued;
+  await sleep(15000);
+  assert.equal(spy.opened, 1, 'one connection all along');
+  assert.ok(issued - first >= 3, `refreshed ${issued - first} times in 15 s`);
+  const answers = spy.frames.filter((f) => f.event === 'refresh');
+  assert.ok(answers.length >= 3 && answers.every((f) => f.exp > Date.now() / 1000 - 10), JSON.stringify(answers));
+  assert.ok(tokenExpiry(c.token) > Date.now() / 1000);
+  r.send('still here');
+  await waitFor(() => g.messages.length === 1, 'a message after 15 s');
+  assert.equal(g.messages[0].name, 'tok');
+  assert.deepEqual(errors, []);
+  c.close();
+  await assertNoTimers('token-refresh', [c]);
+});
+
+test('token-expiry', async () => {
+  // A token without a way to refresh it: at expiry the server closes with
+  // 4001, and the client stops (an error, no reconnect loop).
+  const spy = spyWebSocket();
+  const c = track(new RoomdClient(URLS[0], { token: signToken('short', 2), WebSocket: spy.WebSocket, reconnect: FAST }));
+  assert.equal(c.name, 'short');
+  const r = c.join('auth');
+  const errors = [];
+  const gone = [];
+  c.on('error', (e) => errors.push(e));
+  c.on('disconnected', (d) => gone.push(d));
+  c.connect();
+  await joined(r, 'short');
+  await waitFor(() => c.state === 'disconnected', 'the session ended at expiry', 15000);
+  assert.equal(gone.at(-1).code, 4001);
+  assert.equal(gone.at(-1).reconnect, false);
+  assert.equal(errors.at(-1).code, 'auth');
+  await sleep(500);
+  assert.equal(spy.opened, 1, 'no reconnect with an expired token');
+  await assertNoTimers('token-expiry', [c]);
+});
+
+test('send-queue', async () => {
+  // While the client cannot connect, sends queue up to maxQueued and the rest
+  // are refused with queue_full; once connected the queued ones go out, in order, once.
+  let offline = false;
+  const dead = 'ws://127.0.0.1:9/';   // discard port: nothing listens on it
+  const c = client('sender', { url: () => (offline ? dead : URLS[0]), maxQueued: 5 });
+  const r = c.join('queue');
+  const errors = [];
+  c.on('error', (e) => errors.push(e));
+  c.connect();
+  await joined(r, 'sender');
+  const rc = client('reader');
+  const rr = rc.join('queue');
+  const g = record(rr);
+  rc.connect();
+  await joined(rr, 'reader');
+  offline = true;
+  c.reconnect();
+  await sleep(100);
+  assert.notEqual(c.state, 'connected');
+  const took = [];
+  for (let i = 1; i <= 7; i++)
+    took.push(r.send(`q${i}`));
+  assert.deepEqual(took, [true, true, true, true, true, false, false]);
+  assert.deepEqual(errors.filter((e) => e.code === 'queue_full').map((e) => e.room), ['queue', 'queue']);
+  offline = false;
+  await waitFor(() => g.messages.length === 5, 'the five queued');
+  await sleep(300);
+  assertExactly(g.texts(), ['q1', 'q2', 'q3', 'q4', 'q5'], 'queued sends');
+  c.close();
+  rc.close();
+  await assertNoTimers('send-queue', [c, rc]);
+});
