@@ -129,8 +129,8 @@ def test_page_recovers_after_worker_restart_and_reload(roomd, redis):
     SIGKILLed, then the reader's page reloaded, while a page on a second
     instance keeps sending: the reader shows every message once, in order,
     and after the reload the last 50 it had plus everything since."""
-    a = roomd({"redis": redis.url}, workers=2)
-    b = roomd({"redis": redis.url}, workers=1)
+    a = roomd({"redis": redis.url, "history_size": "1000"}, workers=2)
+    b = roomd({"redis": redis.url, "history_size": "1000"}, workers=1)
     s = NodeScript(case_argv("recover", a.port), BROWSER_DIR, dict(env(), ROOMD_PORT_B=str(b.port)), "recover.js")
     try:
         s.expect_line("READY", 40)

@@ -29,8 +29,13 @@ AUTH = {"auth_secret": SECRET, "auth_failure": "event"}
 CASES = {
     "basics": (1, BASE, "join, chat, who, history, leave; close() leaves no timer"),
     "first-entry": (1, BASE, "history K on entering; the position known without any message; a fast reconnect"),
-    "server-close": (2, BASE, "a graceful worker restart (1001): every message once, in order"),
-    "worker-kill": (2, BASE, "workers SIGKILLed twice: every message once, in order"),
+    # A history that holds what the writer (250 a second) says during a
+    # reconnect that has to wait out answerTimeout (see worker-kill).
+    "server-close": (2, dict(BASE, history_size="2000"), "a graceful worker restart (1001): every message once, in order"),
+    "worker-kill": (2, dict(BASE, history_size="2000"), "workers SIGKILLed twice: every message once, in order"),
+    # Stopped for ~2 s while the writer says 250 a second: a history that holds them.
+    "silent-server": (2, dict(BASE, history_size="2000"),
+                      "workers SIGSTOPped: the silence noticed, hung handshakes given up, recovered"),
     "fifty-reconnects": (2, BASE, "50 reconnects to the other instance, half during a catch-up"),
     "gap-live": (1, BASE, "Redis flushed under a connected room: one gap, the new epoch delivered"),
     "gap-offline": (1, BASE, "positions in storage: a new client resumes with context; a flush is one gap"),
@@ -38,6 +43,8 @@ CASES = {
     "token-refresh-optional": (1, dict(BASE, auth="optional", **AUTH), "auth optional: the same"),
     "token-expiry": (1, dict(BASE, auth="required", **AUTH), "no getToken: 4001 at expiry, no reconnect loop"),
     "send-queue": (1, BASE, "sends queue while disconnected up to maxQueued, then queue_full"),
+    "enter-errors": (1, dict(BASE, auth="optional", history_size="20", **AUTH),
+                     "a forbidden room fails alone; history above history_size is clamped"),
 }
 
 

@@ -18,6 +18,7 @@ const DEFAULTS = {
   pingInterval: 25000,     // ping a silent server after this long
   pongTimeout: 10000,      // and give up on it this long after
   queryTimeout: 10000,     // who() and history() answers
+  answerTimeout: 10000,    // for the handshake, an enter, a token refresh; then a new connection
   storagePrefix: 'roomd-client:',
 };
 
@@ -122,6 +123,7 @@ export class Room extends Emitter {
     this._ctx = null;        // waiting for the context of a resumed join
     this._queries = [];      // who() and history() waiting for their answers, in order
     this._retry = null;      // timer of an enter to send again
+    this._fails = 0;         // enters refused in a row (rate limited, Redis away)
   }
 
   /** The room's position: the last message the application was handed, or null. */
@@ -198,6 +200,7 @@ export class RoomdClient extends Emitter {
     this._refreshTimer = null;
     this._liveTimer = null;
     this._backlogTimer = null;
+    this._windowTimer = null;
     this._control = [];      // enters and refreshes, each waiting for the answer before the next
     this._window = null;     // the one in flight: {kind, room}; errors meanwhile are its
     this._outbox = [];       // messages and queries, sent in order once no window is open
@@ -223,7 +226,7 @@ export class RoomdClient extends Emitter {
     for (const t of this._timers)
       clearTimeout(t);
     this._timers.clear();
-    this._retryTimer = this._refreshTimer = this._liveTimer = this._backlogTimer = null;
+    this._retryTimer = this._refreshTimer = this._liveTimer = this._backlogTimer = this._windowTimer = null;
     for (const r of this.rooms.values())
       r._retry = null;
     this._drop(1000, 'closed by the client');
@@ -326,6 +329,12 @@ export class RoomdClient extends Emitter {
       return;
     }
     this._ws = ws;
+    this._clearTimer('_windowTimer');
+    this._windowTimer = this._timer(() => {
+      this._windowTimer = null;
+      this._drop(1000, 'no answer', true);
+      this._retry({ code: 1006, reason: 'the handshake took too long' });
+    }, this.options.answerTimeout);
     ws.onopen = () => { if (ws === this._ws) this._onOpen(); };
     ws.onmessage = (e) => { if (ws === this._ws) this._onFrame(e.data); };
     ws.onclose = (e) => { if (ws === this._ws) this._onClose(e.code, e.reason); };
@@ -356,6 +365,7 @@ export class RoomdClient extends Emitter {
   }
 
   _onOpen() {
+    this._clearTimer('_windowTimer');
     this._lastRecv = Date.now();
     this._pinged = false;
     this._window = null;
@@ -406,15 +416,20 @@ export class RoomdClient extends Emitter {
     this._retryTimer = this._timer(() => this._open(), delay);
   }
 
-  // Forget the socket (it is not ours any more) without waiting for its close.
-  _drop(code, reason) {
+  // Forget the socket (it is not ours any more) without waiting for its close;
+  // one whose peer stopped answering is cut (ws's terminate) rather than
+  // left waiting for a closing handshake that will not come.
+  _drop(code, reason, dead = false) {
     const ws = this._ws;
     this._ws = null;
     if (ws) {
       ws.onopen = ws.onmessage = ws.onclose = null;
       ws.onerror = () => {};
       try {
-        ws.close(code, reason);
+        if (dead && typeof ws.terminate === 'function')
+          ws.terminate();
+        else
+          ws.close(code, reason);
       } catch (e) { /* already closing */ }
     }
     this._reset();
@@ -423,6 +438,7 @@ export class RoomdClient extends Emitter {
   // What belonged to the connection that ended: windows, catch-ups, queries in flight.
   _reset() {
     this._window = null;
+    this._clearTimer('_windowTimer');
     this._control = [];
     this._clearTimer('_liveTimer');
     this._clearTimer('_refreshTimer');
@@ -445,7 +461,7 @@ export class RoomdClient extends Emitter {
     for (const t of this._timers)
       clearTimeout(t);
     this._timers.clear();
-    this._retryTimer = this._refreshTimer = this._liveTimer = this._backlogTimer = null;
+    this._retryTimer = this._refreshTimer = this._liveTimer = this._backlogTimer = this._windowTimer = null;
   }
 
   // A silent server is pinged, and dropped if it stays silent.
@@ -454,7 +470,7 @@ export class RoomdClient extends Emitter {
     this._clearTimer('_liveTimer');
     const quiet = Date.now() - this._lastRecv;
     if (this._pinged && quiet >= o.pingInterval + o.pongTimeout) {
-      this._drop(1000, 'no answer');
+      this._drop(1000, 'no answer', true);
       this._retry({ code: 1006, reason: 'the server stopped answering' });
       return;
     }
@@ -497,6 +513,11 @@ export class RoomdClient extends Emitter {
     this._pump();
   }
 
+  // Whether frames may go out now: a closing socket takes them and drops them.
+  _open1() {
+    return this._ws !== null && this._ws.readyState === 1 && this.state === 'connected';
+  }
+
   _raw(s) {
     try {
       this._ws.send(s);
@@ -514,7 +535,7 @@ export class RoomdClient extends Emitter {
   // is known to be its answer), else the queued messages and queries in order.
   _pump() {
     const ws = this._ws;
-    if (!ws || this.state !== 'connected')
+    if (!this._open1())
       return;
     while (!this._window && this._control.length > 0) {
       const op = this._control.shift();
@@ -528,8 +549,19 @@ export class RoomdClient extends Emitter {
         this._send({ event: 'refresh', token: op.token });
       }
     }
-    if (this._window)
+    if (this._window) {
+      // A server that never answers (seen after a worker restart) is left for another connection.
+      if (!this._windowTimer)
+        this._windowTimer = this._timer(() => {
+          this._windowTimer = null;
+          const w = this._window;
+          this._emit('error', new RoomdError('timeout', `no answer to ${w.kind === 'enter' ? 'entering' : 'the token refresh'}` +
+            ` in ${this.options.answerTimeout} ms; reconnecting`, w.room ? w.room.id : null));
+          this._drop(1000, 'no answer', true);
+          this._retry({ code: 1006, reason: 'the server did not answer' });
+        }, this.options.answerTimeout);
       return;
+    }
     while (this._outbox.length > 0) {
       const o = this._outbox[0];
       if (!o.room._entered && o.room.state !== 'left')
@@ -579,6 +611,7 @@ export class RoomdClient extends Emitter {
 
   _closeWindow() {
     this._window = null;
+    this._clearTimer('_windowTimer');
     this._pump();
   }
 
@@ -649,6 +682,7 @@ export class RoomdClient extends Emitter {
       // gets nothing of a room before it (and a non-member nothing at all).
       room._echoed = true;
       room._entered = true;
+      room._fails = 0;
       if (room._retry) {
         clearTimeout(room._retry);
         this._timers.delete(room._retry);
@@ -856,22 +890,28 @@ export class RoomdClient extends Emitter {
         this._closeWindow();     // an enter sent again after all went through: its enter event comes
         return;
       }
-      this._emit('error', err);
-      room._emit('error', err);
       if (ENTER_FATAL.has(code)) {
+        this._emit('error', err);
+        room._emit('error', err);
         this._forget(room, err);
       } else {
-        // Rate limited, Redis away, no memory: the same enter again in a second,
-        // unless its enter event shows it went through meanwhile (the catch-up
-        // it asked for stays expected until then).
+        // Rate limited, Redis away, no memory: the same enter again after a
+        // backoff, unless its enter event shows it went through meanwhile
+        // (the catch-up it asked for stays expected until then). Said once
+        // per run of refusals, not once a second while Redis is away.
+        if (room._fails++ === 0) {
+          this._emit('error', err);
+          room._emit('error', err);
+        }
         room._entered = false;
+        const delay = Math.min(this.options.reconnect.maxDelay, 1000 * 2 ** Math.min(room._fails - 1, 10));
         room._retry = this._timer(() => {
           room._retry = null;
           if (!room._echoed && this.rooms.get(room.id) === room && this.state === 'connected') {
             this._control.push({ kind: 'enter', room });
             this._pump();
           }
-        }, 1000);
+        }, delay);
       }
       this._closeWindow();
       return;
@@ -895,9 +935,8 @@ export class RoomdClient extends Emitter {
       room._emit('error', err);
       return false;
     }
-    const ws = this._ws;
-    if (ws && this.state === 'connected' && !this._window && this._outbox.length === 0 &&
-        room._entered && ws.bufferedAmount <= this.options.maxSocketBuffer)
+    if (this._open1() && !this._window && this._outbox.length === 0 && room._entered &&
+        this._ws.bufferedAmount <= this.options.maxSocketBuffer)
       return this._send({ event: 'message', message: text, roomid: room.id });
     if (this._queued >= this.options.maxQueued) {
       const err = new RoomdError('queue_full',

@@ -118,6 +118,8 @@ export interface ClientOptions {
   pongTimeout?: number;
   /** How long who() and history() wait for their answer, in ms (default 10000). */
   queryTimeout?: number;
+  /** How long the handshake, an enter or a token refresh may wait for the server before the client reconnects (default 10000). */
+  answerTimeout?: number;
 }
 
 export type ClientState = 'disconnected' | 'connecting' | 'connected';

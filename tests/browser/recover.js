@@ -58,8 +58,11 @@ run('recover', async (t) => {
   t.log(`test says: ${line}`);
   await t.waitFor(a, () => [...document.querySelectorAll('#log .notice')]
     .some((li) => li.textContent === 'Reconnected: back in #tea as ann'), null, 'ann reconnected', 15000);
+  // Up to answerTimeout (10 s) more: a respawned worker sometimes never
+  // answers an enter that reaches it as it starts, and the page reconnects.
   let n = (await b.evaluate(() => window.__sent.length)) + 5;
-  await t.waitMessage(a, 'bob', 's' + n, `s${n} on ann's page after the restart`);
+  await t.waitFor(a, (s) => [...document.querySelectorAll('#log .msg .text')].some((e) => e.textContent === s),
+    's' + n, `s${n} on ann's page after the restart`, 20000);
   checkRun(await shown(a), 1, n, 'after the worker restart');
 
   // A reload once there is more than a screenful: the page goes back into

@@ -120,28 +120,42 @@ test('first-entry', async () => {
 
 // A reader on instance 0, a writer on instance 1 (so the writer's messages all
 // get through); fault() breaks the reader's connection while the writer talks.
-async function survives(fault, what, { rounds = 1 } = {}) {
+async function survives(fault, what, { rounds = 1, opts = {} } = {}) {
   const wc = client('writer', { url: URLS[1] });
   const rw = wc.join('fault');
   wc.connect();
   await joined(rw, 'writer');
   const spy = spyWebSocket();
-  const rc = client('reader', { WebSocket: spy.WebSocket });
+  const rc = client('reader', Object.assign({ WebSocket: spy.WebSocket }, opts));
   const rr = rc.join('fault');
   const g = record(rr);
+  const log = [];   // what the client went through, for a failure's message
+  rc.on('state', (st) => log.push(st));
+  rc.on('disconnected', (d) => log.push(`closed ${d.code} retry in ${d.delay}`));
+  rc.on('error', (e) => log.push(`error ${e.code}`));
+  rr.on('state', (st) => log.push(`room ${st}`));
   rc.connect();
   await joined(rr, 'reader');
   const wr = writer(rw, 'w', 4);
   for (let i = 0; i < rounds; i++) {
     const opened = spy.opened;
     await waitFor(() => g.messages.length > 0, 'a message before the fault');
-    await fault(i);
-    await waitFor(() => spy.opened > opened && rr.state === 'joined', `${what}: back in the room`, 20000);
+    await fault(i, rc);
+    await waitFor(() => spy.opened > opened && rr.state === 'joined', `${what}: back in the room`, 20000)
+      .catch((e) => {
+        throw new Error(`${e.message}; client ${rc.state}, room ${rr.state}, ${spy.opened} connections, ` +
+          `last events ${JSON.stringify(spy.frames.slice(-4))}, events ${JSON.stringify(log.slice(-12))}`);
+      });
     const n = g.messages.length;
     await waitFor(() => g.messages.length > n, `${what}: a live message after the fault`);
   }
   wr.stop();
-  await waitFor(() => g.messages.length >= wr.sent.length, `${what}: every message`, 15000);
+  await waitFor(() => g.messages.length >= wr.sent.length, `${what}: every message`, 15000)
+    .catch((e) => {
+      const missing = wr.sent.filter((t) => !g.texts().includes(t));
+      throw new Error(`${e.message}: ${g.messages.length} of ${wr.sent.length}, missing ${missing.slice(0, 8)}, ` +
+        `gaps ${JSON.stringify(g.gaps)}, events ${JSON.stringify(log.slice(-16))}`);
+    });
   await sleep(300);
   assertExactly(g.texts(), wr.sent, what);
   assertIncreasing(g.offsets(), what);
@@ -154,15 +168,38 @@ async function survives(fault, what, { rounds = 1 } = {}) {
 
 test('server-close', async () => {
   // SIGHUP: the master starts new workers and the old ones close their clients (1001).
-  await survives(async () => process.kill(masterPid(PIDFILES[0]), 'SIGHUP'), 'graceful worker restart');
+  await survives(async () => process.kill(masterPid(PIDFILES[0]), 'SIGHUP'), 'graceful worker restart',
+    { opts: { answerTimeout: 2000 } });
 });
 
 test('worker-kill', async () => {
-  // SIGKILL every worker of the reader's instance: the master starts new ones.
+  // SIGKILL every worker of the reader's instance: the master starts new
+  // ones. (A respawned worker sometimes never answers an enter that reaches
+  // it as it starts; the client gives up on it after answerTimeout and
+  // connects again.)
   await survives(async () => {
     for (const pid of workerPids(PIDFILES[0]))
       process.kill(pid, 'SIGKILL');
-  }, 'workers SIGKILLed', { rounds: 2 });
+  }, 'workers SIGKILLed', { rounds: 2, opts: { answerTimeout: 2000 } });
+});
+
+test('silent-server', async () => {
+  // Every worker of the reader's instance stopped (SIGSTOP): its connection
+  // stays open but nothing answers. The client notices (a ping, no answer),
+  // gives up on handshakes that hang in the stopped workers' backlogs, and
+  // once they run again (SIGCONT) it is back in the room with every message.
+  await survives(async (i, rc) => {
+    const pids = workerPids(PIDFILES[0]);
+    for (const pid of pids)
+      process.kill(pid, 'SIGSTOP');
+    try {
+      await waitFor(() => rc.state !== 'connected', 'the client to notice the silence', 5000);
+      await sleep(1500);
+    } finally {
+      for (const pid of pids)
+        process.kill(pid, 'SIGCONT');
+    }
+  }, 'workers stopped', { opts: { pingInterval: 300, pongTimeout: 300, answerTimeout: 400 } });
 });
 
 test('fifty-reconnects', async () => {
@@ -406,4 +443,45 @@ test('send-queue', async () => {
   c.close();
   rc.close();
   await assertNoTimers('send-queue', [c, rc]);
+});
+
+test('enter-errors', async () => {
+  // The server's errors name no request; the client still knows which room
+  // they answer. A token whose rooms claim leaves one room out: that room
+  // fails (error forbidden, state left), the others work, and its queued
+  // message is dropped with it. history above the server's history_size
+  // (20 here): the client learns the limit from the error and enters with 20.
+  const w = client('writer');
+  const rw = w.join('open');
+  w.connect();
+  await joined(rw, 'writer');
+  for (let i = 1; i <= 30; i++)
+    rw.send(`o${i}`);
+  await waitFor(() => rw.position && rw.position.offset === 30, "the writer's thirty");
+  const c = track(new RoomdClient(URLS[0], { token: signToken('ann', 60, { rooms: ['open', 'other'] }), WebSocket,
+    reconnect: FAST }));
+  const errors = [];
+  c.on('error', (e) => errors.push(e));
+  const bad = c.join('closed');
+  const gBad = record(bad);
+  bad.send('into a closed room');
+  const open = c.join('open', { history: 50 });
+  const gOpen = record(open);
+  const other = c.join('other');
+  c.connect();
+  await joined(open, 'open');
+  await joined(other, 'other');
+  assert.equal(bad.state, 'left');
+  assert.deepEqual(gBad.errors.map((e) => e.code), ['forbidden']);
+  assert.deepEqual(errors.map((e) => [e.code, e.room]), [['forbidden', 'closed']]);
+  assert.equal(c.rooms.has('closed'), false);
+  const want = [];
+  for (let i = 11; i <= 30; i++)
+    want.push(`o${i}`);
+  assertExactly(gOpen.texts(), want, 'history 50 on a server that keeps 20');
+  other.send('into the other room');
+  await waitFor(() => other.position && other.position.offset === 1, 'a message in the other room');
+  c.close();
+  w.close();
+  await assertNoTimers('enter-errors', [c, w]);
 });

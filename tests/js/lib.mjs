@@ -141,10 +141,10 @@ export function redis(...args) {
 
 const b64url = (b) => Buffer.from(b).toString('base64url');
 
-// An HS256 JWT for sub, valid for ttl seconds.
-export function signToken(sub, ttl, secret = SECRET) {
+// An HS256 JWT for sub, valid for ttl seconds (and extra claims, e.g. rooms).
+export function signToken(sub, ttl, extra = {}, secret = SECRET) {
   const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
-  const body = b64url(JSON.stringify({ sub, exp: Math.floor(Date.now() / 1000) + ttl }));
+  const body = b64url(JSON.stringify(Object.assign({ sub, exp: Math.floor(Date.now() / 1000) + ttl }, extra)));
   const sig = createHmac('sha256', secret).update(`${head}.${body}`).digest('base64url');
   return `${head}.${body}.${sig}`;
 }
