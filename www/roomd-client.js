@@ -308,14 +308,16 @@ export class RoomdClient extends Emitter {
         'no WebSocket: pass options.WebSocket (e.g. the ws package) on Node < 22'));
       return;
     }
-    let url = typeof this.url === 'function' ? this.url() : this.url;
+    let url;
     try {
+      url = String(typeof this.url === 'function' ? this.url() : this.url);
       const tok = await this._freshToken();
       if (tok)
         url += (url.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(tok);
     } catch (e) {
-      this._emit('error', new RoomdError('token', 'getToken failed: ' + (e && e.message || e)));
-      this._retry({ code: 0, reason: 'no token' });
+      this._emit('error', new RoomdError(url === undefined ? 'connect' : 'token',
+        (url === undefined ? 'url() failed: ' : 'getToken failed: ') + (e && e.message || e)));
+      this._retry({ code: 0, reason: url === undefined ? 'no url' : 'no token' });
       return;
     }
     if (!this._wanted || this._ws)
