@@ -18,7 +18,7 @@ const DEFAULTS = {
   pingInterval: 25000,     // ping a silent server after this long
   pongTimeout: 10000,      // and give up on it this long after
   queryTimeout: 10000,     // who() and history() answers
-  answerTimeout: 10000,    // for the handshake, an enter, a token refresh; then a new connection
+  answerTimeout: 5000,     // for the handshake, an enter, a token refresh; then a new connection
   storagePrefix: 'roomd-client:',
 };
 

@@ -118,7 +118,7 @@ export interface ClientOptions {
   pongTimeout?: number;
   /** How long who() and history() wait for their answer, in ms (default 10000). */
   queryTimeout?: number;
-  /** How long the handshake, an enter or a token refresh may wait for the server before the client reconnects (default 10000). */
+  /** How long the handshake, an enter or a token refresh may wait for the server before the client reconnects (default 5000). */
   answerTimeout?: number;
 }
 

@@ -58,7 +58,7 @@ run('recover', async (t) => {
   t.log(`test says: ${line}`);
   await t.waitFor(a, () => [...document.querySelectorAll('#log .notice')]
     .some((li) => li.textContent === 'Reconnected: back in #tea as ann'), null, 'ann reconnected', 15000);
-  // Up to answerTimeout (10 s) more: a respawned worker sometimes never
+  // Up to answerTimeout (5 s) more: a respawned worker sometimes never
   // answers an enter that reaches it as it starts, and the page reconnects.
   let n = (await b.evaluate(() => window.__sent.length)) + 5;
   await t.waitFor(a, (s) => [...document.querySelectorAll('#log .msg .text')].some((e) => e.textContent === s),
