@@ -1,0 +1,79 @@
+"""REPRODUCTION OF AN OPEN SERVER BUG -- this test fails on purpose until
+roomd is fixed (found while writing roomd-client, issue 22; reported to the
+lead, whose Redis rewrite, issue 23, owns the code: src/bus.c, src/store.c,
+src/rlink.c). It is not a client test: python3-websockets, the real roomd
+binary and a real redis-server only.
+
+The bug: an enter that Redis received but never answered, because Redis
+died, gets no answer at all while Redis is down -- not "unavailable", as a
+message or an enter sent during the outage gets, and not the out event an
+out in the same position gets (test_out_answered_when_redis_dies_before_replying).
+A page or client waiting for its enter waits for the whole outage, which may
+be forever. When Redis is back, the worker carries the enter out after all,
+unasked, and announces it with a num that leaves out the members it has not
+registered again yet.
+
+Steps (what the test does):
+1. roomd (one worker) on a redis-server; bob enters room "r".
+2. redis-server frozen (SIGSTOP); ann sends {"event":"enter","message":"ann",
+   "roomid":"r","history":5} (what roomd-client sends) -- nothing can answer.
+3. redis-server killed (SIGKILL); roomd logs "redis link lost".
+Expected: ann hears {"event":"error","code":"unavailable"} within 3 s.
+Observed (main at 5c1db2c): nothing for the 3 s Redis stays down; 50 ms after
+redis-server is started again, {"event":"enter","name":"ann","num":1} (bob is
+in the room too) and recovered true; ann never learns she should enter again.
+4. Then (the rest of the contract): Redis restarted; ann's enter again gets
+   enter with num 2 and recovered, and bob hears ann enter once."""
+import asyncio
+import os
+import signal
+import time
+
+from roomclient import Chat, run
+
+
+def test_enter_answered_when_redis_dies_before_replying(roomd, redis):
+    r = roomd({"redis": redis.url, "rate_limit": "0"}, workers=1)
+
+    async def main():
+        bob = await Chat.connect(r.port)
+        await bob.send({"event": "enter", "message": "bob", "roomid": "r"})
+        await bob.expect({"event": "enter", "name": "bob", "num": 1})
+        ann = await Chat.connect(r.port)
+        enter = {"event": "enter", "message": "ann", "roomid": "r", "history": 5}
+        r.log_mark()
+        os.kill(redis.proc.pid, signal.SIGSTOP)
+        try:
+            await ann.send(enter)
+            await asyncio.sleep(0.2)
+            assert ann.events == [], "nothing could answer yet"
+        finally:
+            os.kill(redis.proc.pid, signal.SIGKILL)
+            redis.proc.wait()
+        await asyncio.get_running_loop().run_in_executor(None, lambda: r.wait_log("redis link lost", 5))
+        t0 = time.monotonic()
+        try:
+            await ann.until(lambda: ann.events, 3, "an answer to ann's enter")
+        except AssertionError:
+            pass
+        heard = [(round(e.t - t0, 2), dict(e)) for e in ann.events]
+        assert heard and heard[0][1].get("code") == "unavailable", \
+            f"ann's enter, in flight when Redis died, got {heard or 'no answer'} in the 3 s Redis was down"
+        redis.start()
+        await asyncio.get_running_loop().run_in_executor(None, lambda: r.wait_log("redis link up", 10))
+        for _ in range(20):     # until the room is back
+            n = len(ann.events)
+            await ann.send(enter)
+            await ann.until(lambda: len(ann.events) > n, 5, "an answer to ann's enter")
+            if ann.events[n].get("code") != "unavailable":
+                break
+            await asyncio.sleep(0.1)
+        ev = await ann.expect({"event": "enter", "name": "ann"})
+        assert ev["num"] == 2, ev
+        await ann.expect({"event": "recovered", "roomid": "r"})
+        await asyncio.sleep(0.3)
+        enters = [e for e in bob.events if e.get("event") == "enter" and e.get("name") == "ann"]
+        assert len(enters) == 1, f"bob heard ann enter {len(enters)} times: {bob.events}"
+        await ann.close()
+        await bob.close()
+    run(main(), 30)
