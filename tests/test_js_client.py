@@ -38,6 +38,7 @@ CASES = {
                       "workers SIGSTOPped: the silence noticed, hung handshakes given up, recovered"),
     "fifty-reconnects": (2, BASE, "50 reconnects to the other instance, half during a catch-up"),
     "gap-live": (1, BASE, "Redis flushed under a connected room: one gap, the new epoch delivered"),
+    "gap-new-epoch": (1, BASE, "Redis flushed while away: one gap, then the new epoch's messages, none missed"),
     "gap-offline": (1, BASE, "positions in storage: a new client resumes with context; a flush is one gap"),
     "token-refresh": (1, dict(BASE, auth="required", **AUTH), "auth required: refresh keeps one connection"),
     "token-refresh-optional": (1, dict(BASE, auth="optional", **AUTH), "auth optional: the same"),

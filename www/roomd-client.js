@@ -768,6 +768,21 @@ export class RoomdClient extends Emitter {
     }
     room._unsure = false;
     const first = list.length > 0 ? list[0].offset - 1 : ev.offset;
+    // Back into a new epoch (Redis lost the room while we were away): what
+    // the new epoch holds before the first message we have is not lost; it is
+    // fetched (at most history_size, 50 while that is unknown, maxBuffered)
+    // and handed over after the gap, before anything newer.
+    if (gap && gap.newEpoch && !c.overflow && first > 0 && this._histMax !== 0) {
+      room._resume = false;
+      room._emit('gap', gap);
+      room._ctx = { rec: ev, list, since: { offset: first, epoch: ev.epoch }, live: [] };
+      room._pos = { offset: 0, epoch: ev.epoch };    // a reconnect meanwhile asks from there
+      this._save(room);
+      const limit = Math.min(first, this._histMax !== null ? this._histMax : 50, this.options.maxBuffered);
+      this._query(room, 'history', { event: 'history', roomid: room.id, limit, before: first + 1 }, true)
+        .then((h) => this._contextDone(room, h), () => this._contextDone(room, null));
+      return;
+    }
     // A resumed join (position from storage) that missed fewer than K: the
     // ones before its position are fetched too, so the application sees the
     // last K as on a first entry, each once, before anything newer.

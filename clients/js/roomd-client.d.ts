@@ -39,7 +39,8 @@ export interface Position {
 /**
  * Messages the application will never see: the server said
  * {"recovered":false}. `from`..`to` are the lost offsets of `epoch` where
- * known; `newEpoch` is set when the room's history restarted.
+ * known; `newEpoch` is set when the room's history restarted, and the new
+ * epoch's messages the server still holds follow the gap.
  */
 export interface Gap {
   roomid: string;

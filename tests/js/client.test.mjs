@@ -360,6 +360,49 @@ test('gap-offline', async () => {
   await assertNoTimers('gap-offline', [c1, c2, c3, wc]);
 });
 
+test('gap-new-epoch', async () => {
+  // A reader that asked for no history is away while Redis loses the room
+  // and the writer says three more: back, it hears one gap (naming the new
+  // epoch) and then the new epoch's three, which the server still holds,
+  // then live ones: nothing the server has is missed, nothing twice.
+  let away = false;
+  const spy = spyWebSocket();
+  const rc = client('reader', { WebSocket: spy.WebSocket, url: () => (away ? 'ws://127.0.0.1:9/' : URLS[0]) });
+  const rr = rc.join('epoch');
+  const g = record(rr);
+  rc.connect();
+  const wc = client('writer');
+  const rw = wc.join('epoch');
+  wc.connect();
+  await joined(rr, 'reader');
+  await joined(rw, 'writer');
+  for (const t of ['a1', 'a2'])
+    rw.send(t);
+  await waitFor(() => g.messages.length === 2, 'two before');
+  const oldEpoch = rr.position.epoch;
+  away = true;
+  rc.reconnect();
+  await waitFor(() => rc.state !== 'connected', 'the reader away');
+  assert.equal(await redis('FLUSHALL'), '+OK');
+  for (const t of ['n1', 'n2', 'n3'])
+    rw.send(t);
+  await waitFor(() => rw.position && rw.position.epoch !== oldEpoch && rw.position.offset === 3,
+    "the writer's three in the new epoch", 15000);
+  away = false;
+  await waitFor(() => g.messages.length === 5, 'the new epoch after the reconnect');
+  await joined(rr, 'reader again');
+  rw.send('n4');
+  await waitFor(() => g.messages.length === 6, 'a live one');
+  await sleep(200);
+  assertExactly(g.texts(), ['a1', 'a2', 'n1', 'n2', 'n3', 'n4'], 'gap-new-epoch');
+  assert.equal(g.gaps.length, 1, 'one gap');
+  assert.deepEqual([g.gaps[0].epoch, g.gaps[0].from, g.gaps[0].newEpoch], [oldEpoch, 3, rw.position.epoch]);
+  assert.deepEqual(rr.position, rw.position);
+  rc.close();
+  wc.close();
+  await assertNoTimers('gap-new-epoch', [rc, wc]);
+});
+
 test('token-refresh', async () => {
   // Tokens that live 3 s; getToken signs a new one each time. The server
   // would end the session 3 s + its 5 s leeway after the first; it outlives
