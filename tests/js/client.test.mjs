@@ -33,6 +33,21 @@ async function joined(room, what) {
   await waitFor(() => room.state === 'joined', `${what} joined`);
 }
 
+// A reader (with readerOpts) and a writer in room, both joined; what the
+// reader's room hands over is recorded.
+async function readerAndWriter(room, readerOpts = {}) {
+  const rc = client('reader', readerOpts);
+  const rr = rc.join(room);
+  const g = record(rr);
+  rc.connect();
+  const wc = client('writer');
+  const rw = wc.join(room);
+  wc.connect();
+  await joined(rr, 'reader');
+  await joined(rw, 'writer');
+  return { rc, rr, g, wc, rw };
+}
+
 test('basics', async () => {
   // join, chat, who, history, leave; close() leaves no timer behind.
   const a = client('ann');
@@ -268,15 +283,7 @@ test('gap-live', async () => {
   // from 1 again) are delivered, not taken for duplicates. A reconnect after
   // that recovers in the new epoch without another gap.
   const spy = spyWebSocket();
-  const rc = client('reader', { WebSocket: spy.WebSocket });
-  const rr = rc.join('flush');
-  const g = record(rr);
-  rc.connect();
-  const wc = client('writer');
-  const rw = wc.join('flush');
-  wc.connect();
-  await joined(rr, 'reader');
-  await joined(rw, 'writer');
+  const { rc, rr, g, wc, rw } = await readerAndWriter('flush', { WebSocket: spy.WebSocket });
   for (const t of ['a1', 'a2', 'a3'])
     rw.send(t);
   await waitFor(() => g.messages.length === 3, 'three before the flush');
@@ -366,16 +373,7 @@ test('gap-new-epoch', async () => {
   // epoch) and then the new epoch's three, which the server still holds,
   // then live ones: nothing the server has is missed, nothing twice.
   let away = false;
-  const spy = spyWebSocket();
-  const rc = client('reader', { WebSocket: spy.WebSocket, url: () => (away ? 'ws://127.0.0.1:9/' : URLS[0]) });
-  const rr = rc.join('epoch');
-  const g = record(rr);
-  rc.connect();
-  const wc = client('writer');
-  const rw = wc.join('epoch');
-  wc.connect();
-  await joined(rr, 'reader');
-  await joined(rw, 'writer');
+  const { rc, rr, g, wc, rw } = await readerAndWriter('epoch', { url: () => (away ? 'ws://127.0.0.1:9/' : URLS[0]) });
   for (const t of ['a1', 'a2'])
     rw.send(t);
   await waitFor(() => g.messages.length === 2, 'two before');
