@@ -110,6 +110,7 @@ struct room {
 	uint32_t	 nmembers;
 	long		 num;
 	uint64_t	 empty_since;
+	uint64_t	 down_at;	/* ms its channel went down with a link; 0 if not down */
 	uint64_t	 last;		/* offset of the last message delivered here */
 	char		 epoch[STORE_EPOCH_MAX + 1];
 	struct member	*members;
@@ -145,6 +146,7 @@ static struct {
 	struct pending_out *outs;	/* leaves to tell Redis once it is back */
 	int		 up;
 	uint64_t	 down_at;	/* ms the link went down; 0 while up */
+	int		 some_down;	/* rooms down alone (on_lost) wait in room_tick */
 	int		 undone;	/* pending enters answered for this outage */
 } R;
 
@@ -1040,10 +1042,13 @@ on_up(void)
 				room_destroy(r);
 				continue;
 			}
-			if (subscribe(r) == 0)
+			if (subscribe(r) == 0) {
 				r->sub = SUB_PENDING;
+				r->down_at = 0;
+			}
 		}
 	}
+	R.some_down = 1;	/* any that could not subscribe are retried by room_tick */
 }
 
 /*
@@ -1073,53 +1078,80 @@ enter_undone(struct room *r, struct member *m)
 	m->room = NULL;
 }
 
+/* The room's channel is gone with its link: it waits, subscribed again when it can be. */
+static void
+room_down(struct room *r)
+{
+	r->sub = SUB_NONE;
+	/* A read in flight answers NULL: it is forgotten; the catch-up at up reads again. */
+	r->fetching = 0;
+	r->fetch_id = 0;
+	drop_queued(r);
+	for (struct member *m = r->members, *next; m != NULL; m = next) {
+		next = m->rnext;
+		/*
+		 * A pending member's enter is resent (idempotent) when
+		 * the link is back; if it is not back within
+		 * ENTER_GRACE_MS, room_tick answers it (enter_undone). An
+		 * active one is re-registered by store_resync and keeps
+		 * enter_sent: clearing it would hold its messages in
+		 * publish_or_hold forever. One catching up cannot
+		 * finish: it hears it has a gap, then gets what the
+		 * room catches up on like the others.
+		 */
+		if (m->state == MEM_PENDING) {
+			m->enter_maybe |= m->enter_sent;
+			m->enter_sent = 0;
+		}
+		if (m->state == MEM_RECOVERING)
+			catchup_done(m, 0, NULL);
+		if (m->state == MEM_LEAVING) {
+			/*
+			 * Its own out event will never come back on this
+			 * link: answer the leaver here (as room_leave does
+			 * offline). Redis hears the out when out_done retries.
+			 */
+			proto_out(&R.jb, m->name, m->nlen, r->key, r->klen,
+			    r->num > 0 ? r->num - 1 : 0);
+			if (!R.jb.oom)
+				ws_send_text(m->s, R.jb.p, R.jb.len);
+			member_free(m);
+		}
+	}
+	drop_held(r);
+	r->down_at = clock_ms();
+}
+
 static void
 on_down(void)
 {
 	R.up = 0;
 	R.down_at = clock_ms();
 	R.undone = 0;
-	for (size_t i = 0; i < R.nbuckets; i++) {
+	for (size_t i = 0; i < R.nbuckets; i++)
+		for (struct room *r = R.tab[i]; r != NULL; r = r->hnext)
+			room_down(r);
+}
+
+/*
+ * Cluster: one node went away while the others stay up. Only the rooms it
+ * served are down; room_tick subscribes them again once their slot has a
+ * master that is up, and answers their pending enters after ENTER_GRACE_MS.
+ */
+static void
+on_lost(void)
+{
+	char ch[1300];
+
+	for (size_t i = 0; i < R.nbuckets; i++)
 		for (struct room *r = R.tab[i]; r != NULL; r = r->hnext) {
-			r->sub = SUB_NONE;
-			/* A read in flight answers NULL: it is forgotten; the catch-up at up reads again. */
-			r->fetching = 0;
-			r->fetch_id = 0;
-			drop_queued(r);
-			for (struct member *m = r->members, *next; m != NULL; m = next) {
-				next = m->rnext;
-				/*
-				 * A pending member's enter is resent (idempotent) when
-				 * the link is back; if it is not back within
-				 * ENTER_GRACE_MS, room_tick answers it (enter_undone). An
-				 * active one is re-registered by store_resync and keeps
-				 * enter_sent: clearing it would hold its messages in
-				 * publish_or_hold forever. One catching up cannot
-				 * finish: it hears it has a gap, then gets what the
-				 * room catches up on like the others.
-				 */
-				if (m->state == MEM_PENDING) {
-					m->enter_maybe |= m->enter_sent;
-					m->enter_sent = 0;
-				}
-				if (m->state == MEM_RECOVERING)
-					catchup_done(m, 0, NULL);
-				if (m->state == MEM_LEAVING) {
-					/*
-					 * Its own out event will never come back on this
-					 * link: answer the leaver here (as room_leave does
-					 * offline). Redis hears the out when out_done retries.
-					 */
-					proto_out(&R.jb, m->name, m->nlen, r->key, r->klen,
-					    r->num > 0 ? r->num - 1 : 0);
-					if (!R.jb.oom)
-						ws_send_text(m->s, R.jb.p, R.jb.len);
-					member_free(m);
-				}
+			size_t cl = store_channel(ch, sizeof(ch), r->key, r->klen);
+
+			if (r->sub != SUB_NONE && cl > 0 && bus_channel_lost(ch, cl)) {
+				room_down(r);
+				R.some_down = 1;
 			}
-			drop_held(r);
 		}
-	}
 }
 
 /* Redis forgot our members while the links stayed up: register every one it had again. */
@@ -1135,7 +1167,7 @@ on_forgotten(void)
 }
 
 static const struct store_handlers handlers = {
-	{ on_message, on_subscribed, on_unsubscribed, on_up, on_down },
+	{ on_message, on_subscribed, on_unsubscribed, on_up, on_down, on_lost },
 	said,
 	on_forgotten,
 };
@@ -1217,6 +1249,26 @@ room_service_up(void)
 void
 room_tick(uint64_t now)
 {
+	/* Rooms down alone (a Cluster node lost): back where their slot is now; else answer enters. */
+	int still = 0;
+
+	for (size_t i = 0; R.up && R.some_down && i < R.nbuckets; i++)
+		for (struct room *r = R.tab[i]; r != NULL; r = r->hnext) {
+			if (r->sub != SUB_NONE || r->nmembers == 0 || r->down_at == 0)
+				continue;
+			still = 1;
+			if (subscribe(r) == 0) {
+				r->sub = SUB_PENDING;
+				r->down_at = 0;
+			} else if (now - r->down_at >= ENTER_GRACE_MS)
+				for (struct member *m = r->members, *next; m != NULL; m = next) {
+					next = m->rnext;
+					if (m->state == MEM_PENDING && r->kind == ROOM_CHAT)
+						enter_undone(r, m);
+				}
+		}
+	if (R.up)
+		R.some_down = still;
 	if (!R.up && R.down_at != 0 && !R.undone && now - R.down_at >= ENTER_GRACE_MS) {
 		/* Redis stays away: answer the enters it has not done. */
 		R.undone = 1;
@@ -1282,9 +1334,19 @@ room_join(struct session *s, enum room_kind kind, const char *key, size_t klen,
 	switch (r->sub) {
 	case SUB_NONE:
 		r->positioned = 0;
-		if (subscribe(r) == 0)
+		if (subscribe(r) == 0) {
 			r->sub = SUB_PENDING;
-		break;
+			r->down_at = 0;
+			break;
+		}
+		/* Its slot's node is away (a Cluster failover): say so now. */
+		unlink_member(m);
+		catchup_free(m);
+		free(m);
+		if (r->nmembers == 0 && r->down_at == 0)
+			room_destroy(r);
+		*err = "unavailable";
+		return NULL;
 	case SUB_ACTIVE:
 		if (kind == ROOM_BROADCAST)
 			m->state = MEM_ACTIVE;
@@ -1397,8 +1459,8 @@ publish_or_hold(struct room *r, struct member *m, int relay, const char *p, size
 	struct held *h;
 	int rc;
 
-	if (!bus_ready())
-		return -1;
+	if (!bus_ready() || r->down_at != 0)
+		return -1;	/* Redis, or this room's Cluster node, is away: answered now, not held */
 	if (r->sub == SUB_ACTIVE && (r->kind == ROOM_BROADCAST || m->enter_sent)) {
 		/* The sender hears if the link dies before Redis took the message. */
 		ws_ref(m->s);

@@ -656,8 +656,10 @@ class RedisCluster:
         return next(n for n in self.nodes if n.port == port)
 
     def masters(self):
-        return [self.node(p) for _, p, flags, _, _ in self.table()
-                if "master" in flags and "fail" not in flags]
+        """The masters that serve slots now (a node just created or just
+        failed over may call itself master with none)."""
+        return [self.node(p) for _, p, flags, _, slots in self.table()
+                if "master" in flags and "fail" not in flags and any(not r.startswith("[") for r in slots)]
 
     def owner(self, slot):
         """The master serving slot now."""
