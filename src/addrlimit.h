@@ -1,7 +1,8 @@
 /*
  * addrlimit.h: limits per client address, over all workers: open WebSocket
  * sessions and new sessions per second. Counts live in shared memory the
- * master maps before forking, one row per worker slot.
+ * master maps before forking, one row per worker slot. IPv6 clients count
+ * by network prefix.
  */
 #ifndef ROOMD_ADDRLIMIT_H
 #define ROOMD_ADDRLIMIT_H
@@ -10,8 +11,11 @@
 
 #include "log.h"
 
-/* Master, before forking: rows for `slots` workers. -1 on failure. */
-int addrlimit_init(int slots) MUST_CHECK;
+/*
+ * Master, before forking: rows for `slots` workers, the hash key, and how
+ * many leading bits of an IPv6 address name a client. -1 on failure.
+ */
+int addrlimit_init(int slots, int ipv6_prefix) MUST_CHECK;
 /* Master: a worker is gone; its sessions no longer count. */
 void addrlimit_slot_release(int slot);
 /* Worker: count into this row from now on. */

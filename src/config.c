@@ -93,6 +93,7 @@ static const struct option options[] = {
 	{ "allow_missing_origin", OPT_BOOL, O(allow_missing_origin), 0, 1, "yes", 0, NULL },
 	{ "max_sessions_per_ip", OPT_INT, O(max_sessions_per_ip), 0, 10000000, "0", 0, NULL },
 	{ "max_new_sessions_per_ip", OPT_INT, O(max_new_sessions_per_ip), 0, 10000000, "0", 0, NULL },
+	{ "ipv6_prefix_length", OPT_INT, O(ipv6_prefix_length), 32, 128, "64", OPT_RESTART, NULL },
 	{ "rate_limit", OPT_INT, O(rate_limit), 0, 1000000, "100", 0, NULL },
 	{ "rate_burst", OPT_INT, O(rate_burst), 1, 1000000, "200", 0, NULL },
 	{ "rate_limit_bytes", OPT_SIZE, O(rate_limit_bytes), 0, 1073741824, "1m", 0, NULL },

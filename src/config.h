@@ -99,6 +99,7 @@ struct config {
 	int		 allow_missing_origin;
 	int		 max_sessions_per_ip;
 	int		 max_new_sessions_per_ip;	/* per second */
+	int		 ipv6_prefix_length;	/* IPv6 clients count per prefix of this many bits */
 	int		 rate_limit;		/* messages per second per session */
 	int		 rate_burst;
 	int		 rate_limit_bytes;	/* bytes per second a session may have published; 0: no limit */

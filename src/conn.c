@@ -257,7 +257,8 @@ static void
 conn_start_linger(struct conn *c)
 {
 	c->flags |= CONN_F_LINGER;
-	c->flags &= ~(CONN_F_FINISH | CONN_F_PAUSED | CONN_F_AUTORESUME | CONN_F_TLS_RW | CONN_F_TLS_WR);
+	c->flags &= ~(CONN_F_FINISH | CONN_F_PAUSED | CONN_F_AUTORESUME | CONN_F_HELD | CONN_F_TLS_RW |
+	    CONN_F_TLS_WR);
 	if (c->ssl != NULL && !(c->flags & CONN_F_TLS_HS))
 		(void)SSL_shutdown(c->ssl);	/* close_notify, best effort */
 	if (shutdown(c->fd, SHUT_WR) == -1) {
@@ -298,6 +299,35 @@ conn_pause_until_drained(struct conn *c)
 {
 	c->flags |= CONN_F_AUTORESUME;
 	conn_pause(c, 1);
+}
+
+void
+conn_hold_until_drained(struct conn *c)
+{
+	c->flags |= CONN_F_HELD;
+	conn_pause_until_drained(c);
+}
+
+/* The queue drained under backpressure: read again, first what the handler held. */
+static void
+conn_resume(struct conn *c)
+{
+	c->flags &= ~CONN_F_AUTORESUME;
+	conn_pause(c, 0);
+	/* No socket event may come for held input: run the read callback anyway. */
+	if ((c->flags & CONN_F_HELD) && !(c->flags & CONN_F_CLOSED))
+		event_active(&c->ev, EV_READ, 0);
+}
+
+/* Give the handler the input it held, if it did; 1 if it was called. */
+static int
+give_held(struct conn *c)
+{
+	if (!(c->flags & CONN_F_HELD))
+		return 0;
+	c->flags &= ~CONN_F_HELD;
+	c->h->on_read(c, c->ctx->rbuf, 0);
+	return 1;
 }
 
 /* Copy up to n queued bytes (files included) into buf; returns how many, -1 on error. */
@@ -418,10 +448,11 @@ done:
 	if ((c->flags & CONN_F_CLOSED) || c->out.count > 0)
 		return;
 	if (c->flags & (CONN_F_WANTWRITE | CONN_F_AUTORESUME)) {
-		if (c->flags & CONN_F_AUTORESUME)
-			c->flags &= ~(CONN_F_AUTORESUME | CONN_F_PAUSED);
 		c->flags &= ~CONN_F_WANTWRITE;
-		conn_arm(c);
+		if (c->flags & CONN_F_AUTORESUME)
+			conn_resume(c);
+		else
+			conn_arm(c);
 	}
 	if (c->flags & CONN_F_FINISH)
 		conn_start_linger(c);
@@ -480,6 +511,8 @@ tls_read(struct conn *c)
 
 	c->flags &= ~CONN_F_TLS_RW;
 	while (!(c->flags & (CONN_F_CLOSED | CONN_F_PAUSED | CONN_F_LINGER))) {
+		if (give_held(c))
+			continue;
 		ERR_clear_error();
 		r = SSL_read(c->ssl, x->rbuf, (int)x->rbuflen);
 		if (r > 0) {
@@ -536,8 +569,8 @@ conn_event(evutil_socket_t fd, short what, void *arg)
 		conn_drain_input(c);
 		return;
 	}
-	if (c->flags & CONN_F_PAUSED)
-		return;
+	if ((c->flags & CONN_F_PAUSED) || give_held(c))
+		return;		/* after held input, the socket's bytes come on its next event */
 	n = read(fd, x->rbuf, x->rbuflen);
 	if (n > 0) {
 		metrics_add(MET_BYTES_IN, (uint64_t)n);

@@ -34,7 +34,10 @@ struct conn_ctx {
 };
 
 struct conn_handler {
-	/* Bytes arrived (in a worker scratch buffer the handler may modify). */
+	/*
+	 * Bytes arrived (in a worker scratch buffer the handler may modify);
+	 * len 0: none, go on with the input held (conn_hold_until_drained).
+	 */
 	void	(*on_read)(struct conn *, uint8_t *data, size_t len);
 	/* The peer closed or reset; the conn is being closed. why: "eof", errno text. */
 	void	(*on_eof)(struct conn *, const char *why);
@@ -59,6 +62,7 @@ struct conn_handler {
 #define CONN_F_TLS_WR		0x400	/* an SSL_write wants the socket readable */
 #define CONN_F_DRAIN		0x800	/* open when the drain began: closed during it */
 #define CONN_F_BPENDING		0x1000	/* on the context's broadcast-flush list */
+#define CONN_F_HELD		0x2000	/* the handler holds input to go on with once drained */
 
 struct conn {
 	int			 fd;
@@ -102,6 +106,12 @@ void conn_close(struct conn *);
 void conn_pause(struct conn *, int paused);
 /* Stop reading until everything queued has been written (backpressure). */
 void conn_pause_until_drained(struct conn *);
+/*
+ * The same for a handler that keeps input it has not handled yet (requests
+ * read but not answered): once the queue drains, on_read is called with
+ * len 0, from the event loop, to go on with it before reading more.
+ */
+void conn_hold_until_drained(struct conn *);
 /* The peer address as text ("1.2.3.4" or "::1"); buf >= 46 bytes. */
 const char *conn_addr(const struct conn *, char *buf, size_t len);
 static inline int conn_closed(const struct conn *c) { return (c->flags & CONN_F_CLOSED) != 0; }

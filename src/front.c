@@ -32,10 +32,13 @@
 #include "ws_frame.h"
 #include "www.h"
 
-/* Pause reading when this much of our output is queued for a peer. */
+/*
+ * Answers queued for one client before its next requests wait unread:
+ * queue entries (a file answer is two, its head and the file, which it
+ * holds open until sent) and bytes.
+ */
+#define FRONT_MAX_QUEUED	8
 #define FRONT_BACKLOG		(1024 * 1024)
-/* Unsent answers to pipelined requests a client may have queued (each holds a file). */
-#define FRONT_MAX_PIPELINED	32
 
 static void front_on_read(struct conn *, uint8_t *, size_t);
 static void front_on_eof(struct conn *, const char *);
@@ -116,12 +119,6 @@ serve_file(struct session *s, const struct http_req *req, const char *path, size
 
 	if (!http_method_is(req, "GET") && !head_only) {
 		http_reply(s, 405, "Allow: GET, HEAD\r\n", "use GET or HEAD", 0);
-		return;
-	}
-	if (conn_queued(&s->c) >= 2 * FRONT_MAX_PIPELINED || conn_pending(&s->c) > FRONT_BACKLOG) {
-		/* A client that pipelines without reading must not pin a file per request. */
-		ws_log(s, LOG_LVL_INFO, "over %d pipelined requests unanswered: closing", FRONT_MAX_PIPELINED);
-		conn_close(&s->c);
 		return;
 	}
 	inm = http_header(req, "If-None-Match", &inml);
@@ -487,6 +484,23 @@ pick_subprotocol(const struct session *s, const struct http_req *r)
 	return http_header_has_token(r, "Sec-WebSocket-Protocol", name) ? name : NULL;
 }
 
+/*
+ * No route reads a request body yet. One that came anyway is never taken
+ * for the next request (behind a keep-alive proxy that would be request
+ * smuggling): answer and close; the lingering close discards the body.
+ * A Content-Length body gets 413 (the content is more than roomd will take
+ * here: none), which says what was wrong more exactly than 400; chunked
+ * gets 501 (see http_body_status).
+ */
+static void
+refuse_body(struct session *s, int status, int head_only)
+{
+	metrics_refused(status == 413 ? REFUSE_TOO_LARGE : REFUSE_BAD_REQUEST);
+	ws_log(s, LOG_LVL_INFO, "refused a request with a body: %d", status);
+	http_reply(s, status, NULL, status == 413 ? "this server reads no request body here" :
+	    "chunked request bodies are not implemented: send Content-Length", head_only);
+}
+
 static void
 handle_request(struct session *s, const char *head, size_t len)
 {
@@ -500,10 +514,15 @@ handle_request(struct session *s, const char *head, size_t len)
 		metrics_refused(rc == 431 ? REFUSE_TOO_LARGE : REFUSE_BAD_REQUEST);
 		ws_log(s, LOG_LVL_INFO, "bad request head: %d", rc);
 		http_reply(s, rc, NULL, rc == 431 ? "too many header fields" :
-		    rc == 505 ? "HTTP/1.1 only" : "malformed request", 0);
+		    rc == 505 ? "HTTP/1.1 only" : rc == 501 ? "no transfer coding is implemented" :
+		    "malformed request", 0);
 		return;
 	}
 	head_only = http_method_is(&req, "HEAD");
+	if ((rc = http_body_status(&req, 0)) != 0) {
+		refuse_body(s, rc, head_only);
+		return;
+	}
 	real_client(s, &req);
 	if (!http_wants_websocket(&req) && serve_admin(s, &req, head_only))
 		return;
@@ -631,128 +650,156 @@ handle_request(struct session *s, const char *head, size_t len)
 }
 
 
-/* Drop the first n bytes of the buffered head; free the buffer when empty. */
-static void
-hbuf_consume(struct session *s, size_t n)
-{
-	s->hlen -= (uint32_t)n;
-	memmove(s->hbuf, s->hbuf + n, s->hlen);
-	if (s->hlen == 0 || s->state != SS_HTTP) {
-		free(s->hbuf);
-		s->hbuf = NULL;
-		s->hlen = 0;
-	}
-}
-
-/*
- * Handle one complete head at the start of hbuf, if there is one (scanning
- * from `from`: bytes before it were scanned already). Returns 1 if handled.
- */
+/* Keep n more bytes of input at the end of hbuf. -1 when out of memory. */
 static int
-take_head(struct session *s, size_t from)
+hbuf_add(struct session *s, const void *p, size_t n)
 {
-	size_t end = http_head_end(s->hbuf, s->hlen, from);
+	size_t need = (size_t)s->hlen + n, cap = s->hcap;
+	char *nb;
 
-	if (end == 0)
-		return 0;
-	handle_request(s, s->hbuf, end);
-	if (s->state == SS_OPEN) {
-		/* Frames sent right behind the head: the head buffer is ours now, hbuf the session's. */
-		char *head = s->hbuf;
-		size_t hl = s->hlen;
-
-		s->hbuf = NULL;
-		s->hlen = 0;
-		if (hl > end)
-			ws_feed(s, (uint8_t *)head + end, hl - end);
-		free(head);
-		return 1;
+	if (need > cap) {
+		cap = cap < 512 ? 512 : 2 * cap;
+		if (cap < need)
+			cap = need;
+		if ((nb = realloc(s->hbuf, cap)) == NULL)
+			return -1;
+		s->hbuf = nb;
+		s->hcap = (uint32_t)cap;
 	}
-	hbuf_consume(s, end);
-	return 1;
+	memcpy(s->hbuf + s->hlen, p, n);
+	s->hlen = (uint32_t)need;
+	return 0;
+}
+
+/* Let go of the kept input. */
+static void
+hbuf_free(struct session *s)
+{
+	free(s->hbuf);
+	s->hbuf = NULL;
+	s->hlen = s->hcap = 0;
 }
 
 /*
- * Collect request heads and handle them: an upgrade hands the bytes after
- * its head to the frame decoder; a kept-alive plain request loops for the
- * next one (pipelining). A head is bounded by max_request_size.
+ * Handle the complete requests at the start of p[0..n), in order, while
+ * the connection reads HTTP (the first head's end is searched from `from`:
+ * bytes before it were searched already). An upgrade hands what follows its
+ * head to the frame decoder. A client that pipelines requests without
+ * reading the answers gets at most FRONT_MAX_QUEUED of them queued: then
+ * its requests wait, and reading from it stops, until the answers are sent
+ * (every file answer holds its file open until then). A head is bounded by
+ * max_request_size. Returns how many bytes were used.
  */
-static void
-read_http(struct session *s, uint8_t *data, size_t len)
+static size_t
+take_requests(struct session *s, char *p, size_t n, size_t from)
 {
-	size_t max = (size_t)sess_cfg(s)->max_request_size, end, take, from;
+	size_t max = (size_t)sess_cfg(s)->max_request_size, used = 0, end;
 
-	while (s->state == SS_HTTP && !conn_closed(&s->c)) {
-		if (s->hlen == 0) {
-			/* Fast path: a whole head in the read buffer needs no copy. */
-			end = http_head_end((const char *)data, len < max ? len : max, 0);
-			if (end > 0) {
-				handle_request(s, (const char *)data, end);
-				data += end;
-				len -= end;
-				if (s->state == SS_OPEN && len > 0)
-					ws_feed(s, data, len);
-				if (len == 0 || s->state != SS_HTTP)
-					return;
-				continue;
-			}
-			if (len == 0)
-				return;
+	while (s->state == SS_HTTP && !conn_closed(&s->c) && used < n) {
+		if (conn_queued(&s->c) >= FRONT_MAX_QUEUED || conn_pending(&s->c) > FRONT_BACKLOG) {
+			conn_hold_until_drained(&s->c);
+			break;
 		}
-		/* Slow path: the head arrives in pieces; keep at most max bytes. */
-		if (s->hbuf == NULL && (s->hbuf = malloc(max)) == NULL) {
-			conn_close(&s->c);
-			return;
-		}
-		take = len < max - s->hlen ? len : max - s->hlen;
-		memcpy(s->hbuf + s->hlen, data, take);
-		from = s->hlen;
-		s->hlen += (uint32_t)take;
-		data += take;
-		len -= take;
-		if (!take_head(s, from)) {
-			if (s->hlen >= max) {
+		end = http_head_end(p + used, n - used < max ? n - used : max, from);
+		from = 0;
+		if (end == 0) {
+			if (n - used >= max) {
 				metrics_refused(REFUSE_TOO_LARGE);
 				ws_log(s, LOG_LVL_INFO, "request head over %zu bytes", max);
 				http_reply(s, 431, NULL, "request head too large", 0);
 			}
-			return;
+			break;
 		}
-		/* Pipelined heads already buffered come next. */
-		while (s->state == SS_HTTP && s->hlen > 0 && take_head(s, 0))
-			;
-		if (s->state == SS_OPEN && len > 0)
-			ws_feed(s, data, len);
-		if (len == 0)
-			return;
+		handle_request(s, p + used, end);
+		used += end;
 	}
+	if (s->state == SS_OPEN && used < n) {
+		/* Frames sent right behind the head (unusual, but legal to buffer). */
+		ws_feed(s, (uint8_t *)p + used, n - used);
+		used = n;
+	}
+	return used;
+}
+
+/*
+ * Bytes of requests arrived (len 0: none, go on with those held back).
+ * Without kept input they are handled where they are, with no copy; what
+ * is left, a partial head or requests held back, is kept in hbuf.
+ */
+static void
+read_http(struct session *s, uint8_t *data, size_t len)
+{
+	size_t had = s->hlen, used, n;
+	uint32_t cap;
+	char *buf;
+
+	if (had == 0) {
+		used = take_requests(s, (char *)data, len, 0);
+		if (used < len && s->state == SS_HTTP && !conn_closed(&s->c) &&
+		    hbuf_add(s, data + used, len - used) == -1)
+			conn_close(&s->c);
+		return;
+	}
+	if (hbuf_add(s, data, len) == -1) {
+		conn_close(&s->c);
+		return;
+	}
+	/*
+	 * The kept bytes are ours while they are handled: once open, the
+	 * session may keep frames of its own in hbuf (pacing). New bytes follow
+	 * a partial head, searched already; with none, this is the go-on after
+	 * a hold, whose requests are complete heads.
+	 */
+	buf = s->hbuf;
+	n = s->hlen;
+	cap = s->hcap;
+	s->hbuf = NULL;
+	s->hlen = s->hcap = 0;
+	used = take_requests(s, buf, n, len > 0 ? had : 0);
+	if (used < n && s->state == SS_HTTP && !conn_closed(&s->c)) {
+		memmove(buf, buf + used, n - used);
+		s->hbuf = buf;
+		s->hlen = (uint32_t)(n - used);
+		s->hcap = cap;
+	} else
+		free(buf);
 }
 
 /*
  * A listener marked proxy_protocol: the PROXY header comes first and says
- * who the client is. A connection without a valid one is dropped.
+ * who the client is. A connection without a valid one is dropped. Returns
+ * how many of the len bytes were the header's (all of them while it is
+ * incomplete): what follows it is the HTTP request, for read_http.
  */
-static void
-read_proxy(struct session *s, uint8_t *data, size_t len)
+static size_t
+read_proxy(struct session *s, const uint8_t *data, size_t len)
 {
 	struct proxy_addr pa;
-	size_t take = len < PROXY_V2_MAX - s->hlen ? len : PROXY_V2_MAX - s->hlen;
+	const uint8_t *hdr = data;
+	size_t had = s->hlen, have = len, take;
 	int n;
 
-	if (s->hbuf == NULL && (s->hbuf = malloc((size_t)sess_cfg(s)->max_request_size > PROXY_V2_MAX ?
-	    (size_t)sess_cfg(s)->max_request_size : PROXY_V2_MAX)) == NULL) {
-		conn_close(&s->c);
-		return;
+	if (had > 0) {
+		/* The header came in pieces: add this one to those kept. */
+		take = len < PROXY_V2_MAX - had ? len : PROXY_V2_MAX - had;
+		if (hbuf_add(s, data, take) == -1) {
+			conn_close(&s->c);
+			return len;
+		}
+		hdr = (const uint8_t *)s->hbuf;
+		have = s->hlen;
 	}
-	memcpy(s->hbuf + s->hlen, data, take);
-	s->hlen += (uint32_t)take;
-	if ((n = proxy_parse((const uint8_t *)s->hbuf, s->hlen, &pa)) == 0 && s->hlen < PROXY_V2_MAX)
-		return;
+	if ((n = proxy_parse(hdr, have, &pa)) == 0 && have < PROXY_V2_MAX) {
+		if (had == 0 && hbuf_add(s, data, len) == -1)
+			conn_close(&s->c);
+		return len;
+	}
+	hbuf_free(s);
 	if (n <= 0) {
 		metrics_refused(REFUSE_PROXY);
 		ws_log(s, LOG_LVL_INFO, "no valid PROXY protocol header: dropping the connection");
 		conn_close(&s->c);
-		return;
+		return len;
 	}
 	if (pa.known) {
 		s->c.family = (uint8_t)pa.family;
@@ -760,23 +807,8 @@ read_proxy(struct session *s, uint8_t *data, size_t len)
 		s->c.port = pa.port;
 	}
 	s->state = SS_HTTP;
-	/* What followed the header is the start of the HTTP request. */
-	s->hlen -= (uint32_t)n;
-	memmove(s->hbuf, s->hbuf + n, s->hlen);
-	if (s->hlen == 0) {
-		free(s->hbuf);
-		s->hbuf = NULL;
-	} else {
-		size_t keep = s->hlen;
-		uint8_t *tmp = (uint8_t *)s->hbuf;
-
-		s->hbuf = NULL;
-		s->hlen = 0;
-		read_http(s, tmp, keep);
-		free(tmp);
-	}
-	if (take < len && s->state == SS_HTTP)
-		read_http(s, data + take, len - take);
+	/* The kept pieces had none of the header's end (else it was complete then). */
+	return (size_t)n - had;
 }
 
 /* ---- conn callbacks ---- */
@@ -785,12 +817,24 @@ static void
 front_on_read(struct conn *c, uint8_t *data, size_t len)
 {
 	struct session *s = (struct session *)c;
+	size_t n;
 
+	if (len == 0) {
+		/* The answers drained: go on with the requests held back. */
+		if (s->state == SS_HTTP)
+			read_http(s, data, 0);
+		return;
+	}
 	s->last_rx = clock_ms();
 	switch (s->state) {
 	case SS_PROXY:
-		read_proxy(s, data, len);
-		break;
+		n = read_proxy(s, data, len);
+		if (s->state != SS_HTTP || n == len)
+			break;
+		data += n;
+		len -= n;
+		/* The request came in the same read. */
+		/* FALLTHROUGH */
 	case SS_HTTP:
 		read_http(s, data, len);
 		break;
@@ -824,7 +868,8 @@ front_on_tick(struct conn *c, uint64_t now)
 		if (now - s->created >= (uint64_t)cf->handshake_timeout) {
 			if (s->hlen > 0)
 				metrics_refused(REFUSE_TIMEOUT);
-			ws_log(s, LOG_LVL_INFO, "no complete request within handshake_timeout");
+			ws_log(s, LOG_LVL_INFO, (c->flags & CONN_F_HELD) ? "answers not read within handshake_timeout" :
+			    "no complete request within handshake_timeout");
 			conn_close(c);
 		} else if ((c->flags & CONN_F_SHUTDOWN) && now - s->created >= 1000) {
 			ws_log(s, LOG_LVL_DEBUG, "no complete request before shutting down");

@@ -106,6 +106,112 @@ parse_request_line(struct http_req *r, const char *l, size_t n)
 	return 0;
 }
 
+static int
+name_is(const struct http_hdr *h, const char *name)
+{
+	return strlen(name) == h->nlen && strncasecmp(h->name, name, h->nlen) == 0;
+}
+
+/* The next element of a comma list (RFC 9110 5.6.1), blanks trimmed; 0 at its end. */
+static int
+list_next(const char **p, const char *e, const char **item, size_t *len)
+{
+	const char *v = *p, *s, *t;
+
+	while (v < e && (*v == ' ' || *v == '\t' || *v == ','))
+		v++;
+	*p = v;
+	if (v == e)
+		return 0;
+	for (s = v; v < e && *v != ','; v++)
+		;
+	for (t = v; t > s && (t[-1] == ' ' || t[-1] == '\t'); t--)
+		;
+	*p = v;
+	*item = s;
+	*len = (size_t)(t - s);
+	return 1;
+}
+
+/* A Content-Length value: 1*DIGIT, at most 18 of them (no overflow). -1 if not. */
+static int
+parse_length(const char *v, size_t n, uint64_t *out)
+{
+	uint64_t x = 0;
+
+	if (n == 0 || n > 18)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		if (v[i] < '0' || v[i] > '9')
+			return -1;
+		x = x * 10 + (uint64_t)(v[i] - '0');
+	}
+	*out = x;
+	return 0;
+}
+
+/*
+ * Check how the body is framed (RFC 9112 6.1-6.3) and record it. Every
+ * Transfer-Encoding line is one list (RFC 9110 5.3); its last coding must
+ * be chunked, chunked must not come twice, and roomd implements no other.
+ */
+static int
+parse_framing(struct http_req *r)
+{
+	int te = 0, cl = 0, chunked_last = 0, other = 0;
+
+	r->body = HTTP_BODY_NONE;
+	r->body_len = 0;
+	for (int i = 0; i < r->nhdr; i++) {
+		const struct http_hdr *h = &r->hdr[i];
+
+		if (name_is(h, "Content-Length")) {
+			uint64_t n;
+
+			if (parse_length(h->value, h->vlen, &n) == -1 || (cl && n != r->body_len))
+				return 400;
+			r->body_len = n;
+			cl = 1;
+		} else if (name_is(h, "Transfer-Encoding")) {
+			const char *v = h->value, *item;
+			size_t il;
+
+			te = 1;
+			while (list_next(&v, h->value + h->vlen, &item, &il)) {
+				if (chunked_last)
+					return 400;	/* chunked, and then something more */
+				if (il == 7 && strncasecmp(item, "chunked", 7) == 0)
+					chunked_last = 1;
+				else
+					other = 1;
+			}
+		}
+	}
+	if (te && (cl || r->minor < 1 || !chunked_last))
+		return 400;
+	if (other)
+		return 501;
+	if (te)
+		r->body = HTTP_BODY_CHUNKED;
+	else if (cl)
+		r->body = HTTP_BODY_LENGTH;
+	return 0;
+}
+
+int
+http_body_status(const struct http_req *r, uint64_t max_body)
+{
+	switch (r->body) {
+	case HTTP_BODY_NONE:
+		return 0;
+	case HTTP_BODY_LENGTH:
+		return r->body_len <= max_body ? 0 : 413;
+	case HTTP_BODY_CHUNKED:
+	default:
+		return 501;
+	}
+}
+
 int
 http_parse(struct http_req *r, const char *buf, size_t len)
 {
@@ -152,13 +258,7 @@ http_parse(struct http_req *r, const char *buf, size_t len)
 			return 431;
 		r->hdr[r->nhdr++] = (struct http_hdr){ l, (size_t)(colon - l), v, (size_t)(ve - v) };
 	}
-	return 0;
-}
-
-static int
-name_is(const struct http_hdr *h, const char *name)
-{
-	return strlen(name) == h->nlen && strncasecmp(h->name, name, h->nlen) == 0;
+	return parse_framing(r);
 }
 
 const char *
@@ -189,27 +289,14 @@ http_header_has_token(const struct http_req *r, const char *name, const char *to
 	size_t tl = strlen(token);
 
 	for (int i = 0; i < r->nhdr; i++) {
-		const char *v, *e, *s;
+		const char *v = r->hdr[i].value, *item;
+		size_t il;
 
 		if (!name_is(&r->hdr[i], name))
 			continue;
-		v = r->hdr[i].value;
-		e = v + r->hdr[i].vlen;
-		while (v < e) {
-			while (v < e && (*v == ' ' || *v == '\t' || *v == ','))
-				v++;
-			s = v;
-			while (v < e && *v != ',')
-				v++;
-			{
-				const char *te = v;
-
-				while (te > s && (te[-1] == ' ' || te[-1] == '\t'))
-					te--;
-				if ((size_t)(te - s) == tl && strncasecmp(s, token, tl) == 0)
-					return 1;
-			}
-		}
+		while (list_next(&v, r->hdr[i].value + r->hdr[i].vlen, &item, &il))
+			if (il == tl && strncasecmp(item, token, tl) == 0)
+				return 1;
 	}
 	return 0;
 }
@@ -374,25 +461,61 @@ http_pct_decode(const char *in, size_t n, char *out, size_t outlen, int plus)
 	return (int)o;
 }
 
+/*
+ * Every status registered by RFC 9110 (and 429/431 of RFC 6585), so that
+ * whatever roomd answers carries its reason phrase; "Unknown" is left for
+ * numbers nobody registered.
+ */
 const char *
 http_status_text(int status)
 {
 	switch (status) {
+	case 100: return "Continue";
 	case 101: return "Switching Protocols";
 	case 200: return "OK";
+	case 201: return "Created";
+	case 202: return "Accepted";
+	case 203: return "Non-Authoritative Information";
 	case 204: return "No Content";
+	case 205: return "Reset Content";
+	case 206: return "Partial Content";
+	case 300: return "Multiple Choices";
+	case 301: return "Moved Permanently";
+	case 302: return "Found";
+	case 303: return "See Other";
 	case 304: return "Not Modified";
+	case 305: return "Use Proxy";
+	case 307: return "Temporary Redirect";
+	case 308: return "Permanent Redirect";
 	case 400: return "Bad Request";
 	case 401: return "Unauthorized";
+	case 402: return "Payment Required";
 	case 403: return "Forbidden";
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
+	case 406: return "Not Acceptable";
+	case 407: return "Proxy Authentication Required";
 	case 408: return "Request Timeout";
+	case 409: return "Conflict";
+	case 410: return "Gone";
+	case 411: return "Length Required";
+	case 412: return "Precondition Failed";
+	case 413: return "Content Too Large";
+	case 414: return "URI Too Long";
+	case 415: return "Unsupported Media Type";
+	case 416: return "Range Not Satisfiable";
+	case 417: return "Expectation Failed";
+	case 421: return "Misdirected Request";
+	case 422: return "Unprocessable Content";
 	case 426: return "Upgrade Required";
+	case 428: return "Precondition Required";
+	case 429: return "Too Many Requests";
 	case 431: return "Request Header Fields Too Large";
 	case 500: return "Internal Server Error";
 	case 501: return "Not Implemented";
+	case 502: return "Bad Gateway";
 	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
 	case 505: return "HTTP Version Not Supported";
 	default: return "Unknown";
 	}

@@ -6,8 +6,16 @@
 #define ROOMD_HTTP_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define HTTP_MAX_HEADERS	64
+
+/* How a request's body is framed (RFC 9112 section 6), as http_parse found it. */
+enum http_body {
+	HTTP_BODY_NONE,		/* neither Content-Length nor Transfer-Encoding */
+	HTTP_BODY_LENGTH,	/* Content-Length: body_len bytes follow the head */
+	HTTP_BODY_CHUNKED,	/* Transfer-Encoding: chunked */
+};
 
 struct http_hdr {
 	const char	*name;
@@ -24,6 +32,8 @@ struct http_req {
 	const char	*query;		/* after '?', or NULL */
 	size_t		 query_len;
 	int		 minor;		/* HTTP/1.minor; 9 for any HTTP/2+ line */
+	enum http_body	 body;
+	uint64_t	 body_len;	/* HTTP_BODY_LENGTH: the Content-Length */
 	int		 nhdr;
 	struct http_hdr	 hdr[HTTP_MAX_HEADERS];
 };
@@ -34,8 +44,25 @@ struct http_req {
  * the blank line, or 0 if it is not complete yet.
  */
 size_t http_head_end(const char *buf, size_t len, size_t from);
-/* Parse a complete head. Returns 0, or the HTTP status to answer (400, 431, 501, 505). */
+/*
+ * Parse a complete head. Returns 0, or the HTTP status to answer (400, 431,
+ * 501, 505). The body's framing is checked strictly, since a proxy in front
+ * that reads it differently would see other requests than roomd does
+ * (request smuggling): Content-Length must be plain digits, repeated only
+ * with the same value, and never beside Transfer-Encoding (400); a
+ * Transfer-Encoding must end in one chunked (400), come in HTTP/1.1 (400),
+ * and hold no other coding (501: none is implemented).
+ */
 int http_parse(struct http_req *, const char *buf, size_t len);
+/*
+ * Whether a parsed request's body may be read by a handler that takes at
+ * most max_body bytes (0: one that reads none): 0 if so (no body, or a
+ * Content-Length up to max_body, to be read right after the head), else
+ * the status to answer and close with: 413 for a longer Content-Length,
+ * 501 for a chunked body (roomd does not decode the chunked coding: senders
+ * of bodies must give a Content-Length).
+ */
+int http_body_status(const struct http_req *, uint64_t max_body);
 /* First value of a header (case-insensitive name); NULL if absent. */
 const char *http_header(const struct http_req *, const char *name, size_t *vlen);
 /* How many times a header occurs. */

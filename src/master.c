@@ -692,8 +692,10 @@ master_run(struct config *cfg, struct listeners *ls, master_load_fn load, const 
 	if ((M.slot = calloc((size_t)M.nslots, sizeof(*M.slot))) == NULL)
 		fatalx("out of memory");
 	/* Room for every slot twice (a reload overlaps two generations) and some spare. */
-	if (metrics_init(2 * M.nslots + 8) == -1 || addrlimit_init(2 * M.nslots + 8) == -1)
+	if (metrics_init(2 * M.nslots + 8) == -1)
 		fatal("mmap() for shared counters failed");
+	if (addrlimit_init(2 * M.nslots + 8, cfg->ipv6_prefix_length) == -1)
+		fatal("mmap() or getrandom() for the per-address table failed");
 
 	sigemptyset(&block);
 	for (size_t i = 0; i < sizeof(master_signals) / sizeof(master_signals[0]); i++)

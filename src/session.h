@@ -37,8 +37,9 @@ struct session {
 	void			*app;		/* the route's per-session state */
 	struct reqinfo		*info;
 	uint64_t		 created, last_rx, last_ping, close_at;
-	char			*hbuf;		/* partial request head; once open, frames held back by pacing */
-	uint32_t		 hlen;
+	/* Input not handled yet: a partial PROXY header or request head, requests held back; once open, paced frames. */
+	char			*hbuf;
+	uint32_t		 hlen, hcap;	/* hcap: front.c's allocation size (0 for ws.c's) */
 	struct sbuf		*msg;		/* message being assembled */
 	char			*rooms_seen;	/* what describe() said when the session let go (access line) */
 	uint32_t		 refs;		/* async callers holding the memory */

@@ -139,7 +139,7 @@ def ic_names(src):
                 on = True
             elif re.fullmatch(r"[A-Z][a-z][A-Za-z]?", tok):
                 on = False      # another macro
-            elif on and re.fullmatch(r"[a-z_]+", tok):
+            elif on and re.fullmatch(r"[a-z_][a-z0-9_]*", tok):
                 names.add(tok)
     return names
 
@@ -382,7 +382,7 @@ def test_roomd8_restart_keys_match_option_table():
     named = set()
     for line in m.group(1).splitlines():
         if line.startswith(".Ic "):
-            named.update(w for w in line[4:].split() if re.fullmatch(r"[a-z_]+", w))
+            named.update(w for w in line[4:].split() if re.fullmatch(r"[a-z_][a-z0-9_]*", w))
     want = {k for k, v in option_table().items() if v[4]}
     assert named == want, (f"roomd.8 restart list vs OPT_RESTART in options[]: missing {sorted(want - named)}, "
                            f"extra {sorted(named - want)}")

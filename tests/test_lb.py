@@ -443,6 +443,34 @@ def test_proxy_protocol_sets_client_address(roomd):
     assert (st, body) == (200, b"ok\n")
 
 
+def test_proxy_header_handshake_and_frames_in_one_write(roomd):
+    """A client that sends the PROXY header, the upgrade request and 20
+    messages in one write gets 20 echoes, in order. (Only 12 came back: the
+    bytes after the handshake were handed on only as far as the first
+    PROXY-sized chunk reached, and the rest of the read was dropped.)"""
+    r = lb_instance(roomd, workers=1, log_level="info")
+    pp = r.proxy_port
+    msgs = [f"message {i:02d} ".encode() + b"x" * 60 for i in range(20)]
+    frames = b"".join(mask_frame(1, m) for m in msgs)
+    for header in (proxy_v1("203.0.113.5", 40000, dport=pp), proxy_v2("2001:db8::5", 40001, dst="::1", dport=pp)):
+        s = connect(pp)
+        s.sendall(header + ws_request("/echo") + frames)
+        st, _, rest = read_head(s)
+        assert st == 101
+        got = []
+        s.settimeout(2)
+        try:
+            while len(got) < len(msgs):
+                op, payload, rest = read_frame(s, rest)
+                got.append(payload)
+        except (socket.timeout, ConnectionError):
+            pass
+        assert got == msgs, f"{len(got)} of {len(msgs)} echoes after a {header[:5]!r} header"
+        s.sendall(close_frame(1000))
+        assert read_frame(s, rest)[0] == 8
+        s.close()
+
+
 def test_proxy_protocol_required(roomd):
     """On a proxy_protocol listener a connection without a valid header is
     dropped without an HTTP answer (plain HTTP, a WebSocket handshake, a bad
@@ -472,6 +500,49 @@ def test_proxy_protocol_required(roomd):
     s, rest = ws_open(r.port)
     assert ws_echo_and_close(s, rest) == 1000
     assert wait_access(r, 1)[0]["addr"] == "127.0.0.1"
+
+
+# ---- IPv6 clients per prefix ----
+
+def test_ipv6_clients_count_per_prefix(roomd):
+    """One IPv6 host holds a whole /64: counted per address, five sessions
+    from one /64 all got in under max_sessions_per_ip 2. IPv6 clients now
+    count by their first ipv6_prefix_length bits (64 by default): through
+    PROXY v2 headers (and X-Forwarded-For from a trusted proxy) naming five
+    addresses of one /64, two sessions get in and three get 429, while the
+    next /64 is another client. With ipv6_prefix_length 128 each address
+    counts on its own again."""
+    def attempt(r, src, held, xff=False):
+        if xff:
+            s = connect(r.port)
+            s.sendall(ws_request("/echo", extra=[f"X-Forwarded-For: {src}"]))
+        else:
+            s = connect(r.proxy_port)
+            s.sendall(proxy_v2(src, 40000 + len(held), dst="::1", dport=r.proxy_port) + ws_request("/echo"))
+        st, _, _ = read_head(s)
+        held.append(s)
+        return st
+
+    srcs = ["2001:db8:1:2::1", "2001:db8:1:2:8000::1", "2001:db8:1:2:dead:beef:0:7",
+            "2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2:1234::99"]
+    held = []
+    try:
+        r = lb_instance(roomd, workers=2, max_sessions_per_ip="2")
+        got = [attempt(r, a, held) for a in srcs]
+        assert got == [101, 101, 429, 429, 429], got
+        assert attempt(r, "2001:db8:1:3::1", held) == 101, "the next /64 was refused"
+        got = [attempt(r, f"2001:db8:2:2::{i}", held, xff=True) for i in range(1, 6)]
+        assert got == [101, 101, 429, 429, 429], f"through X-Forwarded-For: {got}"
+        for s in held:
+            s.close()
+        held.clear()
+        r.stop()
+        r = lb_instance(roomd, workers=2, max_sessions_per_ip="2", ipv6_prefix_length="128")
+        got = [attempt(r, a, held) for a in srcs]
+        assert got == [101] * 5, f"ipv6_prefix_length 128: {got}"
+    finally:
+        for s in held:
+            s.close()
 
 
 # ---- X-Forwarded-For and Forwarded ----

@@ -28,7 +28,7 @@ import websockets
 from readouts import scrape
 from roomclient import Chat, run
 from roomd import http_get, raise_nofile, wait_for
-from wsraw import HOST, close_code, handshake, parse_frames, read_head, ws_request
+from wsraw import HOST, close_code, handshake, parse_frames, parse_head, read_head, read_to_close, ws_request
 from wsraw import frame as mask_frame
 
 SECRET = "s3cret-for-tests-0123456789"
@@ -631,6 +631,7 @@ async def attempt(port, sem, path, keep, statuses):
         else:
             if st == 429:
                 assert b"\r\nRetry-After: 1\r\n" in head, head
+                assert head.startswith(b"HTTP/1.1 429 Too Many Requests\r\n"), head[:40]
             reset_on_close(writer.get_extra_info("socket"))
             writer.transport.abort()
 
@@ -1158,6 +1159,154 @@ def test_slow_client_drop_keeps_the_reader_and_counts(roomd):
     metrics = http_get(r.port, "/metrics")[2].decode()
     dropped = [l for l in metrics.splitlines() if l.startswith("roomd_slow_client_messages_dropped_total ")]
     assert dropped and int(float(dropped[0].split()[1])) > 0, dropped
+
+
+# ==== 8. Request framing: a body is never the next request ====
+
+def all_responses(port, data, quiet=1.0):
+    """Send data on one connection; read until the server closes or stays
+    quiet for `quiet` s. Returns ([(status line, headers, body)], closed)."""
+    s = socket.create_connection((HOST, port), timeout=5)
+    buf, closed = b"", False
+    try:
+        s.sendall(data)
+        s.settimeout(quiet)
+        while True:
+            try:
+                d = s.recv(65536)
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                closed = True
+                break
+            if not d:
+                closed = True
+                break
+            buf += d
+    finally:
+        s.close()
+    out = []
+    while b"\r\n\r\n" in buf:
+        head, _, buf = buf.partition(b"\r\n\r\n")
+        hdrs = parse_head(head)[1]
+        n = int(hdrs.get("content-length", "0"))
+        out.append((head.split(b"\r\n", 1)[0].decode("latin-1"), hdrs, buf[:n]))
+        buf = buf[n:]
+    return out, closed
+
+
+SMUGGLED = b"GET /style.css HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def body_cases():
+    """(what, request bytes, the one status roomd must answer)."""
+    cl = b"Content-Length: %d\r\n" % len(SMUGGLED)
+    chunked = b"%x\r\n" % len(SMUGGLED) + SMUGGLED + b"\r\n0\r\n\r\n"
+    get = b"GET /app.js HTTP/1.1\r\nHost: x\r\n"
+    return [
+        ("Content-Length body", get + cl + b"\r\n" + SMUGGLED, 413),
+        ("chunked body", get + b"Transfer-Encoding: chunked\r\n\r\n" + chunked, 501),
+        ("gzip, chunked", get + b"Transfer-Encoding: gzip, chunked\r\n\r\n" + chunked, 501),
+        ("chunked not last", get + b"Transfer-Encoding: chunked, gzip\r\n\r\n" + chunked, 400),
+        ("both CL and TE", get + cl + b"Transfer-Encoding: chunked\r\n\r\n" + chunked, 400),
+        ("TE in HTTP/1.0", b"GET /app.js HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked, 400),
+        ("two lengths", get + cl + b"Content-Length: 0\r\n\r\n" + SMUGGLED, 400),
+        ("length list", get + b"Content-Length: 0, %d\r\n\r\n" % len(SMUGGLED) + SMUGGLED, 400),
+        ("signed length", get + b"Content-Length: +%d\r\n\r\n" % len(SMUGGLED) + SMUGGLED, 400),
+        ("huge length", get + b"Content-Length: 99999999999999999999999\r\n\r\n" + SMUGGLED, 400),
+        ("admin path", b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + cl + b"\r\n" + SMUGGLED, 413),
+        ("upgrade with a body", ws_request("/echo", port=1)[:-2] + cl + b"\r\n" + SMUGGLED, 413),
+    ]
+
+
+def test_request_body_is_never_parsed_as_a_request(roomd):
+    """Request smuggling: a GET whose Content-Length or chunked body holds a
+    second request got two responses (behind a keep-alive proxy the second
+    is another user's). roomd reads no request bodies: any request with one,
+    or with a framing it does not serve (Transfer-Encoding other than a
+    lone chunked, both Content-Length and Transfer-Encoding, lengths that
+    disagree or are not plain digits), gets exactly one error response,
+    Connection: close, and the connection is closed."""
+    r = roomd(workers=1)
+    for what, data, want in body_cases():
+        rs, closed = all_responses(r.port, data)
+        assert [x[0] for x in rs] == [f"HTTP/1.1 {want} {REASONS[want]}"], (what, rs)
+        assert rs[0][1]["connection"] == "close", what
+        assert closed, f"{what}: the connection stayed open"
+    # No body is still fine, and so is an empty one (some clients send
+    # Content-Length: 0 on every GET): both keep the connection.
+    plain = b"GET /style.css HTTP/1.1\r\nHost: x\r\n\r\n"
+    empty = b"GET /style.css HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+    rs, closed = all_responses(r.port, plain + empty + plain, quiet=0.5)
+    assert [x[0] for x in rs] == ["HTTP/1.1 200 OK"] * 3 and not closed, rs
+    assert r.healthy()
+
+
+REASONS = {400: "Bad Request", 413: "Content Too Large", 429: "Too Many Requests",
+           501: "Not Implemented"}
+
+# ==== 9. Per-address limits: chosen addresses ====
+
+def fnv_bucket(ip):
+    """The slot an address had in the old unkeyed per-address table."""
+    h = 2166136261
+    for b in socket.inet_aton(ip):
+        h = ((h ^ b) * 16777619) & 0xffffffff
+    return h % 16384
+
+
+def colliders(victim, n):
+    """n addresses (in 10.0.0.0/8) that shared the victim's slot in the old table."""
+    want, out, i = fnv_bucket(victim), [], 0
+    while len(out) < n:
+        i += 1
+        ip = f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
+        if fnv_bucket(ip) == want:
+            out.append(ip)
+    return out
+
+
+def test_chosen_address_cannot_lock_out_another(roomd):
+    """An attacker behind a trusted proxy picks its X-Forwarded-For address.
+    The per-address table hashed addresses unkeyed into buckets and never
+    compared them, so addresses chosen to land in the victim's bucket used
+    up the victim's max_sessions_per_ip: the victim got 429 with no session
+    at all. Now the hash is keyed with a secret chosen at start and entries
+    compare the exact address: the attacker's own addresses are refused
+    past the limit, the victim still gets in, and the 429 carries its
+    reason phrase."""
+    r = roomd({"max_sessions_per_ip": "2", "trusted_proxies": "127.0.0.1/32"})
+    victim = "198.51.100.7"
+    held = []
+
+    def session(ip):
+        st, _, s, _ = handshake(r.port, "/echo", (f"X-Forwarded-For: {ip}",), keep=True)
+        held.append(s)
+        return st
+
+    def third(ip):
+        s = socket.create_connection((HOST, r.port), timeout=5)
+        s.sendall(ws_request("/echo", port=r.port, extra=(f"X-Forwarded-For: {ip}",)))
+        head = read_to_close(s)
+        s.close()
+        return head
+
+    try:
+        first, *more = colliders(victim, 4)
+        assert [session(first), session(first)] == [101, 101]
+        # The attacker's own address is limited...
+        head = third(first)
+        assert head.startswith(b"HTTP/1.1 429 Too Many Requests\r\n"), head
+        # ...and the victim, with no session, is not.
+        assert session(victim) == 101, f"the victim was refused for {first}'s sessions"
+        for ip in more:
+            assert [session(ip), session(ip)] == [101, 101], ip
+        assert session(victim) == 101, "the victim's second session was refused"
+        assert third(victim).startswith(b"HTTP/1.1 429 "), "the victim's third session got in"
+    finally:
+        for s in held:
+            s.close()
+    run(still_serves(r.port))
 
 
 # ==== Users, guests, who, floods (issue 16/24) ====

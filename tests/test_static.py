@@ -308,3 +308,40 @@ def test_pipelined_flood_does_not_exhaust_files(srv):
         assert (st, body) == (200, b"ok\n")
     finally:
         c.close()
+
+
+def open_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_pipelined_gets_unread_hold_few_files_and_all_are_answered(srv, capsys):
+    """A client pipelines 600 GETs of the page's files and reads nothing for
+    a while. The worker must not hold a file open per queued answer: it
+    queues a few answers, then leaves the client's requests unread until
+    those are sent (backpressure), so its open descriptors stay about where
+    they were. Once the client reads, every request is answered, in order,
+    on the same connection. (The connection was closed after 32 unanswered
+    requests instead, losing the rest.)"""
+    worker = srv.worker_pids()[0]
+    idle = open_fds(worker)
+    names = ["app.js", "style.css", "index.html"] * 200
+    c = Http(srv.port, rcvbuf=4096)
+    try:
+        c.send(b"".join(c.get("/" + n) for n in names))
+        most = idle
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            most = max(most, open_fds(worker))
+            time.sleep(0.02)
+        with capsys.disabled():
+            print(f"\n  [static] worker descriptors: {idle} idle, at most {most} "
+                  f"with {len(names)} requests pipelined and unread")
+        assert most - idle <= 10, f"the worker opened {most - idle} descriptors for one client"
+        for i, n in enumerate(names):
+            st, h, body = c.response()
+            assert (st, body) == (200, read(n)), f"answer {i} of {len(names)}: {st} for /{n}"
+        assert c.nothing_more()
+    finally:
+        c.close()
+    st, _, body = fetch(srv.port, "/healthz")
+    assert (st, body) == (200, b"ok\n")

@@ -12,6 +12,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import time
 
 import pytest
 import websockets
@@ -202,6 +203,41 @@ def test_https_page_and_health(tls_roomd):
     resp = c.getresponse()
     assert (resp.status, resp.read()) == (200, b"ok\n")
     c.close()
+
+
+def test_https_pipelined_gets_all_answered(tls_roomd):
+    """Over TLS, 300 GETs pipelined before any answer is read are all
+    answered in order: the requests held back while answers wait unsent are
+    taken up again once those are written, from input OpenSSL already
+    decrypted as well as from the socket."""
+    r = tls_roomd(workers=1)
+    names = ["app.js", "style.css", "index.html"] * 100
+    files = {}
+    for n in set(names):
+        with open(os.path.join(HERE, "..", "www", n), "rb") as f:
+            files[n] = f.read()
+    s = tls_connect(r.tls_port, client_ctx(ca=r.cert))
+    assert isinstance(s, ssl.SSLSocket), s
+    try:
+        s.sendall(b"".join(f"GET /{n} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for n in names))
+        time.sleep(0.5)
+        buf = b""
+        for i, n in enumerate(names):
+            while b"\r\n\r\n" not in buf:
+                d = s.recv(65536)
+                assert d, f"closed after {i} of {len(names)} answers"
+                buf += d
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 OK\r\n"), (i, head[:40])
+            size = int(re.search(rb"\r\nContent-Length: (\d+)", head).group(1))
+            while len(buf) < size:
+                d = s.recv(65536)
+                assert d, f"closed inside answer {i}"
+                buf += d
+            assert buf[:size] == files[n], f"answer {i}: not /{n}"
+            buf = buf[size:]
+    finally:
+        s.close()
 
 
 def test_hostile_bytes_on_the_tls_port(tls_roomd):

@@ -264,8 +264,13 @@ def ws_echo_and_close(s, rest=b"", text=b"hi", code=1000):
 class RawSocket:
     """A plain TCP client: send bytes, read an HTTP head or one server frame."""
 
-    def __init__(self, port, timeout=5.0):
-        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+    def __init__(self, port, timeout=5.0, rcvbuf=None):
+        self.sock = socket.socket()
+        if rcvbuf is not None:
+            # Before connecting, so that the window the server sees is small too.
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect((HOST, port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
 

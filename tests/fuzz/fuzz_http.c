@@ -1,7 +1,8 @@
 /*
  * fuzz_http.c: libFuzzer target for the request-head parser and the upgrade
  * checks. http_head_end must agree in one call and byte by byte; a parsed
- * head must only point inside the buffer; statuses come from a fixed set.
+ * head must only point inside the buffer; statuses come from a fixed set;
+ * the body framing reported agrees with the headers.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -19,6 +20,36 @@ inside(const char *b, size_t n, const char *p, size_t len)
 	return p >= b && p <= b + n && len <= (size_t)(b + n - p);
 }
 
+/*
+ * The framing a parsed head reports matches its headers: a body is announced
+ * by exactly one kind of header, chunked only in HTTP/1.1, and a handler
+ * that reads no body lets only an empty one through.
+ */
+static void
+check_framing(const struct http_req *r)
+{
+	int cl = http_header_count(r, "Content-Length"), te = http_header_count(r, "Transfer-Encoding");
+	int st = http_body_status(r, 0);
+
+	switch (r->body) {
+	case HTTP_BODY_NONE:
+		CHECK(cl == 0 && te == 0 && r->body_len == 0 && st == 0);
+		break;
+	case HTTP_BODY_LENGTH:
+		CHECK(cl > 0 && te == 0 && r->body_len < 1000000000000000000ULL);
+		CHECK(st == (r->body_len == 0 ? 0 : 413));
+		CHECK(http_body_status(r, r->body_len) == 0);
+		break;
+	case HTTP_BODY_CHUNKED:
+		CHECK(cl == 0 && te > 0 && r->minor >= 1 && r->body_len == 0);
+		CHECK(http_header_has_token(r, "Transfer-Encoding", "chunked") && st == 501);
+		break;
+	default:
+		CHECK(!"unknown framing");
+	}
+	CHECK(strcmp(http_status_text(st == 0 ? 200 : st), "Unknown") != 0);
+}
+
 static void
 check_parse(const char *buf, size_t n)
 {
@@ -27,10 +58,11 @@ check_parse(const char *buf, size_t n)
 	int rc = http_parse(&r, buf, n);
 	size_t vl;
 
-	CHECK(rc == 0 || rc == 400 || rc == 431 || rc == 505);
+	CHECK(rc == 0 || rc == 400 || rc == 431 || rc == 501 || rc == 505);
 	CHECK(strcmp(http_status_text(rc == 0 ? 101 : rc), "Unknown") != 0);
 	if (rc != 0)
 		return;
+	check_framing(&r);
 	CHECK(r.nhdr >= 0 && r.nhdr <= HTTP_MAX_HEADERS);
 	CHECK(r.method_len > 0 && inside(buf, n, r.method, r.method_len));
 	CHECK(r.path_len > 0 && r.path[0] == '/');

@@ -281,6 +281,110 @@ test_upgrade(void)
 	is_str(http_status_text(299), "Unknown", "status text unknown");
 }
 
+/* Body framing (RFC 9112 6): what http_parse accepts, and what a handler may read. */
+static void
+test_framing(void)
+{
+	static const struct {
+		const char	*hdrs;		/* header lines after the request line */
+		int		 minor;
+		int		 status;	/* http_parse */
+		enum http_body	 body;
+		uint64_t	 len;
+	} cases[] = {
+		{ "Host: a\r\n", 1, 0, HTTP_BODY_NONE, 0 },
+		{ "Content-Length: 0\r\n", 1, 0, HTTP_BODY_LENGTH, 0 },
+		{ "Content-Length: 42\r\n", 1, 0, HTTP_BODY_LENGTH, 42 },
+		{ "Content-Length: 0042\r\n", 1, 0, HTTP_BODY_LENGTH, 42 },
+		{ "Content-Length: 42\r\n", 0, 0, HTTP_BODY_LENGTH, 42 },
+		{ "Content-Length: 7\r\ncontent-length: 7\r\n", 1, 0, HTTP_BODY_LENGTH, 7 },
+		{ "Content-Length: 999999999999999999\r\n", 1, 0, HTTP_BODY_LENGTH, 999999999999999999ULL },
+		{ "Content-Length: 1000000000000000000\r\n", 1, 400, HTTP_BODY_NONE, 0 },	/* 19 digits */
+		{ "Content-Length: 99999999999999999999999\r\n", 1, 400, HTTP_BODY_NONE, 0 },
+		{ "Content-Length: 7\r\nContent-Length: 8\r\n", 1, 400, HTTP_BODY_NONE, 0 },
+		{ "Content-Length: 7, 7\r\n", 1, 400, HTTP_BODY_NONE, 0 },
+		{ "Content-Length: 7, 8\r\n", 1, 400, HTTP_BODY_NONE, 0 },
+		{ "Content-Length: +7\r\n", 1, 400, HTTP_BODY_NONE, 0 },
+		{ "Content-Length: -1\r\n", 1, 400, HTTP_BODY_NONE, 0 },
+		{ "Content-Length: 0x10\r\n", 1, 400, HTTP_BODY_NONE, 0 },
+		{ "Content-Length: 1 0\r\n", 1, 400, HTTP_BODY_NONE, 0 },
+		{ "Content-Length:\r\n", 1, 400, HTTP_BODY_NONE, 0 },
+		{ "Transfer-Encoding: chunked\r\n", 1, 0, HTTP_BODY_CHUNKED, 0 },
+		{ "Transfer-Encoding: CHUNKED \r\n", 1, 0, HTTP_BODY_CHUNKED, 0 },
+		{ "Transfer-Encoding: ,chunked\r\n", 1, 0, HTTP_BODY_CHUNKED, 0 },
+		{ "Transfer-Encoding: gzip, chunked\r\n", 1, 501, HTTP_BODY_NONE, 0 },
+		{ "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n", 1, 501, HTTP_BODY_NONE, 0 },
+		{ "Transfer-Encoding: chunked, gzip\r\n", 1, 400, HTTP_BODY_NONE, 0 },
+		{ "Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n", 1, 400, HTTP_BODY_NONE, 0 },
+		{ "Transfer-Encoding: chunked, chunked\r\n", 1, 400, HTTP_BODY_NONE, 0 },
+		{ "Transfer-Encoding: gzip\r\n", 1, 400, HTTP_BODY_NONE, 0 },
+		{ "Transfer-Encoding:\r\n", 1, 400, HTTP_BODY_NONE, 0 },
+		{ "Transfer-Encoding: xchunked\r\n", 1, 400, HTTP_BODY_NONE, 0 },
+		{ "Transfer-Encoding: chunked\r\n", 0, 400, HTTP_BODY_NONE, 0 },
+		{ "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", 1, 400, HTTP_BODY_NONE, 0 },
+		{ "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", 1, 400, HTTP_BODY_NONE, 0 },
+	};
+	char head[512];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(head, sizeof(head), "GET /app.js HTTP/1.%d\r\n%s\r\n", cases[i].minor, cases[i].hdrs);
+		is_int(parse(head), cases[i].status, "framing %zu: parse of HTTP/1.%d %s", i, cases[i].minor,
+		    str(cases[i].hdrs, strcspn(cases[i].hdrs, "\r")));
+		if (cases[i].status != 0)
+			continue;
+		ok(req.body == cases[i].body && req.body_len == cases[i].len,
+		    "framing %zu: body %d of %llu bytes", i, (int)req.body, (unsigned long long)req.body_len);
+	}
+
+	/* What a handler may read: no route reads a body yet (max 0). */
+	is_int(parse("GET / HTTP/1.1\r\n\r\n"), 0, "no body");
+	is_int(http_body_status(&req, 0), 0, "no body: fine where none is read");
+	is_int(parse("GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"), 0, "empty body");
+	is_int(http_body_status(&req, 0), 0, "Content-Length 0: fine where none is read");
+	is_int(parse("GET / HTTP/1.1\r\nContent-Length: 1\r\n\r\n"), 0, "a body of 1 byte");
+	is_int(http_body_status(&req, 0), 413, "a body where none is read: 413");
+	is_int(http_body_status(&req, 1), 0, "a body up to the handler's limit may be read");
+	is_int(parse("POST / HTTP/1.1\r\nContent-Length: 1025\r\n\r\n"), 0, "a body of 1025 bytes");
+	is_int(http_body_status(&req, 1024), 413, "a body over the handler's limit: 413");
+	is_int(parse("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"), 0, "chunked");
+	is_int(http_body_status(&req, 0), 501, "chunked where none is read: 501");
+	is_int(http_body_status(&req, 1 << 20), 501, "chunked is never decoded: 501");
+}
+
+/* Every status roomd can send goes out with its reason phrase (429 once went out as "Unknown"). */
+static void
+test_status_text(void)
+{
+	static const struct {
+		int		 status;
+		const char	*text;
+		const char	*where;
+	} sent[] = {
+		{ 101, "Switching Protocols", "front.c: the upgrade" },
+		{ 200, "OK", "front.c: files, health, readiness, metrics" },
+		{ 304, "Not Modified", "www.c: conditional GET" },
+		{ 400, "Bad Request", "http.c: parse, upgrade checks, framing; www.c: bad path" },
+		{ 401, "Unauthorized", "front.c: check_auth under auth_failure http" },
+		{ 403, "Forbidden", "front.c: Origin; www.c: path; a route's admit" },
+		{ 404, "Not Found", "front.c: no route; www.c: no file" },
+		{ 405, "Method Not Allowed", "front.c, http.c: not GET or HEAD" },
+		{ 413, "Content Too Large", "http.c: a body where none is read" },
+		{ 426, "Upgrade Required", "http.c: no Upgrade, wrong version" },
+		{ 429, "Too Many Requests", "front.c: max_sessions_per_ip, max_new_sessions_per_ip" },
+		{ 431, "Request Header Fields Too Large", "http.c, front.c: head too large" },
+		{ 501, "Not Implemented", "http.c: a transfer coding roomd does not implement" },
+		{ 503, "Service Unavailable", "front.c: draining, not ready, connection limits" },
+		{ 505, "HTTP Version Not Supported", "http.c: not HTTP/1.x" },
+	};
+
+	for (size_t i = 0; i < sizeof(sent) / sizeof(sent[0]); i++)
+		is_str(http_status_text(sent[i].status), sent[i].text, "status %d (%s)", sent[i].status,
+		    sent[i].where);
+	/* Every other status RFC 9110 registers has its name too, should one come into use. */
+	is_str(http_status_text(422), "Unprocessable Content", "RFC 9110 names: 422");
+	is_str(http_status_text(308), "Permanent Redirect", "RFC 9110 names: 308");
+}
+
 /* http_head_end in one call == in pieces split anywhere. */
 static void
 test_head_end(void)
@@ -341,6 +445,8 @@ main(void)
 	test_headers();
 	test_upgrade();
 	test_head_end();
+	test_framing();
+	test_status_text();
 	http_cleanup();
 	return tap_done();
 }
