@@ -134,6 +134,15 @@ path_call(const char *path, size_t pl, const char **seg, size_t *segl)
 }
 
 enum api_call
+apiproto_path(const char *path, size_t pl)
+{
+	const char *seg;
+	size_t segl;
+
+	return path_call(path, pl, &seg, &segl);
+}
+
+enum api_call
 apiproto_route(const char *method, size_t ml, const char *path, size_t pl, struct api_error *err)
 {
 	const char *seg = NULL;

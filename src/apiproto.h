@@ -83,6 +83,8 @@ int apiproto_is_api(const char *path, size_t len);
  * method the path does not take). HEAD counts as GET.
  */
 enum api_call apiproto_route(const char *method, size_t ml, const char *path, size_t pl, struct api_error *);
+/* The call a path names, whatever the method (API_NONE: none). */
+enum api_call apiproto_path(const char *path, size_t pl);
 /* The name of a call ("publish", ...; "other" for API_NONE), for metrics and logs. */
 const char *apiproto_call_name(enum api_call);
 /*
