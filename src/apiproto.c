@@ -423,18 +423,6 @@ apiproto_key_ok(const char *auth, size_t al, const char *const *keys, size_t nke
 	return match;
 }
 
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 int
 apiproto_uuid_parse(const char *s, size_t n, uint8_t u[16])
 {
@@ -450,7 +438,7 @@ apiproto_uuid_parse(const char *s, size_t n, uint8_t u[16])
 				return -1;
 			continue;
 		}
-		if (i + 1 >= 36 || (hi = hexval(s[i])) < 0 || (lo = hexval(s[i + 1])) < 0)
+		if (i + 1 >= 36 || (hi = http_hex_digit((unsigned char)s[i])) < 0 || (lo = http_hex_digit((unsigned char)s[i + 1])) < 0)
 			return -1;
 		u[k++] = (uint8_t)(hi << 4 | lo);
 		i++;

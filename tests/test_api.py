@@ -19,7 +19,7 @@ import urllib.request
 from readouts import scrape
 from roomclient import Chat, enter_all, jwt, run, spread_clients, workers_of
 from roomd import ROOMD_BIN, free_ports, make_cert, wait_for
-from wsraw import HOST, read_head, read_to_close, ws_request
+from wsraw import HOST, raw_request, read_head, read_to_close, ws_request
 
 KEY = "test-key-0123456789abcdef"
 KEY2 = "second-key-abcdef0123456789"
@@ -400,17 +400,6 @@ def test_bad_requests_get_their_status_and_the_connection_stays(roomd):
     assert m.value("roomd_api_requests_total", method="info") >= 4    # 401s and 405s count as info
 
 
-def raw_api(port, data, timeout=10.0):
-    """Send bytes to the API, read until it closes; (status, headers, body bytes)."""
-    s = socket.create_connection((HOST, port), timeout=timeout)
-    try:
-        s.sendall(data)
-        status, hdrs, rest = read_head(s)
-        return status, hdrs, rest + read_to_close(s)
-    finally:
-        s.close()
-
-
 def head_of(body, ln, key=KEY, path="/api/publish", extra=b""):
     return (f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
             f"Content-Length: {ln}\r\n").encode() + extra + b"\r\n" + body
@@ -425,12 +414,12 @@ def test_body_over_the_limit_gets_413_and_is_not_read(roomd):
     st, _, doc = api.call("POST", "/api/publish", raw=ok)
     assert st == 200, "a body of exactly api_max_body is read"
     api.close()
-    st, hdrs, body = raw_api(pa, head_of(b"x" * 100, 1025))
+    st, hdrs, body = raw_request(pa, head_of(b"x" * 100, 1025))
     assert st == 413 and is_error(json.loads(body), "too_large") and hdrs["connection"] == "close"
     # Even unauthenticated: the size is judged before anything is read.
-    st, _, body = raw_api(pa, head_of(b"", 10 ** 9, key="nope"))
+    st, _, body = raw_request(pa, head_of(b"", 10 ** 9, key="nope"))
     assert st == 413
-    st, _, body = raw_api(pa, b"POST /api/publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    st, _, body = raw_request(pa, b"POST /api/publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                           b"Authorization: Bearer " + KEY.encode() + b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
     assert st == 501 and is_error(json.loads(body), "bad_request")
 
