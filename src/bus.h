@@ -1,9 +1,10 @@
 /*
- * bus.h: a worker's links to Redis (hiredis async on the worker's loop): one
- * connection for commands, one for pub/sub. It reconnects with backoff,
- * loads the Lua scripts it was given on every new link (then calls them by
- * SHA-1), proves a round trip with a canary for readiness, and tells its
- * user when the links go down and come back up.
+ * bus.h: a worker's way to Redis: one Redis, the master Sentinel names, or
+ * the masters of a Redis Cluster, each over a command link and a pub/sub
+ * link (rlink.c). It routes each command to the node that owns its key,
+ * follows Cluster redirections, reconnects with backoff, loads the Lua
+ * scripts on every node, proves a round trip with a canary for readiness,
+ * and tells its user when Redis goes away and comes back.
  */
 #ifndef ROOMD_BUS_H
 #define ROOMD_BUS_H
@@ -11,38 +12,47 @@
 #include <stddef.h>
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
-#include <hiredis/async.h>
 
 #include "config.h"
 
 struct bus_handlers {
 	/* A payload published on a channel this worker subscribed to. */
 	void	(*message)(const char *ch, size_t chlen, const char *payload, size_t plen);
-	/* The server confirmed a SUBSCRIBE / UNSUBSCRIBE. */
+	/* The server confirmed a subscription. */
 	void	(*subscribed)(const char *ch, size_t chlen);
-	void	(*unsubscribed)(const char *ch, size_t chlen);
-	/* Both links are up (again) / the links broke. */
+	/*
+	 * A subscription ended: one the user left, or one Redis dropped on its
+	 * own (its Cluster slot moved). Return 1 if it is still wanted: the bus
+	 * subscribes again where the slot is now, and confirms through
+	 * subscribed.
+	 */
+	int	(*unsubscribed)(const char *ch, size_t chlen);
+	/* Every node is reachable (again) / one no longer is. */
 	void	(*up)(void);
 	void	(*down)(void);
 };
 
 /*
- * A reply callback, hiredis's own type: the reply (a redisReply *) lives
- * only during the call and is NULL when the link died first; every
- * callback runs exactly once.
+ * A reply callback: the reply lives only during the call and is NULL when
+ * the command failed to get one (the link died); every callback runs
+ * exactly once.
  */
-typedef redisCallbackFn bus_reply_fn;
+typedef void bus_reply_fn(redisReply *reply, void *arg);
 
-/* Register a Lua script before bus_start; returns its id for bus_eval, -1 if the table is full. */
+/*
+ * Register a Lua script before bus_start; its id for bus_eval, -1 if the
+ * table is full. A script publishes with redis.call(PUB, channel, payload):
+ * PUB is PUBLISH, or SPUBLISH on a Cluster (sharded pub/sub).
+ */
 int bus_script(const char *src, size_t len);
 /* Start connecting; wid names this worker in Redis. -1 on setup failure. */
 int bus_start(struct event_base *, const struct config *, const char *wid, const struct bus_handlers *) MUST_CHECK;
 void bus_stop(void);
-/* Whether both links are up (commands may be sent). */
+/* Whether every node is up (commands may be sent). */
 int bus_ready(void);
 /*
- * Whether this worker can publish and hear back within ready_timeout (the
- * canary's round trip); if not, why in buf.
+ * Whether this worker can publish and hear back within ready_timeout on
+ * every node (the canaries' round trips); if not, why in buf.
  */
 int bus_healthy(char *why, size_t len);
 /* Whether every command sent has been answered (to drain before exiting). */
@@ -50,16 +60,25 @@ int bus_idle(void);
 /* Subscribe to / leave a channel (confirmed through the handlers). -1 when down. */
 int bus_subscribe(const char *ch, size_t chlen);
 int bus_unsubscribe(const char *ch, size_t chlen);
-/* A command of argc arguments; fn (may be NULL) gets its reply. -1 when the link is down. */
-int bus_command(int argc, const char *const *argv, const size_t *argl, bus_reply_fn *fn, void *arg);
 /*
- * EVALSHA of a registered script: the first nkeys of argv are its KEYS, the
- * rest its ARGV. A reply of NOSCRIPT (the server forgot the scripts) makes
- * the links reconnect and reload them; fn still gets that reply.
+ * A command of argc arguments whose key is argv[1] (it picks the Cluster
+ * node); fn (may be NULL) gets its reply. -1 when the link is down.
+ */
+int bus_command(int argc, const char *const *argv, const size_t *argl, bus_reply_fn *fn, void *arg);
+/* Publish on a channel: PUBLISH, or SPUBLISH on a Cluster. */
+int bus_publish(const char *ch, size_t chlen, const char *payload, size_t plen, bus_reply_fn *fn, void *arg);
+/*
+ * EVALSHA of a registered script: the first nkeys of argv are its KEYS
+ * (the first picks the node), the rest its ARGV. A reply of NOSCRIPT (the
+ * server forgot the scripts) makes that node's links reconnect and reload
+ * them; fn still gets that reply.
  */
 int bus_eval(int script, int nkeys, int argc, const char *const *argv, const size_t *argl,
     bus_reply_fn *fn, void *arg);
-/* Whether a reply is an error; if so it is logged (NOSCRIPT handled as above). */
+/* The masters (1 unless a Cluster), and a keyless command (SCAN) to the i-th of them. */
+int bus_nodes(void);
+int bus_command_at(int node, int argc, const char *const *argv, const size_t *argl, bus_reply_fn *fn, void *arg);
+/* Whether a reply is an error (or missing); if so it is logged. */
 int bus_reply_error(const redisReply *);
 
 #endif

@@ -46,6 +46,7 @@ enum opt_type {
 };
 
 #define OPT_RESTART	0x1	/* a change needs a full restart, not SIGHUP */
+#define OPT_SECRET	0x2	/* its value (or a part) is a password: never logged */
 
 struct option {
 	const char	*name;
@@ -119,7 +120,12 @@ static const struct option options[] = {
 	{ "who_limit", OPT_INT, O(who_limit), 1, 1000000, "1000", 0, NULL },
 	{ "heartbeat_interval", OPT_DURATION, O(heartbeat_interval), 0, 3600000, "30s", 0, NULL },
 	{ "heartbeat_misses", OPT_INT, O(heartbeat_misses), 1, 100, "2", 0, NULL },
-	{ "redis", OPT_STRING, O(redis), 0, 0, NULL, OPT_RESTART, NULL },
+	{ "redis", OPT_STRING, O(redis), 0, 0, NULL, OPT_RESTART | OPT_SECRET, NULL },
+	{ "redis_tls", OPT_BOOL, O(redis_tls), 0, 1, "no", OPT_RESTART, NULL },
+	{ "redis_tls_ca", OPT_PATH, O(redis_tls_ca), 0, 0, NULL, OPT_RESTART, NULL },
+	{ "redis_tls_cert", OPT_PATH, O(redis_tls_cert), 0, 0, NULL, OPT_RESTART, NULL },
+	{ "redis_tls_key", OPT_PATH, O(redis_tls_key), 0, 0, NULL, OPT_RESTART, NULL },
+	{ "redis_sentinel_password", OPT_STRING, O(redis_sentinel_password), 0, 0, NULL, OPT_RESTART | OPT_SECRET, NULL },
 	{ "redis_prefix", OPT_STRING, O(redis_prefix), 0, 0, "roomd:", OPT_RESTART, NULL },
 	{ "redis_server", OPT_PATH, O(redis_server), 0, 0, REDIS_SERVER_PATH, OPT_RESTART, NULL },
 	{ "run_dir", OPT_PATH, O(run_dir), 0, 0, "/tmp", OPT_RESTART, NULL },
@@ -381,95 +387,6 @@ make_absolute(const char *value, char **out)
 		return -1;
 	snprintf(*out, n, "%s/%s", cwd, value);
 	return 0;
-}
-
-
-int
-cfg_parse_redis(const char *v, struct cfg_redis *r, char *why, size_t whylen)
-{
-	const char *p, *at, *slash, *colon, *hend;
-	char *end;
-	long n;
-
-	memset(r, 0, sizeof(*r));
-	r->port = 6379;
-	if (v[0] == '/') {
-		if (strlen(v) >= sizeof(r->path)) {
-			snprintf(why, whylen, "redis socket path is too long (at most %zu bytes)",
-			    sizeof(r->path) - 1);
-			return -1;
-		}
-		r->is_unix = 1;
-		snprintf(r->path, sizeof(r->path), "%s", v);
-		return 0;
-	}
-	if (strncmp(v, "redis://", 8) != 0) {
-		snprintf(why, whylen, "redis wants redis://[:password@]host[:port][/db] or a socket path, got '%s'", v);
-		return -1;
-	}
-	p = v + 8;
-	if ((at = strrchr(p, '@')) != NULL) {
-		const char *pw = memchr(p, ':', (size_t)(at - p));
-
-		pw = pw != NULL ? pw + 1 : p;
-		if ((size_t)(at - pw) >= sizeof(r->password)) {
-			snprintf(why, whylen, "redis password is too long");
-			return -1;
-		}
-		snprintf(r->password, sizeof(r->password), "%.*s", (int)(at - pw), pw);
-		p = at + 1;
-	}
-	slash = strchr(p, '/');
-	hend = slash != NULL ? slash : p + strlen(p);
-	colon = memchr(p, ':', (size_t)(hend - p));
-	if (p[0] == '[') {
-		const char *rb = memchr(p, ']', (size_t)(hend - p));
-
-		colon = rb != NULL && rb + 1 < hend && rb[1] == ':' ? rb + 1 : NULL;
-		if (rb == NULL || (size_t)(rb - p - 1) >= sizeof(r->host)) {
-			snprintf(why, whylen, "bad redis host in '%s'", v);
-			return -1;
-		}
-		snprintf(r->host, sizeof(r->host), "%.*s", (int)(rb - p - 1), p + 1);
-	} else {
-		const char *he = colon != NULL ? colon : hend;
-
-		if (he == p || (size_t)(he - p) >= sizeof(r->host)) {
-			snprintf(why, whylen, "bad redis host in '%s'", v);
-			return -1;
-		}
-		snprintf(r->host, sizeof(r->host), "%.*s", (int)(he - p), p);
-	}
-	if (colon != NULL) {
-		errno = 0;
-		n = strtol(colon + 1, &end, 10);
-		if (end != hend || errno != 0 || n < 1 || n > 65535) {
-			snprintf(why, whylen, "bad redis port in '%s' (want 1-65535)", v);
-			return -1;
-		}
-		r->port = (int)n;
-	}
-	if (slash != NULL && slash[1] != '\0') {
-		errno = 0;
-		n = strtol(slash + 1, &end, 10);
-		if (*end != '\0' || errno != 0 || n < 0 || n > 1000000) {
-			snprintf(why, whylen, "bad redis database number in '%s'", v);
-			return -1;
-		}
-		r->db = (int)n;
-	}
-	return 0;
-}
-
-void
-cfg_redis_describe(const struct cfg_redis *r, char *buf, size_t len)
-{
-	if (r->is_unix)
-		snprintf(buf, len, "unix:%s db %d", r->path, r->db);
-	else if (strchr(r->host, ':') != NULL)
-		snprintf(buf, len, "[%s]:%d db %d", r->host, r->port, r->db);
-	else
-		snprintf(buf, len, "%s:%d db %d", r->host, r->port, r->db);
 }
 
 /*
@@ -947,8 +864,17 @@ cfg_finish(struct config *c, char *err, size_t errlen)
 		if (c->www_root == NULL && (c->www_root = strdup(roots[0])) == NULL)
 			return seterr(err, errlen, origin, 0, "out of memory");
 	}
-	if (c->redis != NULL && cfg_parse_redis(c->redis, &c->redis_addr, why, sizeof(why)) == -1)
+	if (c->redis != NULL && redisurl_parse(c->redis, &c->redis_addr, why, sizeof(why)) == -1)
 		return seterr(err, errlen, origin, 0, "%s", why);
+	if (c->redis_tls)
+		c->redis_addr.tls = 1;
+	if (c->redis_addr.tls && c->redis == NULL)
+		return seterr(err, errlen, origin, 0, "redis_tls needs redis: the private redis-server speaks plain "
+		    "text on a socket of its own");
+	if (c->redis_addr.tls && c->redis_addr.is_unix)
+		return seterr(err, errlen, origin, 0, "redis_tls is for TCP: %s is a socket path", c->redis);
+	if (c->redis_addr.tls && (c->redis_tls_cert == NULL) != (c->redis_tls_key == NULL))
+		return seterr(err, errlen, origin, 0, "set redis_tls_cert and redis_tls_key together");
 	if (!proto_valid_label(c->default_room, strlen(c->default_room), (size_t)c->max_roomid_length))
 		return seterr(err, errlen, origin, 0,
 		    "default_room must be 1 to max_roomid_length bytes without control characters");
@@ -1200,8 +1126,12 @@ cfg_keep_restart_only(const struct config *cur, struct config *next)
 		render(next, o, b, sizeof(b));
 		if (strcmp(a, b) == 0)
 			continue;
-		log_warn("reload: %s changed from '%s' to '%s'; it takes effect after a restart, keeping '%s'",
-		    o->name, a, b, a);
+		if (o->flags & OPT_SECRET)
+			log_warn("reload: %s changed; it takes effect after a restart, keeping the old value",
+			    o->name);
+		else
+			log_warn("reload: %s changed from '%s' to '%s'; it takes effect after a restart, keeping '%s'",
+			    o->name, a, b, a);
 		changed++;
 		if (o->type == OPT_STRING || o->type == OPT_PATH) {
 			char **dst = (char **)((char *)next + o->off);
@@ -1212,6 +1142,8 @@ cfg_keep_restart_only(const struct config *cur, struct config *next)
 		} else
 			*(int *)((char *)next + o->off) = *(const int *)((const char *)cur + o->off);
 	}
+	/* Parsed from keys that all need a restart: the running one stays. */
+	next->redis_addr = cur->redis_addr;
 	return changed;
 }
 

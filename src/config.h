@@ -12,6 +12,7 @@
 
 #include "log.h"
 #include "proxy.h"
+#include "redisurl.h"
 
 #define CFG_MAX_LISTEN	16
 #define CFG_MAX_ROUTES	16
@@ -35,15 +36,6 @@ enum cfg_slow_client { CFG_SLOW_CLOSE, CFG_SLOW_DROP };
 enum cfg_log_format { CFG_LOG_TEXT, CFG_LOG_JSON };
 
 /* Where Redis is: a unix socket path, or host and port. */
-struct cfg_redis {
-	int	is_unix;
-	char	path[108];
-	char	host[256];
-	int	port;
-	char	password[256];
-	int	db;
-};
-
 struct cfg_listen {
 	char			spec[128];	/* as written, for logs */
 	struct sockaddr_storage	addr;
@@ -128,7 +120,12 @@ struct config {
 	int		 heartbeat_misses;
 
 	char		*redis;			/* NULL: a private redis-server */
-	struct cfg_redis redis_addr;		/* parsed, or the private socket */
+	struct redisurl	 redis_addr;		/* parsed, or the private socket */
+	int		 redis_tls;		/* TLS to every Redis node (rediss:// sets it) */
+	char		*redis_tls_ca;		/* CA file; NULL: the system's */
+	char		*redis_tls_cert;	/* client certificate and key, for Redis's tls-auth-clients */
+	char		*redis_tls_key;
+	char		*redis_sentinel_password;
 	char		*redis_prefix;
 	char		*redis_server;		/* binary for the private server */
 	char		*run_dir;
@@ -191,9 +188,5 @@ const char *cfg_route_kind_name(enum route_kind);
 /* Parse helpers shared with main.c and tests. */
 int cfg_parse_duration(const char *, int *ms) MUST_CHECK;
 int cfg_parse_size(const char *, long long *bytes) MUST_CHECK;
-/* Parse redis://[:password@]host[:port][/db] or a unix socket path. */
-int cfg_parse_redis(const char *, struct cfg_redis *, char *why, size_t whylen) MUST_CHECK;
-/* "host:port db N" or "unix:PATH db N" for logs (never the password). */
-void cfg_redis_describe(const struct cfg_redis *, char *buf, size_t len);
 
 #endif

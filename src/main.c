@@ -126,6 +126,23 @@ load_config(char *err, size_t errlen)
 		}
 		SSL_CTX_free(ctx);
 	}
+	/* Settings that do nothing where they are: said, not refused (as ssl_certificate without ssl). */
+	if (!c->redis_addr.tls && (c->redis_tls_ca != NULL || c->redis_tls_cert != NULL || c->redis_tls_key != NULL))
+		log_warn("%s: redis_tls_ca, redis_tls_cert and redis_tls_key are not used: Redis is not reached "
+		    "over TLS (redis_tls no, no rediss:// address)", c->path != NULL ? c->path : "config");
+	if (c->redis_sentinel_password != NULL && c->redis_addr.mode != REDISURL_SENTINEL)
+		log_warn("%s: redis_sentinel_password is not used: redis is not a sentinel:// address",
+		    c->path != NULL ? c->path : "config");
+	if (c->redis_addr.tls) {
+		char why[CFG_ERR_LEN];
+		SSL_CTX *ctx = tls_client_ctx_new(c, why, sizeof(why));
+
+		if (ctx == NULL) {
+			snprintf(err, errlen, "%s: %s", c->path != NULL ? c->path : "config", why);
+			goto bad;
+		}
+		SSL_CTX_free(ctx);
+	}
 	return c;
 bad:
 	cfg_free(c);

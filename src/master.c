@@ -24,7 +24,6 @@
 
 #include <sys/random.h>
 
-#include "store.h"
 #include "clock.h"
 #include "listen.h"
 #include "log.h"
@@ -52,6 +51,7 @@ struct slot {
 	uint64_t	respawn_at;	/* ms; 0: no respawn pending */
 	int		quick_crashes;
 	int		mslot;		/* its metrics slot */
+	char		dead[96];	/* the id of the worker that died here, for the next one to bury */
 };
 
 /* An old-generation worker draining after a reload. */
@@ -110,10 +110,10 @@ static const int master_signals[] = { SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP,
 
 /* In the child: undo the master's signal setup and run the worker. */
 static void NORETURN
-child_main(int index, int generation, int mslot)
+child_main(int index, int generation, int mslot, const char *dead_wid)
 {
 	struct sigaction sa;
-	char name[16];
+	char name[16], dead[96];
 	int status;
 
 	memset(&sa, 0, sizeof(sa));
@@ -135,10 +135,12 @@ child_main(int index, int generation, int mslot)
 	listen_keep_slot(M.ls, index);
 	if (priv_drop(M.cfg->user) == -1)
 		exit(2);
+	snprintf(dead, sizeof(dead), "%s", dead_wid);
 	free(M.slot);
 	metrics_bind(mslot);
 	addrlimit_bind(mslot);
-	status = worker_run(M.cfg, index, generation, M.instance, listen_slot(M.ls, index), M.ls->naddr);
+	status = worker_run(M.cfg, index, generation, M.instance, dead[0] != '\0' ? dead : NULL,
+	    listen_slot(M.ls, index), M.ls->naddr);
 	listen_close(M.ls);
 	cfg_free(M.cfg);
 	log_close();
@@ -161,7 +163,8 @@ spawn(int index)
 		return;
 	}
 	if (pid == 0)
-		child_main(index, M.generation, s->mslot);
+		child_main(index, M.generation, s->mslot, s->dead);
+	s->dead[0] = '\0';	/* the new worker has it */
 	s->pid = pid;
 	s->generation = M.generation;
 	s->started = clock_ms();
@@ -433,23 +436,6 @@ check_upgrade(void)
 	M.upgrade_from = 0;
 }
 
-/*
- * A worker is gone: remove from Redis whatever members it still held and tell
- * their rooms, now rather than after presence_ttl. A graceful exit left
- * nothing, so this is cheap; after a crash it is what prevents ghosts.
- */
-static void
-cleanup_worker(pid_t pid)
-{
-	char wid[64];
-	int n;
-
-	snprintf(wid, sizeof(wid), "%s.%d", M.instance, (int)pid);
-	n = store_cleanup_worker_sync(M.cfg, wid);
-	if (n > 0)
-		log_notice("removed %d member(s) of worker pid %d from their rooms", n, (int)pid);
-}
-
 static void
 reap(void)
 {
@@ -484,6 +470,13 @@ reap(void)
 				continue;
 			known = 1;
 			s->pid = 0;
+			/*
+			 * Whatever members it still held (none after a graceful
+			 * exit) are removed by the worker that takes its place,
+			 * as soon as that one reaches Redis; if none does, by the
+			 * janitors when its liveness expires.
+			 */
+			snprintf(s->dead, sizeof(s->dead), "%s.%d", M.instance, (int)pid);
 			metrics_slot_release(s->mslot);
 			s->mslot = -1;
 			if (M.stopping) {
@@ -512,11 +505,8 @@ reap(void)
 				s->respawn_at = clock_ms() + delay;
 			}
 		}
-		if (!known) {
+		if (!known)
 			log_info("child %d %s", (int)pid, how);
-			continue;
-		}
-		cleanup_worker(pid);
 	}
 }
 
@@ -720,7 +710,7 @@ master_run(struct config *cfg, struct listeners *ls, master_load_fn load, const 
 	{
 		char where[400];
 
-		cfg_redis_describe(&cfg->redis_addr, where, sizeof(where));
+		redisurl_describe(&cfg->redis_addr, where, sizeof(where));
 		log_info("instance %s; rooms in redis %s%s", M.instance, where,
 		    cfg->redis == NULL ? " (private)" : "");
 	}

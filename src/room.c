@@ -147,6 +147,7 @@ static struct {
 
 static void handle(struct room *, const char *, size_t);
 static void catch_up(struct member *);
+static void fetch(struct room *, uint64_t);
 
 static uint32_t
 hash_key(const char *k, size_t n)
@@ -509,6 +510,22 @@ fetched(void *arg, const struct store_range *got)
 		return;		/* the room went, or the link broke meanwhile */
 	}
 	want = fr->upto != 0 ? fr->upto : got->offset;
+	if (got->ok && fr->upto == 0 && got->epoch[0] != '\0' && strcmp(got->epoch, r->epoch) != 0 &&
+	    strlen(got->epoch) <= STORE_EPOCH_MAX) {
+		/*
+		 * The room restarted under us while we were away (Redis lost it,
+		 * or a failover lost its tail): the old epoch's rest is gone,
+		 * and everything of the new one is news to these members, read
+		 * from its start.
+		 */
+		announce_lost(r, r->last, r->epoch);
+		memcpy(r->epoch, got->epoch, strlen(got->epoch) + 1);
+		r->last = 0;
+		r->fetching = 0;
+		free(fr);
+		fetch(r, 0);
+		return;
+	}
 	if (!got->ok || strcmp(got->epoch, r->epoch) != 0) {
 		/* The room restarted under us: what the old epoch still had is gone. */
 		announce_lost(r, r->last, r->epoch);
@@ -941,24 +958,38 @@ on_subscribed(const char *ch, size_t chlen)
 	flush_room(r);
 }
 
-static void
+static int
 on_unsubscribed(const char *ch, size_t chlen)
 {
 	size_t klen;
 	const char *key = store_room_of(ch, chlen, &klen);
 	struct room *r = key != NULL ? room_find(key, klen) : NULL;
 
-	if (r == NULL || r->sub != SUB_LEAVING)
-		return;
+	if (key == NULL && R.control != NULL && store_is_control(ch, chlen))
+		return 1;	/* never left: its slot moved, so it is wanted where it is now */
+	if (r == NULL)
+		return 0;
+	if (r->sub != SUB_LEAVING) {
+		/*
+		 * Redis dropped it on its own (its Cluster slot moved). The bus
+		 * subscribes again at the new owner; the confirmation catches up
+		 * on what was published meanwhile, as after a lost link.
+		 */
+		if (r->nmembers == 0 || r->sub == SUB_NONE)
+			return 0;
+		r->sub = SUB_PENDING;
+		return 1;
+	}
 	r->sub = SUB_NONE;
 	if (r->nmembers == 0) {
 		room_destroy(r);
-		return;
+		return 0;
 	}
 	/* Refilled while the unsubscribe was in flight. */
 	r->positioned = 0;	/* nothing was delivered meanwhile: start afresh */
 	if (subscribe(r) == 0)
 		r->sub = SUB_PENDING;
+	return 0;
 }
 
 /* A leave reached Redis (num >= 0) or must be retried when the link is back. */
@@ -1098,7 +1129,7 @@ relayed(void *arg, long num)
 }
 
 int
-room_init(struct event_base *base, const struct config *cfg, const char *wid)
+room_init(struct event_base *base, const struct config *cfg, const char *wid, const char *dead_wid)
 {
 	memset(&R, 0, sizeof(R));
 	R.nbuckets = 64;
@@ -1106,7 +1137,19 @@ room_init(struct event_base *base, const struct config *cfg, const char *wid)
 	if ((R.tab = calloc(R.nbuckets, sizeof(*R.tab))) == NULL)
 		return -1;
 	snprintf(R.wid, sizeof(R.wid), "%s", wid);
-	return store_start(base, cfg, wid, &handlers);
+	if (store_start(base, cfg, wid, &handlers) == -1)
+		return -1;
+	if (dead_wid != NULL)
+		store_bury(dead_wid);	/* once up: nothing is sent before the loop runs */
+	return 0;
+}
+
+void
+room_farewell(void)
+{
+	/* A leave Redis never took keeps the registration: a janitor buries it, announced. */
+	if (R.outs == NULL)
+		store_farewell();
 }
 
 void

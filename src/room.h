@@ -33,9 +33,15 @@ struct room_catchup {
 /* A history page (or NULL on failure) for room_history's caller. */
 typedef void (*room_history_fn)(struct session *, const char *room, size_t rl, const struct store_range *);
 
-/* Start the room layer on this worker: wid names the worker in Redis. -1 on failure. */
-int room_init(struct event_base *, const struct config *, const char *wid);
+/*
+ * Start the room layer on this worker: wid names the worker in Redis;
+ * dead_wid (or NULL) died in its place, and its members are removed. -1 on
+ * failure.
+ */
+int room_init(struct event_base *, const struct config *, const char *wid, const char *dead_wid);
 void room_shutdown(void);
+/* A stopping worker whose members have all left takes its name out of Redis. */
+void room_farewell(void);
 /* Once per tick: unsubscribe rooms left empty. */
 void room_tick(uint64_t now);
 /* Whether Redis is reachable for room operations. */

@@ -28,9 +28,17 @@
  * "b\n<bytes>" broadcast-route text / binary.
  *
  * Each script touches one room's keys, declared in KEYS, so it runs on the
- * room's Cluster slot; a member's registry entry is a separate command, sent
- * first, so a crash leaves nothing the cleanup cannot find. The cleanup and
- * the janitor walk several rooms and run on a single Redis only.
+ * room's Cluster slot, and publishes with PUB (SPUBLISH on a Cluster: the
+ * channel shares the room's slot). A member's registry entry is a separate
+ * command, sent first, so a crash leaves nothing the cleanup cannot find.
+ *
+ * The dead are buried from here, one command or script per key, so it works
+ * on a Cluster too: the worker that takes a dead worker's place removes its
+ * predecessor's members, and every worker's janitor removes those of
+ * workers whose liveness expired (a host that died). Each removal announces
+ * the member only if it was still there, so janitors that meet do no harm;
+ * the worker leaves the workers set last, so a burial cut short is done
+ * again by the next janitor.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,14 +54,21 @@
 #include "metrics.h"
 #include "store.h"
 
-/* Shared Lua: the room's position, started (a new epoch at offset 0) if it is gone. */
+/*
+ * Shared Lua: the room's position, started (a new epoch at offset 0) if it
+ * is gone, or if it was made on another master than this one (GEN, from the
+ * bus's prelude: behind Sentinel, the master roomd writes to): a failover
+ * may have lost the old master's last writes, and their offsets must not be
+ * handed out again in the same epoch.
+ */
 #define LUA_POSITION \
 	"local function position(p, h, ttl, cand)\n" \
-	"  local pos = redis.call('HMGET', p, 'e', 'o')\n" \
-	"  if not pos[1] then\n" \
+	"  local pos = redis.call('HMGET', p, 'e', 'o', 'g')\n" \
+	"  if not pos[1] or (GEN and pos[3] ~= GEN) then\n" \
 	"    pos = {cand, '0'}\n" \
 	"    redis.call('DEL', h)\n" \
 	"    redis.call('HSET', p, 'e', cand, 'o', 0)\n" \
+	"    if GEN then redis.call('HSET', p, 'g', GEN) end\n" \
 	"    redis.call('PEXPIRE', p, ttl)\n" \
 	"  end\n" \
 	"  return pos\n" \
@@ -72,14 +87,16 @@ static const char lua_enter[] = LUA_POSITION LUA_NAMED
 	"if redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) == 1 then named(KEYS[2], ARGV[3], 1) end\n"
 	"local num = redis.call('HLEN', KEYS[1])\n"
 	"local pos = position(KEYS[3], KEYS[4], ARGV[4], ARGV[5])\n"
-	"redis.call('PUBLISH', ARGV[1], 'e ' .. num .. ' ' .. ARGV[2] .. ' ' .. pos[2] .. ' ' .. pos[1] .. '\\n' .. ARGV[3])\n"
+	"redis.call(PUB, ARGV[1], 'e ' .. num .. ' ' .. ARGV[2] .. ' ' .. pos[2] .. ' ' .. pos[1] .. '\\n' .. ARGV[3])\n"
 	"return num\n";
 
 /*
- * KEYS: m n; ARGV: channel mid name late. A member that left while the link
- * was down is announced late ("1"), even if Redis no longer knew it, and
- * quietly if a member of that name is in the room now (it came back
- * meanwhile: nobody left).
+ * KEYS: m n; ARGV: channel mid name how. how "0": the member left. "1": it
+ * left while the link was down: announced late, even if Redis no longer
+ * knew it. "2": roomd lost it (its worker died, its host stalled):
+ * announced only if Redis still had it, else the answer is -1. Late or
+ * lost, it leaves quietly if a member of its name is in the room now (it
+ * came back meanwhile: nobody left).
  */
 static const char lua_out[] = LUA_NAMED
 	"local kind, left = 'o', 0\n"
@@ -87,13 +104,15 @@ static const char lua_out[] = LUA_NAMED
 	"  left = named(KEYS[2], ARGV[3], -1)\n"
 	"elseif ARGV[4] == '1' then\n"
 	"  left = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '0')\n"
+	"elseif ARGV[4] == '2' then\n"
+	"  return -1\n"
 	"else\n"
 	"  return redis.call('HLEN', KEYS[1])\n"
 	"end\n"
 	"local num = redis.call('HLEN', KEYS[1])\n"
 	"if num == 0 then redis.call('DEL', KEYS[2]) end\n"
-	"if ARGV[4] == '1' and left > 0 then kind = 'q' end\n"
-	"redis.call('PUBLISH', ARGV[1], kind .. ' ' .. num .. ' ' .. ARGV[2] .. '\\n' .. ARGV[3])\n"
+	"if ARGV[4] ~= '0' and left > 0 then kind = 'q' end\n"
+	"redis.call(PUB, ARGV[1], kind .. ' ' .. num .. ' ' .. ARGV[2] .. '\\n' .. ARGV[3])\n"
 	"return num\n";
 
 /*
@@ -109,9 +128,9 @@ static const char lua_resync[] = LUA_POSITION LUA_NAMED
 	"local num = redis.call('HLEN', KEYS[1])\n"
 	"if added == 1 and ARGV[6] == '1' then\n"
 	"  local pos = position(KEYS[3], KEYS[4], ARGV[4], ARGV[5])\n"
-	"  redis.call('PUBLISH', ARGV[1], 'e ' .. num .. ' ' .. ARGV[2] .. ' ' .. pos[2] .. ' ' .. pos[1] .. '\\n' .. ARGV[3])\n"
+	"  redis.call(PUB, ARGV[1], 'e ' .. num .. ' ' .. ARGV[2] .. ' ' .. pos[2] .. ' ' .. pos[1] .. '\\n' .. ARGV[3])\n"
 	"else\n"
-	"  redis.call('PUBLISH', ARGV[1], 'n ' .. num .. '\\n')\n"
+	"  redis.call(PUB, ARGV[1], 'n ' .. num .. '\\n')\n"
 	"end\n"
 	"return num\n";
 
@@ -131,7 +150,7 @@ static const char lua_say[] = LUA_POSITION
 	"  redis.call('PEXPIRE', KEYS[2], ARGV[4])\n"
 	"end\n"
 	"redis.call('PEXPIRE', KEYS[1], ARGV[4])\n"
-	"redis.call('PUBLISH', ARGV[1], 'm ' .. off .. ' ' .. pos[1] .. '\\n' .. js)\n"
+	"redis.call(PUB, ARGV[1], 'm ' .. off .. ' ' .. pos[1] .. '\\n' .. js)\n"
 	"if ARGV[6] == '1' then return {off, pos[1], num} end\n"
 	"return off\n";
 
@@ -174,39 +193,6 @@ static const char lua_who[] =
 	"until cur == '0' or #out > max\n"
 	"return out\n";
 
-/*
- * Shared Lua: remove all of a worker's members and announce each departure,
- * quietly where a member of that name is in the room (a single Redis only).
- */
-#define LUA_CLEANUP LUA_NAMED \
-	"local function cleanup(p, wid)\n" \
-	"  local reg = p .. '{w:' .. wid .. '}'\n" \
-	"  local all = redis.call('HGETALL', reg)\n" \
-	"  local n = 0\n" \
-	"  for i = 1, #all, 2 do\n" \
-	"    local mid, v = all[i], all[i + 1]\n" \
-	"    local nl = string.find(v, '\\n', 1, true)\n" \
-	"    if string.byte(mid, 1) == 1 then\n" \
-	"      redis.call('HDEL', p .. '{u:' .. v .. '}', string.sub(mid, 2))\n" \
-	"    elseif nl then\n" \
-	"      local room, name = string.sub(v, 1, nl - 1), string.sub(v, nl + 1)\n" \
-	"      local rk, nk = p .. '{' .. room .. '}:m', p .. '{' .. room .. '}:n'\n" \
-	"      if redis.call('HDEL', rk, mid) == 1 then\n" \
-	"        local kind = 'o'\n" \
-	"        if named(nk, name, -1) > 0 then kind = 'q' end\n" \
-	"        local num = redis.call('HLEN', rk)\n" \
-	"        if num == 0 then redis.call('DEL', nk) end\n" \
-	"        redis.call('PUBLISH', p .. '{' .. room .. '}:c', kind .. ' ' .. num .. ' ' .. mid .. '\\n' .. name)\n" \
-	"        n = n + 1\n" \
-	"      end\n" \
-	"    end\n" \
-	"  end\n" \
-	"  redis.call('DEL', reg, reg .. ':a')\n" \
-	"  redis.call('SREM', p .. 'workers', wid)\n" \
-	"  redis.call('SET', reg .. ':g', '1', 'EX', 86400)\n" \
-	"  return n\n" \
-	"end\n"
-
 /* KEYS: u; ARGV: sid wid max. The user's sessions with this one, or -2 if that would pass max. */
 static const char lua_user_open[] =
 	"local max = tonumber(ARGV[3])\n"
@@ -216,20 +202,6 @@ static const char lua_user_open[] =
 	"end\n"
 	"redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"
 	"return redis.call('HLEN', KEYS[1])\n";
-
-/* ARGV: prefix wid */
-static const char lua_cleanup[] = LUA_CLEANUP "return cleanup(ARGV[1], ARGV[2])\n";
-
-/* ARGV: prefix; cleans every worker whose liveness record expired. */
-static const char lua_janitor[] = LUA_CLEANUP
-	"local p, gone = ARGV[1], 0\n"
-	"for _, wid in ipairs(redis.call('SMEMBERS', p .. 'workers')) do\n"
-	"  if redis.call('EXISTS', p .. '{w:' .. wid .. '}:a') == 0 then\n"
-	"    cleanup(p, wid)\n"
-	"    gone = gone + 1\n"
-	"  end\n"
-	"end\n"
-	"return gone\n";
 
 #define KEY_MAX		1200	/* prefix (<= 64) + {room (<= 1024)} + suffix */
 
@@ -243,7 +215,7 @@ static struct {
 	size_t			 reglen;
 	char			 prefix[128];
 	size_t			 plen;
-	int			 s_enter, s_out, s_resync, s_say, s_read, s_who, s_janitor, s_user;
+	int			 s_enter, s_out, s_resync, s_say, s_read, s_who, s_user;
 	struct store_user	*users;		/* this worker's sessions counted for their users */
 	int			 announce;	/* our tombstone was there: resyncs announce */
 	struct event		*presence;
@@ -253,6 +225,8 @@ static struct {
 	char			 hsize[24];	/* history_size as text */
 	size_t			 hsizelen;
 	uint64_t		 rng[2];
+	char			 dead[96];	/* the predecessor to bury once up */
+	struct burial		*burials;	/* under way */
 } S;
 
 /* Build P{ROOM}SUFFIX into buf; its length, or 0 if it does not fit. */
@@ -308,7 +282,7 @@ static void users_resync(void);
 
 /* The reply to a command no one waits on: only its errors matter. */
 static void
-ignore_reply(redisAsyncContext *ac, void *r, void *arg)
+ignore_reply(redisReply *r, void *arg)
 {
 	(void)bus_reply_error(r);
 }
@@ -340,7 +314,7 @@ read_tombstone(redisReply *reply)
 
 /* After the links came up: then the room layer comes up. */
 static void
-tombstone_reply(redisAsyncContext *ac, void *r, void *arg)
+tombstone_reply(redisReply *r, void *arg)
 {
 	if (read_tombstone(r) && S.user->bus.up != NULL)
 		S.user->bus.up();
@@ -348,7 +322,7 @@ tombstone_reply(redisAsyncContext *ac, void *r, void *arg)
 
 /* After Redis forgot us with the links up: the room layer registers its members again. */
 static void
-forgotten_reply(redisAsyncContext *ac, void *r, void *arg)
+forgotten_reply(redisReply *r, void *arg)
 {
 	if (read_tombstone(r) && S.user->forgotten != NULL)
 		S.user->forgotten();
@@ -362,7 +336,7 @@ forgotten_reply(redisAsyncContext *ac, void *r, void *arg)
  * and every one is registered again.
  */
 static void
-enrolled_reply(redisAsyncContext *ac, void *r, void *arg)
+enrolled_reply(redisReply *r, void *arg)
 {
 	redisReply *reply = r;
 	char k[300];
@@ -378,14 +352,15 @@ enrolled_reply(redisAsyncContext *ac, void *r, void *arg)
 	(void)bus_command(2, ex, exl, forgotten_reply, NULL);
 }
 
+static void janitor(void);
+static void bury(const char *wid, int tell);
+
 static void
 presence_cb(evutil_socket_t fd, short what, void *arg)
 {
 	char k[300];
 	const char *sadd[3] = { "SADD", k, S.wid };
 	size_t saddl[3] = { 4, 0, S.widlen };
-	const char *argv[1] = { S.prefix };
-	size_t argl[1] = { S.plen };
 
 	if (!bus_ready())
 		return;
@@ -395,7 +370,7 @@ presence_cb(evutil_socket_t fd, short what, void *arg)
 	(void)bus_command(3, sadd, saddl, enrolled_reply, NULL);
 	/* The janitor runs every other refresh: often enough to remove a dead host within presence_ttl. */
 	if (++S.janitor_turn % 2 == 0)
-		(void)bus_eval(S.s_janitor, 0, 1, argv, argl, ignore_reply, NULL);
+		janitor();
 }
 
 static void
@@ -413,6 +388,10 @@ on_up(void)
 	exl[1] = (size_t)snprintf(k, sizeof(k), "%s:g", S.reg);
 	if (bus_command(2, ex, exl, tombstone_reply, NULL) == -1 && S.user->bus.up != NULL)
 		S.user->bus.up();
+	if (S.dead[0] != '\0') {
+		bury(S.dead, 1);
+		S.dead[0] = '\0';
+	}
 }
 
 /* ---- members ---- */
@@ -423,7 +402,7 @@ struct count_req {
 };
 
 static void
-count_reply(redisAsyncContext *ac, void *r, void *arg)
+count_reply(redisReply *r, void *arg)
 {
 	struct count_req *cr = arg;
 	redisReply *reply = r;
@@ -539,7 +518,7 @@ struct say_req {
 };
 
 static void
-say_reply(redisAsyncContext *ac, void *r, void *arg)
+say_reply(redisReply *r, void *arg)
 {
 	struct say_req *sr = arg;
 	redisReply *reply = r, *e;
@@ -560,7 +539,7 @@ say_reply(redisAsyncContext *ac, void *r, void *arg)
 
 /* The answer to a member's message: only whether Redis took it matters (no allocation). */
 static void
-said_reply(redisAsyncContext *ac, void *r, void *arg)
+said_reply(redisReply *r, void *arg)
 {
 	redisReply *reply = r;
 
@@ -623,11 +602,10 @@ int
 store_relay(const char *room, size_t rl, const char *payload, size_t pl, store_count_fn fn, void *arg)
 {
 	char ch[KEY_MAX];
-	const char *argv[3] = { "PUBLISH", ch, payload };
-	size_t argl[3] = { 7, 0, pl };
+	size_t chl;
 	struct count_req *cr = NULL;
 
-	if ((argl[1] = store_channel(ch, sizeof(ch), room, rl)) == 0)
+	if ((chl = store_channel(ch, sizeof(ch), room, rl)) == 0)
 		return -1;
 	if (fn != NULL) {
 		if ((cr = malloc(sizeof(*cr))) == NULL)
@@ -635,7 +613,7 @@ store_relay(const char *room, size_t rl, const char *payload, size_t pl, store_c
 		cr->fn = fn;
 		cr->arg = arg;
 	}
-	if (bus_command(3, argv, argl, cr != NULL ? count_reply : ignore_reply, cr) == -1) {
+	if (bus_publish(ch, chl, payload, pl, cr != NULL ? count_reply : ignore_reply, cr) == -1) {
 		free(cr);
 		return -1;
 	}
@@ -651,7 +629,7 @@ struct range_req {
 };
 
 static void
-range_reply(redisAsyncContext *ac, void *r, void *arg)
+range_reply(redisReply *r, void *arg)
 {
 	struct range_req *rr = arg;
 	redisReply *reply = r;
@@ -799,7 +777,7 @@ struct who_req {
 };
 
 static void
-who_reply(redisAsyncContext *ac, void *r, void *arg)
+who_reply(redisReply *r, void *arg)
 {
 	struct who_req *wr = arg;
 	redisReply *reply = r;
@@ -977,7 +955,7 @@ users_resync(void)
 		(void)user_register(u, 0, NULL, NULL);
 }
 
-/* ---- start, stop, the master's cleanup ---- */
+/* ---- start, stop ---- */
 
 int
 store_start(struct event_base *base, const struct config *cfg, const char *wid, const struct store_handlers *h)
@@ -1006,7 +984,6 @@ store_start(struct event_base *base, const struct config *cfg, const char *wid, 
 	    (S.s_say = bus_script(lua_say, sizeof(lua_say) - 1)) == -1 ||
 	    (S.s_read = bus_script(lua_read, sizeof(lua_read) - 1)) == -1 ||
 	    (S.s_who = bus_script(lua_who, sizeof(lua_who) - 1)) == -1 ||
-	    (S.s_janitor = bus_script(lua_janitor, sizeof(lua_janitor) - 1)) == -1 ||
 	    (S.s_user = bus_script(lua_user_open, sizeof(lua_user_open) - 1)) == -1)
 		return -1;
 	if ((S.presence = event_new(base, -1, EV_PERSIST, presence_cb, NULL)) == NULL)
@@ -1028,48 +1005,241 @@ store_stop(void)
 	S.presence = NULL;
 }
 
-int
-store_cleanup_worker_sync(const struct config *cfg, const char *wid)
+void
+store_farewell(void)
 {
-	const struct cfg_redis *r = &cfg->redis_addr;
-	struct timeval tv = { 0, 200000 };	/* the master must not stall on a dead Redis */
-	redisContext *c;
-	redisReply *reply;
-	const char *argv[5];
-	size_t argl[5];
-	int n = -1;
+	char k[300], k2[300];
+	const char *del[3] = { "DEL", S.reg, k };
+	size_t dell[3] = { 3, S.reglen, 0 };
+	const char *srem[3] = { "SREM", k2, S.wid };
+	size_t sreml[3] = { 4, 0, S.widlen };
 
-	c = r->is_unix ? redisConnectUnixWithTimeout(r->path, tv) :
-	    redisConnectWithTimeout(r->host, r->port, tv);
-	if (c == NULL || c->err) {
-		log_error("redis connect for cleanup of worker %s failed: %s", wid,
-		    c != NULL ? c->errstr : "out of memory");
-		if (c != NULL)
-			redisFree(c);
-		return -1;
+	dell[2] = (size_t)snprintf(k, sizeof(k), "%s:a", S.reg);
+	sreml[1] = (size_t)snprintf(k2, sizeof(k2), "%sworkers", S.prefix);
+	(void)bus_command(3, srem, sreml, ignore_reply, NULL);
+	(void)bus_command(3, del, dell, ignore_reply, NULL);
+}
+
+void
+store_bury(const char *wid)
+{
+	snprintf(S.dead, sizeof(S.dead), "%s", wid);
+}
+
+/* ---- the dead ---- */
+
+/* A dead worker's members leaving their rooms, and then the worker itself. */
+struct burial {
+	struct burial	*next;
+	int		 pending;	/* answers due */
+	int		 removed;	/* members that were still in their rooms */
+	int		 failed;	/* a step failed: the next janitor does it again */
+	int		 tell;		/* log how many (a predecessor's) */
+	char		 wid[96];
+};
+
+static void
+buried(struct burial *b)
+{
+	char reg[300], k[300], k2[300];
+	const char *del[3] = { "DEL", reg, k };
+	size_t dell[3] = { 3, 0, 0 };
+	const char *srem[3] = { "SREM", k2, b->wid };
+	size_t sreml[3] = { 4, 0, strlen(b->wid) };
+	const char *set[5] = { "SET", k, "1", "EX", "86400" };
+	size_t setl[5] = { 3, 0, 1, 2, 5 };
+	const char *pid = strrchr(b->wid, '.');
+
+	if (!b->failed) {
+		/* Two commands for the registry and its liveness: they share the worker's slot. */
+		dell[1] = (size_t)snprintf(reg, sizeof(reg), "%s{w:%s}", S.prefix, b->wid);
+		dell[2] = (size_t)snprintf(k, sizeof(k), "%s:a", reg);
+		(void)bus_command(3, del, dell, ignore_reply, NULL);
+		/* The tombstone: its rooms were told it left (it came back after a stall?). */
+		setl[1] = (size_t)snprintf(k, sizeof(k), "%s:g", reg);
+		(void)bus_command(5, set, setl, ignore_reply, NULL);
+		/* Last: until then a janitor finds it and buries it again. */
+		sreml[1] = (size_t)snprintf(k2, sizeof(k2), "%sworkers", S.prefix);
+		(void)bus_command(3, srem, sreml, ignore_reply, NULL);
 	}
-	if (redisSetTimeout(c, tv) != REDIS_OK)
-		log_warn("redisSetTimeout failed");
-	if (r->password[0] != '\0' && (reply = redisCommand(c, "AUTH %s", r->password)) != NULL)
-		freeReplyObject(reply);
-	if (r->db != 0 && (reply = redisCommand(c, "SELECT %d", r->db)) != NULL)
-		freeReplyObject(reply);
-	argv[0] = "EVAL"; argl[0] = 4;
-	argv[1] = lua_cleanup; argl[1] = sizeof(lua_cleanup) - 1;
-	argv[2] = "0"; argl[2] = 1;
-	argv[3] = cfg->redis_prefix; argl[3] = strlen(cfg->redis_prefix);
-	argv[4] = wid; argl[4] = strlen(wid);
-	reply = redisCommandArgv(c, 5, argv, argl);
-	if (reply == NULL)
-		log_error("redis cleanup of worker %s failed: %s", wid, c->errstr);
-	else if (reply->type == REDIS_REPLY_INTEGER)
-		n = (int)reply->integer;
-	else if (reply->type == REDIS_REPLY_ERROR)
-		log_error("redis cleanup of worker %s failed: %s", wid, reply->str);
-	if (reply != NULL)
-		freeReplyObject(reply);
-	redisFree(c);
-	return n;
+	if (b->tell && b->removed > 0)
+		log_notice("removed %d member(s) of worker pid %s from their rooms", b->removed,
+		    pid != NULL ? pid + 1 : b->wid);
+	else if (b->removed > 0)
+		log_notice("removed %d member(s) of worker %s, whose presence expired, from their rooms",
+		    b->removed, b->wid);
+	for (struct burial **pp = &S.burials; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == b) {
+			*pp = b->next;
+			break;
+		}
+	}
+	free(b);
+}
+
+static void
+step_done(struct burial *b, redisReply *r, int is_member)
+{
+	if (r == NULL || r->type == REDIS_REPLY_ERROR)
+		b->failed = 1;
+	else if (is_member && r->type == REDIS_REPLY_INTEGER && r->integer >= 0)
+		b->removed++;
+	if (--b->pending == 0)
+		buried(b);
+}
+
+static void
+lost_member_reply(redisReply *r, void *arg)
+{
+	step_done(arg, r, 1);
+}
+
+static void
+lost_user_reply(redisReply *r, void *arg)
+{
+	step_done(arg, r, 0);
+}
+
+/* A member of a dead worker leaves its room (announced if it was still there). */
+static int
+lost_member(struct burial *b, const char *room, size_t rl, const char *mid, size_t ml, const char *name, size_t nl)
+{
+	char m[KEY_MAX], n[KEY_MAX], ch[KEY_MAX];
+	const char *argv[6] = { m, n, ch, mid, name, "2" };
+	size_t argl[6] = { 0, 0, 0, ml, nl, 1 };
+
+	if ((argl[0] = room_key(m, sizeof(m), room, rl, ":m")) == 0 ||
+	    (argl[1] = room_key(n, sizeof(n), room, rl, ":n")) == 0 ||
+	    (argl[2] = store_channel(ch, sizeof(ch), room, rl)) == 0)
+		return -1;
+	return bus_eval(S.s_out, 2, 6, argv, argl, lost_member_reply, b);
+}
+
+/* A session of a dead worker no longer counts for its user. */
+static int
+lost_user(struct burial *b, const char *sid, size_t sl, const char *sub, size_t subl)
+{
+	char k[KEY_MAX];
+	const char *argv[3] = { "HDEL", k, sid };
+	size_t argl[3] = { 4, 0, sl };
+	int n = snprintf(k, sizeof(k), "%s{u:%.*s}", S.prefix, (int)subl, sub);
+
+	if (n < 0 || (size_t)n >= sizeof(k))
+		return -1;
+	argl[1] = (size_t)n;
+	return bus_command(3, argv, argl, lost_user_reply, b);
+}
+
+static void
+registry_reply(redisReply *r, void *arg)
+{
+	struct burial *b = arg;
+
+	if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0) {
+		b->failed = 1;
+		buried(b);
+		return;
+	}
+	b->pending = 1;		/* held until every step is sent */
+	for (size_t i = 0; i + 1 < r->elements; i += 2) {
+		const redisReply *k = r->element[i], *v = r->element[i + 1];
+		const char *nl;
+		int rc;
+
+		if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING || k->len == 0)
+			continue;
+		if (k->str[0] == '\1')
+			rc = lost_user(b, k->str + 1, (size_t)k->len - 1, v->str, (size_t)v->len);
+		else if ((nl = memchr(v->str, '\n', (size_t)v->len)) != NULL)
+			rc = lost_member(b, v->str, (size_t)(nl - v->str), k->str, (size_t)k->len, nl + 1,
+			    (size_t)(v->len - (nl + 1 - v->str)));
+		else
+			continue;
+		if (rc == -1)
+			b->failed = 1;
+		else
+			b->pending++;
+	}
+	step_done(b, r, 0);
+}
+
+/* Remove a dead worker's members from their rooms (once at a time per worker). */
+static void
+bury(const char *wid, int tell)
+{
+	char reg[300];
+	const char *argv[2] = { "HGETALL", reg };
+	size_t argl[2] = { 7, 0 };
+	struct burial *b;
+	int n;
+
+	for (b = S.burials; b != NULL; b = b->next)
+		if (strcmp(b->wid, wid) == 0)
+			return;
+	n = snprintf(reg, sizeof(reg), "%s{w:%s}", S.prefix, wid);
+	if (n < 0 || (size_t)n >= sizeof(reg) || (b = calloc(1, sizeof(*b))) == NULL)
+		return;
+	argl[1] = (size_t)n;
+	snprintf(b->wid, sizeof(b->wid), "%s", wid);
+	b->tell = tell;
+	if (bus_command(2, argv, argl, registry_reply, b) == -1) {
+		free(b);
+		return;
+	}
+	b->next = S.burials;
+	S.burials = b;
+}
+
+struct janitor_req {
+	char	wid[96];
+};
+
+static void
+liveness_reply(redisReply *r, void *arg)
+{
+	struct janitor_req *j = arg;
+
+	if (r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 0)
+		bury(j->wid, 0);
+	free(j);
+}
+
+static void
+workers_reply(redisReply *r, void *arg)
+{
+	if (r == NULL || r->type != REDIS_REPLY_ARRAY)
+		return;
+	for (size_t i = 0; i < r->elements; i++) {
+		const redisReply *w = r->element[i];
+		char k[300];
+		const char *argv[2] = { "EXISTS", k };
+		size_t argl[2] = { 6, 0 };
+		struct janitor_req *j;
+		int n;
+
+		if (w->type != REDIS_REPLY_STRING || (size_t)w->len >= sizeof(j->wid) ||
+		    ((size_t)w->len == S.widlen && memcmp(w->str, S.wid, S.widlen) == 0))
+			continue;
+		n = snprintf(k, sizeof(k), "%s{w:%s}:a", S.prefix, w->str);
+		if (n < 0 || (size_t)n >= sizeof(k) || (j = malloc(sizeof(*j))) == NULL)
+			continue;
+		argl[1] = (size_t)n;
+		memcpy(j->wid, w->str, (size_t)w->len + 1);
+		if (bus_command(2, argv, argl, liveness_reply, j) == -1)
+			free(j);
+	}
+}
+
+/* Every worker whose liveness expired is buried. */
+static void
+janitor(void)
+{
+	char k[300];
+	const char *argv[2] = { "SMEMBERS", k };
+	size_t argl[2] = { 8, 0 };
+
+	argl[1] = (size_t)snprintf(k, sizeof(k), "%sworkers", S.prefix);
+	(void)bus_command(2, argv, argl, workers_reply, NULL);
 }
 
 /*
@@ -1181,11 +1351,10 @@ gather_settle(struct gather *g)
 }
 
 static void
-gather_reply(redisAsyncContext *ac, void *r, void *arg)
+gather_reply(redisReply *reply, void *arg)
 {
 	struct gather_part *p = arg;
 	struct gather *g = p->g;
-	redisReply *reply = r;
 
 	if (bus_reply_error(reply))
 		g->ok = 0;
@@ -1242,10 +1411,9 @@ infos_done(struct gather *g)
 }
 
 static void
-workers_reply(redisAsyncContext *ac, void *r, void *arg)
+info_workers_reply(redisReply *reply, void *arg)
 {
 	struct gather *in = arg, *g;
-	redisReply *reply = r;
 	size_t n;
 
 	if (bus_reply_error(reply) || reply->type != REDIS_REPLY_ARRAY) {
@@ -1300,7 +1468,7 @@ store_infos(store_infos_fn fn, void *arg)
 	in->fn = (void *)fn;
 	in->arg = arg;
 	argl[1] = (size_t)snprintf(k, sizeof(k), "%sworkers", S.prefix);
-	if (bus_command(2, argv, argl, workers_reply, in) == -1) {
+	if (bus_command(2, argv, argl, info_workers_reply, in) == -1) {
 		free(in);
 		return -1;
 	}
@@ -1332,15 +1500,26 @@ rooms_done(struct gather *g)
 	free(nums);
 }
 
+/*
+ * A rooms cursor is the master's index in its top bits and that master's
+ * SCAN cursor below them (SCAN's cursors stay far below 2^48): a Cluster's
+ * pages go through its masters one after the other.
+ */
+#define SCAN_NODE_SHIFT	48
+#define SCAN_CURSOR_MASK	((UINT64_C(1) << SCAN_NODE_SHIFT) - 1)
+
 static void
-scan_reply(redisAsyncContext *ac, void *r, void *arg)
+scan_reply(redisReply *reply, void *arg)
 {
 	struct gather *in = arg, *g;
-	redisReply *reply = r;
 	const redisReply *keys;
+	uint64_t node = in->next, cur = 0;
+	char *end = NULL;
 
-	if (bus_reply_error(reply) || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
-	    reply->element[0]->type != REDIS_REPLY_STRING || reply->element[1]->type != REDIS_REPLY_ARRAY ||
+	if (!bus_reply_error(reply) && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+	    reply->element[0]->type == REDIS_REPLY_STRING)
+		cur = strtoull(reply->element[0]->str, &end, 10);
+	if (end == NULL || *end != '\0' || cur > SCAN_CURSOR_MASK || reply->element[1]->type != REDIS_REPLY_ARRAY ||
 	    (g = gather_new((keys = reply->element[1])->elements, 1)) == NULL) {
 		((store_rooms_fn)in->fn)(in->arg, 0, 0, NULL, NULL, NULL, 0);
 		free(in);
@@ -1349,7 +1528,11 @@ scan_reply(redisAsyncContext *ac, void *r, void *arg)
 	g->done = rooms_done;
 	g->fn = in->fn;
 	g->arg = in->arg;
-	g->next = strtoull(reply->element[0]->str, NULL, 10);
+	/* This master's next page; after its last, the next master's first; after the last master's, 0. */
+	if (cur != 0)
+		g->next = node << SCAN_NODE_SHIFT | cur;
+	else
+		g->next = node + 1 < (uint64_t)bus_nodes() ? (node + 1) << SCAN_NODE_SHIFT : 0;
 	free(in);
 	for (size_t i = 0; i < g->n; i++) {
 		const redisReply *e = keys->element[i];
@@ -1377,8 +1560,14 @@ store_rooms(uint64_t cursor, unsigned count, store_rooms_fn fn, void *arg)
 	const char *argv[6] = { "SCAN", cur, "MATCH", pat, "COUNT", cnt };
 	size_t argl[6] = { 4, 0, 5, 0, 5, 0 };
 	struct gather *in;
+	uint64_t node = cursor >> SCAN_NODE_SHIFT;
 	size_t o = 0;
 
+	if (node >= (uint64_t)bus_nodes()) {
+		/* A cursor of a Cluster that had more masters then: nothing is left to page through. */
+		fn(arg, 1, 0, NULL, NULL, NULL, 0);
+		return 0;
+	}
 	/* P{*}:m, with the prefix's own glob characters escaped. */
 	for (size_t i = 0; i < S.plen && o + 2 < sizeof(pat); i++) {
 		if (strchr("*?[]\\", S.prefix[i]) != NULL)
@@ -1389,11 +1578,12 @@ store_rooms(uint64_t cursor, unsigned count, store_rooms_fn fn, void *arg)
 		return -1;
 	memcpy(pat + o, "{*}:m", 5);
 	argl[3] = o + 5;
-	argl[1] = (size_t)snprintf(cur, sizeof(cur), "%llu", (unsigned long long)cursor);
+	argl[1] = (size_t)snprintf(cur, sizeof(cur), "%llu", (unsigned long long)(cursor & SCAN_CURSOR_MASK));
 	argl[5] = jbuf_itoa(cnt, count);
 	in->fn = (void *)fn;
 	in->arg = arg;
-	if (bus_command(6, argv, argl, scan_reply, in) == -1) {
+	in->next = node;	/* the master asked */
+	if (bus_command_at((int)node, 6, argv, argl, scan_reply, in) == -1) {
 		free(in);
 		return -1;
 	}
@@ -1406,10 +1596,9 @@ struct position_req {
 };
 
 static void
-position_reply(redisAsyncContext *ac, void *r, void *arg)
+position_reply(redisReply *reply, void *arg)
 {
 	struct position_req *pr = arg;
-	redisReply *reply = r;
 	char epoch[STORE_EPOCH_MAX + 1] = "";
 	uint64_t off = 0;
 	int ok = !bus_reply_error(reply) && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2;
@@ -1456,15 +1645,14 @@ int
 store_control_publish(const char *payload, size_t pl, store_count_fn fn, void *arg)
 {
 	char ch[300];
-	const char *argv[3] = { "PUBLISH", ch, payload };
-	size_t argl[3] = { 7, 0, pl };
+	size_t cl;
 	struct count_req *cr;
 
-	if ((argl[1] = control_channel(ch, sizeof(ch))) == 0 || (cr = malloc(sizeof(*cr))) == NULL)
+	if ((cl = control_channel(ch, sizeof(ch))) == 0 || (cr = malloc(sizeof(*cr))) == NULL)
 		return -1;
 	cr->fn = fn;
 	cr->arg = arg;
-	if (bus_command(3, argv, argl, count_reply, cr) == -1) {
+	if (bus_publish(ch, cl, payload, pl, count_reply, cr) == -1) {
 		free(cr);
 		return -1;
 	}

@@ -52,7 +52,8 @@ struct store_handlers {
 /*
  * Start: register the scripts, then the links; wid names this worker. The
  * presence timer refreshes the worker's liveness, checks it is still
- * enrolled, and runs the janitor. -1 on setup failure.
+ * enrolled, and runs the janitor (which removes the members of workers
+ * whose liveness expired). -1 on setup failure.
  */
 int store_start(struct event_base *, const struct config *, const char *wid, const struct store_handlers *) MUST_CHECK;
 void store_stop(void);
@@ -123,9 +124,11 @@ int store_control_publish(const char *payload, size_t pl, store_count_fn, void *
 int store_is_control(const char *ch, size_t chlen);
 
 /*
- * Master side (blocking, short timeouts): remove every member a worker held
- * and tell their rooms. Returns how many members were removed, -1 on error.
+ * This worker took the place of worker wid, which died: once Redis is up,
+ * remove every member it held from its room (the rooms hear them leave).
  */
-int store_cleanup_worker_sync(const struct config *, const char *wid);
+void store_bury(const char *wid);
+/* A stopping worker with no members left removes its registration (nobody has to bury it). */
+void store_farewell(void);
 
 #endif

@@ -91,3 +91,44 @@ tls_ctx_new(const struct config *c, char *err, size_t errlen)
 	}
 	return ctx;
 }
+
+SSL_CTX *
+tls_client_ctx_new(const struct config *c, char *err, size_t errlen)
+{
+	SSL_CTX *ctx;
+
+	if ((ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
+		ssl_err(err, errlen, "SSL_CTX_new", "");
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+	/* bufferevent_openssl may hand SSL_write a moved buffer after a partial write. */
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	if (c->redis_tls_ca != NULL) {
+		if (SSL_CTX_load_verify_locations(ctx, c->redis_tls_ca, NULL) != 1) {
+			ssl_err(err, errlen, "redis_tls_ca", c->redis_tls_ca);
+			SSL_CTX_free(ctx);
+			return NULL;
+		}
+	} else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+		ssl_err(err, errlen, "the system's CA certificates", "");
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	if (c->redis_tls_cert != NULL) {
+		if (SSL_CTX_use_certificate_chain_file(ctx, c->redis_tls_cert) != 1) {
+			ssl_err(err, errlen, "redis_tls_cert", c->redis_tls_cert);
+			SSL_CTX_free(ctx);
+			return NULL;
+		}
+		if (SSL_CTX_use_PrivateKey_file(ctx, c->redis_tls_key, SSL_FILETYPE_PEM) != 1 ||
+		    SSL_CTX_check_private_key(ctx) != 1) {
+			ssl_err(err, errlen, "redis_tls_key", c->redis_tls_key);
+			SSL_CTX_free(ctx);
+			return NULL;
+		}
+	}
+	return ctx;
+}

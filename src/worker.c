@@ -51,6 +51,9 @@ struct worker {
 	int			 drained;	/* of those, told to go */
 	int			 drain_done;
 	int			 quit;
+	uint64_t		 quit_by;	/* an immediate stop: ms by which to be gone */
+	int			 farewell;	/* 1: our registration's removal sent */
+	uint64_t		 wait_since;	/* ms since Redis's answers are awaited */
 	SSL_CTX			*tls;		/* for listeners marked ssl */
 };
 
@@ -219,12 +222,33 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
  * upgrades with 503, so a balancer learns it is going. A worker with no
  * clients that left at once would leave its listening socket to the
  * master, where the kernel would queue connections nobody answers.
+ *
+ * The last words: once every member's leave is answered, the worker
+ * removes its own registration (nobody has to bury it), and goes when that
+ * is answered too. Redis gets two seconds for each (half a second in all
+ * after an immediate stop); what it misses, a janitor does later.
  */
 static int
 done_stopping(struct worker *w)
 {
-	return w->loop.stopping && w->loop.conns.nconns == 0 && (w->drain_done || w->loop.retiring) &&
-	    (bus_idle() || clock_ms() - w->stop_started > 2000);
+	uint64_t now = clock_ms(), limit = w->quit_by != 0 ? 500 : 2000;
+
+	if (w->quit_by != 0 && now >= w->quit_by)
+		return 1;
+	if (w->quit_by == 0 &&
+	    !(w->loop.stopping && w->loop.conns.nconns == 0 && (w->drain_done || w->loop.retiring)))
+		return 0;
+	if (w->wait_since == 0)
+		w->wait_since = now;
+	if (!bus_idle() && now - w->wait_since <= limit)
+		return 0;
+	if (!w->farewell) {
+		w->farewell = 1;
+		w->wait_since = now;
+		room_farewell();
+		return bus_idle();
+	}
+	return 1;
 }
 
 static void
@@ -236,7 +260,7 @@ stop_now(struct worker *w, const char *why)
 	worker_stop_listening(w);
 	while ((c = w->loop.conns.all) != NULL)
 		conn_close(c);
-	w->quit = 1;
+	w->quit_by = clock_ms() + 500;
 }
 
 static void
@@ -362,7 +386,7 @@ ready_check(void *arg, char *why, size_t len)
 
 int
 worker_run(const struct config *cfg, int index, int generation, const char *instance,
-    const int *fds, int nfds)
+    const char *dead_wid, const int *fds, int nfds)
 {
 	char wid[96];
 	static const int sigs[] = { SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2 };
@@ -433,7 +457,7 @@ worker_run(const struct config *cfg, int index, int generation, const char *inst
 		}
 	}
 	snprintf(wid, sizeof(wid), "%s.%d", instance, (int)getpid());
-	if (room_init(w->base, cfg, wid) == -1)
+	if (room_init(w->base, cfg, wid, dead_wid) == -1)
 		fatalx("worker %d: cannot set up rooms", index);
 	if (api_init(&w->loop, instance, wid) == -1)
 		fatalx("worker %d: cannot set up the HTTP API", index);

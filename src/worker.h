@@ -11,8 +11,10 @@
 /*
  * Run worker `index` on fds[nfds] until it stops; returns the exit status.
  * instance names this roomd in Redis; the worker is "<instance>.<pid>" there.
+ * dead_wid (or NULL) is the worker that died in this slot: its members are
+ * removed from their rooms once Redis is reached.
  */
 int worker_run(const struct config *, int index, int generation, const char *instance,
-    const int *fds, int nfds);
+    const char *dead_wid, const int *fds, int nfds);
 
 #endif

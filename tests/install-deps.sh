@@ -18,7 +18,7 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
 	build-essential autoconf automake pkg-config ca-certificates \
 	libevent-dev libjson-c-dev libhiredis-dev libssl-dev zlib1g-dev libsystemd-dev \
-	redis-server haproxy logrotate \
+	redis-server redis-sentinel haproxy logrotate \
 	python3 python3-pytest python3-websockets python3-prometheus-client \
 	mandoc groff-base clang libclang-rt-14-dev valgrind procps iproute2 curl \
 	chromium fonts-dejavu-core \

@@ -46,6 +46,30 @@ def free_ports(n):
             s.close()
 
 
+def free_cluster_ports(n):
+    """n ports P free on 127.0.0.1 together with P + 10000, a Cluster node's bus
+    port (so below 55536; outside the kernel's range for ephemeral ports)."""
+    import random
+    out = []
+    for p in random.Random().sample(range(20000, 30000), 400):
+        if len(out) == n:
+            break
+        socks = []
+        try:
+            for q in (p, p + 10000):
+                t = socket.socket()
+                socks.append(t)
+                t.bind(("127.0.0.1", q))
+            out.append(p)
+        except OSError:
+            pass
+        finally:
+            for t in socks:
+                t.close()
+    assert len(out) == n, "no free ports for a Redis Cluster"
+    return out
+
+
 def raise_nofile(n):
     """Raise our soft RLIMIT_NOFILE towards n (as far as the hard limit allows); the new soft limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -409,23 +433,34 @@ class Roomd:
 # ---- a real redis-server ----
 
 class RedisServer:
-    """A throwaway redis-server on 127.0.0.1 (no persistence); restartable on the same port."""
+    """A throwaway redis-server on 127.0.0.1 (no persistence); restartable on
+    the same port. args are more command-line settings; the server runs from a
+    config file of its own, so Sentinel and Cluster can rewrite it."""
 
-    def __init__(self, tmpdir):
+    def __init__(self, tmpdir, port=None, args=()):
         self.dir = str(tmpdir)
         os.makedirs(self.dir, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
+        self.args = list(args)
+        self.conf = os.path.join(self.dir, "redis.conf")
         self.proc = None
 
     @property
     def url(self):
         return f"redis://127.0.0.1:{self.port}"
 
+    @property
+    def addr(self):
+        return f"127.0.0.1:{self.port}"
+
     def start(self):
+        if not os.path.exists(self.conf):
+            with open(self.conf, "w") as f:
+                f.write("# written by the tests; redis may rewrite it\n")
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            ["redis-server", self.conf, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", self.dir,
-             "--logfile", os.path.join(self.dir, "redis.log")],
+             "--logfile", os.path.join(self.dir, "redis.log"), *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self.ping, 10, what=f"redis-server on port {self.port}")
         return self
@@ -435,7 +470,7 @@ class RedisServer:
             raise AssertionError(f"redis-server exited with {self.proc.returncode}")
         try:
             return self.command("PING") == "PONG"
-        except OSError:
+        except (OSError, RuntimeError):
             return False
 
     def connect(self):
@@ -445,38 +480,218 @@ class RedisServer:
     def command(self, *args):
         """One command over RESP; returns str/int/list (errors raise)."""
         with self.connect() as s:
-            out = f"*{len(args)}\r\n".encode()
-            for a in args:
-                a = a if isinstance(a, bytes) else str(a).encode()
-                out += f"${len(a)}\r\n".encode() + a + b"\r\n"
-            s.sendall(out)
-            f = s.makefile("rb")
-            return self._reply(f)
+            return resp_command(s, *args)
 
-    def _reply(self, f):
-        line = f.readline()
-        if not line:
-            raise OSError("redis closed the connection")
-        kind, rest = line[:1], line[1:-2]
-        if kind == b"+":
-            return rest.decode()
-        if kind == b"-":
-            raise RuntimeError(rest.decode())
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            n = int(rest)
-            if n < 0:
-                return None
-            data = f.read(n + 2)[:-2]
-            return data.decode(errors="replace")
-        if kind == b"*":
-            n = int(rest)
-            return None if n < 0 else [self._reply(f) for _ in range(n)]
-        raise RuntimeError(f"bad RESP line {line!r}")
+    def info(self, section):
+        """INFO section as a dict."""
+        return dict(l.split(":", 1) for l in self.command("INFO", section).splitlines()
+                    if ":" in l and not l.startswith("#"))
+
+    def cluster_info(self):
+        """CLUSTER INFO as a dict."""
+        return dict(l.split(":", 1) for l in self.command("CLUSTER", "INFO").split() if ":" in l)
+
+    def kill(self):
+        """SIGKILL: the server vanishes without a word, as a crashed host would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def stop(self):
         stop_process(self.proc)
+
+
+def resp_command(s, *args):
+    """Send one command over RESP on socket s; its reply as str/int/list (errors raise)."""
+    out = f"*{len(args)}\r\n".encode()
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out += f"${len(a)}\r\n".encode() + a + b"\r\n"
+    s.sendall(out)
+    return resp_reply(s.makefile("rb"))
+
+
+def resp_reply(f):
+    line = f.readline()
+    if not line:
+        raise OSError("redis closed the connection")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        raise RuntimeError(rest.decode())
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)[:-2]
+        return data.decode(errors="replace")
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [resp_reply(f) for _ in range(n)]
+    raise RuntimeError(f"bad RESP line {line!r}")
+
+
+class RedisSentinels:
+    """A master with replicas, watched by three redis-sentinel processes
+    (quorum 2, down after 1 s): roomd's setting is .url."""
+
+    def __init__(self, tmpdir, replicas=2, sentinels=3, name="roomdm"):
+        self.dir = str(tmpdir)
+        self.name = name
+        fast = ["--repl-diskless-sync-delay", "0"]
+        self.nodes = [RedisServer(os.path.join(self.dir, "n0"), args=fast)]
+        for i in range(replicas):
+            self.nodes.append(RedisServer(os.path.join(self.dir, f"n{i + 1}"),
+                                          args=fast + ["--replicaof", "127.0.0.1", str(self.nodes[0].port)]))
+        self.sentinels = []
+        for i, port in enumerate(free_ports(sentinels)):
+            d = os.path.join(self.dir, f"s{i}")
+            os.makedirs(d, exist_ok=True)
+            self.sentinels.append((port, d, None))
+
+    @property
+    def url(self):
+        hosts = ",".join(f"127.0.0.1:{p}" for p, _, _ in self.sentinels)
+        return f"sentinel://{hosts}/{self.name}"
+
+    def start(self):
+        for n in self.nodes:
+            n.start()
+        wait_for(lambda: all(n.info("replication").get("master_link_status") == "up" for n in self.nodes[1:]),
+                 20, interval=0.1, what="replicas in sync with the master")
+        started = []
+        for port, d, _ in self.sentinels:
+            conf = os.path.join(d, "sentinel.conf")
+            with open(conf, "w") as f:
+                f.write(f"port {port}\nbind 127.0.0.1\ndir {d}\nlogfile {d}/sentinel.log\n"
+                        f"sentinel monitor {self.name} 127.0.0.1 {self.nodes[0].port} 2\n"
+                        f"sentinel down-after-milliseconds {self.name} 1000\n"
+                        f"sentinel failover-timeout {self.name} 6000\n"
+                        f"sentinel parallel-syncs {self.name} 2\n")
+            proc = subprocess.Popen(["redis-sentinel", conf], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            started.append((port, d, proc))
+        self.sentinels = started
+        want = len(self.nodes) - 1, len(self.sentinels) - 1
+
+        def settled():
+            try:
+                return all((len(self.sentinel(i, "SENTINEL", "REPLICAS", self.name)),
+                            len(self.sentinel(i, "SENTINEL", "SENTINELS", self.name))) == want
+                           for i in range(len(self.sentinels)))
+            except (OSError, RuntimeError):
+                return False
+        wait_for(settled, 30, interval=0.2, what="sentinels that know the replicas and each other")
+        return self
+
+    def sentinel(self, i, *args):
+        with socket.create_connection(("127.0.0.1", self.sentinels[i][0]), timeout=2) as s:
+            return resp_command(s, *args)
+
+    def master(self):
+        """The node the sentinels name as master now."""
+        host, port = self.sentinel(0, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)
+        return next(n for n in self.nodes if n.port == int(port))
+
+    def wait_master(self, not_port, timeout=20):
+        """Wait until every sentinel names a master other than not_port and it says so itself."""
+        def moved():
+            try:
+                ports = {int(self.sentinel(i, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)[1])
+                         for i, (_, _, p) in enumerate(self.sentinels) if p.poll() is None}
+                if len(ports) != 1 or not_port in ports:
+                    return False
+                m = next(n for n in self.nodes if n.port in ports)
+                return m.info("replication").get("role") == "master"
+            except (OSError, RuntimeError, StopIteration):
+                return False
+        wait_for(moved, timeout, interval=0.1, what=f"a new master in place of port {not_port}")
+        return self.master()
+
+    def stop(self):
+        for _, _, p in self.sentinels:
+            if p is not None:
+                stop_process(p)
+        for n in self.nodes:
+            n.kill()
+
+
+class RedisCluster:
+    """A Redis Cluster on 127.0.0.1: masters with one replica each, created by
+    redis-cli --cluster create (node timeout 2 s): roomd's setting is .url."""
+
+    def __init__(self, tmpdir, masters=3, replicas=1):
+        self.dir = str(tmpdir)
+        self.masters_n = masters
+        self.replicas = replicas
+        self.nodes = [RedisServer(os.path.join(self.dir, f"n{i}"), port=port,
+                                  args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                                        "--cluster-node-timeout", "2000", "--repl-diskless-sync-delay", "0"])
+                      for i, port in enumerate(free_cluster_ports(masters * (1 + replicas)))]
+
+    @property
+    def url(self):
+        return "cluster://" + ",".join(n.addr for n in self.nodes[:self.masters_n])
+
+    def start(self):
+        for n in self.nodes:
+            n.start()
+        out = subprocess.run(["redis-cli", "--cluster", "create", *(n.addr for n in self.nodes),
+                              "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        self.wait_ok()
+        return self
+
+    def wait_ok(self, timeout=30):
+        def ok():
+            try:
+                return all(n.proc.poll() is not None or
+                           (n.cluster_info().get("cluster_state") == "ok" and
+                            n.cluster_info().get("cluster_slots_ok") == "16384")
+                           for n in self.nodes)
+            except (OSError, RuntimeError):
+                return False
+        wait_for(ok, timeout, interval=0.2, what="cluster_state:ok on every node")
+
+    def table(self, via=None):
+        """CLUSTER NODES as [(id, port, flags, master_id, slots)]."""
+        via = via or next(n for n in self.nodes if n.proc.poll() is None)
+        rows = []
+        for line in via.command("CLUSTER", "NODES").splitlines():
+            f = line.split()
+            rows.append((f[0], int(f[1].split("@")[0].rsplit(":", 1)[1]), f[2], f[3], f[8:]))
+        return rows
+
+    def node(self, port):
+        return next(n for n in self.nodes if n.port == port)
+
+    def masters(self):
+        return [self.node(p) for _, p, flags, _, _ in self.table()
+                if "master" in flags and "fail" not in flags]
+
+    def owner(self, slot):
+        """The master serving slot now."""
+        for _, port, flags, _, slots in self.table():
+            if "master" not in flags or "fail" in flags:
+                continue
+            for r in slots:
+                if r.startswith("["):
+                    continue
+                a, _, b = r.partition("-")
+                if int(a) <= slot <= int(b or a):
+                    return self.node(port)
+        raise AssertionError(f"no master serves slot {slot}")
+
+    def node_id(self, node):
+        return node.command("CLUSTER", "MYID")
+
+    def stop(self):
+        for n in self.nodes:
+            n.kill()
 
 
 # ---- HAProxy ----

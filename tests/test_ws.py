@@ -464,32 +464,56 @@ def test_pipelined_messages_in_order(roomd):
     assert c.read_message() == (0x1, b"a" + b"b" * 998 + b"c")
 
 
+def sysctl_max(name, default):
+    try:
+        with open("/proc/sys/net/ipv4/" + name) as f:
+            return int(f.read().split()[2])
+    except (OSError, ValueError, IndexError):
+        return default
+
+
 def test_backpressure_client_reads_late(roomd):
     """A client that writes far more than it reads: the server stops reading
-    instead of buffering, and resumes; every echo arrives, in order."""
+    instead of buffering, and resumes; every echo arrives, in order.  The
+    client sends more than every kernel buffer on the way could hold (sized
+    from this machine's tcp_rmem and tcp_wmem), so a writer that finishes
+    before the client reads means the server buffered it."""
     r = roomd(settings={"max_message_size": "1m"}, workers=1)
     c = raw_ws(r)
     c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-    msgs = [bytes([i & 0xff]) * (256 * 1024) for i in range(96)]    # 24 MiB
-    frames = [frame(0x2, m) for m in msgs]
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+    size = 256 * 1024
+    kernel = sysctl_max("tcp_rmem", 6 << 20) + 2 * sysctl_max("tcp_wmem", 4 << 20)
+    count = (kernel + (16 << 20)) // size + 1
+    msg = lambda i: bytes([i & 0xff]) * size
+    sent = [0]
     done = threading.Event()
     err = []
 
     def writer():
         try:
-            for f in frames:
+            for i in range(count):
+                f = frame(0x2, msg(i))
                 c.sock.sendall(f)
+                sent[0] += len(f)
         except OSError as e:
             err.append(e)
         done.set()
     t = threading.Thread(target=writer)
     t.start()
-    time.sleep(1.0)
-    assert not done.is_set(), "the server buffered 24 MiB for a client that does not read"
+    last, still = -1, 0
+    deadline = time.monotonic() + 30
+    while still < 10 and not done.is_set() and time.monotonic() < deadline:
+        time.sleep(0.1)
+        still = still + 1 if sent[0] == last else 0
+        last = sent[0]
+    assert not done.is_set(), \
+        f"the server took all {count * size >> 20} MiB from a client that does not read"
+    assert still >= 10, "the writer never stalled"
     c.sock.settimeout(20)
-    for i, m in enumerate(msgs):
+    for i in range(count):
         got = c.read_message()
-        assert got == (0x2, m), f"message {i}"
+        assert got == (0x2, msg(i)), f"message {i}"
     t.join(10)
     assert not err, err
     c.send(frame(0x8, close_payload(1000)))

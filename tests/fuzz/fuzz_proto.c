@@ -47,7 +47,7 @@ parse(const char *buf, size_t n, const struct proto_limits *lim, struct result *
 		CHECK(known && why[0] != '\0');
 		return;
 	}
-	CHECK(req.ev >= CHAT_ENTER && req.ev <= CHAT_REFRESH);
+	CHECK(req.ev >= CHAT_ENTER && req.ev <= CHAT_HISTORY);
 	r->ev = req.ev;
 	if (req.ev == CHAT_ENTER)
 		CHECK(req.message != NULL && proto_valid_label(req.message, req.message_len, lim->max_name));
