@@ -245,8 +245,12 @@ def test_cluster_rooms_spread_over_shards(roomd, cluster):
             assert m.command("DBSIZE") > 0, f"master {m.port} holds no room"
             channels = m.command("PUBSUB", "SHARDCHANNELS")
             assert channels, f"master {m.port} has no sharded subscriptions"
-        owners = {cluster.owner(int(masters[0].command("CLUSTER", "KEYSLOT", r))).port for r in rooms}
-        assert len(owners) == 3
+        per = {}
+        for r in rooms:
+            per.setdefault(cluster.owner(int(masters[0].command("CLUSTER", "KEYSLOT", r))).port, []).append(r)
+        assert len(per) == 3
+        print("\n  [cluster] rooms per master: " +
+              ", ".join(f"{p}: {len(v)} rooms, {cluster.node(p).command('DBSIZE')} keys" for p, v in per.items()))
         await counts_right(rooms)
         for members in rooms.values():
             for c in members:
