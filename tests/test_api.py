@@ -89,12 +89,31 @@ def is_error(doc, code):
             and isinstance(doc["error"].get("message"), str) and doc["error"]["message"] != "")
 
 
+def urllib_status(port, path):
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=5) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
+
+
+def started(roomd, settings, **kw):
+    """A roomd whose workers all reach Redis (/readyz 200 on several connections in a row, which
+    SO_REUSEPORT spreads over the workers): /healthz alone says nothing of Redis."""
+    r = roomd(settings, **kw)
+    wait_for(lambda: all(urllib_status(r.port, "/readyz") == 200 for _ in range(8)), 15,
+             what="every worker of roomd ready (Redis reached)")
+    return r
+
+
 def two_hosts(roomd, redis, **extra):
     """Instances A and B (2 workers each) sharing redis, each with its API; (A, B, A's API port, B's)."""
     pa, pb = free_ports(2)
     common = {"redis": redis.url, "presence_ttl": "3s", **extra}
-    a = roomd(api_settings(pa, **common))
-    b = roomd(api_settings(pb, **common))
+    a = started(roomd, api_settings(pa, **common))
+    b = started(roomd, api_settings(pb, **common))
     return a, b, pa, pb
 
 
@@ -147,7 +166,7 @@ def test_publish_reaches_every_worker_of_both_hosts_once_in_order(roomd, redis):
 
 def test_publish_with_curl_a_name_and_a_room_from_urllib(roomd):
     pa = free_ports(1)[0]
-    r = roomd(api_settings(pa, api_name="newsdesk"))
+    r = started(roomd, api_settings(pa, api_name="newsdesk"))
 
     async def main():
         c = await Chat.connect(r.port)
@@ -174,7 +193,7 @@ def test_publish_with_curl_a_name_and_a_room_from_urllib(roomd):
 
 def test_broadcast_one_answer_per_room(roomd):
     pa = free_ports(1)[0]
-    r = roomd(api_settings(pa))
+    r = started(roomd, api_settings(pa))
 
     async def main():
         cs = [await Chat.connect(r.port) for _ in range(3)]
@@ -236,7 +255,7 @@ def test_disconnect_by_token_user_and_by_session_uuid(roomd):
     a session by the uuid its log lines carry, closed with 1008 by default."""
     pa = free_ports(1)[0]
     secret = "s" * 32
-    r = roomd(api_settings(pa, auth="optional", auth_secret=secret, log_level="debug"))
+    r = started(roomd, api_settings(pa, auth="optional", auth_secret=secret, log_level="debug"))
 
     async def main():
         dana = await Chat.connect(r.port, f"/?token={jwt({'sub': 'dana', 'exp': int(time.time()) + 600}, secret)}")
@@ -331,7 +350,7 @@ def test_rooms_and_info_agree_with_the_clients_there(roomd, redis):
 
 def test_bad_requests_get_their_status_and_the_connection_stays(roomd):
     pa = free_ports(1)[0]
-    r = roomd(api_settings(pa, api_key=[KEY, KEY2], max_roomid_length="16"))
+    r = started(roomd, api_settings(pa, api_key=[KEY, KEY2], max_roomid_length="16"))
     api = Api(pa)
     st, _, doc = api.call("POST", "/api/publish", {"room": "r", "message": "first"})
     assert st == 200
@@ -407,7 +426,7 @@ def head_of(body, ln, key=KEY, path="/api/publish", extra=b""):
 
 def test_body_over_the_limit_gets_413_and_is_not_read(roomd):
     pa = free_ports(1)[0]
-    roomd(api_settings(pa, api_max_body="1k"))
+    started(roomd, api_settings(pa, api_max_body="1k"))
     ok = json.dumps({"room": "r", "message": "x" * (1024 - 28)}).encode()
     assert len(ok) == 1024
     api = Api(pa)
@@ -426,7 +445,7 @@ def test_body_over_the_limit_gets_413_and_is_not_read(roomd):
 
 def test_slow_body_gets_408_and_others_are_served_meanwhile(roomd):
     pa = free_ports(1)[0]
-    roomd(api_settings(pa, handshake_timeout="1s"), workers=1)
+    started(roomd, api_settings(pa, handshake_timeout="1s"), workers=1)
     s = socket.create_connection((HOST, pa), timeout=10)
     body = json.dumps({"room": "r", "message": "slow"}).encode()
     s.sendall(head_of(body[:5], len(body)))
@@ -444,7 +463,7 @@ def test_slow_body_gets_408_and_others_are_served_meanwhile(roomd):
 
 def test_a_thousand_requests_on_one_connection_and_pipelined_ones_in_order(roomd):
     pa = free_ports(1)[0]
-    r = roomd(api_settings(pa, api_rate_limit="0"))
+    r = started(roomd, api_settings(pa, api_rate_limit="0"))
     api = Api(pa)
     first = None
     for i in range(1000):
@@ -483,7 +502,7 @@ def test_a_thousand_requests_on_one_connection_and_pipelined_ones_in_order(roomd
 
 def test_rate_limit_per_address_gets_429(roomd):
     pa = free_ports(1)[0]
-    roomd(api_settings(pa, api_rate_limit="2"))
+    started(roomd, api_settings(pa, api_rate_limit="2"))
     api = Api(pa)
     got = []
     for _ in range(40):
@@ -497,7 +516,7 @@ def test_rate_limit_per_address_gets_429(roomd):
 
 def test_redis_down_gets_503_and_back_200(roomd, redis):
     pa = free_ports(1)[0]
-    r = roomd(api_settings(pa, redis=redis.url), workers=1)
+    r = started(roomd, api_settings(pa, redis=redis.url), workers=1)
     api = Api(pa)
     assert api.call("POST", "/api/publish", {"room": "r", "message": "up"})[0] == 200
     redis.stop()
@@ -512,16 +531,6 @@ def test_redis_down_gets_503_and_back_200(roomd, redis):
     st, _, doc = api.call("POST", "/api/publish", {"room": "r", "message": "back"})
     assert st == 200
     api.close()
-
-
-def urllib_status(port, path):
-    try:
-        with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=5) as resp:
-            return resp.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return 0
 
 
 # ---- where it listens, who may call ----
@@ -552,7 +561,7 @@ def test_keys_rotate_on_reload_with_api_key_file(roomd, tmp_path):
     pa = free_ports(1)[0]
     keys = tmp_path / "keys"
     keys.write_text(f"# the backend's key\n{KEY}\n")
-    r = roomd({"api_listen": f"{HOST}:{pa}", "api_key_file": str(keys)})
+    r = started(roomd, {"api_listen": f"{HOST}:{pa}", "api_key_file": str(keys)})
     assert curl(pa, "/api/info")[0] == 200 and curl(pa, "/api/info", key=KEY2)[0] == 401
     keys.write_text(f"{KEY2}\n\n")
     old = r.worker_pids()
@@ -565,7 +574,7 @@ def test_keys_rotate_on_reload_with_api_key_file(roomd, tmp_path):
 
 def test_api_only_address_serves_nothing_else_and_no_key_with_api_insecure(roomd):
     pa = free_ports(1)[0]
-    r = roomd({"api_listen": f"{HOST}:{pa}", "api_insecure": "yes"})
+    r = started(roomd, {"api_listen": f"{HOST}:{pa}", "api_insecure": "yes"})
     assert curl(pa, "/api/info", key=None)[0] == 200
     st, doc = curl(pa, "/index.html", key=None)
     assert st == 404 and is_error(doc, "not_found")
@@ -585,8 +594,8 @@ def test_api_on_the_public_listener_and_over_tls(roomd, tmp_path):
     cert, key = make_cert(tmp_path / "pki", "server", "roomd-api.test", 7)
     lport, pt = free_ports(2)
     # listen ... api: chat and the API on one address; the API alone over TLS on another.
-    roomd({"listen": f"{HOST}:{lport} api", "api_listen": f"{HOST}:{pt} ssl", "api_key": KEY,
-           "ssl_certificate": cert, "ssl_certificate_key": key}, port=lport)
+    started(roomd, {"listen": f"{HOST}:{lport} api", "api_listen": f"{HOST}:{pt} ssl", "api_key": KEY,
+                    "ssl_certificate": cert, "ssl_certificate_key": key}, port=lport)
 
     async def main():
         c = await Chat.connect(lport)
