@@ -18,7 +18,7 @@ import urllib.request
 
 from readouts import scrape
 from roomclient import Chat, enter_all, jwt, run, spread_clients, workers_of
-from roomd import ROOMD_BIN, free_ports, make_cert, wait_for
+from roomd import ROOMD_BIN, RedisCluster, free_ports, make_cert, wait_for
 from wsraw import HOST, raw_request, read_head, read_to_close, ws_request
 
 KEY = "test-key-0123456789abcdef"
@@ -109,7 +109,8 @@ def started(roomd, settings, **kw):
 
 
 def two_hosts(roomd, redis, **extra):
-    """Instances A and B (2 workers each) sharing redis, each with its API; (A, B, A's API port, B's)."""
+    """Instances A and B (2 workers each) sharing redis (a server or a cluster), each with its API;
+    (A, B, A's API port, B's)."""
     pa, pb = free_ports(2)
     common = {"redis": redis.url, "presence_ttl": "3s", **extra}
     a = started(roomd, api_settings(pa, **common))
@@ -344,6 +345,57 @@ def test_rooms_and_info_agree_with_the_clients_there(roomd, redis):
             await c.close()
 
     run(main())
+
+
+def test_publish_rooms_and_disconnect_on_a_redis_cluster(roomd, tmp_path):
+    """On a Redis Cluster the rooms spread over three masters: /api/rooms pages
+    through every master, a publish reaches its room's members and the control
+    channel of disconnects (sharded pub/sub) reaches every worker of both hosts."""
+    cluster = RedisCluster(tmp_path / "cluster").start()
+    try:
+        a, b, pa, pb = two_hosts(roomd, cluster)
+
+        async def main():
+            rooms = {f"c{i}": [] for i in range(9)}
+            for i, room in enumerate(rooms):
+                for host in (a, b):
+                    c = await Chat.connect(host.port)
+                    await c.enter(f"{room}-{host.port}", room)
+                    await c.expect({"event": "enter"})
+                    rooms[room].append(c)
+            masters = cluster.masters()
+            owners = {cluster.owner(int(masters[0].command("CLUSTER", "KEYSLOT", r))).port for r in rooms}
+            assert len(owners) == 3, "the rooms did not spread over the masters"
+            api = Api(pa)
+            for room, members in rooms.items():
+                st, _, doc = api.call("POST", "/api/publish", {"room": room, "message": f"to {room}"})
+                assert st == 200 and doc["result"]["num"] == 2, doc
+                for c in members:
+                    got = await c.expect({"event": "message", "message": f"to {room}"})
+                    assert got["offset"] == doc["result"]["offset"] and got["roomid"] == room
+            seen, cursor, pages = {}, "0", 0
+            while True:
+                st, _, doc = api.call("GET", f"/api/rooms?limit=4&cursor={cursor}")
+                assert st == 200, doc
+                seen.update({x["room"]: x["num"] for x in doc["result"]["rooms"]})
+                cursor, pages = doc["result"]["cursor"], pages + 1
+                assert pages < 300, "the cursor never came back to 0"
+                if cursor == "0":
+                    break
+            assert seen == {r: 2 for r in rooms}, seen
+            # Disconnect on B's API: A's member of that name goes too.
+            victim = f"c4-{a.port}"
+            st, doc = curl(pb, "/api/disconnect", {"user": victim})
+            assert st == 200 and doc["result"] == {"disconnected": 1, "workers": 4, "answered": 4}, doc
+            assert await rooms["c4"][0].wait_closed(5) == 1008
+            api.close()
+            for members in rooms.values():
+                for c in members:
+                    await c.close()
+
+        run(main(), 90)
+    finally:
+        cluster.stop()
 
 
 # ---- bad input ----
