@@ -88,6 +88,24 @@ send_error(struct session *s, const char *code, const char *why)
 		ws_send_text(s, out.p, out.len);
 }
 
+/* Forget the memberships the room layer dropped (an enter Redis never finished). */
+static void
+purge_gone(struct chat_conn *c)
+{
+	struct member **pp = c != NULL ? &c->members : NULL;
+
+	while (pp != NULL && *pp != NULL) {
+		struct member *m = *pp;
+
+		if (room_member_gone(m)) {
+			*pp = room_next_of_session(m);
+			c->nrooms--;
+			room_leave(m, 0);
+		} else
+			pp = room_next_ref(m);
+	}
+}
+
 /* The membership for a request's roomid (or the only one). */
 static struct member *
 find_member(struct chat_conn *c, const char *key, size_t klen)
@@ -349,6 +367,7 @@ handle_chat(struct session *s, const uint8_t *data, size_t len)
 	char why[160];
 	size_t rl;
 
+	purge_gone(c);
 	if (parser == NULL && (parser = proto_new()) == NULL) {
 		send_error(s, "no_memory", "the server is out of memory");
 		return;
@@ -590,6 +609,7 @@ chat_tick(struct session *s, uint64_t now)
 	struct chat_conn *c = state(s, 0);
 	const struct config *cf = ws_config(s);
 
+	purge_gone(c);
 	if (c == NULL || c->nrooms == 0 || cf->heartbeat_interval == 0 ||
 	    now - c->hb_last < (uint64_t)cf->heartbeat_interval)
 		return;

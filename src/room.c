@@ -49,6 +49,7 @@ enum mem_state { MEM_PENDING, MEM_RECOVERING, MEM_ACTIVE, MEM_LEAVING };
 #define MAX_CATCHUP	8192	/* live frames waiting for one member catching up */
 #define WHO_CACHE_MS	1000	/* how long a room's who answer is served again */
 #define MAX_WHO_WAITING	4096	/* sessions waiting for one room's who answer */
+#define ENTER_GRACE_MS	1000	/* an enter waits this long for a lost link to come back */
 
 /* A member catching up: what it asked, and its live frames meanwhile. */
 struct catchup {
@@ -69,6 +70,7 @@ struct member {
 	struct catchup	*cu;
 	uint8_t		 state;
 	uint8_t		 enter_sent;
+	uint8_t		 enter_maybe;	/* an enter went out on a link that then died */
 	uint16_t	 nlen;
 	char		 mid[64];
 	char		 name[];
@@ -142,12 +144,16 @@ static struct {
 	struct jbuf	 jb;
 	struct pending_out *outs;	/* leaves to tell Redis once it is back */
 	int		 up;
+	uint64_t	 down_at;	/* ms the link went down; 0 while up */
+	int		 undone;	/* pending enters answered for this outage */
 	room_control_fn	 control;	/* hears the control channel */
 } R;
 
 static void handle(struct room *, const char *, size_t);
 static void catch_up(struct member *);
 static void fetch(struct room *, uint64_t);
+static void release_held(struct room *, const struct member *, int);
+static int leave_redis(const struct room *, const struct member *);
 
 static uint32_t
 hash_key(const char *k, size_t n)
@@ -1032,6 +1038,7 @@ static void
 on_up(void)
 {
 	R.up = 1;
+	R.down_at = 0;
 	if (R.control != NULL && store_control_subscribe() == -1)
 		log_warn("cannot subscribe to the control channel: /api/disconnect will not reach this worker");
 	flush_pending_outs();
@@ -1048,10 +1055,39 @@ on_up(void)
 	}
 }
 
+/*
+ * A chat member whose enter is not done while Redis stays away hears
+ * "unavailable", as an enter sent during the outage would, and is no member:
+ * its session drops it (room_member_gone), and Redis hears its out once back
+ * in case the enter got there.
+ */
+static void
+enter_undone(struct room *r, struct member *m)
+{
+	static const char lost[] = "{\"event\":\"error\",\"code\":\"unavailable\","
+	    "\"message\":\"enter not done: room service unavailable; try again\"}";
+
+	release_held(r, m, 0);
+	catchup_free(m);
+	/*
+	 * Queued until the link is back; out announced only if the enter got
+	 * there (others then heard it), not replayed like a member's whose
+	 * registration Redis may have lost.
+	 */
+	if ((m->enter_sent || m->enter_maybe) && leave_redis(r, m) == -1 && R.outs != NULL &&
+	    strcmp(R.outs->mid, m->mid) == 0)
+		R.outs->replay = 0;
+	ws_send_text(m->s, lost, sizeof(lost) - 1);
+	unlink_member(m);
+	m->room = NULL;
+}
+
 static void
 on_down(void)
 {
 	R.up = 0;
+	R.down_at = clock_ms();
+	R.undone = 0;
 	for (size_t i = 0; i < R.nbuckets; i++) {
 		for (struct room *r = R.tab[i]; r != NULL; r = r->hnext) {
 			r->sub = SUB_NONE;
@@ -1062,15 +1098,19 @@ on_down(void)
 			for (struct member *m = r->members, *next; m != NULL; m = next) {
 				next = m->rnext;
 				/*
-				 * A pending member's enter is resent (idempotent) when the
-				 * link is back. An active one is re-registered by
-				 * store_resync and keeps enter_sent: clearing it would hold
-				 * its messages in publish_or_hold forever. One catching
-				 * up cannot finish: it hears it has a gap, then gets what
-				 * the room catches up on like the others.
+				 * A pending member's enter is resent (idempotent) when
+				 * the link is back; if it is not back within
+				 * ENTER_GRACE_MS, room_tick answers it (enter_undone). An
+				 * active one is re-registered by store_resync and keeps
+				 * enter_sent: clearing it would hold its messages in
+				 * publish_or_hold forever. One catching up cannot
+				 * finish: it hears it has a gap, then gets what the
+				 * room catches up on like the others.
 				 */
-				if (m->state == MEM_PENDING)
+				if (m->state == MEM_PENDING) {
+					m->enter_maybe |= m->enter_sent;
 					m->enter_sent = 0;
+				}
 				if (m->state == MEM_RECOVERING)
 					catchup_done(m, 0, NULL);
 				if (m->state == MEM_LEAVING) {
@@ -1186,6 +1226,17 @@ room_service_up(void)
 void
 room_tick(uint64_t now)
 {
+	if (!R.up && R.down_at != 0 && !R.undone && now - R.down_at >= ENTER_GRACE_MS) {
+		/* Redis stays away: answer the enters it has not done. */
+		R.undone = 1;
+		for (size_t i = 0; i < R.nbuckets; i++)
+			for (struct room *r = R.tab[i]; r != NULL; r = r->hnext)
+				for (struct member *m = r->members, *next; m != NULL; m = next) {
+					next = m->rnext;
+					if (m->state == MEM_PENDING && r->kind == ROOM_CHAT)
+						enter_undone(r, m);
+				}
+	}
 	for (size_t i = 0; i < R.nbuckets; i++) {
 		for (struct room *r = R.tab[i], *next; r != NULL; r = next) {
 			next = r->hnext;
@@ -1560,6 +1611,12 @@ long
 room_num(const struct member *m)
 {
 	return m->room != NULL && m->room->kind == ROOM_CHAT ? m->room->num : -1;
+}
+
+int
+room_member_gone(const struct member *m)
+{
+	return m->room == NULL;
 }
 
 const char *

@@ -88,6 +88,12 @@ void room_set_control(room_control_fn);
 const char *room_member_name(const struct member *, size_t *len);
 /* A chat room's count as last seen on its channel; -1 for a broadcast room (not counted). */
 long room_num(const struct member *);
+/*
+ * Whether the room dropped m: a chat member whose enter was not done when
+ * Redis went away (it was answered "unavailable"). Its session forgets it
+ * with room_leave.
+ */
+int room_member_gone(const struct member *);
 const char *room_key_of(const struct member *, size_t *len);
 struct member *room_next_of_session(const struct member *);
 void room_set_next_of_session(struct member *, struct member *);

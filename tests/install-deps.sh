@@ -25,8 +25,9 @@ apt-get install -y -qq --no-install-recommends \
 	debhelper dpkg-dev lintian adduser systemd man-db
 # Node.js for the `ws` client tests: keep a newer node if one is installed.
 command -v node >/dev/null 2>&1 || apt-get install -y -qq --no-install-recommends nodejs npm
-# The Node `ws` clients and playwright-core (which drives Debian's chromium).
-for d in tests/node tests/browser; do
+# The Node `ws` clients, playwright-core (which drives Debian's chromium) and
+# TypeScript (which checks roomd-client's declarations).
+for d in tests/node tests/browser clients/js; do
 	if [ -f "$top/$d/package-lock.json" ]; then
 		(cd "$top/$d" && npm ci --no-audit --no-fund --loglevel=error)
 	fi

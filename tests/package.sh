@@ -93,7 +93,8 @@ if ! dpkg -i "$deb" >"$work/install.log" 2>&1; then
 else
 	why=""
 	for f in /usr/sbin/roomd /usr/bin/roomd-bench /etc/roomd/roomd.conf /lib/systemd/system/roomd.service \
-	    /etc/logrotate.d/roomd /usr/share/roomd/www/index.html /usr/share/man/man8/roomd.8.gz \
+	    /etc/logrotate.d/roomd /usr/share/roomd/www/index.html /usr/share/roomd/www/roomd-client.js \
+	    /usr/share/man/man8/roomd.8.gz \
 	    /usr/share/man/man5/roomd.conf.5.gz /usr/share/man/man7/roomd-protocol.7.gz \
 	    /usr/share/man/man7/roomd-api.7.gz \
 	    /usr/share/man/man1/roomd-bench.1.gz; do

@@ -160,6 +160,7 @@ if [ "${SKIP_DISTCHECK:-0}" != 1 ] && [ "$ok_build" = 1 ]; then
 	# npm packages cannot be in the tarball: point its tests at ours.
 	if (cd "$root/normal" && ROOMD_NODE_MODULES="$top/tests/node/node_modules" \
 	    ROOMD_BROWSER_MODULES="$top/tests/browser/node_modules" \
+	    ROOMD_JS_MODULES="$top/clients/js/node_modules" \
 	    ROOMD_TEST_OUT="$root/distcheck-out" make distcheck >distcheck.out 2>&1); then
 		record "distcheck" 1 0
 	else

@@ -5,6 +5,7 @@ exits non-zero with its reason and saves a screenshot of every open page to
 OUTDIR (tests/out/browser/<case>/) on failure; its output is shown then."""
 import os
 import shutil
+import signal
 import subprocess
 import time
 
@@ -121,3 +122,36 @@ def test_json_heartbeat_answered(roomd):
     r = roomd({"heartbeat_interval": "1s", "heartbeat_misses": "2"})
     run_script("heartbeat", r.port)
     assert "missed" not in r.read_log(), r.read_log()[-3000:]
+
+
+def test_page_recovers_after_worker_restart_and_reload(roomd, redis):
+    """The page over roomd-client: every worker of the reader's instance
+    SIGKILLed, then the reader's page reloaded, while a page on a second
+    instance keeps sending: the reader shows every message once, in order,
+    and after the reload the last 50 it had plus everything since."""
+    a = roomd({"redis": redis.url, "history_size": "1000"}, workers=2)
+    b = roomd({"redis": redis.url, "history_size": "1000"}, workers=1)
+    s = NodeScript(case_argv("recover", a.port), BROWSER_DIR, dict(env(), ROOMD_PORT_B=str(b.port)), "recover.js")
+    try:
+        s.expect_line("READY", 40)
+        for pid in a.worker_pids():
+            os.kill(pid, signal.SIGKILL)
+        s.say("KILLED")
+        s.finish(TIMEOUT)
+    finally:
+        s.kill()
+
+
+def test_page_history_and_gap_line(roomd, redis):
+    """A page entering a room shows its last 50 messages; when Redis loses
+    the room's history the page says "you missed messages you cannot see"
+    once, before the next message."""
+    r = roomd({"redis": redis.url})
+    s = script("history", r.port)
+    try:
+        s.expect_line("READY", 40)
+        assert redis.command("FLUSHALL") == "OK"
+        s.say("FLUSHED")
+        s.finish(TIMEOUT)
+    finally:
+        s.kill()

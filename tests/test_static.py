@@ -143,8 +143,11 @@ def test_if_modified_since_304(srv):
 
 
 def test_content_types(srv):
-    """app.js and style.css are served with their types (and nosniff)."""
-    for path, want in (("/app.js", "text/javascript"), ("/style.css", "text/css")):
+    """app.js, the client module it imports and style.css are served with
+    their types (and nosniff): a browser runs a module script only with a
+    JavaScript type."""
+    for path, want in (("/app.js", "text/javascript"), ("/roomd-client.js", "text/javascript"),
+                       ("/style.css", "text/css")):
         st, h, body = fetch(srv.port, path)
         assert st == 200, path
         assert h["content-type"].split(";")[0] == want, (path, h["content-type"])

@@ -1,5 +1,7 @@
-// roomd chat page: join a room, chat, see who is here; survives dropped connections.
-'use strict';
+// roomd chat page: join a room, chat, see who is here. roomd-client does the
+// connection: it reconnects, recovers what was said meanwhile, and hands each
+// message over once, in order; the page shows what it is handed.
+import { RoomdClient } from './roomd-client.js';
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -8,18 +10,17 @@ const ui = {
   count: $('count'), status: $('status'), where: $('where'),
 };
 
+const HISTORY = 50;   // messages shown on entering a room
 // The WebSocket lives at the page's own path (a chat route), on ws: or wss:.
 const wsUrl = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + location.pathname;
 const params = new URLSearchParams(location.search);
 ui.room.value = params.get('room') || 'lobby';
 ui.name.value = sessionStorage.getItem('roomd.name') || '';
 
-const me = { name: null, room: null };   // set once the user joins
-let ws = null;
-let attempt = 0;          // reconnect attempts since the last good connection
-let retryTimer = null;
+let client = null;
+let room = null;
+let wasConnected = false;   // this page was online in this room: a new connection is a reconnect
 let whoTimer = null;
-let wasConnected = false;
 
 function setStatus(state, text) {
   ui.status.className = state;
@@ -46,10 +47,11 @@ function notice(text, kind) {
 }
 
 function addMessage(ev) {
-  const mine = ev.name === me.name;
+  const mine = ev.name === client.name;
   const follow = mine || atEnd();
   const li = document.createElement('li');
   li.className = 'msg' + (mine ? ' mine' : '');
+  li.dataset.offset = ev.offset;
   const who = document.createElement('span');
   who.className = 'who';
   who.textContent = ev.name;
@@ -76,117 +78,111 @@ function renderWho(names) {
   ui.who.replaceChildren(...names.slice().sort().map((n) => {
     const li = document.createElement('li');
     li.textContent = n;
-    if (n === me.name) li.className = 'me';
+    if (n === client.name) li.className = 'me';
     return li;
   }));
-}
-
-function send(obj) {
-  if (ws && ws.readyState === WebSocket.OPEN) {
-    ws.send(JSON.stringify(obj));
-    return true;
-  }
-  return false;
 }
 
 // Ask who is here, at most a few times a second however busy the room is.
 function refreshWho() {
   clearTimeout(whoTimer);
-  whoTimer = setTimeout(() => send({ event: 'who', roomid: me.room }), 150);
+  const r = room;
+  whoTimer = setTimeout(() => {
+    r.who().then((w) => {
+      if (r !== room) return;
+      renderWho(w.members);
+      setCount(w.num);
+    }, () => {});   // not in the room right now: the next enter asks again
+  }, 150);
 }
 
-function onEvent(ev) {
-  if ('num' in ev) setCount(ev.num);
-  switch (ev.event) {
-    case 'enter':
-      notice(ev.name === me.name ? 'You joined #' + ev.roomid : ev.name + ' joined');
-      refreshWho();
-      break;
-    case 'out':
-      if (ev.name !== me.name || ev.roomid !== me.room) notice(ev.name + ' left');
-      refreshWho();
-      break;
-    case 'message':
-      addMessage(ev);
-      break;
-    case 'who':
-      renderWho(ev.members || []);
-      break;
-    case 'heartbeat':
-      if (ev.message === 'ping') send({ event: 'heartbeat', message: 'pong' });
-      break;
-    case 'error':
-      notice('Error: ' + ev.message, 'error');
-      break;
+// The line that says what could not be recovered (the server said recovered:false).
+function gapLine(g) {
+  if (g.from !== null && g.to !== null) {
+    const n = g.to - g.from + 1;
+    return `You missed ${n} message${n === 1 ? '' : 's'} you cannot see`;
   }
+  if (g.newEpoch) return "You may have missed messages you cannot see: the room's history was lost";
+  return 'You missed messages you cannot see';
 }
 
-function connect() {
-  clearTimeout(retryTimer);
-  setStatus(wasConnected ? 'reconnecting' : 'connecting');
-  const sock = new WebSocket(wsUrl);
-  ws = sock;
-  sock.onopen = () => {
-    if (sock !== ws) return;
-    const rejoin = wasConnected;
-    attempt = 0;
+function enterRoom(name, roomid) {
+  client = new RoomdClient(wsUrl, { name, storage: sessionStorage, storagePrefix: 'roomd.pos:' });
+  room = client.join(roomid, { history: HISTORY });
+  wasConnected = false;
+  room.on('enter', (ev) => {
+    setCount(ev.num);
+    notice(ev.name === client.name ? 'You joined #' + ev.roomid : ev.name + ' joined');
+    refreshWho();
+  });
+  room.on('out', (ev) => {
+    setCount(ev.num);
+    notice(ev.name + ' left');
+    refreshWho();
+  });
+  room.on('message', (ev) => {
+    setCount(ev.num);
+    addMessage(ev);
+  });
+  room.on('gap', (g) => notice(gapLine(g), 'gap'));
+  client.on('state', (s) => {
+    if (s === 'connected') setStatus('online');
+    else if (s === 'connecting') setStatus(wasConnected ? 'reconnecting' : 'connecting',
+      wasConnected ? 'reconnecting…' : 'connecting');
+    else setStatus('offline');
+  });
+  client.on('connected', () => {
+    if (wasConnected) notice('Reconnected: back in #' + roomid + ' as ' + client.name);
     wasConnected = true;
-    setStatus('online');
-    send({ event: 'enter', message: me.name, roomid: me.room });
-    if (rejoin) notice('Reconnected: back in #' + me.room + ' as ' + me.name);
-  };
-  sock.onmessage = (e) => {
-    let ev;
-    try { ev = JSON.parse(e.data); } catch (err) { return; }
-    onEvent(ev);
-  };
-  sock.onclose = (e) => {
-    if (sock !== ws) return;
-    ws = null;
-    if (!me.room) { setStatus('offline'); return; }
-    // Exponential backoff with jitter: a restarted server is not stampeded.
-    const base = Math.min(30000, 500 * 2 ** attempt);
-    const delay = Math.round(base / 2 + Math.random() * base / 2);
-    attempt++;
-    setStatus('reconnecting', 'reconnecting…');
-    notice('Connection lost' + (e.code ? ' (' + e.code + ')' : '') + '; reconnecting in ' +
-      (delay / 1000).toFixed(1) + ' s');
-    retryTimer = setTimeout(connect, delay);
-  };
+  });
+  client.on('disconnected', (d) => {
+    if (d.reconnect && wasConnected)
+      notice('Connection lost' + (d.code ? ' (' + d.code + ')' : '') + '; reconnecting in ' +
+        (d.delay / 1000).toFixed(1) + ' s');
+  });
+  client.on('error', (e) => {
+    if (e.code === 'queue_full') notice('Not connected: your message was not sent', 'error');
+    else notice('Error: ' + e.message, 'error');
+  });
+  client.connect();
+}
+
+function showRoom(roomid) {
+  const url = new URL(location.href);
+  url.searchParams.set('room', roomid);
+  history.replaceState(null, '', url);
+  ui.where.textContent = '#' + roomid;
+  document.title = '#' + roomid + ' · roomd';
+  ui.join.hidden = true;
+  ui.chat.hidden = false;
+  ui.text.focus();
 }
 
 ui.join.addEventListener('submit', (e) => {
   e.preventDefault();
-  me.name = ui.name.value.trim();
-  me.room = ui.room.value.trim() || 'lobby';
-  if (!me.name) return;
-  sessionStorage.setItem('roomd.name', me.name);
-  const url = new URL(location.href);
-  url.searchParams.set('room', me.room);
-  history.replaceState(null, '', url);
-  ui.where.textContent = '#' + me.room;
-  document.title = '#' + me.room + ' · roomd';
-  ui.join.hidden = true;
-  ui.chat.hidden = false;
-  ui.text.focus();
-  connect();
+  const name = ui.name.value.trim();
+  const roomid = ui.room.value.trim() || 'lobby';
+  if (!name) return;
+  sessionStorage.setItem('roomd.name', name);
+  sessionStorage.setItem('roomd.in', roomid);
+  showRoom(roomid);
+  enterRoom(name, roomid);
 });
 
 ui.composer.addEventListener('submit', (e) => {
   e.preventDefault();
   const text = ui.text.value;
   if (!text.trim()) return;
-  if (send({ event: 'message', message: text, roomid: me.room })) ui.text.value = '';
-  else notice('Not connected: your message was not sent', 'error');
+  // Sent now, or queued until the connection is back; false: the queue is full.
+  if (room.send(text)) ui.text.value = '';
 });
 
 ui.leave.addEventListener('click', () => {
-  send({ event: 'out', roomid: me.room });
-  me.room = null;
-  clearTimeout(retryTimer);
-  wasConnected = false;   // joining again is a fresh join, not a reconnect
-  attempt = 0;
-  if (ws) ws.close(1000, 'left');
+  clearTimeout(whoTimer);
+  room.leave();
+  client.close();
+  room = client = null;
+  sessionStorage.removeItem('roomd.in');
   ui.chat.hidden = true;
   ui.join.hidden = false;
   ui.log.replaceChildren();
@@ -195,3 +191,10 @@ ui.leave.addEventListener('click', () => {
   ui.where.textContent = '';
   setStatus('offline');
 });
+
+// A reload of a page that was in this room goes straight back in: the
+// client recovers from the position it kept in sessionStorage.
+if (ui.name.value && sessionStorage.getItem('roomd.in') === ui.room.value) {
+  showRoom(ui.room.value);
+  enterRoom(ui.name.value, ui.room.value);
+}
