@@ -148,6 +148,7 @@ static struct {
 	uint64_t	 down_at;	/* ms the link went down; 0 while up */
 	int		 some_down;	/* rooms down alone (on_lost) wait in room_tick */
 	int		 undone;	/* pending enters answered for this outage */
+	room_control_fn	 control;	/* hears the control channel */
 } R;
 
 static void handle(struct room *, const char *, size_t);
@@ -736,6 +737,10 @@ on_message(const char *ch, size_t chlen, const char *p, size_t n)
 	const char *key = store_room_of(ch, chlen, &klen);
 	struct room *r = key != NULL ? room_find(key, klen) : NULL;
 
+	if (key == NULL && R.control != NULL && store_is_control(ch, chlen)) {
+		R.control(p, n);
+		return;
+	}
 	if (r == NULL || r->sub != SUB_ACTIVE || n < 2)
 		return;
 	if (r->fetching || r->q != NULL) {
@@ -968,6 +973,8 @@ on_unsubscribed(const char *ch, size_t chlen)
 	const char *key = store_room_of(ch, chlen, &klen);
 	struct room *r = key != NULL ? room_find(key, klen) : NULL;
 
+	if (key == NULL && R.control != NULL && store_is_control(ch, chlen))
+		return 1;	/* never left: its slot moved, so it is wanted where it is now */
 	if (r == NULL)
 		return 0;
 	if (r->sub != SUB_LEAVING) {
@@ -1034,6 +1041,8 @@ on_up(void)
 {
 	R.up = 1;
 	R.down_at = 0;
+	if (R.control != NULL && store_control_subscribe() == -1)
+		log_warn("cannot subscribe to the control channel: /api/disconnect will not reach this worker");
 	flush_pending_outs();
 	for (size_t i = 0; i < R.nbuckets; i++) {
 		for (struct room *r = R.tab[i], *next; r != NULL; r = next) {
@@ -1486,24 +1495,63 @@ publish_or_hold(struct room *r, struct member *m, int relay, const char *p, size
 	return 0;
 }
 
+/* A new message id, "WID.SEQ", into id[ROOM_ID_MAX], without printf: this runs for every message. */
+static void
+next_id(char *id)
+{
+	size_t wl = strlen(R.wid);
+
+	if (wl > ROOM_ID_MAX - 26)
+		wl = ROOM_ID_MAX - 26;
+	memcpy(id, R.wid, wl);
+	id[wl] = '.';
+	id[wl + 1 + jbuf_itoa(id + wl + 1, (long long)(++R.seq & (uint64_t)LLONG_MAX))] = '\0';
+}
+
 int
 room_say(struct member *m, const char *text, size_t tlen)
 {
 	struct room *r = m->room;
-	char id[128];
-	size_t wl = strlen(R.wid);
+	char id[ROOM_ID_MAX];
 
-	/* "WID.SEQ" without printf: this runs for every message. */
-	if (wl > sizeof(id) - 26)
-		wl = sizeof(id) - 26;
-	memcpy(id, R.wid, wl);
-	id[wl] = '.';
-	id[wl + 1 + jbuf_itoa(id + wl + 1, (long long)(++R.seq & (uint64_t)LLONG_MAX))] = '\0';
+	next_id(id);
 	/* The event but its end: Redis adds num and the offset in the same step that stores it. */
 	proto_message_head(&R.jb, m->name, m->nlen, text, tlen, r->key, r->klen, id, clock_wall_ms());
 	if (R.jb.oom)
 		return -1;
 	return publish_or_hold(r, m, 0, R.jb.p, R.jb.len);
+}
+
+int
+room_post(const char *room, size_t rl, const char *name, size_t nl, const char *text, size_t tlen,
+    char id[ROOM_ID_MAX], store_said_fn fn, void *arg)
+{
+	if (!bus_ready())
+		return -1;
+	next_id(id);
+	proto_message_head(&R.jb, name, nl, text, tlen, room, rl, id, clock_wall_ms());
+	if (R.jb.oom)
+		return -1;
+	return store_say_full(room, rl, R.jb.p, R.jb.len, fn, arg);
+}
+
+size_t
+room_count(void)
+{
+	return R.nrooms;
+}
+
+void
+room_set_control(room_control_fn fn)
+{
+	R.control = fn;
+}
+
+const char *
+room_member_name(const struct member *m, size_t *len)
+{
+	*len = m->nlen;
+	return m->name;
 }
 
 int

@@ -55,6 +55,15 @@ struct session {
 	uint8_t			 no_auth;	/* upgraded only to say noAuth and close */
 	uint8_t			 pmd_bits;	/* permessage-deflate window; 0: not negotiated */
 	uint8_t			 paused;	/* not reading: WS_PAUSE_RATE, WS_PAUSE_ROUTE */
+	uint8_t			 api;		/* the listener's FRONT_API, FRONT_API_ONLY */
+	uint8_t			 api_busy;	/* an API call waits for its answer: requests after it wait */
+	uint8_t			 api_sync;	/* inside the API handler's call */
+	uint8_t			 api_close;	/* close once the API call is answered */
+	uint8_t			 api_head;	/* a HEAD: the answer's head only */
+	uint8_t			 api_idle;	/* answered: idle (api_keepalive_timeout) until more bytes come */
+	uint8_t			 api_method;	/* enum api_metric of the API request */
+	const char		*api_allow;	/* a 405's Allow */
+	uint32_t		 api_need;	/* bytes of an API request whose body is still arriving */
 	uint16_t		 strikes;	/* messages refused in a row by the rate limit */
 	uint32_t		 tokens;	/* rate limit bucket, in thousandths of a message */
 	uint64_t		 refill;	/* ms of the last refill */

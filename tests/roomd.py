@@ -131,6 +131,20 @@ def read_text(path):
         return ""
 
 
+def make_cert(d, name, cn, serial, kind="ec"):
+    """A self-signed certificate for 127.0.0.1 and its key, made with the openssl
+    CLI in directory d: (cert path, key path)."""
+    os.makedirs(d, exist_ok=True)
+    cert, key = os.path.join(d, f"{name}.crt"), os.path.join(d, f"{name}.key")
+    newkey = (["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"] if kind == "ec"
+              else ["-newkey", "rsa:2048"])
+    subprocess.run(["openssl", "req", "-x509", *newkey, "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "2", "-subj", f"/CN={cn}", "-set_serial", str(serial),
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True, timeout=30)
+    return cert, key
+
+
 # ---- processes ----
 
 def comm(pid):

@@ -11,9 +11,6 @@ else still runs):
   LOAD_RSS_MB         sum of worker RSS with 2,000 sessions at the rate limit
 """
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -27,6 +24,7 @@ import websockets
 
 from readouts import scrape
 from roomclient import Chat, run
+from roomclient import jwt as make_jwt
 from roomd import http_get, raise_nofile, wait_for
 from wsraw import HOST, close_code, handshake, parse_frames, parse_head, read_head, read_to_close, ws_request
 from wsraw import frame as mask_frame
@@ -62,18 +60,9 @@ def report(capsys, text):
 
 # ---- tokens ----
 
-def b64u(b):
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-
-
 def jwt(claims, secret=SECRET, header=None, sig=None):
-    """An HS256 JWT (or whatever header says) signed with secret; sig overrides the signature."""
-    head = b64u(json.dumps(header or {"alg": "HS256", "typ": "JWT"}).encode())
-    body = b64u(json.dumps(claims).encode())
-    signing = f"{head}.{body}"
-    if sig is None:
-        sig = hmac.new(secret.encode(), signing.encode(), hashlib.sha256).digest()
-    return f"{signing}.{b64u(sig)}"
+    """An HS256 JWT signed with this file's secret unless another is given."""
+    return make_jwt(claims, secret, header, sig)
 
 
 def good_claims(**kw):
