@@ -147,6 +147,7 @@ static struct {
 	int		 up;
 	uint64_t	 down_at;	/* ms the link went down; 0 while up */
 	int		 some_down;	/* rooms down alone (on_lost) wait in room_tick */
+	int		 control_down;	/* the control channel went with a lost node */
 	int		 undone;	/* pending enters answered for this outage */
 	room_control_fn	 control;	/* hears the control channel */
 } R;
@@ -1041,6 +1042,7 @@ on_up(void)
 {
 	R.up = 1;
 	R.down_at = 0;
+	R.control_down = 0;
 	if (R.control != NULL && store_control_subscribe() == -1)
 		log_warn("cannot subscribe to the control channel: /api/disconnect will not reach this worker");
 	flush_pending_outs();
@@ -1152,6 +1154,10 @@ on_lost(void)
 {
 	char ch[1300];
 
+	if (R.control != NULL && store_control_lost()) {
+		R.control_down = 1;
+		R.some_down = 1;
+	}
 	for (size_t i = 0; i < R.nbuckets; i++)
 		for (struct room *r = R.tab[i]; r != NULL; r = r->hnext) {
 			size_t cl = store_channel(ch, sizeof(ch), r->key, r->klen);
@@ -1261,6 +1267,11 @@ room_tick(uint64_t now)
 	/* Rooms down alone (a Cluster node lost): back where their slot is now; else answer enters. */
 	int still = 0;
 
+	if (R.up && R.control_down) {
+		if (store_control_subscribe() == 0)
+			R.control_down = 0;
+		still = R.control_down;
+	}
 	for (size_t i = 0; R.up && R.some_down && i < R.nbuckets; i++)
 		for (struct room *r = R.tab[i]; r != NULL; r = r->hnext) {
 			if (r->sub != SUB_NONE || r->nmembers == 0 || r->down_at == 0)

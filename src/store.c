@@ -1642,6 +1642,15 @@ store_control_subscribe(void)
 }
 
 int
+store_control_lost(void)
+{
+	char ch[300];
+	size_t cl = control_channel(ch, sizeof(ch));
+
+	return cl > 0 && bus_channel_lost(ch, cl);
+}
+
+int
 store_control_publish(const char *payload, size_t pl, store_count_fn fn, void *arg)
 {
 	char ch[300];

@@ -122,6 +122,8 @@ int store_control_subscribe(void);
 /* Publish a control message; fn gets how many workers heard it (or -1). */
 int store_control_publish(const char *payload, size_t pl, store_count_fn, void *arg);
 int store_is_control(const char *ch, size_t chlen);
+/* During the bus's lost handler: whether the control channel went with the lost node. */
+int store_control_lost(void);
 
 /*
  * This worker took the place of worker wid, which died: once Redis is up,
