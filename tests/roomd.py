@@ -337,6 +337,7 @@ class Roomd:
             "shutdown_timeout": "5s",
         }
         base.update(settings or {})
+        self.redis_setting = base.get("redis")
         self.write_config(base)
 
     def write_config(self, settings):
@@ -377,6 +378,27 @@ class Roomd:
                                      f"\nstderr: {self.read_stderr()}")
             return self.healthy() and len(self.worker_pids()) == self.workers
         wait_for(ready, timeout, what="roomd /healthz and all workers")
+        # Rooms answer "unavailable" until every worker reaches Redis: wait for that
+        # as well when there is a Redis to reach (the private one, or one that
+        # accepts connections now); a test that starts roomd without one goes on.
+        deadline = time.monotonic() + (5 if self.redis_reachable() else 0)
+        while time.monotonic() < deadline:
+            try:
+                if http_get(self.port, "/readyz", timeout=1.0)[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.05)
+
+    def redis_reachable(self):
+        m = re.fullmatch(r"rediss?://(?:[^@/]*@)?([^:/,]+):(\d+)(?:/\d+)?", self.redis_setting or "")
+        if self.redis_setting is None or m is None:
+            return self.redis_setting is None      # the private one; others are not probed
+        try:
+            socket.create_connection((m.group(1), int(m.group(2))), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
 
     def children(self):
         """PIDs of the master's direct children."""
