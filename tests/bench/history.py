@@ -43,7 +43,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
-from roomd import RedisServer, Roomd  # noqa: E402
+from roomd import RedisServer, Roomd, http_get  # noqa: E402
 from topologies import cpu_ticks, pin  # noqa: E402
 
 import websockets  # noqa: E402
@@ -139,6 +139,15 @@ def replay(port):
             "min": ms[0], "max": ms[-1]}
 
 
+def gap_counters(port):
+    """roomd's repair counters from /metrics: every load should leave them at 0."""
+    status, _, body = http_get(port, "/metrics")
+    if status != 200:
+        return {}
+    want = ("roomd_gaps_repaired_total", "roomd_gaps_unrecoverable_total")
+    return {l.split()[0]: l.split()[1] for l in body.decode().splitlines() if l.startswith(want)}
+
+
 def measure(name, size, tmp):
     redis = RedisServer(os.path.join(tmp, f"redis-{name}")).start()
     r = None
@@ -155,6 +164,7 @@ def measure(name, size, tmp):
             res, roomd_s, redis_s = bench(r, redis, args + ["-d", str(DUR), "--room-prefix", prefix],
                                           f"{name} {what}")
             out["loads"].append((what, res, roomd_s, redis_s))
+        out["gaps"] = gap_counters(r.port)
         return out
     finally:
         if r is not None and r.proc is not None:
@@ -208,6 +218,9 @@ def main():
         m = out["memory"]
         print(f"| {size} | {m['rooms']} | {m['sent']} | {m['stored']} | {m['diff']} B | "
               f"{m['diff'] / m['rooms']:.0f} B | {m['diff'] / m['sent']:.0f} B | {m['stream_usage']} B |")
+    print("\nroomd's gap counters after the loads: " + "; ".join(
+        f"history_size {size}: " + (", ".join(f"{k} {v}" for k, v in out["gaps"].items()) or "no /metrics")
+        for name, size, out in runs))
     rp = runs[1][2]["replay"]
     print(f"\nreplay of 100 messages (enter with \"history\":100 to the 100th message event, python-websockets, "
           f"{TRIES} tries): median {rp['median']:.2f} ms, p99 {rp['p99']:.2f} ms "
