@@ -25,8 +25,12 @@ redis-server of its own (rate_limit 0, heartbeat_interval 0): history off
 
     ROOMD_BIN=build/normal/src/roomd tests/bench/history.py
 
-Environment: DUR (10), ROOMS_MEM (200), TRIES (50), ORDER (off,on: which
-instance runs first; on,off to see how much the order skews the figures). PIN=1 puts roomd and
+Both instances are up together and the loads alternate between them (off
+then on for the first load, on then off for the next, ...), because a run
+after another on this shared machine is measured under different
+conditions: run one after the other, the order changed the CPU figures more
+than history did. Environment: DUR (10), ROOMS_MEM (200), TRIES (50), ORDER
+(off,on: which instance goes first; on,off the other way). PIN=1 puts roomd and
 redis-server on CPU 0, roomd-bench and this script's replay client on CPU 1.
 Every run is bounded; the whole script takes about two minutes. Not part of
 CI: its figures depend on the machine (and on whatever else runs on it).
@@ -148,28 +152,49 @@ def gap_counters(port):
     return {l.split()[0]: l.split()[1] for l in body.decode().splitlines() if l.startswith(want)}
 
 
-def measure(name, size, tmp):
+def start(name, size, tmp, servers):
+    """A fresh redis-server and a 2-worker roomd on it with history_size size."""
     redis = RedisServer(os.path.join(tmp, f"redis-{name}")).start()
-    r = None
+    servers.append(redis)
+    r = Roomd(os.path.join(tmp, f"roomd-{name}"),
+              settings={"redis": redis.url, "rate_limit": "0", "heartbeat_interval": "0",
+                        "log_level": "warning", "history_size": str(size)}, workers=2)
+    servers.append(r)
+    r.start()
+    if PIN:
+        for pid in [r.pid] + r.children() + [redis.proc.pid]:
+            pin(pid, 0)
+    return r, redis
+
+
+def measure(tmp):
+    """Both instances stay up; each load runs on one, then at once on the other
+    (the order alternating from load to load), so that the machine's drift
+    (other work coming and going) falls on both alike."""
+    servers, inst, out = [], {}, {}
     try:
-        r = Roomd(os.path.join(tmp, f"roomd-{name}"),
-                  settings={"redis": redis.url, "rate_limit": "0", "heartbeat_interval": "0",
-                            "log_level": "warning", "history_size": str(size)}, workers=2)
-        r.start()
-        if PIN:
-            for pid in [r.pid] + r.children() + [redis.proc.pid]:
-                pin(pid, 0)
-        out = {"memory": memory(r, redis), "replay": replay(r.port) if size else None, "loads": []}
-        for what, prefix, args in LOADS:
-            res, roomd_s, redis_s = bench(r, redis, args + ["-d", str(DUR), "--room-prefix", prefix],
-                                          f"{name} {what}")
-            out["loads"].append((what, res, roomd_s, redis_s))
-        out["gaps"] = gap_counters(r.port)
+        for name in ORDER:
+            inst[name] = start(name, SIZES[name], tmp, servers)
+        for name in ORDER:
+            r, redis = inst[name]
+            out[name] = {"memory": memory(r, redis), "replay": replay(r.port) if SIZES[name] else None,
+                         "loads": [None] * len(LOADS)}
+        for i, (what, prefix, args) in enumerate(LOADS):
+            for name in (ORDER if i % 2 == 0 else ORDER[::-1]):
+                r, redis = inst[name]
+                res, roomd_s, redis_s = bench(r, redis, args + ["-d", str(DUR), "--room-prefix", prefix],
+                                              f"{name} {what}")
+                out[name]["loads"][i] = (what, res, roomd_s, redis_s)
+        for name in ORDER:
+            out[name]["gaps"] = gap_counters(inst[name][0].port)
         return out
     finally:
-        if r is not None and r.proc is not None:
-            r.stop(check=False)
-        redis.kill()
+        for s in reversed(servers):
+            if isinstance(s, Roomd):
+                if s.proc is not None:
+                    s.stop(check=False)
+            else:
+                s.kill()
 
 
 def us(sec, n):
@@ -184,10 +209,11 @@ def main():
     t0 = time.monotonic()
     if sorted(ORDER) != ["off", "on"]:
         raise SystemExit("ORDER is off,on or on,off")
-    done = {name: measure(name, SIZES[name], tmp) for name in ORDER}
+    done = measure(tmp)
     runs = [(name, SIZES[name], done[name]) for name in ("off", "on")]
     print(f"\nroomd 2 workers, one redis-server each, rate_limit 0, heartbeat_interval 0, {DUR} s per load"
-          f"{', pinned (server CPU 0, bench CPU 1)' if PIN else ''}; ran {' then '.join(ORDER)}; took {time.monotonic() - t0:.0f} s\n")
+          f"{', pinned (server CPU 0, bench CPU 1)' if PIN else ''}; loads alternate between the two, "
+          f"{ORDER[0]} first; took {time.monotonic() - t0:.0f} s\n")
     print("| load | history_size | deliveries/s | p50 ms | p99 ms | lost | sent | "
           "server CPU us/delivery, whole bench (roomd + redis) | run window: server % of a core, "
           "us/delivery | bench rc |")
