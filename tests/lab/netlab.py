@@ -31,7 +31,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from roomd import ROOMD_BIN, HAProxy, RedisServer, Roomd, stop_pid, wait_for  # noqa: E402
+from roomd import (ROOMD_BIN, HAProxy, RedisServer, Roomd, children_of,  # noqa: E402
+                   resp_command, stop_pid, wait_for)
 from wsraw import read_to_close  # noqa: E402
 
 PREFIX = "rlab-"
@@ -136,9 +137,10 @@ class Host(Roomd):
     address and, plain, on the namespace's own 127.0.0.1; Redis is across the
     back network."""
 
-    def __init__(self, lab, name, index, settings=None):
+    def __init__(self, lab, name, index, settings=None, pidns=False):
         self.lab = lab
         self.name = name
+        self.pidns = pidns      # in a PID namespace of its own: its master is pid 1 there
         self.ns = lab.ns(f"h{index}")
         self.front = f"{FRONT}{10 + index}"
         self.back = f"{BACK}{10 + index}"
@@ -158,12 +160,29 @@ class Host(Roomd):
     def start(self, wait=True):
         self.stderr_path = os.path.join(self.dir, "stderr.txt")
         with open(self.stderr_path, "ab") as err:
-            self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, ROOMD_BIN, "-c", self.conf]
-                                         + self.args, stdout=subprocess.DEVNULL, stderr=err,
+            # In a PID namespace, unshare forks roomd as the namespace's pid 1 and
+            # waits for it; SIGTERM to unshare reaches roomd too (--kill-child).
+            pidns = ["unshare", "--pid", "--mount-proc", "--kill-child=SIGTERM"] if self.pidns else []
+            self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns] + pidns +
+                                         [ROOMD_BIN, "-c", self.conf] + self.args,
+                                         stdout=subprocess.DEVNULL, stderr=err,
                                          env=self.env, cwd=self.dir)
         if wait:
             self.wait_ready()
         return self
+
+    @property
+    def pid(self):
+        """The master's pid as we see it (in a PID namespace: unshare's child)."""
+        if self.pidns:
+            kids = children_of(self.proc.pid, "roomd")
+            return kids[0] if kids else self.proc.pid
+        return self.proc.pid
+
+    def logged_worker_pids(self):
+        """The worker pids the masters logged ("worker N started (pid P)"), as they saw them."""
+        return sorted({int(line.rsplit("(pid ", 1)[1].split(")")[0])
+                       for line in self.read_log().splitlines() if " started (pid " in line})
 
     def drain_time_s(self):
         """drain_time as configured, in seconds (the lab writes it as "Ns")."""
@@ -201,6 +220,8 @@ class Host(Roomd):
         pid = self.master_pid()
         if pid and (self.proc is None or pid != self.proc.pid) and pid in ns_pids(self.ns):
             stop_pid(pid)
+        if self.pidns and self.proc is not None and self.proc.poll() is None:
+            stop_pid(self.pid, 20)     # the master itself, so that it drains as usual
         super().stop(check)
 
     def signal_all(self, sig):
@@ -219,26 +240,129 @@ class Host(Roomd):
 
 
 class LabRedis(RedisServer):
-    """redis-server in the Redis namespace, on the back network and its own loopback."""
+    """redis-server in the Redis namespace, on the back network and its own
+    loopback; from a config file of its own, so that Sentinel can rewrite it."""
 
-    def __init__(self, lab):
-        super().__init__(os.path.join(lab.dir, "redis"))
+    def __init__(self, lab, port=6379, name="redis", args=()):
+        super().__init__(os.path.join(lab.dir, name), args=args)
         self.lab = lab
         self.ns = lab.ns("redis")
-        self.port = 6379
+        self.port = port
 
     def start(self):
+        if not os.path.exists(self.conf):
+            with open(self.conf, "w") as f:
+                f.write("# written by the lab; redis may rewrite it\n")
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, "redis-server", "--port", str(self.port),
+            ["ip", "netns", "exec", self.ns, "redis-server", self.conf, "--port", str(self.port),
              "--bind", f"{REDIS_IP} 127.0.0.1", "--protected-mode", "no", "--save", "",
              "--appendonly", "no", "--dir", self.dir,
-             "--logfile", os.path.join(self.dir, "redis.log")],
+             "--logfile", os.path.join(self.dir, "redis.log"), *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self.ping, 10, what="redis-server in the lab")
+        wait_for(self.ping, 10, what=f"redis-server on port {self.port} in the lab")
         return self
 
     def connect(self):
         return ns_connect(self.ns, "127.0.0.1", self.port, 2)
+
+
+class LabSentinels:
+    """A Sentinel set in the Redis namespace: a master (6379) and two replicas
+    (6380, 6381) on the back address, watched by three redis-sentinel
+    processes (26379..26381; quorum 2, down after 1 s, failover timeout 6 s,
+    as tests/roomd.py's RedisSentinels). The hosts' setting is .url."""
+
+    NAME = "roomdm"
+    PORTS = (6379, 6380, 6381)
+    SENTINEL_PORTS = (26379, 26380, 26381)
+
+    def __init__(self, lab):
+        self.lab = lab
+        self.ns = lab.ns("redis")
+        self.dir = os.path.join(lab.dir, "sentinel")
+        fast = ["--repl-diskless-sync-delay", "0"]
+        master = self.PORTS[0]
+        self.nodes = [LabRedis(lab, master, "redis", fast)]
+        self.nodes += [LabRedis(lab, p, f"redis-{p}", fast + ["--replicaof", REDIS_IP, str(master)])
+                       for p in self.PORTS[1:]]
+        self.procs = []
+
+    @property
+    def url(self):
+        return "sentinel://" + ",".join(f"{REDIS_IP}:{p}" for p in self.SENTINEL_PORTS) + "/" + self.NAME
+
+    def start(self):
+        for n in self.nodes:
+            n.start()
+        wait_for(lambda: all(n.info("replication").get("master_link_status") == "up"
+                             for n in self.nodes[1:]),
+                 20, interval=0.1, what="replicas in sync with the master")
+        for port in self.SENTINEL_PORTS:
+            d = os.path.join(self.dir, f"s{port}")
+            os.makedirs(d, exist_ok=True)
+            conf = os.path.join(d, "sentinel.conf")
+            with open(conf, "w") as f:
+                f.write(f"port {port}\nbind {REDIS_IP} 127.0.0.1\nprotected-mode no\ndir {d}\n"
+                        f"logfile {d}/sentinel.log\n"
+                        f"sentinel monitor {self.NAME} {REDIS_IP} {self.PORTS[0]} 2\n"
+                        f"sentinel down-after-milliseconds {self.NAME} 1000\n"
+                        f"sentinel failover-timeout {self.NAME} 6000\n"
+                        f"sentinel parallel-syncs {self.NAME} 2\n")
+            self.procs.append(subprocess.Popen(["ip", "netns", "exec", self.ns, "redis-sentinel", conf],
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        want = len(self.nodes) - 1, len(self.SENTINEL_PORTS) - 1
+
+        def settled():
+            try:
+                return all((len(self.sentinel(i, "SENTINEL", "REPLICAS", self.NAME)),
+                            len(self.sentinel(i, "SENTINEL", "SENTINELS", self.NAME))) == want
+                           for i in range(len(self.SENTINEL_PORTS)))
+            except (OSError, RuntimeError):
+                return False
+        wait_for(settled, 30, interval=0.2, what="sentinels that know the replicas and each other")
+        return self
+
+    def sentinel(self, i, *args):
+        """One command to sentinel i (from inside the Redis namespace)."""
+        with ns_connect(self.ns, "127.0.0.1", self.SENTINEL_PORTS[i], 2) as s:
+            return resp_command(s, *args)
+
+    def node(self, port):
+        return next(n for n in self.nodes if n.port == port)
+
+    def master(self):
+        """The node sentinel 0 names as master now."""
+        return self.node(int(self.sentinel(0, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.NAME)[1]))
+
+    def failover(self):
+        self.sentinel(0, "SENTINEL", "FAILOVER", self.NAME)
+
+    def wait_master(self, not_port, timeout=30):
+        """Wait until every sentinel names one master other than not_port and
+        it says so itself; that node."""
+        def moved():
+            try:
+                ports = {int(self.sentinel(i, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.NAME)[1])
+                         for i in range(len(self.SENTINEL_PORTS))}
+                if len(ports) != 1 or not_port in ports:
+                    return False
+                m = self.node(ports.pop())
+                return m.info("replication").get("role") == "master"
+            except (OSError, RuntimeError, StopIteration):
+                return False
+        wait_for(moved, timeout, interval=0.1, what=f"a new master in place of port {not_port}")
+        return self.master()
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+        for p in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(5)
+        for n in self.nodes:
+            with contextlib.suppress(Exception):
+                n.kill()
 
 
 class LabHAProxy(HAProxy):
@@ -314,7 +438,9 @@ class Lab:
     HAProxy; crowd.py runs clients in it; down() removes everything."""
 
     def __init__(self, workdir, hosts=3, client_nets=("c1",), slow_nets=(), settings=None,
-                 prefix=PREFIX):
+                 prefix=PREFIX, sentinel=False, pidns_hosts=()):
+        """sentinel: Redis is a Sentinel set (LabSentinels), not one server;
+        pidns_hosts: names of the hosts whose roomd runs in a PID namespace of its own."""
         self.dir = str(workdir)
         os.makedirs(self.dir, exist_ok=True)
         self.prefix = prefix
@@ -327,6 +453,9 @@ class Lab:
         self.lockf = None
         self.hosts = []
         self.redis = None
+        self.sentinels = None
+        self.sentinel = sentinel
+        self.pidns_hosts = set(pidns_hosts)
         self.haproxy = None
         self.procs = []         # other processes we started (clients, taps, emulators)
         self.events = []        # (time.time(), what): the faults, for the report
@@ -472,9 +601,16 @@ class Lab:
         return self
 
     def start_services(self):
-        self.redis = LabRedis(self).start()
+        settings = dict(self.settings)
+        if self.sentinel:
+            self.sentinels = LabSentinels(self).start()
+            self.redis = self.sentinels.nodes[0]
+            settings["redis"] = self.sentinels.url
+        else:
+            self.redis = LabRedis(self).start()
         for i in range(1, self.nhosts + 1):
-            self.hosts.append(Host(self, HOST_NAMES[i - 1], i, self.settings).start())
+            name = HOST_NAMES[i - 1]
+            self.hosts.append(Host(self, name, i, settings, pidns=name in self.pidns_hosts).start())
         self.haproxy = LabHAProxy(self, self.hosts).start()
         self.haproxy.wait_status("hosts", {h.name: "UP" for h in self.hosts}, 15)
 
@@ -544,7 +680,9 @@ class Lab:
         if self.haproxy is not None:
             with contextlib.suppress(Exception):
                 self.haproxy.stop()
-        if self.redis is not None:
+        if self.sentinels is not None:
+            self.sentinels.stop()
+        elif self.redis is not None:
             with contextlib.suppress(Exception):
                 self.redis.stop()
         self.clear()
