@@ -6,6 +6,9 @@ kernel's tools.
     front 198.18.1.0/24  clients (.21..) -- HAProxy (.2) -- hosts A B C (.11 .12 .13)
     back  198.18.2.0/24  hosts A B C (.11 .12 .13) -- Redis (.2)
 
+Redis is one server, or (sentinel=True) a master, two replicas and three
+sentinels, all in the Redis namespace on .2 (LabSentinels).
+
 Every address is inside 198.18.0.0/15 (RFC 2544's range for test labs) and
 no namespace has a default route: up() proves that nothing can leave before
 it starts a process. Namespace names carry PREFIX; a lock file serialises labs
@@ -31,8 +34,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from roomd import (ROOMD_BIN, HAProxy, RedisServer, Roomd, children_of,  # noqa: E402
-                   resp_command, stop_pid, wait_for)
+from roomd import (ROOMD_BIN, HAProxy, RedisSentinels, RedisServer, Roomd,  # noqa: E402
+                   children_of, stop_pid, wait_for)
 from wsraw import read_to_close  # noqa: E402
 
 PREFIX = "rlab-"
@@ -266,103 +269,41 @@ class LabRedis(RedisServer):
         return ns_connect(self.ns, "127.0.0.1", self.port, 2)
 
 
-class LabSentinels:
-    """A Sentinel set in the Redis namespace: a master (6379) and two replicas
-    (6380, 6381) on the back address, watched by three redis-sentinel
-    processes (26379..26381; quorum 2, down after 1 s, failover timeout 6 s,
-    as tests/roomd.py's RedisSentinels). The hosts' setting is .url."""
+class LabSentinels(RedisSentinels):
+    """tests/roomd.py's Sentinel set in the Redis namespace: a master (6379)
+    and two replicas (6380, 6381) on the back address, watched by three
+    redis-sentinel processes (26379..26381; quorum 2, down after 1 s, failover
+    timeout 6 s). The hosts' setting is .url."""
 
     NAME = "roomdm"
     PORTS = (6379, 6380, 6381)
     SENTINEL_PORTS = (26379, 26380, 26381)
+    addr = REDIS_IP
 
     def __init__(self, lab):
         self.lab = lab
         self.ns = lab.ns("redis")
         self.dir = os.path.join(lab.dir, "sentinel")
+        self.name = self.NAME
         fast = ["--repl-diskless-sync-delay", "0"]
         master = self.PORTS[0]
         self.nodes = [LabRedis(lab, master, "redis", fast)]
         self.nodes += [LabRedis(lab, p, f"redis-{p}", fast + ["--replicaof", REDIS_IP, str(master)])
                        for p in self.PORTS[1:]]
-        self.procs = []
-
-    @property
-    def url(self):
-        return "sentinel://" + ",".join(f"{REDIS_IP}:{p}" for p in self.SENTINEL_PORTS) + "/" + self.NAME
-
-    def start(self):
-        for n in self.nodes:
-            n.start()
-        wait_for(lambda: all(n.info("replication").get("master_link_status") == "up"
-                             for n in self.nodes[1:]),
-                 20, interval=0.1, what="replicas in sync with the master")
+        self.sentinels = []
         for port in self.SENTINEL_PORTS:
             d = os.path.join(self.dir, f"s{port}")
             os.makedirs(d, exist_ok=True)
-            conf = os.path.join(d, "sentinel.conf")
-            with open(conf, "w") as f:
-                f.write(f"port {port}\nbind {REDIS_IP} 127.0.0.1\nprotected-mode no\ndir {d}\n"
-                        f"logfile {d}/sentinel.log\n"
-                        f"sentinel monitor {self.NAME} {REDIS_IP} {self.PORTS[0]} 2\n"
-                        f"sentinel down-after-milliseconds {self.NAME} 1000\n"
-                        f"sentinel failover-timeout {self.NAME} 6000\n"
-                        f"sentinel parallel-syncs {self.NAME} 2\n")
-            self.procs.append(subprocess.Popen(["ip", "netns", "exec", self.ns, "redis-sentinel", conf],
-                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        want = len(self.nodes) - 1, len(self.SENTINEL_PORTS) - 1
+            self.sentinels.append((port, d, None))
 
-        def settled():
-            try:
-                return all((len(self.sentinel(i, "SENTINEL", "REPLICAS", self.NAME)),
-                            len(self.sentinel(i, "SENTINEL", "SENTINELS", self.NAME))) == want
-                           for i in range(len(self.SENTINEL_PORTS)))
-            except (OSError, RuntimeError):
-                return False
-        wait_for(settled, 30, interval=0.2, what="sentinels that know the replicas and each other")
-        return self
+    def command_prefix(self):
+        return ["ip", "netns", "exec", self.ns]
 
-    def sentinel(self, i, *args):
-        """One command to sentinel i (from inside the Redis namespace)."""
-        with ns_connect(self.ns, "127.0.0.1", self.SENTINEL_PORTS[i], 2) as s:
-            return resp_command(s, *args)
-
-    def node(self, port):
-        return next(n for n in self.nodes if n.port == port)
-
-    def master(self):
-        """The node sentinel 0 names as master now."""
-        return self.node(int(self.sentinel(0, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.NAME)[1]))
+    def sentinel_socket(self, port):
+        return ns_connect(self.ns, "127.0.0.1", port, 2)
 
     def failover(self):
-        self.sentinel(0, "SENTINEL", "FAILOVER", self.NAME)
-
-    def wait_master(self, not_port, timeout=30):
-        """Wait until every sentinel names one master other than not_port and
-        it says so itself; that node."""
-        def moved():
-            try:
-                ports = {int(self.sentinel(i, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.NAME)[1])
-                         for i in range(len(self.SENTINEL_PORTS))}
-                if len(ports) != 1 or not_port in ports:
-                    return False
-                m = self.node(ports.pop())
-                return m.info("replication").get("role") == "master"
-            except (OSError, RuntimeError, StopIteration):
-                return False
-        wait_for(moved, timeout, interval=0.1, what=f"a new master in place of port {not_port}")
-        return self.master()
-
-    def stop(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-        for p in self.procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(5)
-        for n in self.nodes:
-            with contextlib.suppress(Exception):
-                n.kill()
+        self.sentinel(0, "SENTINEL", "FAILOVER", self.name)
 
 
 class LabHAProxy(HAProxy):
@@ -681,7 +622,8 @@ class Lab:
             with contextlib.suppress(Exception):
                 self.haproxy.stop()
         if self.sentinels is not None:
-            self.sentinels.stop()
+            with contextlib.suppress(Exception):
+                self.sentinels.stop()
         elif self.redis is not None:
             with contextlib.suppress(Exception):
                 self.redis.stop()
@@ -720,14 +662,20 @@ class Lab:
 
 
 def main(argv):
-    """lab.sh up [DIR] | down | status: the lab by hand."""
+    """lab.sh up [--sentinel] [DIR] | down | status: the lab by hand."""
     cmd = argv[1] if len(argv) > 1 else "status"
     if cmd == "up":
-        workdir = argv[2] if len(argv) > 2 else "/tmp/roomd-lab"
-        lab = Lab(workdir)
+        rest = argv[2:]
+        sentinel = "--sentinel" in rest
+        rest = [a for a in rest if a != "--sentinel"]
+        workdir = rest[0] if rest else "/tmp/roomd-lab"
+        lab = Lab(workdir, sentinel=sentinel)
         lab.up()
         # The lab outlives this command: leave the lock, keep the namespaces.
         print(lab.status())
+        if sentinel:
+            print(f"\nredis: {lab.sentinels.url}; fail over: ip netns exec {lab.ns('redis')} "
+                  f"redis-cli -p {LabSentinels.SENTINEL_PORTS[0]} SENTINEL FAILOVER {LabSentinels.NAME}")
         print(f"\nclients: ip netns exec {lab.ns('c1')} ... ws://{HAPROXY_IP}:{LB_PORT}/")
         print(f"haproxy admin: socat - {lab.haproxy.sock}; logs under {workdir}")
         return 0
@@ -740,7 +688,7 @@ def main(argv):
     if cmd == "status":
         print(Lab("/tmp/roomd-lab").status() or "no lab")
         return 0
-    print("usage: lab.sh up [DIR] | down | status", file=sys.stderr)
+    print("usage: lab.sh up [--sentinel] [DIR] | down | status", file=sys.stderr)
     return 1
 
 
