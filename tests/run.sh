@@ -13,9 +13,10 @@
 # counts every test it ran.
 #
 # The integration suite includes the deployment lab (tests/lab: network
-# namespaces, HAProxy, three roomd hosts; about 4 minutes, needs root) in both
-# passes: its faults (a Redis link cut under load, drains, a binary upgrade)
-# take paths no other test takes, which is where ASan finds what it finds.
+# namespaces, HAProxy, three roomd hosts; about 9 minutes, needs root) in both
+# passes: its faults (a Redis link cut under load, drains, a binary upgrade, a
+# Sentinel failover) take paths no other test takes, which is where ASan finds
+# what it finds.
 #
 # Env: BUILD_ROOT (default: build/ in the source tree), FUZZ_SECONDS (30 per
 #      target; eight targets make about four and a half minutes),
