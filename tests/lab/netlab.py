@@ -392,6 +392,7 @@ class Lab:
         self.netem = None
         self.settings = settings or {}
         self.lockf = None
+        self.locked = False     # holding LOCK: only then may this lab clear namespaces
         self.hosts = []
         self.redis = None
         self.sentinels = None
@@ -419,12 +420,15 @@ class Lab:
 
     def lock(self, timeout=600):
         """Hold the machine's lab lock (another run's lab waits, bounded)."""
+        if self.locked:
+            return
         os.makedirs(os.path.dirname(LOCK), exist_ok=True)
         self.lockf = open(LOCK, "w")
         deadline = time.monotonic() + timeout
         while True:
             try:
                 fcntl.flock(self.lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.locked = True
                 return
             except BlockingIOError:
                 if time.monotonic() > deadline:
@@ -627,7 +631,10 @@ class Lab:
         elif self.redis is not None:
             with contextlib.suppress(Exception):
                 self.redis.stop()
-        self.clear()
+        # The namespaces are another run's lab unless we hold the lock (a
+        # scenario that failed while it waited for the lock must not touch them).
+        if self.locked:
+            self.clear()
         for p in self.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(5)
@@ -642,6 +649,7 @@ class Lab:
         if self.lockf is not None:
             self.lockf.close()
             self.lockf = None
+            self.locked = False
         return errors
 
     # ---- looking at it ----
