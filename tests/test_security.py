@@ -1413,6 +1413,39 @@ def test_who_is_bounded_cached_and_rate_limited(roomd):
     run(main(), 30)
 
 
+def test_who_from_many_sessions_is_one_read_of_redis(roomd, redis):
+    """Twelve members of a room ask who at once, three times: each gets the
+    answer, and Redis is read once (one read serves every session that asks
+    while it is in flight, and its answer is served again for a second), not
+    36 times: many askers cost Redis no more than one."""
+    r = roomd({"redis": redis.url, "rate_limit": "0"}, workers=1)
+
+    def evalsha_calls():
+        stats = redis.command("INFO", "commandstats")
+        m = re.search(r"cmdstat_evalsha:calls=(\d+)", stats)
+        return int(m.group(1)) if m else 0
+
+    async def main():
+        members = [await Chat.connect(r.port) for _ in range(12)]
+        for i, c in enumerate(members):
+            await c.enter(f"w{i:02d}", "asked")
+            await c.expect({"event": "enter", "name": f"w{i:02d}"})
+        await asyncio.sleep(0.3)
+        before = evalsha_calls()
+        for wave in range(3):       # at once (one read in flight), then twice from the cache
+            await asyncio.gather(*(c.send({"event": "who", "roomid": "asked"}) for c in members))
+            for c in members:
+                w = await c.expect({"event": "who"})
+                assert w["num"] == 12 and len(w["members"]) == 12, w
+        reads = evalsha_calls() - before
+        # One read for the 36 (three without the cache); the worker's own
+        # liveness refresh may run meanwhile.
+        assert reads <= 2, f"{reads} script calls for 36 who requests"
+        for c in members:
+            await c.close()
+    run(main(), 30)
+
+
 def test_compressed_flood_cannot_cost_other_rooms_their_messages(roomd, redis):
     """The attack: with permessage-deflate, 40 chat messages of 1 MiB of one
     letter cost the attacker a few dozen KB, and roomd used to publish all
