@@ -574,10 +574,19 @@ class RedisSentinels:
             os.makedirs(d, exist_ok=True)
             self.sentinels.append((port, d, None))
 
+    addr = "127.0.0.1"      # where the nodes and sentinels listen, and how they name each other
+
     @property
     def url(self):
-        hosts = ",".join(f"127.0.0.1:{p}" for p, _, _ in self.sentinels)
+        hosts = ",".join(f"{self.addr}:{p}" for p, _, _ in self.sentinels)
         return f"sentinel://{hosts}/{self.name}"
+
+    def command_prefix(self):
+        """What runs redis-sentinel (the lab's runs it in a namespace)."""
+        return []
+
+    def sentinel_socket(self, port):
+        return socket.create_connection(("127.0.0.1", port), timeout=2)
 
     def start(self):
         for n in self.nodes:
@@ -588,12 +597,13 @@ class RedisSentinels:
         for port, d, _ in self.sentinels:
             conf = os.path.join(d, "sentinel.conf")
             with open(conf, "w") as f:
-                f.write(f"port {port}\nbind 127.0.0.1\ndir {d}\nlogfile {d}/sentinel.log\n"
-                        f"sentinel monitor {self.name} 127.0.0.1 {self.nodes[0].port} 2\n"
+                f.write(f"port {port}\nbind {' '.join(sorted({self.addr, '127.0.0.1'}))}\n"
+                        f"protected-mode no\ndir {d}\nlogfile {d}/sentinel.log\n"
+                        f"sentinel monitor {self.name} {self.addr} {self.nodes[0].port} 2\n"
                         f"sentinel down-after-milliseconds {self.name} 1000\n"
                         f"sentinel failover-timeout {self.name} 6000\n"
                         f"sentinel parallel-syncs {self.name} 2\n")
-            proc = subprocess.Popen(["redis-sentinel", conf], stdout=subprocess.DEVNULL,
+            proc = subprocess.Popen(self.command_prefix() + ["redis-sentinel", conf], stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
             started.append((port, d, proc))
         self.sentinels = started
@@ -610,7 +620,7 @@ class RedisSentinels:
         return self
 
     def sentinel(self, i, *args):
-        with socket.create_connection(("127.0.0.1", self.sentinels[i][0]), timeout=2) as s:
+        with self.sentinel_socket(self.sentinels[i][0]) as s:
             return resp_command(s, *args)
 
     def master(self):

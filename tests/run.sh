@@ -13,14 +13,14 @@
 # counts every test it ran.
 #
 # The deployment lab (tests/lab: network namespaces, HAProxy, three roomd
-# hosts, a Sentinel set; several minutes, needs root) runs in the ASan pass
+# hosts, a Sentinel set; about 9 minutes, needs root) runs in the ASan pass
 # only: its faults (a Redis link cut under load, drains, a binary upgrade,
 # failovers) take paths no other test takes, which is where ASan finds what
 # it finds, and running it twice would take the whole run past its budget.
 # LAB_IN_NORMAL=1 runs it in the normal pass too.
 #
 # Env: BUILD_ROOT (default: build/ in the source tree), FUZZ_SECONDS (30 per
-#      target; eight targets make about four and a half minutes),
+#      target; nine targets make about four and a half minutes),
 #      SKIP_SANITIZERS=1 / SKIP_PERF=1 / SKIP_FUZZ=1 / SKIP_DISTCHECK=1 /
 #      SKIP_PACKAGE=1 for quick local runs.
 set -u

@@ -1,6 +1,7 @@
 """The test's handles on the lab's traffic: Crowd runs chatload.py in a client
 namespace and talks to it over its stdin and stdout; RedisTap runs
 redistap.py in the Redis namespace. Every wait is bounded."""
+import collections
 import json
 import os
 import queue
@@ -96,16 +97,65 @@ class Crowd:
 
 
 class RedisTap:
-    """Every payload Redis publishes on roomd's room channels, in Redis's order."""
+    """Every payload Redis publishes on roomd's room channels, in Redis's order.
+    With a Sentinel set, one redistap.py per node (a replica carries its
+    master's PUBLISHes, so the taps of the nodes that live through a failover
+    see what the ones that die missed) and stop() merges them (merge_taps)."""
 
     def __init__(self, lab, prefix="roomd:"):
         self.path = os.path.join(lab.dir, "tap.jsonl")
-        self.proc = lab.spawn("redis", [sys.executable, os.path.join(HERE, "redistap.py"),
-                                        str(lab.redis.port), prefix + "{*}:c", self.path],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        Lines(self.proc, "redistap").expect(lambda l: l.strip() == "ready", 10)
+        nodes = lab.sentinels.nodes if lab.sentinels is not None else [lab.redis]
+        self.paths = [self.path] if len(nodes) == 1 else \
+            [os.path.join(lab.dir, f"tap-{n.port}.jsonl") for n in nodes]
+        self.procs = []
+        for n, path in zip(nodes, self.paths):
+            p = lab.spawn("redis", [sys.executable, os.path.join(HERE, "redistap.py"),
+                                    str(n.port), prefix + "{*}:c", path],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            Lines(p, f"redistap on {n.port}").expect(lambda l: l.strip() == "ready", 10)
+            self.procs.append(p)
 
     def stop(self):
-        self.proc.stdin.close()
-        self.proc.wait(10)
+        for p in self.procs:
+            p.stdin.close()
+        for p in self.procs:
+            p.wait(10)
+        if len(self.paths) > 1:
+            merge_taps(self.paths, self.path)
         return self.path
+
+
+def merge_taps(paths, out):
+    """One tap file from several that each saw part of one order: every line
+    once (the k-th copy of a (channel, payload) in a tap is the k-th
+    everywhere), each where its own tap put it (after what came before it
+    there), at the time it was first seen."""
+    seqs = []
+    for path in paths:
+        seen = collections.Counter()
+        seq = []
+        with open(path) as f:
+            for line in f:
+                t, channel, payload = json.loads(line)
+                seen[(channel, payload)] += 1
+                seq.append(((channel, payload, seen[(channel, payload)]), t))
+        seqs.append(seq)
+    seqs.sort(key=len, reverse=True)
+    merged = [k for k, _ in seqs[0]]
+    first = dict((k, t) for k, t in seqs[0])
+    where = {k: i for i, k in enumerate(merged)}
+    for seq in seqs[1:]:
+        at = -1
+        for k, t in seq:
+            if k in where:
+                at = where[k]
+                first[k] = min(first[k], t)
+                continue
+            at += 1
+            merged.insert(at, k)
+            first[k] = t
+            where = {k2: i for i, k2 in enumerate(merged)}
+    with open(out, "w") as f:
+        for k in merged:
+            f.write(json.dumps([first[k], k[0], k[1]]) + "\n")
+    return out

@@ -2,8 +2,10 @@
 # lab.sh: the deployment lab by hand (as root): three roomd hosts behind
 # HAProxy with one Redis, each in its own network namespace (see netlab.py
 # and tests/README.md, "The deployment lab").
-#   lab.sh up [DIR]   build it and start everything (logs and configs in DIR,
-#                     default /tmp/roomd-lab); ROOMD_BIN picks the binary
+#   lab.sh up [--sentinel] [DIR]
+#                     build it and start everything (logs and configs in DIR,
+#                     default /tmp/roomd-lab); ROOMD_BIN picks the binary;
+#                     --sentinel: Redis is a master, two replicas, three sentinels
 #   lab.sh status     the namespaces, their addresses and processes
 #   lab.sh down       kill every lab process and remove the namespaces
 here=$(cd "$(dirname "$0")" && pwd)

@@ -6,6 +6,9 @@ kernel's tools.
     front 198.18.1.0/24  clients (.21..) -- HAProxy (.2) -- hosts A B C (.11 .12 .13)
     back  198.18.2.0/24  hosts A B C (.11 .12 .13) -- Redis (.2)
 
+Redis is one server, or (sentinel=True) a master, two replicas and three
+sentinels, all in the Redis namespace on .2 (LabSentinels).
+
 Every address is inside 198.18.0.0/15 (RFC 2544's range for test labs) and
 no namespace has a default route: up() proves that nothing can leave before
 it starts a process. Namespace names carry PREFIX; a lock file serialises labs
@@ -31,7 +34,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from roomd import ROOMD_BIN, HAProxy, RedisServer, Roomd, stop_pid, wait_for  # noqa: E402
+from roomd import (ROOMD_BIN, HAProxy, RedisSentinels, RedisServer, Roomd,  # noqa: E402
+                   children_of, stop_pid, wait_for)
 from wsraw import read_to_close  # noqa: E402
 
 PREFIX = "rlab-"
@@ -136,9 +140,10 @@ class Host(Roomd):
     address and, plain, on the namespace's own 127.0.0.1; Redis is across the
     back network."""
 
-    def __init__(self, lab, name, index, settings=None):
+    def __init__(self, lab, name, index, settings=None, pidns=False):
         self.lab = lab
         self.name = name
+        self.pidns = pidns      # in a PID namespace of its own: its master is pid 1 there
         self.ns = lab.ns(f"h{index}")
         self.front = f"{FRONT}{10 + index}"
         self.back = f"{BACK}{10 + index}"
@@ -158,12 +163,29 @@ class Host(Roomd):
     def start(self, wait=True):
         self.stderr_path = os.path.join(self.dir, "stderr.txt")
         with open(self.stderr_path, "ab") as err:
-            self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, ROOMD_BIN, "-c", self.conf]
-                                         + self.args, stdout=subprocess.DEVNULL, stderr=err,
+            # In a PID namespace, unshare forks roomd as the namespace's pid 1 and
+            # waits for it; SIGTERM to unshare reaches roomd too (--kill-child).
+            pidns = ["unshare", "--pid", "--mount-proc", "--kill-child=SIGTERM"] if self.pidns else []
+            self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns] + pidns +
+                                         [ROOMD_BIN, "-c", self.conf] + self.args,
+                                         stdout=subprocess.DEVNULL, stderr=err,
                                          env=self.env, cwd=self.dir)
         if wait:
             self.wait_ready()
         return self
+
+    @property
+    def pid(self):
+        """The master's pid as we see it (in a PID namespace: unshare's child)."""
+        if self.pidns:
+            kids = children_of(self.proc.pid, "roomd")
+            return kids[0] if kids else self.proc.pid
+        return self.proc.pid
+
+    def logged_worker_pids(self):
+        """The worker pids the masters logged ("worker N started (pid P)"), as they saw them."""
+        return sorted({int(line.rsplit("(pid ", 1)[1].split(")")[0])
+                       for line in self.read_log().splitlines() if " started (pid " in line})
 
     def drain_time_s(self):
         """drain_time as configured, in seconds (the lab writes it as "Ns")."""
@@ -201,6 +223,8 @@ class Host(Roomd):
         pid = self.master_pid()
         if pid and (self.proc is None or pid != self.proc.pid) and pid in ns_pids(self.ns):
             stop_pid(pid)
+        if self.pidns and self.proc is not None and self.proc.poll() is None:
+            stop_pid(self.pid, 20)     # the master itself, so that it drains as usual
         super().stop(check)
 
     def signal_all(self, sig):
@@ -219,26 +243,67 @@ class Host(Roomd):
 
 
 class LabRedis(RedisServer):
-    """redis-server in the Redis namespace, on the back network and its own loopback."""
+    """redis-server in the Redis namespace, on the back network and its own
+    loopback; from a config file of its own, so that Sentinel can rewrite it."""
 
-    def __init__(self, lab):
-        super().__init__(os.path.join(lab.dir, "redis"))
+    def __init__(self, lab, port=6379, name="redis", args=()):
+        super().__init__(os.path.join(lab.dir, name), args=args)
         self.lab = lab
         self.ns = lab.ns("redis")
-        self.port = 6379
+        self.port = port
 
     def start(self):
+        if not os.path.exists(self.conf):
+            with open(self.conf, "w") as f:
+                f.write("# written by the lab; redis may rewrite it\n")
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, "redis-server", "--port", str(self.port),
+            ["ip", "netns", "exec", self.ns, "redis-server", self.conf, "--port", str(self.port),
              "--bind", f"{REDIS_IP} 127.0.0.1", "--protected-mode", "no", "--save", "",
              "--appendonly", "no", "--dir", self.dir,
-             "--logfile", os.path.join(self.dir, "redis.log")],
+             "--logfile", os.path.join(self.dir, "redis.log"), *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self.ping, 10, what="redis-server in the lab")
+        wait_for(self.ping, 10, what=f"redis-server on port {self.port} in the lab")
         return self
 
     def connect(self):
         return ns_connect(self.ns, "127.0.0.1", self.port, 2)
+
+
+class LabSentinels(RedisSentinels):
+    """tests/roomd.py's Sentinel set in the Redis namespace: a master (6379)
+    and two replicas (6380, 6381) on the back address, watched by three
+    redis-sentinel processes (26379..26381; quorum 2, down after 1 s, failover
+    timeout 6 s). The hosts' setting is .url."""
+
+    NAME = "roomdm"
+    PORTS = (6379, 6380, 6381)
+    SENTINEL_PORTS = (26379, 26380, 26381)
+    addr = REDIS_IP
+
+    def __init__(self, lab):
+        self.lab = lab
+        self.ns = lab.ns("redis")
+        self.dir = os.path.join(lab.dir, "sentinel")
+        self.name = self.NAME
+        fast = ["--repl-diskless-sync-delay", "0"]
+        master = self.PORTS[0]
+        self.nodes = [LabRedis(lab, master, "redis", fast)]
+        self.nodes += [LabRedis(lab, p, f"redis-{p}", fast + ["--replicaof", REDIS_IP, str(master)])
+                       for p in self.PORTS[1:]]
+        self.sentinels = []
+        for port in self.SENTINEL_PORTS:
+            d = os.path.join(self.dir, f"s{port}")
+            os.makedirs(d, exist_ok=True)
+            self.sentinels.append((port, d, None))
+
+    def command_prefix(self):
+        return ["ip", "netns", "exec", self.ns]
+
+    def sentinel_socket(self, port):
+        return ns_connect(self.ns, "127.0.0.1", port, 2)
+
+    def failover(self):
+        self.sentinel(0, "SENTINEL", "FAILOVER", self.name)
 
 
 class LabHAProxy(HAProxy):
@@ -314,7 +379,9 @@ class Lab:
     HAProxy; crowd.py runs clients in it; down() removes everything."""
 
     def __init__(self, workdir, hosts=3, client_nets=("c1",), slow_nets=(), settings=None,
-                 prefix=PREFIX):
+                 prefix=PREFIX, sentinel=False, pidns_hosts=()):
+        """sentinel: Redis is a Sentinel set (LabSentinels), not one server;
+        pidns_hosts: names of the hosts whose roomd runs in a PID namespace of its own."""
         self.dir = str(workdir)
         os.makedirs(self.dir, exist_ok=True)
         self.prefix = prefix
@@ -325,8 +392,12 @@ class Lab:
         self.netem = None
         self.settings = settings or {}
         self.lockf = None
+        self.locked = False     # holding LOCK: only then may this lab clear namespaces
         self.hosts = []
         self.redis = None
+        self.sentinels = None
+        self.sentinel = sentinel
+        self.pidns_hosts = set(pidns_hosts)
         self.haproxy = None
         self.procs = []         # other processes we started (clients, taps, emulators)
         self.events = []        # (time.time(), what): the faults, for the report
@@ -349,12 +420,15 @@ class Lab:
 
     def lock(self, timeout=600):
         """Hold the machine's lab lock (another run's lab waits, bounded)."""
+        if self.locked:
+            return
         os.makedirs(os.path.dirname(LOCK), exist_ok=True)
         self.lockf = open(LOCK, "w")
         deadline = time.monotonic() + timeout
         while True:
             try:
                 fcntl.flock(self.lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.locked = True
                 return
             except BlockingIOError:
                 if time.monotonic() > deadline:
@@ -472,9 +546,16 @@ class Lab:
         return self
 
     def start_services(self):
-        self.redis = LabRedis(self).start()
+        settings = dict(self.settings)
+        if self.sentinel:
+            self.sentinels = LabSentinels(self).start()
+            self.redis = self.sentinels.nodes[0]
+            settings["redis"] = self.sentinels.url
+        else:
+            self.redis = LabRedis(self).start()
         for i in range(1, self.nhosts + 1):
-            self.hosts.append(Host(self, HOST_NAMES[i - 1], i, self.settings).start())
+            name = HOST_NAMES[i - 1]
+            self.hosts.append(Host(self, name, i, settings, pidns=name in self.pidns_hosts).start())
         self.haproxy = LabHAProxy(self, self.hosts).start()
         self.haproxy.wait_status("hosts", {h.name: "UP" for h in self.hosts}, 15)
 
@@ -544,10 +625,16 @@ class Lab:
         if self.haproxy is not None:
             with contextlib.suppress(Exception):
                 self.haproxy.stop()
-        if self.redis is not None:
+        if self.sentinels is not None:
+            with contextlib.suppress(Exception):
+                self.sentinels.stop()
+        elif self.redis is not None:
             with contextlib.suppress(Exception):
                 self.redis.stop()
-        self.clear()
+        # The namespaces are another run's lab unless we hold the lock (a
+        # scenario that failed while it waited for the lock must not touch them).
+        if self.locked:
+            self.clear()
         for p in self.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(5)
@@ -562,6 +649,7 @@ class Lab:
         if self.lockf is not None:
             self.lockf.close()
             self.lockf = None
+            self.locked = False
         return errors
 
     # ---- looking at it ----
@@ -582,14 +670,20 @@ class Lab:
 
 
 def main(argv):
-    """lab.sh up [DIR] | down | status: the lab by hand."""
+    """lab.sh up [--sentinel] [DIR] | down | status: the lab by hand."""
     cmd = argv[1] if len(argv) > 1 else "status"
     if cmd == "up":
-        workdir = argv[2] if len(argv) > 2 else "/tmp/roomd-lab"
-        lab = Lab(workdir)
+        rest = argv[2:]
+        sentinel = "--sentinel" in rest
+        rest = [a for a in rest if a != "--sentinel"]
+        workdir = rest[0] if rest else "/tmp/roomd-lab"
+        lab = Lab(workdir, sentinel=sentinel)
         lab.up()
         # The lab outlives this command: leave the lock, keep the namespaces.
         print(lab.status())
+        if sentinel:
+            print(f"\nredis: {lab.sentinels.url}; fail over: ip netns exec {lab.ns('redis')} "
+                  f"redis-cli -p {LabSentinels.SENTINEL_PORTS[0]} SENTINEL FAILOVER {LabSentinels.NAME}")
         print(f"\nclients: ip netns exec {lab.ns('c1')} ... ws://{HAPROXY_IP}:{LB_PORT}/")
         print(f"haproxy admin: socat - {lab.haproxy.sock}; logs under {workdir}")
         return 0
@@ -602,7 +696,7 @@ def main(argv):
     if cmd == "status":
         print(Lab("/tmp/roomd-lab").status() or "no lab")
         return 0
-    print("usage: lab.sh up [DIR] | down | status", file=sys.stderr)
+    print("usage: lab.sh up [--sentinel] [DIR] | down | status", file=sys.stderr)
     return 1
 
 

@@ -4,7 +4,8 @@ JSON line per message, [time, channel, payload], in the order Redis
 delivered them -- the order every member of a room must see.
 
 Usage: redistap.py PORT PATTERN OUT; prints "ready" once subscribed and ends
-when stdin closes (or after --max-seconds, the last argument, 300 by default)."""
+when stdin closes (or after --max-seconds, the last argument, 300 by default).
+It subscribes again whenever Redis drops it (see main)."""
 import json
 import os
 import select
@@ -50,36 +51,64 @@ def parse(buf, i):
 
 
 def main(port, pattern, out, max_seconds=300.0):
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    s.sendall(resp("PSUBSCRIBE", pattern))
-    s.setblocking(False)
-    buf, pos = b"", 0
+    """Subscribe and record; when Redis closes the connection (Sentinel kills
+    the subscribers of a node it reconfigures) or the node is gone, connect
+    and subscribe again every 0.1 s until stdin closes or max_seconds pass."""
     deadline = time.monotonic() + max_seconds
     stdin = sys.stdin.fileno()
+    ready = False
     with open(out, "w") as f:
         while time.monotonic() < deadline:
-            r, _, _ = select.select([s, stdin], [], [], 1.0)
-            if stdin in r and not os.read(stdin, 4096):
-                break
-            if s not in r:
-                continue
-            data = s.recv(1 << 20)
-            if not data:
-                break
-            t = time.time()
-            buf += data
-            while True:
-                v, nxt = parse(buf, pos)
-                if nxt < 0:
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=1)
+            except OSError:
+                s = None
+            if s is None:
+                r, _, _ = select.select([stdin], [], [], 0.1)
+                if stdin in r and not os.read(stdin, 4096):
                     break
-                pos = nxt
-                if v[0] == b"psubscribe":
-                    print("ready", flush=True)
-                elif v[0] == b"pmessage":
-                    f.write(json.dumps([t, v[2].decode(errors="replace"),
-                                        v[3].decode(errors="replace")]) + "\n")
-            buf, pos = buf[pos:], 0
+                continue
+            with s:
+                s.sendall(resp("PSUBSCRIBE", pattern))
+                s.setblocking(False)
+                if record(s, f, stdin, deadline, ready):
+                    break
+                ready = True
     return 0
+
+
+def record(s, f, stdin, deadline, ready):
+    """Write what s carries to f until s closes (False) or stdin closes (True)."""
+    buf, pos = b"", 0
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([s, stdin], [], [], 1.0)
+        if stdin in r and not os.read(stdin, 4096):
+            return True
+        if s not in r:
+            continue
+        try:
+            data = s.recv(1 << 20)
+        except OSError:
+            data = b""
+        if not data:
+            return False
+        t = time.time()
+        buf += data
+        while True:
+            v, nxt = parse(buf, pos)
+            if nxt < 0:
+                break
+            pos = nxt
+            if v[0] == b"psubscribe":
+                if not ready:
+                    print("ready", flush=True)
+                ready = True
+            elif v[0] == b"pmessage":
+                f.write(json.dumps([t, v[2].decode(errors="replace"),
+                                    v[3].decode(errors="replace")]) + "\n")
+        f.flush()
+        buf, pos = buf[pos:], 0
+    return True
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ disconnected -- missed in a gap that history (issue 17) must fill; never
 silently lost, never out of Redis's order. Each has its own deadline and takes
 its lab down whatever happens.
 
-Scenario 6 (Redis failover with a Sentinel set) and 7 (two hosts with the same
-instance identity) come with the Redis and history work; see the end of this
-file for where they go."""
+Scenario 6 runs the hosts against a Sentinel set and fails its master over
+twice (on command, then by SIGKILL); 7 runs two hosts in PID namespaces of
+their own, so that their workers' pids coincide, and kills one of them."""
+import collections
 import signal
 import time
 
@@ -397,19 +398,128 @@ def test_binary_upgrade_under_traffic(lab):
     assert census is not None and census <= 2 * PRESENCE_TTL, f"who wrong {census}s after the upgrade"
 
 
-# ---- 6. and 7. (to come) ----
-#
-# 6. Redis failover: when the Redis issue brings Sentinel support, give the
-#    lab a Sentinel set (three sentinels and a replica in the Redis namespace,
-#    or one namespace each so a partition can isolate the master), fail the
-#    master over under the same Traffic, and assert as in
-#    assert_nothing_silently_lost with HISTORY_RECOVERY (a failover loses
-#    pub/sub messages; history's repair path must give them back).
-# 7. Same instance identity: start two hosts configured with the same
-#    instance name (once roomd lets an operator set it), SIGKILL one, and
-#    assert that the other's members stay in `who` (no host removes the
-#    other's members), or that the second host refused to start.
+# ---- 6. Redis failover ----
 
+def test_redis_failover_sentinel(lab):
+    """Redis is a Sentinel set (a master, two replicas, three sentinels; the
+    hosts say `redis sentinel://...`). Under the usual traffic, SENTINEL
+    FAILOVER, and once the new master serves, SIGKILL it: the sentinels
+    promote the last replica. No client is disconnected; every message is
+    delivered to every member that was in its room or answered `unavailable`
+    to its sender (never silently lost, never out of Redis's order: the lab
+    taps every node, as a replica carries its master's PUBLISHes); `who` and
+    `num` are right again soon after the last promotion."""
+    lab = lab(deadline=170, sentinel=True)
+    s6 = lab.sentinels
+    traffic = Traffic(lab)
+    sleep_until(traffic.t_start + 8)
+    first = s6.master()
+    t_failover = time.time()
+    s6.failover()
+    lab.note(f"SENTINEL FAILOVER (master {first.port})")
+    second = s6.wait_master(first.port, 30)
+    t_second = time.time() - t_failover
+    sleep_until(time.time() + 8)
+    t_kill = time.time()
+    second.kill()
+    lab.note(f"SIGKILL the new master {second.port}")
+    third = s6.wait_master(second.port, 40)
+    t_third = time.time()
+    lab.note(f"master now {third.port}")
+    wait_time(lambda: all(h.ready() for h in lab.hosts), 20, "every host ready again")
+    t_ready = time.time() - t_third
+    sleep_until(t_third + 10)
+    acc = traffic.finish(settle=3)
+
+    census = acc.census_right_after(t_third)
+    num = acc.num_right_after(t_third)
+    s = assert_nothing_silently_lost(acc, set())
+    report("6 redis failover (sentinel)", {
+        **s, "masters": [first.port, second.port, third.port],
+        "failover_s": round(t_second, 2), "promoted_after_kill_s": round(t_third - t_kill, 2),
+        "ready_after_promotion_s": round(t_ready, 2),
+        "who_right_after_promotion_s": None if census is None else round(census, 2),
+        "num_right_after_promotion_s": round(num, 2), "history": HISTORY_RECOVERY})
+    assert sum(acc.reconnects().values()) == 0, \
+        f"clients were disconnected: {acc.close_codes()}"
+    assert s["unavailable"] > 0, "no message was answered unavailable while there was no master"
+    assert s["delivered"] > 0 and s["published"] > s["unavailable"], s
+    assert census is not None and census <= 2 * PRESENCE_TTL, \
+        f"who still wrong {census}s after the last promotion"
+    assert num <= 2 * PRESENCE_TTL, f"num still wrong {num:.2f}s after the last promotion"
+
+
+# ---- 7. same pids, different instances ----
+
+def test_same_pids_split_brain_guard(lab):
+    """Hosts A and B each run roomd in a PID namespace of its own, so their
+    masters are both pid 1 and their workers have the same pids: only the
+    random instance id roomd draws at start ("instance ID; rooms in redis
+    ...") tells their workers apart in Redis ("INSTANCE.PID"). Members of
+    every room are on A, B and C; SIGKILL every process of B. Nobody removes
+    A's members: every member on A or C that stayed is in every `who` answer
+    throughout, and the janitors (of A and C) remove B's members within twice
+    presence_ttl; nothing is silently lost."""
+    lab = lab(deadline=150, pidns_hosts=("A", "B"))
+    a, b = lab.host("A"), lab.host("B")
+    pids = {h.name: h.logged_worker_pids() for h in (a, b)}
+    assert pids["A"] == pids["B"] and len(pids["A"]) == 2, f"worker pids differ: {pids}"
+    assert a.instance() and b.instance() and set(a.instance()).isdisjoint(b.instance()), \
+        (a.instance(), b.instance())
+    traffic = Traffic(lab)
+    sleep_until(traffic.t_start + 8)
+    streams = lab.haproxy.sessions()
+    t_kill = time.time()
+    lab.kill_host("B")
+    b.crashed()
+    lab.haproxy.wait_status("hosts", {"B": "DOWN"}, 10)
+    sleep_until(t_kill + PRESENCE_TTL + 9)
+    acc = traffic.finish()
+
+    on_b = acc.on_host(streams, "B", t_kill)
+    on_a = acc.on_host(streams, "A", t_kill)
+    assert len(on_b) >= CLIENTS // 6 and len(on_a) >= CLIENTS // 6, (len(on_a), len(on_b))
+    # The messages' ids carry the same pids under two instances.
+    ids = {(acc.host_of_id(m), m.split(".")[1]) for m in acc.tap.msg}
+    shared = {p for h, p in ids if h == "A"} & {p for h, p in ids if h == "B"}
+    assert shared, f"no worker pid accepted messages on both A and B: {sorted(ids)}"
+    dropped = members_dropped(acc, on_b, t_kill)
+    census = acc.census_right_after(t_kill)
+    num = acc.num_right_after(t_kill)
+    s = assert_nothing_silently_lost(acc, on_b)
+    report("7 same pids on two hosts", {
+        **s, "on_A": len(on_a), "on_B": len(on_b), "worker_pids": pids["A"],
+        "instances": {"A": a.instance(), "B": b.instance()},
+        "stayers_dropped_from_who": len(dropped),
+        "who_right_s": None if census is None else round(census, 2), "num_right_s": round(num, 2)})
+    assert not dropped, f"members who stayed were missing from who: {dropped[:5]}"
+    assert {n for n, k in acc.reconnects().items() if k} == on_b, "a client not on B reconnected"
+    assert census is not None and census <= 2 * PRESENCE_TTL, \
+        f"who still wrong {census}s after B was killed (presence_ttl {PRESENCE_TTL}s)"
+    assert num <= 2 * PRESENCE_TTL, f"num still wrong {num:.2f}s after B was killed"
+
+
+def members_dropped(acc, movers, t_from, slack=1.0):
+    """(watcher's answer time, name) of every `who` answer after t_from that
+    left out a client who was not a mover and was in the room from slack
+    seconds before the answer to slack seconds after it."""
+    inside = collections.defaultdict(list)
+    for c in acc.clients:
+        if c["name"] in movers:
+            continue
+        for x in c["sessions"]:
+            if x["t_enter"] is not None:
+                inside[c["room"]].append((c["name"], x["t_enter"], x["t_close"] or 1e18))
+    out = []
+    for c in acc.clients:
+        if not c["watcher"]:
+            continue
+        for x in c["sessions"]:
+            for e in x["events"]:
+                if e[0] == "who" and e[1] >= t_from:
+                    must = {n for n, t0, t1 in inside[c["room"]] if t0 <= e[1] - slack and t1 >= e[1] + slack}
+                    out += [(round(e[1] - t_from, 2), n) for n in sorted(must - set(e[2] or []))]
+    return out
 
 
 # ---- 1b. host freeze ----
