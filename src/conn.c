@@ -1,6 +1,7 @@
 /*
- * conn.c: the I/O layer under every protocol. A conn holds one libevent event
- * (read, plus write only while the kernel buffer is full), an output queue of
+ * conn.c: the I/O layer under every protocol. A conn sits in its context's
+ * epoll set (read, plus write only while the kernel buffer is full; the set
+ * is one libevent event, so an idle conn costs libevent nothing), an output queue of
  * shared blocks written with writev once per loop turn, and is freed only at
  * the end of the loop turn in which it was closed, so no callback ever sees
  * freed memory.
@@ -23,8 +24,10 @@
 
 #define CONN_IOV_MAX	64
 #define TLS_CHUNK	16384	/* one TLS record's worth per SSL_write */
+#define CONN_EPOLL_BATCH 1024	/* socket events taken per epoll_wait */
 
-static void conn_event(evutil_socket_t, short, void *);
+static void conn_event(struct conn *, short);
+static void ctx_event(evutil_socket_t, short, void *);
 
 /* Put c on the list of conns to flush at the end of this loop turn. */
 static void
@@ -48,11 +51,13 @@ want_flush_bulk(struct conn *c)
 	c->ctx->bpending = c;
 }
 
-/* (Re)arm the conn's one event for what it now needs. */
+/* Have the context's epoll set watch what the conn now needs. */
 static void
 conn_arm(struct conn *c)
 {
-	short what = EV_PERSIST;
+	struct epoll_event e;
+	uint8_t what = 0;
+	int op;
 
 	if (c->flags & CONN_F_CLOSED)
 		return;
@@ -60,18 +65,57 @@ conn_arm(struct conn *c)
 		what |= EV_READ;
 	if (c->flags & (CONN_F_WANTWRITE | CONN_F_TLS_RW))
 		what |= EV_WRITE;
-	if (event_initialized(&c->ev)) {
-		if (event_get_events(&c->ev) == what && event_pending(&c->ev, EV_READ | EV_WRITE, NULL))
-			return;
-		event_del(&c->ev);
-	}
-	if (what == EV_PERSIST)
-		return;		/* paused with nothing to write: no event at all */
-	event_assign(&c->ev, c->ctx->base, c->fd, what, conn_event, c);
-	if (event_add(&c->ev, NULL) == -1) {
-		log_error("conn %u: event_add failed", c->id);
+	if (what == c->evmask)
+		return;
+	/* Paused with nothing to write: out of the set (it would still report a hang-up). */
+	op = what == 0 ? EPOLL_CTL_DEL : c->evmask == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+	e.events = ((what & EV_READ) ? EPOLLIN : 0u) | ((what & EV_WRITE) ? EPOLLOUT : 0u);
+	e.data.ptr = c;
+	if (epoll_ctl(c->ctx->epfd, op, c->fd, &e) == -1) {
+		log_error("conn %u: epoll_ctl(%d) failed", c->id, op);
 		conn_close(c);
+		return;
 	}
+	c->evmask = what;
+}
+
+/* Run c as readable from the loop soon, without a socket event (input held elsewhere). */
+static void
+conn_kick(struct conn *c)
+{
+	struct conn_ctx *x = c->ctx;
+
+	if (c->flags & (CONN_F_KICK | CONN_F_CLOSED))
+		return;
+	if (x->nkick == x->kickcap) {
+		uint32_t ncap = x->kickcap ? 2 * x->kickcap : 16;
+		struct conn **nk = realloc(x->kick, ncap * sizeof(*nk));
+
+		if (nk == NULL) {
+			log_error("conn %u: out of memory: closing", c->id);
+			conn_close(c);
+			return;
+		}
+		x->kick = nk;
+		x->kickcap = ncap;
+	}
+	x->kick[x->nkick++] = c;
+	c->flags |= CONN_F_KICK;
+	event_active(x->epev, EV_READ, 0);
+}
+
+/* Take a closing conn off the kick list (order there does not matter). */
+static void
+conn_unkick(struct conn *c)
+{
+	struct conn_ctx *x = c->ctx;
+
+	for (uint32_t i = 0; i < x->nkick; i++)
+		if (x->kick[i] == c) {
+			x->kick[i] = x->kick[--x->nkick];
+			break;
+		}
+	c->flags &= ~CONN_F_KICK;
 }
 
 int
@@ -110,11 +154,15 @@ conn_init(struct conn *c, struct conn_ctx *x, int fd, const struct sockaddr *sa,
 		}
 	} else
 		c->family = AF_UNSPEC;
-	event_assign(&c->ev, x->base, fd, EV_READ | EV_PERSIST, conn_event, c);
-	if (event_add(&c->ev, NULL) == -1) {
-		SSL_free(c->ssl);
-		c->ssl = NULL;
-		return -1;
+	{
+		struct epoll_event e = { .events = EPOLLIN, .data.ptr = c };
+
+		if (epoll_ctl(x->epfd, EPOLL_CTL_ADD, fd, &e) == -1) {
+			SSL_free(c->ssl);
+			c->ssl = NULL;
+			return -1;
+		}
+		c->evmask = EV_READ;
 	}
 	c->next = x->all;
 	if (x->all != NULL)
@@ -228,9 +276,12 @@ conn_close(struct conn *c)
 
 	if (c->flags & CONN_F_CLOSED)
 		return;
+	if (c->evmask != 0)
+		(void)epoll_ctl(x->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	c->evmask = 0;
+	if (c->flags & CONN_F_KICK)
+		conn_unkick(c);
 	c->flags |= CONN_F_CLOSED;
-	if (event_initialized(&c->ev))
-		event_del(&c->ev);
 	if (c->ssl != NULL) {
 		SSL_free(c->ssl);
 		c->ssl = NULL;
@@ -291,7 +342,7 @@ conn_pause(struct conn *c, int paused)
 	conn_arm(c);
 	/* Bytes OpenSSL already holds will not make the socket readable again. */
 	if (!paused && c->ssl != NULL && SSL_has_pending(c->ssl) && !(c->flags & CONN_F_CLOSED))
-		event_active(&c->ev, EV_READ, 0);
+		conn_kick(c);
 }
 
 void
@@ -316,7 +367,7 @@ conn_resume(struct conn *c)
 	conn_pause(c, 0);
 	/* No socket event may come for held input: run the read callback anyway. */
 	if ((c->flags & CONN_F_HELD) && !(c->flags & CONN_F_CLOSED))
-		event_active(&c->ev, EV_READ, 0);
+		conn_kick(c);
 }
 
 /* Give the handler the input it held, if it did; 1 if it was called. */
@@ -544,10 +595,10 @@ tls_read(struct conn *c)
 }
 
 static void
-conn_event(evutil_socket_t fd, short what, void *arg)
+conn_event(struct conn *c, short what)
 {
-	struct conn *c = arg;
 	struct conn_ctx *x = c->ctx;
+	int fd = c->fd;
 	ssize_t n;
 
 	if (c->ssl != NULL && !(c->flags & CONN_F_LINGER)) {
@@ -586,13 +637,71 @@ conn_event(evutil_socket_t fd, short what, void *arg)
 
 /* ---- the context ---- */
 
+/*
+ * The epoll set is readable, or conns were kicked: run the kicked ones (only
+ * as many as there were: a handler may kick again), then one batch of socket
+ * events. A conn closed earlier in the batch is still memory (freed at the
+ * end of the turn) and is skipped.
+ */
+static void
+ctx_event(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn_ctx *x = arg;
+	uint32_t budget = x->nkick;
+	int n;
+
+	(void)what;
+	while (budget-- > 0 && x->nkick > 0) {
+		struct conn *c = x->kick[--x->nkick];
+
+		c->flags &= ~CONN_F_KICK;
+		conn_event(c, EV_READ);
+	}
+	if (x->nkick > 0)
+		event_active(x->epev, EV_READ, 0);
+	do
+		n = epoll_wait(fd, x->evs, CONN_EPOLL_BATCH, 0);
+	while (n == -1 && errno == EINTR);
+	if (n == -1) {
+		log_error("epoll_wait() failed");
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		struct conn *c = x->evs[i].data.ptr;
+		uint32_t e = x->evs[i].events;
+		short ev = 0;
+
+		if (c->flags & CONN_F_CLOSED)
+			continue;
+		/* As libevent's epoll backend: an error or hang-up wakes both directions. */
+		if (e & (EPOLLERR | EPOLLHUP))
+			ev = EV_READ | EV_WRITE;
+		else
+			ev = (short)(((e & EPOLLIN) ? EV_READ : 0) | ((e & EPOLLOUT) ? EV_WRITE : 0));
+		ev &= (short)c->evmask;
+		if (ev != 0)
+			conn_event(c, ev);
+	}
+}
+
 int
 conn_ctx_init(struct conn_ctx *x, struct event_base *base, size_t rbuflen)
 {
 	memset(x, 0, sizeof(*x));
 	x->base = base;
 	x->rbuflen = rbuflen;
-	return (x->rbuf = malloc(rbuflen)) == NULL ? -1 : 0;
+	x->epfd = -1;
+	if ((x->epfd = epoll_create1(EPOLL_CLOEXEC)) == -1) {
+		log_error("epoll_create1() failed");
+		return -1;
+	}
+	if ((x->rbuf = malloc(rbuflen)) == NULL || (x->evs = calloc(CONN_EPOLL_BATCH, sizeof(*x->evs))) == NULL ||
+	    (x->epev = event_new(base, x->epfd, EV_READ | EV_PERSIST, ctx_event, x)) == NULL ||
+	    event_add(x->epev, NULL) == -1) {
+		conn_ctx_free(x);
+		return -1;
+	}
+	return 0;
 }
 
 void
@@ -608,6 +717,17 @@ conn_ctx_free(struct conn_ctx *x)
 	free(x->tlsbuf);
 	free(x->rbuf);
 	x->tlsbuf = x->rbuf = NULL;
+	free(x->evs);
+	x->evs = NULL;
+	free(x->kick);
+	x->kick = NULL;
+	x->nkick = x->kickcap = 0;
+	if (x->epev != NULL)
+		event_free(x->epev);
+	x->epev = NULL;
+	if (x->epfd >= 0)
+		close(x->epfd);
+	x->epfd = -1;
 }
 
 void
