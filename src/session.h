@@ -60,7 +60,7 @@ struct session {
 	uint64_t		 refill;	/* ms of the last refill */
 	uint64_t		 btokens;	/* byte budget bucket, in thousandths of a byte */
 	struct auth_identity	*id;
-	struct ws_decoder	 dec;
+	struct ws_decoder	*dec;		/* only while input ends inside a frame (ws_feed) */
 };
 
 static inline struct loop *sess_loop(const struct session *s) { return loop_of(s->c.ctx); }

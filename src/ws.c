@@ -354,8 +354,6 @@ ws_open(struct session *s)
 {
 	const struct config *cf = sess_cfg(s);
 
-	ws_decoder_init(&s->dec, (uint64_t)cf->max_message_size);
-	s->dec.allow_rsv1 = s->pmd_bits != 0;
 	s->state = SS_OPEN;
 	s->upgraded = 1;
 	s->last_ping = s->opened = clock_ms();
@@ -571,19 +569,42 @@ keep_for_later(struct session *s, const uint8_t *p, size_t n)
 	s->hlen += (uint32_t)n;
 }
 
-void
-ws_feed(struct session *s, uint8_t *p, size_t n)
+/*
+ * Between frames a session's decoder is a fresh one, so an idle session holds
+ * none: its input is decoded by this one, and only a session whose input
+ * ends inside a frame (a header, a control frame, a fragmented message)
+ * keeps a copy of its own until a read ends between frames again.
+ */
+static struct ws_decoder spare;
+static int spare_busy;		/* a handler fed another session from inside a feed */
+
+/* Whether d is where ws_decoder_init leaves one (as far as the next frame can tell). */
+static int
+decoder_at_rest(const struct ws_decoder *d)
+{
+	return !d->in_payload && d->hdr_have == 0 && d->msg_opcode == 0;
+}
+
+/* A fresh decoder for s in d (only what a decoder at rest may differ in). */
+static void
+decoder_fresh(const struct session *s, struct ws_decoder *d)
+{
+	d->max_message = (uint64_t)sess_cfg(s)->max_message_size;
+	d->allow_rsv1 = s->pmd_bits != 0;
+	d->validate_utf8 = 1;
+	d->in_payload = 0;
+	d->hdr_have = 0;
+	d->msg_opcode = 0;
+}
+
+static void
+decode(struct session *s, struct ws_decoder *d, uint8_t *p, size_t n)
 {
 	struct ws_event ev;
 	size_t used;
 
-	if (s->paused && n > 0) {
-		keep_for_later(s, p, n);
-		return;
-	}
-
 	while (!conn_closed(&s->c) && (s->state == SS_OPEN || s->state == SS_CLOSING)) {
-		used = ws_decode(&s->dec, p, n, &ev);
+		used = ws_decode(d, p, n, &ev);
 		p += used;
 		n -= used;
 		switch (ev.type) {
@@ -616,6 +637,48 @@ ws_feed(struct session *s, uint8_t *p, size_t n)
 			}
 			break;
 		}
+	}
+}
+
+void
+ws_feed(struct session *s, uint8_t *p, size_t n)
+{
+	struct ws_decoder *d = s->dec;
+	int live;
+
+	if (s->paused && n > 0) {
+		keep_for_later(s, p, n);
+		return;
+	}
+	if (d == NULL && spare_busy) {
+		if ((d = s->dec = malloc(sizeof(*d))) == NULL) {
+			fail(s, WS_CLOSE_INTERNAL, "out of memory");
+			return;
+		}
+		ws_decoder_init(d, 0);
+		decoder_fresh(s, d);
+	}
+	if (d == NULL) {
+		d = &spare;
+		spare_busy = 1;
+		decoder_fresh(s, d);
+		decode(s, d, p, n);
+		spare_busy = 0;
+		live = !conn_closed(&s->c) && (s->state == SS_OPEN || s->state == SS_CLOSING);
+		if (live && !decoder_at_rest(d)) {
+			/* The input ended inside a frame: the session keeps its decoder. */
+			if ((s->dec = malloc(sizeof(*d))) == NULL) {
+				fail(s, WS_CLOSE_INTERNAL, "out of memory");
+				return;
+			}
+			memcpy(s->dec, d, sizeof(*d));
+		}
+		return;
+	}
+	decode(s, d, p, n);
+	if (s->dec == d && decoder_at_rest(d)) {
+		free(d);
+		s->dec = NULL;
 	}
 }
 
@@ -754,6 +817,8 @@ ws_release(struct session *s)
 	s->app = NULL;
 	sbuf_unref(s->msg);
 	s->msg = NULL;
+	free(s->dec);
+	s->dec = NULL;
 	free(s->rooms_seen);
 	s->rooms_seen = NULL;
 }
