@@ -26,6 +26,8 @@
 #define TLS_CHUNK	16384	/* one TLS record's worth per SSL_write */
 #define CONN_EPOLL_BATCH 1024	/* socket events taken per epoll_wait */
 
+_Static_assert(TLS_CHUNK <= UINT16_MAX, "struct conn keeps a TLS retry length in 16 bits");
+
 static void conn_event(struct conn *, short);
 static void ctx_event(evutil_socket_t, short, void *);
 
@@ -224,7 +226,7 @@ conn_send_copy(struct conn *c, const void *p, size_t n)
 	 * allocated either (the leftovers of a burst of handshakes would
 	 * otherwise stay in the heap as holes).
 	 */
-	if (c->out.count == 0 && c->ssl == NULL && !(c->flags & (CONN_F_CLOSED | CONN_F_LINGER))) {
+	if (outq_count(&c->out) == 0 && c->ssl == NULL && !(c->flags & (CONN_F_CLOSED | CONN_F_LINGER))) {
 		do
 			w = write(c->fd, p, n);
 		while (w < 0 && errno == EINTR);
@@ -326,7 +328,7 @@ conn_finish(struct conn *c, int linger_ms)
 		return;
 	c->linger_until = clock_ms() + (uint64_t)linger_ms;
 	c->flags |= CONN_F_FINISH;
-	if (c->out.count == 0)
+	if (outq_count(&c->out) == 0)
 		conn_start_linger(c);
 	else
 		want_flush(c);
@@ -385,10 +387,10 @@ give_held(struct conn *c)
 static ssize_t
 gather(struct conn *c, uint8_t *buf, size_t n)
 {
-	struct outq *q = &c->out;
+	const struct outq_ring *q = c->out.r;
 	size_t o = 0;
 
-	for (uint32_t i = 0; i < q->count && o < n; i++) {
+	for (uint32_t i = 0; q != NULL && i < q->count && o < n; i++) {
 		const struct outq_ent *e = &q->ent[(q->head + i) & (q->cap - 1)];
 		size_t k = e->len < n - o ? e->len : n - o;
 
@@ -409,8 +411,8 @@ tls_flush(struct conn *c)
 	ssize_t n;
 	int r;
 
-	while (!(c->flags & CONN_F_CLOSED) && c->out.count > 0) {
-		size_t want = c->tls_retry != 0 ? c->tls_retry : c->out.bytes < TLS_CHUNK ? c->out.bytes : TLS_CHUNK;
+	while (!(c->flags & CONN_F_CLOSED) && outq_count(&c->out) > 0) {
+		size_t want = c->tls_retry != 0 ? c->tls_retry : outq_bytes(&c->out) < TLS_CHUNK ? outq_bytes(&c->out) : TLS_CHUNK;
 
 		if (buf == NULL || (n = gather(c, buf, want)) != (ssize_t)want) {
 			conn_close(c);
@@ -425,7 +427,7 @@ tls_flush(struct conn *c)
 			outq_consume(&c->out, (size_t)r);
 			continue;
 		}
-		c->tls_retry = (uint32_t)want;
+		c->tls_retry = (uint16_t)want;	/* want <= TLS_CHUNK */
 		switch (SSL_get_error(c->ssl, r)) {
 		case SSL_ERROR_WANT_WRITE:
 			if (!(c->flags & CONN_F_WANTWRITE)) {
@@ -460,10 +462,10 @@ conn_flush(struct conn *c)
 		tls_flush(c);
 		goto done;
 	}
-	while (!(c->flags & CONN_F_CLOSED) && c->out.count > 0) {
+	while (!(c->flags & CONN_F_CLOSED) && outq_count(&c->out) > 0) {
 		if (outq_head_is_file(&c->out)) {
 			/* The kernel copies file pages to the socket: no trip through user space. */
-			struct outq_ent *e = &c->out.ent[c->out.head];
+			struct outq_ent *e = &c->out.r->ent[c->out.r->head];
 			off_t foff = (off_t)e->foff;
 
 			n = sendfile(c->fd, e->fd, &foff, e->len);
@@ -496,7 +498,7 @@ conn_flush(struct conn *c)
 		outq_consume(&c->out, (size_t)n);
 	}
 done:
-	if ((c->flags & CONN_F_CLOSED) || c->out.count > 0)
+	if ((c->flags & CONN_F_CLOSED) || outq_count(&c->out) > 0)
 		return;
 	if (c->flags & (CONN_F_WANTWRITE | CONN_F_AUTORESUME)) {
 		c->flags &= ~CONN_F_WANTWRITE;
@@ -758,7 +760,7 @@ conn_flush_broadcasts(struct conn_ctx *x)
 		next = c->bnext;
 		c->bnext = NULL;
 		c->flags &= ~CONN_F_BPENDING;
-		if (!(c->flags & CONN_F_CLOSED) && c->out.count > 0)
+		if (!(c->flags & CONN_F_CLOSED) && outq_count(&c->out) > 0)
 			conn_flush(c);
 	}
 }

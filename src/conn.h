@@ -77,12 +77,13 @@ struct conn_handler {
 
 struct conn {
 	int			 fd;
+	uint32_t		 id;		/* per worker, for logs */
 	uint16_t		 flags;
 	uint8_t			 family;	/* AF_INET or AF_INET6 (mapped v4 shown as v4) */
 	uint8_t			 evmask;	/* EV_READ, EV_WRITE: what the epoll set watches (0: not in it) */
 	uint16_t		 port;
+	uint16_t		 tls_retry;	/* bytes (<= one TLS chunk) an unfinished SSL_write must be retried with */
 	uint8_t			 ip[16];
-	uint32_t		 id;		/* per worker, for logs */
 	uint64_t		 linger_until;	/* ms, while CONN_F_LINGER */
 	struct conn		*prev, *next;	/* the context's list of all conns */
 	struct conn		*wnext;		/* the context's pending-write list */
@@ -91,7 +92,6 @@ struct conn {
 	const struct conn_handler *h;
 	struct conn_ctx		*ctx;
 	SSL			*ssl;		/* NULL: plain TCP */
-	uint32_t		 tls_retry;	/* bytes an unfinished SSL_write must be retried with */
 };
 
 /*
@@ -126,8 +126,8 @@ void conn_hold_until_drained(struct conn *);
 /* The peer address as text ("1.2.3.4" or "::1"); buf >= 46 bytes. */
 const char *conn_addr(const struct conn *, char *buf, size_t len);
 static inline int conn_closed(const struct conn *c) { return (c->flags & CONN_F_CLOSED) != 0; }
-static inline size_t conn_pending(const struct conn *c) { return c->out.bytes; }
-static inline uint32_t conn_queued(const struct conn *c) { return c->out.count; }
+static inline size_t conn_pending(const struct conn *c) { return outq_bytes(&c->out); }
+static inline uint32_t conn_queued(const struct conn *c) { return outq_count(&c->out); }
 /* The frame just queued may be dropped for a slow reader (a room broadcast). */
 static inline void conn_mark_droppable(struct conn *c) { outq_mark_droppable(&c->out); }
 /* Drop the oldest droppable frames not yet started until need bytes are freed; how many. */

@@ -51,13 +51,22 @@ struct outq_ent {
 	uint64_t	 foff;
 };
 
-struct outq {
-	struct outq_ent	*ent;	/* NULL while never used */
+/* The ring, allocated on the first push and released by outq_trim/outq_clear. */
+struct outq_ring {
 	uint32_t	 cap, head, count;	/* cap is a power of two: indexes are masked */
 	uint8_t		 head_started;	/* part of the head entry is on the wire */
 	uint8_t		 pushed;	/* a push since the last outq_trim */
 	size_t		 bytes;
+	struct outq_ent	 ent[];
 };
+
+/* An empty queue is one NULL pointer: what an idle connection holds. */
+struct outq {
+	struct outq_ring *r;
+};
+
+static inline uint32_t outq_count(const struct outq *q) { return q->r != NULL ? q->r->count : 0; }
+static inline size_t outq_bytes(const struct outq *q) { return q->r != NULL ? q->r->bytes : 0; }
 
 #define OUTQ_MAX_ENTRIES	65536
 
@@ -73,7 +82,10 @@ uint32_t outq_drop_oldest(struct outq *, size_t need);
 /* Append a file segment (takes ownership of fd, closed when sent or dropped). */
 int outq_push_file(struct outq *, int fd, uint64_t off, uint32_t len) MUST_CHECK;
 /* Whether the head entry is a file segment. */
-static inline int outq_head_is_file(const struct outq *q) { return q->count > 0 && q->ent[q->head].b == NULL; }
+static inline int outq_head_is_file(const struct outq *q)
+{
+	return q->r != NULL && q->r->count > 0 && q->r->ent[q->r->head].b == NULL;
+}
 /* Fill up to max iovecs from the head, stopping at a file segment; returns how many. */
 int outq_iov(const struct outq *, struct iovec *, int max);
 /* Drop n written bytes from the head. */
