@@ -644,6 +644,9 @@ handle_request(struct session *s, const char *head, size_t len)
 	ws_log(s, LOG_LVL_DEBUG, "upgraded (%s)", cfg_route_kind_name(s->route->kind));
 	if (s->ops->open != NULL)
 		s->ops->open(s);
+	/* The request's facts serve the route's admit and open only: an open session does not keep them. */
+	free(s->info);
+	s->info = NULL;
 	/* A retiring worker's handshake in flight: served, then sent to its successor. */
 	if (s->c.flags & CONN_F_SHUTDOWN)
 		ws_shutdown(s);

@@ -28,39 +28,47 @@ struct reqinfo {
 
 struct session {
 	struct conn		 c;		/* first: conn callbacks cast back */
-	uint8_t			 state;
-	uint8_t			 close_rcvd;
-	uint16_t		 close_sent;	/* code we sent, 0 if none */
-	uint8_t			 uuid[16];
 	const struct cfg_route	*route;
 	const struct route_ops	*ops;		/* the route's handler */
 	void			*app;		/* the route's per-session state */
-	struct reqinfo		*info;
-	uint64_t		 created, last_rx, last_ping, close_at;
+	struct reqinfo		*info;		/* until the route's open has run */
 	/* Input not handled yet: a partial PROXY header or request head, requests held back; once open, paced frames. */
 	char			*hbuf;
-	uint32_t		 hlen, hcap;	/* hcap: front.c's allocation size (0 for ws.c's) */
 	struct sbuf		*msg;		/* message being assembled */
 	char			*rooms_seen;	/* what describe() said when the session let go (access line) */
-	uint32_t		 refs;		/* async callers holding the memory */
-	uint8_t			 freed;		/* conn gone; free when refs drop */
-	uint8_t			 upgraded;
-	uint8_t			 closer;	/* who sent the first close: 'c', 's' or 0 */
-	uint16_t		 close_code;	/* the first close code exchanged */
-	uint32_t		 msgs_in, msgs_out;
-	uint32_t		 dropped;	/* room messages lost to slow_client drop */
-	uint64_t		 drop_logged;	/* ms of the last warning about it */
-	uint64_t		 opened;	/* ms, when upgraded */
-	uint8_t			 ip_counted;	/* counted by addrlimit_open */
-	uint8_t			 no_auth;	/* upgraded only to say noAuth and close */
-	uint8_t			 pmd_bits;	/* permessage-deflate window; 0: not negotiated */
-	uint8_t			 paused;	/* not reading: WS_PAUSE_RATE, WS_PAUSE_ROUTE */
-	uint16_t		 strikes;	/* messages refused in a row by the rate limit */
-	uint32_t		 tokens;	/* rate limit bucket, in thousandths of a message */
-	uint64_t		 refill;	/* ms of the last refill */
-	uint64_t		 btokens;	/* byte budget bucket, in thousandths of a byte */
 	struct auth_identity	*id;
 	struct ws_decoder	*dec;		/* only while input ends inside a frame (ws_feed) */
+	/* Times in ms. Each union's members are never needed in the same state. */
+	union {
+		uint64_t	 created;	/* SS_PROXY, SS_HTTP: start of the current request */
+		uint64_t	 opened;	/* from ws_open: when upgraded */
+	};
+	uint64_t		 last_rx;
+	union {
+		uint64_t	 last_ping;	/* SS_OPEN */
+		uint64_t	 close_at;	/* from SS_CLOSING: when our close went out */
+	};
+	uint64_t		 drop_logged;	/* the last warning about dropped room messages */
+	uint64_t		 refill;	/* the last rate limit refill */
+	uint64_t		 btokens;	/* byte budget bucket, in thousandths of a byte */
+	uint32_t		 hlen, hcap;	/* hcap: front.c's allocation size (0 for ws.c's) */
+	uint32_t		 refs;		/* async callers holding the memory */
+	uint32_t		 msgs_in, msgs_out;
+	uint32_t		 dropped;	/* room messages lost to slow_client drop */
+	uint32_t		 tokens;	/* rate limit bucket, in thousandths of a message */
+	uint8_t			 uuid[16];
+	uint16_t		 close_sent;	/* code we sent, 0 if none */
+	uint16_t		 close_code;	/* the first close code exchanged */
+	uint16_t		 strikes;	/* messages refused in a row by the rate limit */
+	uint8_t			 state;
+	uint8_t			 closer;	/* who sent the first close: 'c', 's' or 0 */
+	uint8_t			 pmd_bits;	/* permessage-deflate window; 0: not negotiated */
+	uint8_t			 paused;	/* not reading: WS_PAUSE_RATE, WS_PAUSE_ROUTE */
+	uint8_t			 close_rcvd:1;
+	uint8_t			 freed:1;	/* conn gone; free when refs drop */
+	uint8_t			 upgraded:1;
+	uint8_t			 ip_counted:1;	/* counted by addrlimit_open */
+	uint8_t			 no_auth:1;	/* upgraded only to say noAuth and close */
 };
 
 static inline struct loop *sess_loop(const struct session *s) { return loop_of(s->c.ctx); }
