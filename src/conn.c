@@ -28,7 +28,7 @@
 
 _Static_assert(TLS_CHUNK <= UINT16_MAX, "struct conn keeps a TLS retry length in 16 bits");
 
-static void conn_event(struct conn *, short);
+static inline void conn_event(struct conn *, short);
 static void ctx_event(evutil_socket_t, short, void *);
 
 /* Put c on the list of conns to flush at the end of this loop turn. */
@@ -453,6 +453,7 @@ static void
 conn_flush(struct conn *c)
 {
 	struct iovec iov[CONN_IOV_MAX];
+	struct outq_ring *r;
 	ssize_t n;
 	int cnt;
 
@@ -462,10 +463,10 @@ conn_flush(struct conn *c)
 		tls_flush(c);
 		goto done;
 	}
-	while (!(c->flags & CONN_F_CLOSED) && outq_count(&c->out) > 0) {
-		if (outq_head_is_file(&c->out)) {
+	while (!(c->flags & CONN_F_CLOSED) && (r = c->out.r) != NULL && r->count > 0) {
+		if (r->ent[r->head].b == NULL) {
 			/* The kernel copies file pages to the socket: no trip through user space. */
-			struct outq_ent *e = &c->out.r->ent[c->out.r->head];
+			struct outq_ent *e = &r->ent[r->head];
 			off_t foff = (off_t)e->foff;
 
 			n = sendfile(c->fd, e->fd, &foff, e->len);
@@ -498,7 +499,7 @@ conn_flush(struct conn *c)
 		outq_consume(&c->out, (size_t)n);
 	}
 done:
-	if ((c->flags & CONN_F_CLOSED) || outq_count(&c->out) > 0)
+	if ((c->flags & CONN_F_CLOSED) || ((r = c->out.r) != NULL && r->count > 0))
 		return;
 	if (c->flags & (CONN_F_WANTWRITE | CONN_F_AUTORESUME)) {
 		c->flags &= ~CONN_F_WANTWRITE;
@@ -596,7 +597,8 @@ tls_read(struct conn *c)
 	}
 }
 
-static void
+/* Inlined into the batch loop: it runs for every socket event. */
+static inline __attribute__((always_inline)) void
 conn_event(struct conn *c, short what)
 {
 	struct conn_ctx *x = c->ctx;
@@ -639,20 +641,12 @@ conn_event(struct conn *c, short what)
 
 /* ---- the context ---- */
 
-/*
- * The epoll set is readable, or conns were kicked: run the kicked ones (only
- * as many as there were: a handler may kick again), then one batch of socket
- * events. A conn closed earlier in the batch is still memory (freed at the
- * end of the turn) and is skipped.
- */
+/* Run the kicked conns: only as many as there were, as a handler may kick again. */
 static void
-ctx_event(evutil_socket_t fd, short what, void *arg)
+run_kicks(struct conn_ctx *x)
 {
-	struct conn_ctx *x = arg;
 	uint32_t budget = x->nkick;
-	int n;
 
-	(void)what;
 	while (budget-- > 0 && x->nkick > 0) {
 		struct conn *c = x->kick[--x->nkick];
 
@@ -661,29 +655,39 @@ ctx_event(evutil_socket_t fd, short what, void *arg)
 	}
 	if (x->nkick > 0)
 		event_active(x->epev, EV_READ, 0);
-	do
-		n = epoll_wait(fd, x->evs, CONN_EPOLL_BATCH, 0);
-	while (n == -1 && errno == EINTR);
-	if (n == -1) {
-		log_error("epoll_wait() failed");
-		return;
-	}
-	for (int i = 0; i < n; i++) {
-		struct conn *c = x->evs[i].data.ptr;
-		uint32_t e = x->evs[i].events;
-		short ev = 0;
+}
+
+/*
+ * The epoll set is readable, or conns were kicked: run the kicked ones, then
+ * one batch of socket events. A conn closed earlier in the batch is still
+ * memory (freed at the end of the turn) and is skipped.
+ */
+static void
+ctx_event(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn_ctx *x = arg;
+	struct epoll_event *e;
+	int n;
+
+	(void)what;
+	if (x->nkick > 0)
+		run_kicks(x);
+	while ((n = epoll_wait(fd, x->evs, CONN_EPOLL_BATCH, 0)) == -1 && errno == EINTR)
+		;
+	for (e = x->evs; n > 0; n--, e++) {
+		struct conn *c = e->data.ptr;
+		short ev;
 
 		if (c->flags & CONN_F_CLOSED)
 			continue;
 		/* As libevent's epoll backend: an error or hang-up wakes both directions. */
-		if (e & (EPOLLERR | EPOLLHUP))
-			ev = EV_READ | EV_WRITE;
-		else
-			ev = (short)(((e & EPOLLIN) ? EV_READ : 0) | ((e & EPOLLOUT) ? EV_WRITE : 0));
-		ev &= (short)c->evmask;
-		if (ev != 0)
+		ev = (e->events & (EPOLLERR | EPOLLHUP)) ? EV_READ | EV_WRITE :
+		    (short)(((e->events & EPOLLIN) ? EV_READ : 0) | ((e->events & EPOLLOUT) ? EV_WRITE : 0));
+		if ((ev &= (short)c->evmask) != 0)
 			conn_event(c, ev);
 	}
+	if (n == -1)
+		log_error("epoll_wait() failed");
 }
 
 int

@@ -118,8 +118,7 @@ sbuf_unref(struct sbuf *b)
 	ncached++;
 }
 
-/* Make room for one more entry; the ring, NULL when full or out of memory. */
-static struct outq_ring *
+struct outq_ring *
 outq_reserve(struct outq *q)
 {
 	struct outq_ring *r = q->r, *nr;
@@ -145,22 +144,6 @@ outq_reserve(struct outq *q)
 	nr->head = 0;
 	q->r = nr;
 	return nr;
-}
-
-int
-outq_push(struct outq *q, struct sbuf *b, uint32_t off, uint32_t len)
-{
-	struct outq_ring *r;
-
-	if (len == 0)
-		return 0;
-	if ((r = outq_reserve(q)) == NULL)
-		return -1;
-	r->ent[(r->head + r->count) & (r->cap - 1)] = (struct outq_ent){ sbuf_ref(b), off, len, -1, 0, 0 };
-	r->count++;
-	r->pushed = 1;
-	r->bytes += len;
-	return 0;
 }
 
 int

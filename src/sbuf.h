@@ -70,8 +70,26 @@ static inline size_t outq_bytes(const struct outq *q) { return q->r != NULL ? q-
 
 #define OUTQ_MAX_ENTRIES	65536
 
+/* A ring with room for one more entry (grown, or made); NULL when full or OOM. */
+struct outq_ring *outq_reserve(struct outq *) MUST_CHECK;
+
 /* Append a reference to b[off, off+len) (takes its own ref). -1 when full or OOM. */
-int outq_push(struct outq *, struct sbuf *, uint32_t off, uint32_t len) MUST_CHECK;
+static inline int MUST_CHECK
+outq_push(struct outq *q, struct sbuf *b, uint32_t off, uint32_t len)
+{
+	struct outq_ring *r = q->r;
+
+	/* Inline: it is on the path of every delivery; only growing the ring is not. */
+	if (len == 0)
+		return 0;
+	if ((r == NULL || r->count == r->cap) && (r = outq_reserve(q)) == NULL)
+		return -1;
+	r->ent[(r->head + r->count) & (r->cap - 1)] = (struct outq_ent){ sbuf_ref(b), off, len, -1, 0, 0 };
+	r->count++;
+	r->pushed = 1;
+	r->bytes += len;
+	return 0;
+}
 /* Mark the entry just pushed as droppable (see outq_drop_oldest). */
 void outq_mark_droppable(struct outq *);
 /*

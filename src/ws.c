@@ -349,11 +349,22 @@ ws_query_param(const struct session *s, const char *name, size_t *len)
 
 /* ---- frames ---- */
 
+/*
+ * Between frames a session's decoder is a fresh one, so an idle session holds
+ * none: its input is decoded by this one, and only a session whose input
+ * ends inside a frame (a header, a control frame, a fragmented message)
+ * keeps a copy of its own until a read ends between frames again.
+ */
+static struct ws_decoder spare = { .validate_utf8 = 1 };	/* at rest between feeds */
+static int spare_busy;		/* a handler fed another session from inside a feed */
+
 void
 ws_open(struct session *s)
 {
 	const struct config *cf = sess_cfg(s);
 
+	/* A worker's config never changes (a reload starts new workers): neither does the spare's limit. */
+	spare.max_message = (uint64_t)cf->max_message_size;
 	s->state = SS_OPEN;
 	s->upgraded = 1;
 	s->last_ping = s->opened = clock_ms();
@@ -569,32 +580,12 @@ keep_for_later(struct session *s, const uint8_t *p, size_t n)
 	s->hlen += (uint32_t)n;
 }
 
-/*
- * Between frames a session's decoder is a fresh one, so an idle session holds
- * none: its input is decoded by this one, and only a session whose input
- * ends inside a frame (a header, a control frame, a fragmented message)
- * keeps a copy of its own until a read ends between frames again.
- */
-static struct ws_decoder spare;
-static int spare_busy;		/* a handler fed another session from inside a feed */
 
 /* Whether d is where ws_decoder_init leaves one (as far as the next frame can tell). */
 static int
 decoder_at_rest(const struct ws_decoder *d)
 {
 	return !d->in_payload && d->hdr_have == 0 && d->msg_opcode == 0;
-}
-
-/* A fresh decoder for s in d (only what a decoder at rest may differ in). */
-static void
-decoder_fresh(const struct session *s, struct ws_decoder *d)
-{
-	d->max_message = (uint64_t)sess_cfg(s)->max_message_size;
-	d->allow_rsv1 = s->pmd_bits != 0;
-	d->validate_utf8 = 1;
-	d->in_payload = 0;
-	d->hdr_have = 0;
-	d->msg_opcode = 0;
 }
 
 static void
@@ -640,43 +631,49 @@ decode(struct session *s, struct ws_decoder *d, uint8_t *p, size_t n)
 	}
 }
 
+/* The spare's input ended inside a frame: s keeps a copy, and the spare is at rest again. */
+static void
+keep_decoder(struct session *s)
+{
+	if (!conn_closed(&s->c) && (s->state == SS_OPEN || s->state == SS_CLOSING)) {
+		if ((s->dec = malloc(sizeof(*s->dec))) == NULL)
+			fail(s, WS_CLOSE_INTERNAL, "out of memory");
+		else
+			memcpy(s->dec, &spare, sizeof(spare));
+	}
+	spare.in_payload = 0;
+	spare.hdr_have = 0;
+	spare.msg_opcode = 0;
+}
+
 void
 ws_feed(struct session *s, uint8_t *p, size_t n)
 {
 	struct ws_decoder *d = s->dec;
-	int live;
 
 	if (s->paused && n > 0) {
 		keep_for_later(s, p, n);
 		return;
 	}
-	if (d == NULL && spare_busy) {
-		if ((d = s->dec = malloc(sizeof(*d))) == NULL) {
+	if (d == NULL) {
+		if (!spare_busy) {
+			d = &spare;
+			spare_busy = 1;
+		} else if ((d = s->dec = malloc(sizeof(*d))) != NULL) {
+			ws_decoder_init(d, (uint64_t)sess_cfg(s)->max_message_size);
+		} else {
 			fail(s, WS_CLOSE_INTERNAL, "out of memory");
 			return;
 		}
-		ws_decoder_init(d, 0);
-		decoder_fresh(s, d);
-	}
-	if (d == NULL) {
-		d = &spare;
-		spare_busy = 1;
-		decoder_fresh(s, d);
-		decode(s, d, p, n);
-		spare_busy = 0;
-		live = !conn_closed(&s->c) && (s->state == SS_OPEN || s->state == SS_CLOSING);
-		if (live && !decoder_at_rest(d)) {
-			/* The input ended inside a frame: the session keeps its decoder. */
-			if ((s->dec = malloc(sizeof(*d))) == NULL) {
-				fail(s, WS_CLOSE_INTERNAL, "out of memory");
-				return;
-			}
-			memcpy(s->dec, d, sizeof(*d));
-		}
-		return;
+		/* What a fresh decoder of this session's differs in from one at rest (the limit: ws_open). */
+		d->allow_rsv1 = s->pmd_bits != 0;
 	}
 	decode(s, d, p, n);
-	if (s->dec == d && decoder_at_rest(d)) {
+	if (d == &spare) {
+		spare_busy = 0;
+		if (!decoder_at_rest(d))
+			keep_decoder(s);
+	} else if (s->dec == d && decoder_at_rest(d)) {
 		free(d);
 		s->dec = NULL;
 	}
