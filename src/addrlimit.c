@@ -27,6 +27,8 @@ struct lcount {
 	uint32_t	open;	/* sessions open now */
 	uint32_t	sec;	/* the second `rate` counts */
 	uint32_t	rate;	/* sessions opened within it */
+	uint32_t	asec;	/* the second `arate` counts */
+	uint32_t	arate;	/* API requests within it */
 };
 
 /*
@@ -209,13 +211,15 @@ claim_entry(uint32_t s, const uint32_t key[4], uint32_t now)
 		struct lent *e = &self->ent[s][w];
 		uint32_t seq = LOAD(&e->seq);
 
-		if (seq != 0 && (LOAD(&e->n.open) != 0 || LOAD(&e->n.sec) == now))
+		if (seq != 0 && (LOAD(&e->n.open) != 0 || LOAD(&e->n.sec) == now || LOAD(&e->n.asec) == now))
 			continue;
 		STORE(&e->seq, seq + 1);	/* odd: readers skip it */
 		for (int i = 0; i < 4; i++)
 			STORE(&e->key[i], key[i]);
 		STORE(&e->n.rate, 0);
 		STORE(&e->n.sec, now);
+		STORE(&e->n.arate, 0);
+		STORE(&e->n.asec, now);
 		STORE(&e->seq, seq + 2);
 		return e;
 	}
@@ -224,9 +228,9 @@ claim_entry(uint32_t s, const uint32_t key[4], uint32_t now)
 
 /* Sum key's counts in set s over every row: its entries and every overflow of the set. */
 static void
-sum_counts(uint32_t s, const uint32_t key[4], uint32_t now, uint32_t *open, uint32_t *rate)
+sum_all(uint32_t s, const uint32_t key[4], uint32_t now, uint32_t *open, uint32_t *rate, uint32_t *arate)
 {
-	*open = *rate = 0;
+	*open = *rate = *arate = 0;
 	for (int r = 0; r < nrows; r++) {
 		struct lrow *row = &rows[r];
 
@@ -234,22 +238,52 @@ sum_counts(uint32_t s, const uint32_t key[4], uint32_t now, uint32_t *open, uint
 			continue;
 		for (int w = 0; w < LIM_WAYS; w++) {
 			struct lent *e = &row->ent[s][w];
-			uint32_t seq = LOAD(&e->seq), o, sec, rt;
+			uint32_t seq = LOAD(&e->seq), o, sec, rt, asec, art;
 
 			if (seq == 0 || (seq & 1) || !key_is(e, key))
 				continue;
 			o = LOAD(&e->n.open);
 			sec = LOAD(&e->n.sec);
 			rt = LOAD(&e->n.rate);
+			asec = LOAD(&e->n.asec);
+			art = LOAD(&e->n.arate);
 			if (LOAD(&e->seq) != seq)
 				continue;	/* given to another address meanwhile */
 			*open += o;
 			*rate += sec == now ? rt : 0;
+			*arate += asec == now ? art : 0;
 		}
 		*open += LOAD(&row->over[s].open);
 		if (LOAD(&row->over[s].sec) == now)
 			*rate += LOAD(&row->over[s].rate);
+		if (LOAD(&row->over[s].asec) == now)
+			*arate += LOAD(&row->over[s].arate);
 	}
+}
+
+/* The session counts of key (sum_all without the API's). */
+static void
+sum_counts(uint32_t s, const uint32_t key[4], uint32_t now, uint32_t *open, uint32_t *rate)
+{
+	uint32_t arate;
+
+	sum_all(s, key, now, open, rate, &arate);
+}
+
+/* The counts this worker keeps for ip this second (its entry, or its set's overflow); set and key too. */
+static struct lcount *
+own_counts(int family, const uint8_t *ip, uint32_t key[4], uint32_t *s, uint32_t *now)
+{
+	struct timespec ts;
+	struct lent *e;
+
+	addr_key(family, ip, key);
+	*s = set_of(key);
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	*now = (uint32_t)ts.tv_sec;
+	if ((e = own_entry(*s, key)) == NULL)
+		e = claim_entry(*s, key, *now);
+	return e != NULL ? &e->n : &self->over[*s];
 }
 
 /*
@@ -268,18 +302,10 @@ addrlimit_open(int family, const uint8_t *ip, int max_open, int max_rate)
 {
 	uint32_t key[4], s, open, rate, now;
 	struct lcount *n;
-	struct lent *e;
-	struct timespec ts;
 
 	if (self == NULL)
 		return 0;
-	addr_key(family, ip, key);
-	s = set_of(key);
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	now = (uint32_t)ts.tv_sec;
-	if ((e = own_entry(s, key)) == NULL)
-		e = claim_entry(s, key, now);
-	n = e != NULL ? &e->n : &self->over[s];
+	n = own_counts(family, ip, key, &s, &now);
 	/*
 	 * Count this session first, then look at the sum: two workers racing
 	 * for the last place may both refuse, but never both get in. Every
@@ -323,4 +349,27 @@ addrlimit_close(int family, const uint8_t *ip)
 		SUB(&e->n.open, 1);
 	else if (LOAD(&self->over[s].open) > 0)
 		SUB(&self->over[s].open, 1);
+}
+
+int
+addrlimit_rate(int family, const uint8_t *ip, int max_rate)
+{
+	uint32_t key[4], s, open, rate, arate, now;
+	struct lcount *n;
+
+	if (self == NULL || max_rate <= 0)
+		return 0;
+	n = own_counts(family, ip, key, &s, &now);
+	/* As in addrlimit_open: count first, then look at the sum over every worker. */
+	if (LOAD(&n->asec) != now) {
+		STORE(&n->arate, 0);
+		STORE(&n->asec, now);
+	}
+	ADD(&n->arate, 1);
+	sum_all(s, key, now, &open, &rate, &arate);
+	if (arate > (uint32_t)max_rate) {
+		SUB(&n->arate, 1);
+		return -1;
+	}
+	return 0;
 }

@@ -1,8 +1,8 @@
 /*
  * addrlimit.h: limits per client address, over all workers: open WebSocket
- * sessions and new sessions per second. Counts live in shared memory the
- * master maps before forking, one row per worker slot. IPv6 clients count
- * by network prefix.
+ * sessions, new sessions per second and HTTP API requests per second.
+ * Counts live in shared memory the master maps before forking, one row per
+ * worker slot. IPv6 clients count by network prefix.
  */
 #ifndef ROOMD_ADDRLIMIT_H
 #define ROOMD_ADDRLIMIT_H
@@ -28,5 +28,11 @@ void addrlimit_bind(int slot);
 int addrlimit_open(int family, const uint8_t *ip, int max_open, int max_rate);
 /* The session counted by addrlimit_open closed. */
 void addrlimit_close(int family, const uint8_t *ip);
+/*
+ * An HTTP API request from ip: 0 if it may be served (and is counted), -1
+ * if max_rate (0 = no limit) were served from that address within this
+ * second, over every worker.
+ */
+int addrlimit_rate(int family, const uint8_t *ip, int max_rate);
 
 #endif

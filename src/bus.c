@@ -141,6 +141,7 @@ static struct {
 	size_t			 outcap;
 	char			 down_why[256];
 	uint64_t		 down_logged;	/* ms of the last "unreachable" line */
+	struct node		*lost;		/* Cluster: the node the lost handler is about */
 	/* Sentinel: where the master went, while the old one is fenced off */
 	char			 next_host[256];
 	int			 next_port;
@@ -151,6 +152,9 @@ static void bus_connect(void);
 static void node_reply(redisReply *, void *);
 static void refresh_map(void);
 static void fence_done(struct node *);
+static void node_lost(struct node *, const char *);
+static void resub_flush(void);
+static int partial(void);
 
 int
 bus_script(const char *src, size_t len)
@@ -440,8 +444,52 @@ went_down(const char *why)
 static void
 node_reconnect(struct node *n, const char *why)
 {
+	int was_ready = n->ready;
+
 	node_close(n, 1);
+	if (partial()) {
+		if (was_ready)
+			node_lost(n, why);
+		else
+			schedule_retry();
+		return;
+	}
 	went_down(why);
+}
+
+/*
+ * Cluster, while up: node n lost its links (or left the map). The others
+ * stay up; the rooms it served wait for their slots' next master (the map
+ * is asked for now, and again on the retry timer until n is back or gone).
+ */
+static void
+node_lost(struct node *n, const char *why)
+{
+	char name[300];
+
+	log_warn("redis cluster: lost %s (%s); its slots wait for it or a replica", node_name(n, name,
+	    sizeof(name)), why);
+	B.lost = n;
+	if (B.h->lost != NULL)
+		B.h->lost();
+	B.lost = NULL;
+	refresh_map();
+	schedule_retry();
+}
+
+int
+bus_channel_lost(const char *ch, size_t chlen)
+{
+	struct node *o = owner_of(ch, chlen);
+
+	return o == NULL || o == B.lost || !o->ready;
+}
+
+/* Whether losing a node takes only its own slots down (a Cluster that is up). */
+static int
+partial(void)
+{
+	return cluster() && B.ready && !B.stopping;
 }
 
 static int
@@ -542,6 +590,17 @@ node_check_ready(struct node *n)
 	    (B.mode == REDISURL_SENTINEL && !n->role_ok))
 		return;
 	n->ready = 1;
+	if (B.ready) {
+		/* A node (back, or a promoted replica) joins a cluster that is up. */
+		char name[300];
+
+		log_notice("redis cluster: %s is up", node_name(n, name, sizeof(name)));
+		B.backoff = BACKOFF_MIN_MS;
+		if (canary_channel(n) == -1 || sub_send(n, sub_cmd(), n->canary_ch, n->canary_chlen, 1) == -1)
+			log_error("cannot subscribe to the readiness canary");
+		resub_flush();
+		return;
+	}
 	check_up();
 }
 
@@ -754,9 +813,22 @@ bus_healthy(char *why, size_t len)
 		snprintf(why, len, "redis unreachable%s%s", B.down_why[0] != '\0' ? ": " : "", B.down_why);
 		return 0;
 	}
-	for (int i = 0; i < B.nnodes; i++) {
+	for (int i = 0, up = 0; i < B.nnodes; i++) {
 		struct node *n = B.node[i];
 
+		/*
+		 * A Cluster node that is away takes only its own slots down: the
+		 * worker serves every other room, so it stays ready (every host
+		 * is in the same position; an LB could pick no better one).
+		 */
+		if (cluster() && !n->ready) {
+			if (i == B.nnodes - 1 && up == 0) {
+				snprintf(why, len, "redis cluster: no master is up");
+				return 0;
+			}
+			continue;
+		}
+		up++;
 		if (n->canary_sent != 0 && clock_us() - n->canary_sent > (uint64_t)B.cfg->ready_timeout * 1000u)
 			n->canary_ok = 0;
 		if (!n->canary_ok) {
@@ -991,6 +1063,7 @@ link_down(void *ud, struct rlink *l, const char *why)
 {
 	struct node *n = ud;
 	char name[300], msg[600];
+	int was_ready;
 
 	if (l == n->cmd)
 		n->cmd = NULL;
@@ -1001,9 +1074,18 @@ link_down(void *ud, struct rlink *l, const char *why)
 	snprintf(msg, sizeof(msg), "%s: %s", node_name(n, name, sizeof(name)), why);
 	log_debug("redis link %s", msg);
 	/* A pair comes up and goes down together. */
+	was_ready = n->ready;
 	node_close(n, 1);
-	if (!B.stopping)
-		went_down(msg);
+	if (B.stopping)
+		return;
+	if (partial()) {
+		if (was_ready)
+			node_lost(n, why);
+		else
+			schedule_retry();
+		return;
+	}
+	went_down(msg);
 }
 
 static const struct rlink_cbs link_cbs = { link_up, link_down, link_push };
@@ -1042,7 +1124,10 @@ fail:
 	node_close(n, 0);
 	snprintf(where, sizeof(where), "%s: %s", node_name(n, name, sizeof(name)), why);
 	log_debug("redis connect failed: %s", where);
-	went_down(where);
+	if (partial())
+		schedule_retry();
+	else
+		went_down(where);
 	return -1;
 }
 
@@ -1203,8 +1288,16 @@ apply_cb(evutil_socket_t fd, short what, void *arg)
 	for (int i = 0; i < B.nnodes;) {
 		if (!B.node[i]->in_map) {
 			char name[300];
+			int was_ready = B.node[i]->ready;
 
 			log_info("redis cluster: %s is no longer a master", node_name(B.node[i], name, sizeof(name)));
+			if (partial() && was_ready) {
+				/* Its rooms go down before it does (the map still names it). */
+				B.lost = B.node[i];
+				if (B.h->lost != NULL)
+					B.h->lost();
+				B.lost = NULL;
+			}
 			node_free(B.node[i]);
 			B.node[i] = B.node[--B.nnodes];
 			changed = 1;
@@ -1228,7 +1321,11 @@ apply_cb(evutil_socket_t fd, short what, void *arg)
 		char why[120];
 
 		snprintf(why, sizeof(why), "redis cluster: %d slot(s) have no master", missing);
-		went_down(why);
+		if (partial()) {
+			log_warn("%s: their rooms wait", why);
+			schedule_retry();
+		} else
+			went_down(why);
 	}
 	for (int i = 0; i < B.nnodes; i++) {
 		struct node *nd = B.node[i];

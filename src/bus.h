@@ -30,6 +30,13 @@ struct bus_handlers {
 	/* Every node is reachable (again) / one no longer is. */
 	void	(*up)(void);
 	void	(*down)(void);
+	/*
+	 * Cluster: one node went away while the others stay up; the channels
+	 * it served (bus_channel_lost) are no longer subscribed. The bus
+	 * stays ready; commands for that node's slots fail until a master
+	 * serves them again.
+	 */
+	void	(*lost)(void);
 };
 
 /*
@@ -57,6 +64,8 @@ int bus_ready(void);
 int bus_healthy(char *why, size_t len);
 /* Whether every command sent has been answered (to drain before exiting). */
 int bus_idle(void);
+/* During lost: whether ch was served by the node that went away (or by none now). */
+int bus_channel_lost(const char *ch, size_t chlen);
 /* Subscribe to / leave a channel (confirmed through the handlers). -1 when down. */
 int bus_subscribe(const char *ch, size_t chlen);
 int bus_unsubscribe(const char *ch, size_t chlen);

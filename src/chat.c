@@ -678,6 +678,26 @@ chat_rooms(struct session *s, char *buf, size_t len)
 	}
 }
 
+/* Whether the session is in a room under this name (a guest's without its marker). */
+static int
+chat_named(struct session *s, const char *name, size_t len)
+{
+	struct chat_conn *c = ws_data(s);
+
+	for (struct member *m = c != NULL ? c->members : NULL; m != NULL; m = room_next_of_session(m)) {
+		size_t nl;
+		const char *n = room_member_name(m, &nl);
+
+		if (nl > 0 && n[0] == PROTO_GUEST) {
+			n++;
+			nl--;
+		}
+		if (nl == len && memcmp(n, name, len) == 0)
+			return 1;
+	}
+	return 0;
+}
+
 /* Refusals said in the chat protocol: noAuth (the tutorial's), rate_limited. */
 static void
 chat_refuse(struct session *s, enum ws_refusal why)
@@ -696,6 +716,7 @@ const struct route_ops chat_route = {
 	.free = chat_free,
 	.describe = chat_rooms,
 	.refuse = chat_refuse,
+	.named = chat_named,
 	.rate_mode = WS_RATE_REFUSE,
 };
 

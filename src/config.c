@@ -38,6 +38,8 @@ enum opt_type {
 	OPT_PATH,	/* file path, made absolute against the start directory */
 	OPT_LEVEL,	/* log level name */
 	OPT_LISTEN,	/* repeated: address[:port] */
+	OPT_API_LISTEN,	/* repeated: address[:port], for the API only */
+	OPT_KEYS,	/* repeated: secrets, never printed */
 	OPT_ROUTE,	/* repeated: path kind */
 	OPT_CIDRS,	/* repeated: address blocks */
 	OPT_ENUM,	/* one of the names in `names`, stored as its index */
@@ -131,6 +133,14 @@ static const struct option options[] = {
 	{ "history_size", OPT_INT, O(history_size), 0, 100000, "100", 0, NULL },
 	{ "history_ttl", OPT_DURATION, O(history_ttl), 1000, 604800000, "1h", 0, NULL },
 	{ "ready_timeout", OPT_DURATION, O(ready_timeout), 100, 60000, "1s", 0, NULL },
+	{ "api_listen", OPT_API_LISTEN, 0, 0, 0, NULL, OPT_RESTART, NULL },
+	{ "api_key", OPT_KEYS, 0, 0, 0, NULL, 0, NULL },
+	{ "api_key_file", OPT_PATH, O(api_key_file), 0, 0, NULL, 0, NULL },
+	{ "api_insecure", OPT_BOOL, O(api_insecure), 0, 1, "no", 0, NULL },
+	{ "api_name", OPT_STRING, O(api_name), 0, 0, "system", 0, NULL },
+	{ "api_max_body", OPT_SIZE, O(api_max_body), 1024, 16777216, "64k", 0, NULL },
+	{ "api_rate_limit", OPT_INT, O(api_rate_limit), 0, 10000000, "1000", 0, NULL },
+	{ "api_keepalive_timeout", OPT_DURATION, O(api_keepalive_timeout), 1000, 3600000, "30s", 0, NULL },
 };
 #undef O
 
@@ -229,9 +239,9 @@ parse_bool(const char *s, int *out)
 /* Parse "8080", "1.2.3.4:8080", "*:8080", "[::1]:8080", "localhost:8080". */
 static int parse_listen_addr(const char *, struct cfg_listen *, char *, size_t);
 
-/* "ADDRESS [proxy_protocol]" */
+/* "ADDRESS [ssl] [proxy_protocol] [api]"; an api_listen line takes no api (it is one). */
 static int
-parse_listen(const char *value, struct cfg_listen *l, char *why, size_t whylen)
+parse_listen(const char *value, struct cfg_listen *l, int api_only, char *why, size_t whylen)
 {
 	char addr[128], opt[64];
 	int n = 0, used;
@@ -252,11 +262,16 @@ parse_listen(const char *value, struct cfg_listen *l, char *why, size_t whylen)
 			l->proxy_protocol = 1;
 		else if (strcmp(opt, "ssl") == 0)
 			l->ssl = 1;
+		else if (strcmp(opt, "api") == 0 && !api_only)
+			l->api = 1;
 		else {
-			snprintf(why, whylen, "unknown listen option '%s' (want ssl or proxy_protocol)", opt);
+			snprintf(why, whylen, "unknown %s option '%s' (want ssl%s or proxy_protocol)",
+			    api_only ? "api_listen" : "listen", opt, api_only ? "" : ", api");
 			return -1;
 		}
 	}
+	if (api_only)
+		l->api = l->api_only = 1;
 	return 0;
 }
 
@@ -374,6 +389,25 @@ make_absolute(const char *value, char **out)
 	return 0;
 }
 
+/*
+ * An API key is what a client sends after "Bearer ": visible ASCII with no
+ * space, long enough not to be guessed.
+ */
+static int
+api_key_check(const char *k, size_t n, char *why, size_t whylen)
+{
+	if (n < CFG_API_KEY_MIN || n > CFG_API_KEY_MAX) {
+		snprintf(why, whylen, "an API key must be %d to %d bytes long, got %zu", CFG_API_KEY_MIN,
+		    CFG_API_KEY_MAX, n);
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)k[i] <= 0x20 || (unsigned char)k[i] >= 0x7f) {
+			snprintf(why, whylen, "an API key may hold only visible ASCII characters (no space)");
+			return -1;
+		}
+	return 0;
+}
 
 static const struct option *
 find_option(const char *key)
@@ -473,11 +507,13 @@ apply(struct config *c, const struct option *o, const char *value, char *why, si
 		}
 		return 0;
 	case OPT_LISTEN:
+	case OPT_API_LISTEN:
 		if (c->nlisten >= CFG_MAX_LISTEN) {
-			snprintf(why, whylen, "too many listen lines (at most %d)", CFG_MAX_LISTEN);
+			snprintf(why, whylen, "too many %s lines (at most %d)", o->type == OPT_API_LISTEN ?
+			    "listen and api_listen" : "listen", CFG_MAX_LISTEN);
 			return -1;
 		}
-		if (parse_listen(value, &c->listen[c->nlisten], why, whylen) == -1)
+		if (parse_listen(value, &c->listen[c->nlisten], o->type == OPT_API_LISTEN, why, whylen) == -1)
 			return -1;
 		for (int i = 0; i < c->nlisten; i++) {
 			if (c->listen[i].addrlen == c->listen[c->nlisten].addrlen &&
@@ -491,6 +527,19 @@ apply(struct config *c, const struct option *o, const char *value, char *why, si
 		return 0;
 	case OPT_ROUTE:
 		return parse_route(c, value, why, whylen);
+	case OPT_KEYS:
+		if (c->napi_key >= CFG_MAX_API_KEYS) {
+			snprintf(why, whylen, "too many api_key lines (at most %d)", CFG_MAX_API_KEYS);
+			return -1;
+		}
+		if (api_key_check(value, strlen(value), why, whylen) == -1)
+			return -1;
+		if ((c->api_key[c->napi_key] = strdup(value)) == NULL) {
+			snprintf(why, whylen, "%s: out of memory", o->name);
+			return -1;
+		}
+		c->napi_key++;
+		return 0;
 	case OPT_CIDRS: {
 		char item[80];
 		int used;
@@ -553,9 +602,103 @@ cfg_free(struct config *c)
 	for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++)
 		if (options[i].type == OPT_STRING || options[i].type == OPT_PATH)
 			free(*(char **)((char *)c + options[i].off));
+	for (int i = 0; i < c->napi_key; i++)
+		free(c->api_key[i]);
+	for (int i = 0; i < c->napi_file_key; i++)
+		free(c->api_file_key[i]);
 	free(c->path);
 	free(c->auth_key);
 	free(c);
+}
+
+/* Read api_key_file: one key a line; blank lines and lines starting with '#' are skipped. */
+static int
+read_api_key_file(struct config *c, char *why, size_t whylen)
+{
+	char line[CFG_API_KEY_MAX + 3], *e;
+	FILE *f;
+	int lineno = 0, rc = 0;
+
+	for (int i = 0; i < c->napi_file_key; i++)
+		free(c->api_file_key[i]);
+	c->napi_file_key = 0;
+	if (c->api_key_file == NULL)
+		return 0;
+	if ((f = fopen(c->api_key_file, "r")) == NULL) {
+		snprintf(why, whylen, "api_key_file %s: %s", c->api_key_file, strerror(errno));
+		return -1;
+	}
+	while (rc == 0 && fgets(line, sizeof(line), f) != NULL) {
+		char ewhy[CFG_ERR_LEN];
+		size_t n = strlen(line);
+
+		lineno++;
+		if (n == sizeof(line) - 1 && line[n - 1] != '\n') {
+			snprintf(why, whylen, "api_key_file %s:%d: longer than %d bytes", c->api_key_file, lineno,
+			    CFG_API_KEY_MAX);
+			rc = -1;
+			break;
+		}
+		for (e = line + n; e > line && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' ||
+		    e[-1] == '\t'); e--)
+			;
+		*e = '\0';
+		if (line[0] == '\0' || line[0] == '#')
+			continue;
+		if (api_key_check(line, strlen(line), ewhy, sizeof(ewhy)) == -1) {
+			snprintf(why, whylen, "api_key_file %s:%d: %s", c->api_key_file, lineno, ewhy);
+			rc = -1;
+		} else if (c->napi_file_key >= CFG_MAX_API_KEYS) {
+			snprintf(why, whylen, "api_key_file %s holds more than %d keys", c->api_key_file,
+			    CFG_MAX_API_KEYS);
+			rc = -1;
+		} else if ((c->api_file_key[c->napi_file_key] = strdup(line)) == NULL) {
+			snprintf(why, whylen, "out of memory");
+			rc = -1;
+		} else
+			c->napi_file_key++;
+	}
+	if (rc == 0 && ferror(f)) {
+		snprintf(why, whylen, "api_key_file %s: read failed", c->api_key_file);
+		rc = -1;
+	}
+	fclose(f);
+	if (rc == 0 && c->napi_file_key == 0) {
+		snprintf(why, whylen, "api_key_file %s holds no key", c->api_key_file);
+		rc = -1;
+	}
+	return rc;
+}
+
+int
+cfg_api_enabled(const struct config *c)
+{
+	for (int i = 0; i < c->nlisten; i++)
+		if (c->listen[i].api)
+			return 1;
+	return 0;
+}
+
+const char *
+cfg_api_key(const struct config *c, int i)
+{
+	if (i >= 0 && i < c->napi_key)
+		return c->api_key[i];
+	i -= c->napi_key;
+	if (i >= 0 && i < c->napi_file_key)
+		return c->api_file_key[i];
+	return NULL;
+}
+
+void
+cfg_clear_listen(struct config *c)
+{
+	int n = 0;
+
+	for (int i = 0; i < c->nlisten; i++)
+		if (c->listen[i].api_only)
+			c->listen[n++] = c->listen[i];
+	c->nlisten = n;
 }
 
 /* Split one line into key and value; strip comments and quotes. 0 blank, 1 ok, -1 error. */
@@ -689,8 +832,16 @@ cfg_finish(struct config *c, char *err, size_t errlen)
 	char why[CFG_ERR_LEN];
 	const char *origin = c->path != NULL ? c->path : "config";
 
-	if (c->nlisten == 0 && parse_listen("8080", &c->listen[c->nlisten++], why, sizeof(why)) == -1)
-		return seterr(err, errlen, origin, 0, "%s", why);
+	{
+		int pub = 0;
+
+		for (int i = 0; i < c->nlisten; i++)
+			pub += !c->listen[i].api_only;
+		if (pub == 0 && c->nlisten >= CFG_MAX_LISTEN)
+			return seterr(err, errlen, origin, 0, "too many api_listen lines to add the default listen 8080");
+		if (pub == 0 && parse_listen("8080", &c->listen[c->nlisten++], 0, why, sizeof(why)) == -1)
+			return seterr(err, errlen, origin, 0, "%s", why);
+	}
 	if (c->workers == 0) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 
@@ -785,6 +936,15 @@ cfg_finish(struct config *c, char *err, size_t errlen)
 				return seterr(err, errlen, origin, 0, "%s %s is also a route", names[i], v);
 		}
 	}
+	if (read_api_key_file(c, why, sizeof(why)) == -1)
+		return seterr(err, errlen, origin, 0, "%s", why);
+	if (cfg_api_enabled(c) && cfg_api_key(c, 0) == NULL && !c->api_insecure)
+		return seterr(err, errlen, origin, 0,
+		    "the HTTP API (api_listen, or listen ... api) needs api_key or api_key_file; "
+		    "set api_insecure yes only where every client of it is trusted");
+	if (!proto_valid_label(c->api_name, strlen(c->api_name), (size_t)c->max_name_length))
+		return seterr(err, errlen, origin, 0,
+		    "api_name must be 1 to max_name_length bytes without control characters");
 	if (c->daemonize && (c->log_file == NULL || strcmp(c->log_file, "stderr") == 0))
 		return seterr(err, errlen, origin, 0,
 		    "daemonize yes needs a log_file (a path or syslog): stderr is closed");
@@ -826,6 +986,8 @@ render(const struct config *c, const struct option *o, char *out, size_t outlen)
 		snprintf(out, outlen, "%s", s != NULL ? s : "");
 		break;
 	case OPT_LISTEN:
+	case OPT_API_LISTEN:
+	case OPT_KEYS:
 	case OPT_ROUTE:
 	case OPT_CIDRS:
 		out[0] = '\0';
@@ -860,11 +1022,27 @@ cfg_dump(const struct config *c, FILE *f)
 	for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
 		const struct option *o = &options[i];
 
-		if (o->type == OPT_LISTEN) {
-			for (int j = 0; j < c->nlisten; j++)
-				fprintf(f, "listen %s%s%s\n", c->listen[j].spec,
+		if (o->type == OPT_LISTEN || o->type == OPT_API_LISTEN) {
+			int n = 0;
+
+			for (int j = 0; j < c->nlisten; j++) {
+				if (c->listen[j].api_only != (o->type == OPT_API_LISTEN))
+					continue;
+				fprintf(f, "%s %s%s%s%s\n", o->name, c->listen[j].spec,
 				    c->listen[j].ssl ? " ssl" : "",
-				    c->listen[j].proxy_protocol ? " proxy_protocol" : "");
+				    c->listen[j].proxy_protocol ? " proxy_protocol" : "",
+				    c->listen[j].api && !c->listen[j].api_only ? " api" : "");
+				n++;
+			}
+			if (n == 0)
+				fprintf(f, "# %s (unset)\n", o->name);
+			continue;
+		}
+		if (o->type == OPT_KEYS) {
+			if (c->napi_key == 0)
+				fprintf(f, "# %s (unset)\n", o->name);
+			for (int j = 0; j < c->napi_key; j++)
+				fprintf(f, "%s ********\n", o->name);	/* never print a secret */
 			continue;
 		}
 		if (o->type == OPT_CIDRS) {
@@ -896,18 +1074,27 @@ cfg_dump(const struct config *c, FILE *f)
 	}
 }
 
+/* Whether a and b have the same listen lines (api_only 0) or api_listen lines (1), in order. */
 static int
-listen_equal(const struct config *a, const struct config *b)
+listen_equal(const struct config *a, const struct config *b, int api_only)
 {
-	if (a->nlisten != b->nlisten)
-		return 0;
-	for (int i = 0; i < a->nlisten; i++)
-		if (a->listen[i].addrlen != b->listen[i].addrlen ||
-		    a->listen[i].proxy_protocol != b->listen[i].proxy_protocol ||
-		    a->listen[i].ssl != b->listen[i].ssl ||
-		    memcmp(&a->listen[i].addr, &b->listen[i].addr, a->listen[i].addrlen) != 0)
+	int i = 0, j = 0;
+
+	for (;;) {
+		while (i < a->nlisten && a->listen[i].api_only != api_only)
+			i++;
+		while (j < b->nlisten && b->listen[j].api_only != api_only)
+			j++;
+		if (i == a->nlisten || j == b->nlisten)
+			return i == a->nlisten && j == b->nlisten;
+		if (a->listen[i].addrlen != b->listen[j].addrlen ||
+		    a->listen[i].proxy_protocol != b->listen[j].proxy_protocol ||
+		    a->listen[i].ssl != b->listen[j].ssl || a->listen[i].api != b->listen[j].api ||
+		    memcmp(&a->listen[i].addr, &b->listen[j].addr, a->listen[i].addrlen) != 0)
 			return 0;
-	return 1;
+		i++;
+		j++;
+	}
 }
 
 int
@@ -919,11 +1106,16 @@ cfg_keep_restart_only(const struct config *cur, struct config *next)
 	for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
 		const struct option *o = &options[i];
 
-		if (!(o->flags & OPT_RESTART))
-			continue;
+		if (!(o->flags & OPT_RESTART) || o->type == OPT_API_LISTEN)
+			continue;	/* api_listen lines are kept with the listen lines */
 		if (o->type == OPT_LISTEN) {
-			if (!listen_equal(cur, next)) {
+			int same = listen_equal(cur, next, 0), api_same = listen_equal(cur, next, 1);
+
+			if (!same)
 				log_warn("reload: listen changed; it takes effect after a restart, keeping the old addresses");
+			if (!api_same)
+				log_warn("reload: api_listen changed; it takes effect after a restart, keeping the old addresses");
+			if (!same || !api_same) {
 				memcpy(next->listen, cur->listen, sizeof(cur->listen));
 				next->nlisten = cur->nlisten;
 				changed++;

@@ -17,6 +17,9 @@
 #define CFG_MAX_LISTEN	16
 #define CFG_MAX_ROUTES	16
 #define CFG_MAX_TRUSTED	64
+#define CFG_MAX_API_KEYS	16	/* api_key lines, and keys in api_key_file */
+#define CFG_API_KEY_MIN	16	/* bytes: a shorter key is guessable */
+#define CFG_API_KEY_MAX	256
 #define CFG_ERR_LEN	512
 
 /* What a route serves. */
@@ -39,6 +42,8 @@ struct cfg_listen {
 	socklen_t		addrlen;
 	int			proxy_protocol;	/* a PROXY header must come first */
 	int			ssl;		/* TLS */
+	int			api;		/* serves the HTTP API under /api/ (listen ... api, api_listen) */
+	int			api_only;	/* an api_listen line: the API and the admin endpoints only */
 };
 
 struct cfg_route {
@@ -128,6 +133,17 @@ struct config {
 	int		 ready_timeout;		/* ms a worker's canary may take through Redis and back */
 	int		 history_size;		/* messages kept per room; 0: no history */
 	int		 history_ttl;		/* ms a room's history outlives its last message */
+
+	char		*api_key[CFG_MAX_API_KEYS];	/* api_key lines */
+	int		 napi_key;
+	char		*api_key_file;
+	char		*api_file_key[CFG_MAX_API_KEYS];	/* the keys api_key_file held when read */
+	int		 napi_file_key;
+	int		 api_insecure;		/* an API with no key: the network is trusted */
+	char		*api_name;		/* who an API message is from when it names nobody */
+	int		 api_max_body;		/* bytes */
+	int		 api_rate_limit;	/* API requests per second per client address; 0: no limit */
+	int		 api_keepalive_timeout;	/* ms an API connection may idle between requests */
 };
 
 /* A config holding every default. NULL only when out of memory. */
@@ -158,6 +174,12 @@ void cfg_dump(const struct config *, FILE *);
  * and log a warning for each that differs. Returns how many differed.
  */
 int cfg_keep_restart_only(const struct config *cur, struct config *next);
+/* Whether any listener serves the HTTP API. */
+int cfg_api_enabled(const struct config *);
+/* The API keys in effect (api_key lines, then api_key_file's): the i-th, NULL past the last. */
+const char *cfg_api_key(const struct config *, int i);
+/* Drop the listen lines (not api_listen's): the -l flag replaces them. */
+void cfg_clear_listen(struct config *);
 /* Which route serves path (query already stripped); NULL if none. */
 const struct cfg_route *cfg_route_find(const struct config *, const char *path, size_t len);
 /* Name of a route kind, for logs and the dump. */

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "addrlimit.h"
+#include "apiproto.h"
 #include "auth.h"
 #include "clock.h"
 #include "config.h"
@@ -46,12 +47,14 @@ static void front_on_tick(struct conn *, uint64_t);
 static void front_on_shutdown(struct conn *);
 static void front_on_free(struct conn *);
 
+static void api_fail(struct session *, int status, const char *code, const char *message);
+
 static const struct conn_handler front_handler = {
 	front_on_read, front_on_eof, front_on_tick, front_on_shutdown, front_on_free,
 };
 
 int
-front_accept(struct loop *l, int fd, const struct sockaddr *sa, int proxy, SSL_CTX *tls)
+front_accept(struct loop *l, int fd, const struct sockaddr *sa, int flags, SSL_CTX *tls)
 {
 	struct session *s = calloc(1, sizeof(*s));
 	uint64_t r[2];
@@ -68,7 +71,8 @@ front_accept(struct loop *l, int fd, const struct sockaddr *sa, int proxy, SSL_C
 	s->uuid[6] = (uint8_t)((s->uuid[6] & 0x0f) | 0x40);	/* version 4 */
 	s->uuid[8] = (uint8_t)((s->uuid[8] & 0x3f) | 0x80);	/* RFC 4122 variant */
 	s->created = s->last_rx = s->last_ping = clock_ms();
-	s->state = proxy ? SS_PROXY : SS_HTTP;
+	s->state = (flags & FRONT_PROXY) ? SS_PROXY : SS_HTTP;
+	s->api = (uint8_t)(flags & (FRONT_API | FRONT_API_ONLY));
 	ws_log(s, LOG_LVL_DEBUG, "accepted");
 	return 0;
 }
@@ -501,23 +505,27 @@ refuse_body(struct session *s, int status, int head_only)
 	    "chunked request bodies are not implemented: send Content-Length", head_only);
 }
 
+/* A request head http_parse refused with rc: answer and close. */
 static void
-handle_request(struct session *s, const char *head, size_t len)
+bad_head(struct session *s, int rc)
 {
-	struct http_req req;
+	metrics_refused(rc == 431 ? REFUSE_TOO_LARGE : REFUSE_BAD_REQUEST);
+	ws_log(s, LOG_LVL_INFO, "bad request head: %d", rc);
+	http_reply(s, rc, NULL, rc == 431 ? "too many header fields" :
+	    rc == 505 ? "HTTP/1.1 only" : rc == 501 ? "no transfer coding is implemented" :
+	    "malformed request", 0);
+}
+
+/* A parsed request that is not the API's: static files, admin endpoints, upgrades. */
+static void
+handle_request(struct session *s, const struct http_req *r)
+{
+	struct http_req req = *r;
 	struct ws_upgrade up;
 	const char *proto, *why = NULL;
 	char resp[768], esc[128], ext[200];
 	int rc, n, head_only, auth = 0;
 
-	if ((rc = http_parse(&req, head, len)) != 0) {
-		metrics_refused(rc == 431 ? REFUSE_TOO_LARGE : REFUSE_BAD_REQUEST);
-		ws_log(s, LOG_LVL_INFO, "bad request head: %d", rc);
-		http_reply(s, rc, NULL, rc == 431 ? "too many header fields" :
-		    rc == 505 ? "HTTP/1.1 only" : rc == 501 ? "no transfer coding is implemented" :
-		    "malformed request", 0);
-		return;
-	}
 	head_only = http_method_is(&req, "HEAD");
 	if ((rc = http_body_status(&req, 0)) != 0) {
 		refuse_body(s, rc, head_only);
@@ -526,6 +534,12 @@ handle_request(struct session *s, const char *head, size_t len)
 	real_client(s, &req);
 	if (!http_wants_websocket(&req) && serve_admin(s, &req, head_only))
 		return;
+	if (s->api & FRONT_API_ONLY) {
+		/* The API's own address serves nothing else. */
+		metrics_refused(REFUSE_NOT_FOUND);
+		api_fail(s, 404, "not_found", "this address serves the HTTP API under /api/ (roomd-api(7)) only");
+		return;
+	}
 	s->route = cfg_route_find(sess_cfg(s), req.path, req.path_len);
 	if (!http_wants_websocket(&req) && (s->route == NULL || s->route->kind == ROUTE_CHAT)) {
 		/* A browser on a chat route gets the page; other paths are its files. */
@@ -653,6 +667,198 @@ handle_request(struct session *s, const char *head, size_t len)
 }
 
 
+/* ---- the HTTP API (roomd-api(7)); its calls run in the app layer, behind loop->api ---- */
+
+#define API_WAIT	((size_t)-1)	/* api_request: the body is not all here yet */
+
+_Static_assert((int)MAPI_OTHER == (int)API_NONE, "metrics count the API's calls in apiproto's order");
+
+static struct apiproto *api_parser;
+static struct jbuf api_out;
+
+/*
+ * Queue an API answer: status, JSON body. The connection stays for the
+ * next request unless the client or a stopping worker says otherwise.
+ */
+static void
+api_send(struct session *s, int status, const char *json, size_t len)
+{
+	char hdr[512];
+	const char *extra = status == 401 ? "WWW-Authenticate: Bearer\r\n" :
+	    status == 429 || status == 503 ? "Retry-After: 1\r\n" : "";
+	int close = s->api_close || (s->c.flags & CONN_F_SHUTDOWN) || status == 408 || status == 413 ||
+	    status == 501, n;
+	struct sbuf *b;
+
+	if (status >= 400)
+		metrics_api_error((enum api_metric)s->api_method);
+	n = snprintf(hdr, sizeof(hdr), "HTTP/1.1 %d %s\r\nServer: roomd\r\nContent-Type: application/json\r\n"
+	    "Content-Length: %zu\r\nCache-Control: no-store\r\n%s%s%s%sConnection: %s\r\n\r\n", status,
+	    http_status_text(status), len + 1, extra, status == 405 ? "Allow: " : "",
+	    status == 405 && s->api_allow != NULL ? s->api_allow : "", status == 405 ? "\r\n" : "",
+	    close ? "close" : "keep-alive");
+	if (s->api_head)
+		len = 0;
+	if (n < 0 || (size_t)n >= sizeof(hdr) || (b = sbuf_new((size_t)n + len + 1, 0)) == NULL) {
+		conn_close(&s->c);
+		return;
+	}
+	/* One block, queued: the flush at the end of the loop turn writes it with whatever else is due. */
+	memcpy(sbuf_ptr(b), hdr, (size_t)n);
+	memcpy(sbuf_ptr(b) + n, json, len);
+	b->len = (uint32_t)n;
+	if (!s->api_head) {
+		sbuf_ptr(b)[(size_t)n + len] = '\n';
+		b->len += (uint32_t)len + 1;
+	}
+	if (conn_send(&s->c, b, b->off, b->len) == -1) {
+		sbuf_unref(b);
+		conn_close(&s->c);
+		return;
+	}
+	sbuf_unref(b);
+	if (close) {
+		s->state = SS_DONE;
+		conn_finish(&s->c, sess_cfg(s)->close_timeout);
+		return;
+	}
+	s->api_idle = 1;
+	s->created = clock_ms();
+}
+
+/* Answer with an error: {"error":{"code":...,"message":...}}. */
+static void
+api_fail(struct session *s, int status, const char *code, const char *message)
+{
+	if (status == 401 || status == 429 || status >= 500 || status == 413)
+		ws_log(s, LOG_LVL_INFO, "API request refused with %d: %s", status, code);
+	else
+		ws_log(s, LOG_LVL_DEBUG, "API request refused with %d: %s", status, code);
+	apiproto_error(&api_out, code, message);
+	if (api_out.oom) {
+		conn_close(&s->c);
+		return;
+	}
+	api_send(s, status, api_out.p, api_out.len);
+}
+
+/* Whether the request carries one of the API keys (or the API needs none). */
+static int
+api_authorized(const struct session *s, const struct http_req *req)
+{
+	const struct config *cf = sess_cfg(s);
+	const char *keys[2 * CFG_MAX_API_KEYS], *auth;
+	size_t n = 0, al = 0;
+
+	while (n < sizeof(keys) / sizeof(keys[0]) && (keys[n] = cfg_api_key(cf, (int)n)) != NULL)
+		n++;
+	if (n == 0)
+		return cf->api_insecure;	/* no key and not insecure: nobody (a reload kept an API listener) */
+	auth = http_header(req, "Authorization", &al);
+	return apiproto_key_ok(auth, al, keys, n);
+}
+
+/*
+ * An API request whose head is parsed; body points at what followed the
+ * head (avail bytes). Returns the body bytes used, or API_WAIT while the
+ * body is not all here. The checks go cheapest and least revealing first:
+ * the body's framing (413 closes, as the body is not read), the rate per
+ * address, the key, the path and method, then the call's own input.
+ */
+static size_t
+api_request(struct session *s, const struct http_req *req, const char *body, size_t avail)
+{
+	const struct config *cf = sess_cfg(s);
+	struct api_limits lim = { (size_t)cf->max_name_length, (size_t)cf->max_roomid_length,
+	    (unsigned)cf->history_size };
+	struct api_error err;
+	struct api_req areq;
+	size_t blen = req->body == HTTP_BODY_LENGTH ? (size_t)req->body_len : 0;
+	int rc;
+
+	s->api_method = MAPI_OTHER;
+	s->api_allow = NULL;
+	s->api_head = 0;
+	s->api_close = !keep_alive(req);
+	if ((rc = http_body_status(req, (uint64_t)cf->api_max_body)) != 0) {
+		char why[96];
+
+		metrics_api_call(MAPI_OTHER);
+		metrics_refused(rc == 413 ? REFUSE_TOO_LARGE : REFUSE_BAD_REQUEST);
+		snprintf(why, sizeof(why), "a request body is at most %d bytes (api_max_body)", cf->api_max_body);
+		api_fail(s, rc, rc == 413 ? "too_large" : "bad_request", rc == 413 ? why :
+		    "chunked request bodies are not implemented: send Content-Length");
+		return 0;
+	}
+	if (avail < blen)
+		return API_WAIT;
+	s->api_need = 0;
+	s->api_head = http_method_is(req, "HEAD") != 0;
+	real_client(s, req);
+	/* Counted by the path's method, even when the HTTP method is wrong for it. */
+	s->api_method = (uint8_t)apiproto_path(req->path, req->path_len);
+	if (apiproto_route(req->method, req->method_len, req->path, req->path_len, &err) == API_NONE)
+		s->api_allow = err.allow;
+	metrics_api_call((enum api_metric)s->api_method);
+	if (cf->api_rate_limit > 0 && addrlimit_rate(s->c.family, s->c.ip, cf->api_rate_limit) == -1)
+		api_fail(s, 429, "rate_limited", "too many API requests from your address: api_rate_limit a second");
+	else if (!api_authorized(s, req))
+		api_fail(s, 401, "unauthorized", "send a valid API key: Authorization: Bearer KEY");
+	else if (api_parser == NULL && (api_parser = apiproto_new()) == NULL)
+		api_fail(s, 503, "unavailable", "out of memory");
+	else if (apiproto_parse(api_parser, req->method, req->method_len, req->path, req->path_len, req->query,
+	    req->query_len, body, blen, &lim, &areq, &err) == -1)
+		api_fail(s, err.status, err.code, err.message);
+	else if (sess_loop(s)->api == NULL)
+		api_fail(s, 503, "unavailable", "the API is not served here");
+	else {
+		/* The handler answers now or later; until then the next requests wait unread. */
+		s->api_busy = 1;
+		s->api_sync = 1;
+		sess_loop(s)->api->call(s, &areq);
+		s->api_sync = 0;
+		if (s->api_busy && !conn_closed(&s->c))
+			conn_pause(&s->c, 1);
+	}
+	return blen;
+}
+
+void
+front_api_answer(struct session *s, int status, const char *json, size_t len)
+{
+	if (s->freed || conn_closed(&s->c) || !s->api_busy)
+		return;
+	s->api_busy = 0;
+	api_send(s, status, json, len);
+	/* Answered later: once it is written, go on with what the client sent meanwhile. */
+	if (!s->api_sync && s->state == SS_HTTP && !conn_closed(&s->c))
+		conn_hold_until_drained(&s->c);
+}
+
+int
+front_disconnect(struct loop *l, const char *user, size_t ul, const uint8_t *uuid, unsigned code,
+    const char *reason)
+{
+	struct conn *c, *next;
+	int n = 0;
+
+	for (c = l->conns.all; c != NULL; c = next) {
+		struct session *s = (struct session *)c;
+
+		next = c->next;
+		if (c->h != &front_handler || !ws_is_open(s))
+			continue;
+		if (uuid != NULL ? memcmp(s->uuid, uuid, 16) != 0 :
+		    !((s->id != NULL && strlen(s->id->sub) == ul && memcmp(s->id->sub, user, ul) == 0) ||
+		    (s->ops != NULL && s->ops->named != NULL && s->ops->named(s, user, ul))))
+			continue;
+		ws_log(s, LOG_LVL_INFO, "disconnected through the API with %u", code);
+		ws_close(s, (uint16_t)code, reason);
+		n++;
+	}
+	return n;
+}
+
 /* Keep n more bytes of input at the end of hbuf. -1 when out of memory. */
 static int
 hbuf_add(struct session *s, const void *p, size_t n)
@@ -698,11 +904,17 @@ take_requests(struct session *s, char *p, size_t n, size_t from)
 {
 	size_t max = (size_t)sess_cfg(s)->max_request_size, used = 0, end;
 
-	while (s->state == SS_HTTP && !conn_closed(&s->c) && used < n) {
+	while (s->state == SS_HTTP && !conn_closed(&s->c) && used < n && !s->api_busy) {
+		struct http_req req;
+		size_t took;
+		int rc;
+
 		if (conn_queued(&s->c) >= FRONT_MAX_QUEUED || conn_pending(&s->c) > FRONT_BACKLOG) {
 			conn_hold_until_drained(&s->c);
 			break;
 		}
+		if (s->api_need > n - used)
+			break;		/* an API request's body is still arriving */
 		end = http_head_end(p + used, n - used < max ? n - used : max, from);
 		from = 0;
 		if (end == 0) {
@@ -713,7 +925,20 @@ take_requests(struct session *s, char *p, size_t n, size_t from)
 			}
 			break;
 		}
-		handle_request(s, p + used, end);
+		if ((rc = http_parse(&req, p + used, end)) != 0) {
+			bad_head(s, rc);
+			used += end;
+			break;
+		}
+		if (s->api && apiproto_is_api(req.path, req.path_len)) {
+			if ((took = api_request(s, &req, p + used + end, n - used - end)) == API_WAIT) {
+				s->api_need = (uint32_t)(end + req.body_len);
+				break;
+			}
+			used += end + took;
+			continue;
+		}
+		handle_request(s, &req);
 		used += end;
 	}
 	if (s->state == SS_OPEN && used < n) {
@@ -736,6 +961,11 @@ read_http(struct session *s, uint8_t *data, size_t len)
 	uint32_t cap;
 	char *buf;
 
+	if (s->api_idle && len > 0) {
+		/* The next API request begins: it has handshake_timeout to arrive whole. */
+		s->api_idle = 0;
+		s->created = clock_ms();
+	}
 	if (had == 0) {
 		used = take_requests(s, (char *)data, len, 0);
 		if (used < len && s->state == SS_HTTP && !conn_closed(&s->c) &&
@@ -758,7 +988,7 @@ read_http(struct session *s, uint8_t *data, size_t len)
 	cap = s->hcap;
 	s->hbuf = NULL;
 	s->hlen = s->hcap = 0;
-	used = take_requests(s, buf, n, len > 0 ? had : 0);
+	used = take_requests(s, buf, n, len > 0 && s->api_need == 0 ? had : 0);
 	if (used < n && s->state == SS_HTTP && !conn_closed(&s->c)) {
 		memmove(buf, buf + used, n - used);
 		s->hbuf = buf;
@@ -868,7 +1098,18 @@ front_on_tick(struct conn *c, uint64_t now)
 	switch (s->state) {
 	case SS_PROXY:
 	case SS_HTTP:
-		if (now - s->created >= (uint64_t)cf->handshake_timeout) {
+		if (s->api_idle && !(c->flags & CONN_F_SHUTDOWN)) {
+			if (now - s->created >= (uint64_t)cf->api_keepalive_timeout) {
+				ws_log(s, LOG_LVL_DEBUG, "API connection idle for api_keepalive_timeout");
+				conn_close(c);
+			}
+		} else if (now - s->created >= (uint64_t)cf->handshake_timeout && s->api_need > 0 && !s->api_busy) {
+			/* An API request that began and did not end (a slow body): say so. */
+			metrics_refused(REFUSE_TIMEOUT);
+			s->api_close = 1;
+			api_fail(s, 408, "timeout", "the request did not arrive whole within handshake_timeout");
+			s->api_need = 0;
+		} else if (now - s->created >= (uint64_t)cf->handshake_timeout) {
 			if (s->hlen > 0)
 				metrics_refused(REFUSE_TIMEOUT);
 			ws_log(s, LOG_LVL_INFO, (c->flags & CONN_F_HELD) ? "answers not read within handshake_timeout" :

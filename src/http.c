@@ -426,8 +426,8 @@ http_query_param(const char *q, size_t qlen, const char *name, size_t *vlen)
 	return NULL;
 }
 
-static int
-hexval(int c)
+int
+http_hex_digit(int c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -447,7 +447,7 @@ http_pct_decode(const char *in, size_t n, char *out, size_t outlen, int plus)
 		int c = (unsigned char)in[i], h, l;
 
 		if (c == '%') {
-			if (i + 2 >= n || (h = hexval(in[i + 1])) < 0 || (l = hexval(in[i + 2])) < 0)
+			if (i + 2 >= n || (h = http_hex_digit(in[i + 1])) < 0 || (l = http_hex_digit(in[i + 2])) < 0)
 				return -1;
 			c = h << 4 | l;
 			i += 2;

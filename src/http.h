@@ -98,6 +98,8 @@ const char *http_query_param(const char *query, size_t qlen, const char *name, s
  * or when out is too small. The result may hold NUL bytes: callers check.
  */
 int http_pct_decode(const char *in, size_t n, char *out, size_t outlen, int plus);
+/* The value of a hex digit (either case), or -1 if c is none. */
+int http_hex_digit(int c);
 /* Reason phrase of a status code. */
 const char *http_status_text(int status);
 

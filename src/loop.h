@@ -15,6 +15,7 @@
 #include "conn.h"
 
 struct route_ops;
+struct front_api;
 
 struct loop {
 	struct conn_ctx		 conns;		/* first: sessions find their loop from it */
@@ -22,6 +23,8 @@ struct loop {
 	const struct config	*cfg;
 	/* The handler of each route kind (NULL: the kind serves nothing). */
 	const struct route_ops	*const *routes;
+	/* The HTTP API's handler (NULL: the API answers 503). */
+	const struct front_api	*api;
 	/* Whether sessions may start here; why in buf when not (set by the loop's owner). */
 	int			(*ready)(void *arg, char *why, size_t len);
 	void			*ready_arg;

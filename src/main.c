@@ -94,7 +94,7 @@ load_config(char *err, size_t errlen)
 	if (opt.config != NULL && cfg_load_file(c, opt.config, err, errlen) == -1)
 		goto bad;
 	if (opt.listen_given)
-		c->nlisten = 0;		/* -l replaces the file's listen lines */
+		cfg_clear_listen(c);	/* -l replaces the file's listen lines (api_listen's stay) */
 	for (int i = 0; i < opt.n; i++) {
 		char *sp, buf[1024];
 		const char *key = opt.key[i], *val = opt.value[i];

@@ -35,11 +35,17 @@ static const char *const refusal_names[REFUSE__N] = {
 	"capacity", "proxy_protocol", "origin", "auth", "ip_limit",
 };
 
+static const char *const api_names[MAPI__N] = {
+	"publish", "broadcast", "disconnect", "rooms", "room", "history", "info", "other",
+};
+
 struct mslot {
 	uint64_t	used;
 	uint64_t	c[MET__COUNTERS];
 	int64_t		g[GAUGE__N];
 	uint64_t	refused[REFUSE__N];
+	uint64_t	api_calls[MAPI__N];
+	uint64_t	api_errors[MAPI__N];
 	uint64_t	close[NCLOSE + 1];
 	struct hist	h[HIST__N];
 	uint64_t	beat;		/* ms: the worker's last tick, for the master's watchdog */
@@ -104,6 +110,10 @@ metrics_slot_release(int i)
 		BUMP(&a->c[k], LOAD(&s->c[k]));
 	for (int k = 0; k < REFUSE__N; k++)
 		BUMP(&a->refused[k], LOAD(&s->refused[k]));
+	for (int k = 0; k < MAPI__N; k++) {
+		BUMP(&a->api_calls[k], LOAD(&s->api_calls[k]));
+		BUMP(&a->api_errors[k], LOAD(&s->api_errors[k]));
+	}
 	for (size_t k = 0; k <= NCLOSE; k++)
 		BUMP(&a->close[k], LOAD(&s->close[k]));
 	for (int k = 0; k < HIST__N; k++) {
@@ -172,6 +182,18 @@ void
 metrics_refused(enum refusal r)
 {
 	BUMP(&self->refused[r], 1);
+}
+
+void
+metrics_api_call(enum api_metric m)
+{
+	BUMP(&self->api_calls[m], 1);
+}
+
+void
+metrics_api_error(enum api_metric m)
+{
+	BUMP(&self->api_errors[m], 1);
 }
 
 void
@@ -368,6 +390,16 @@ render_once(struct jbuf *o)
 		else
 			snprintf(lab, sizeof(lab), "{code=\"other\"}");
 		sample(o, "roomd_close_codes_sent_total", lab, (long long)SUM(close[k]));
+	}
+	line(o, "roomd_api_requests_total", "counter", "HTTP API requests, by method (other: no such method).");
+	for (int k = 0; k < MAPI__N; k++) {
+		snprintf(lab, sizeof(lab), "{method=\"%s\"}", api_names[k]);
+		sample(o, "roomd_api_requests_total", lab, (long long)SUM(api_calls[k]));
+	}
+	line(o, "roomd_api_errors_total", "counter", "HTTP API requests answered with an error status (4xx, 5xx), by method.");
+	for (int k = 0; k < MAPI__N; k++) {
+		snprintf(lab, sizeof(lab), "{method=\"%s\"}", api_names[k]);
+		sample(o, "roomd_api_errors_total", lab, (long long)SUM(api_errors[k]));
 	}
 	histogram(o, HIST_REDIS_RTT, "roomd_redis_rtt_seconds", "Round-trip time of Redis commands (PING).");
 	histogram(o, HIST_CANARY_RTT, "roomd_redis_canary_rtt_seconds",

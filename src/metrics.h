@@ -51,6 +51,13 @@ enum refusal {
 	REFUSE_IP_LIMIT, REFUSE__N
 };
 
+/* The HTTP API's methods, counted apart (in the order of apiproto.h's enum api_call). */
+enum api_metric {
+	MAPI_PUBLISH, MAPI_BROADCAST, MAPI_DISCONNECT, MAPI_ROOMS, MAPI_ROOM, MAPI_HISTORY, MAPI_INFO,
+	MAPI_OTHER,		/* a path that is no method */
+	MAPI__N
+};
+
 /* Master, before forking: room for `slots` live workers. -1 on failure. */
 int metrics_init(int slots) MUST_CHECK;
 /* Master: a slot for a new worker, or -1 if none is free. */
@@ -72,6 +79,9 @@ void metrics_add(enum metric, uint64_t n);
 void metrics_gauge(enum gauge, int64_t delta);
 void metrics_refused(enum refusal);
 void metrics_close_code(unsigned code);
+/* An API request for a method arrived / was answered with an error (4xx, 5xx). */
+void metrics_api_call(enum api_metric);
+void metrics_api_error(enum api_metric);
 /* A gauge summed over every worker. */
 int64_t metrics_gauge_total(enum gauge);
 /*

@@ -77,9 +77,8 @@ bad(const char **code, const char *c, char *why, size_t whylen, const char *text
 	return -1;
 }
 
-/* An optional whole number in [0, max]: 1 found, 0 absent, -1 wrong type or out of range. */
-static int
-get_uint(struct json_object *o, const char *key, uint64_t max, uint64_t *v)
+int
+proto_get_uint(struct json_object *o, const char *key, uint64_t max, uint64_t *v)
 {
 	struct json_object *x;
 	int64_t i;
@@ -96,9 +95,8 @@ get_uint(struct json_object *o, const char *key, uint64_t max, uint64_t *v)
 	return 1;
 }
 
-/* Fetch an optional string field: 1 found, 0 absent, -1 wrong type. */
-static int
-get_string(struct json_object *o, const char *key, const char **s, size_t *len)
+int
+proto_get_string(struct json_object *o, const char *key, const char **s, size_t *len)
 {
 	struct json_object *v;
 
@@ -112,27 +110,19 @@ get_string(struct json_object *o, const char *key, const char **s, size_t *len)
 }
 
 int
-proto_parse(struct proto *p, const char *json, size_t len, const struct proto_limits *lim,
-    struct chat_req *req, const char **code, char *why, size_t whylen)
+proto_json(struct proto *p, const char *json, size_t len, struct json_object **out)
 {
-	static const struct { const char *name; enum chat_event ev; } events[] = {
-		{ "enter", CHAT_ENTER }, { "message", CHAT_MESSAGE }, { "out", CHAT_OUT },
-		{ "heartbeat", CHAT_HEARTBEAT }, { "who", CHAT_WHO }, { "refresh", CHAT_REFRESH },
-		{ "history", CHAT_HISTORY },
-	};
 	struct json_object *o;
 	enum json_tokener_error jerr;
-	const char *ev;
-	size_t evlen, end;
-	int rc, found = 0;
+	size_t end;
 
+	*out = NULL;
 	if (p->last != NULL) {
 		json_object_put(p->last);
 		p->last = NULL;
 	}
-	memset(req, 0, sizeof(*req));
 	if (len > INT32_MAX)
-		return bad(code, "bad_json", why, whylen, "message too long");
+		return -1;
 	json_tokener_reset(p->tok);
 	o = json_tokener_parse_ex(p->tok, json, (int)len);
 	jerr = json_tokener_get_error(p->tok);
@@ -169,13 +159,36 @@ proto_parse(struct proto *p, const char *json, size_t len, const struct proto_li
 			json_tokener_free(p->tok);
 			p->tok = fresh;
 		}
-		return bad(code, "bad_json", why, whylen, "the message is not valid JSON");
+		return -1;
 	}
 	/* o is NULL for the JSON value null. */
 	p->last = o;
+	*out = o;
+	return 0;
+}
+
+int
+proto_parse(struct proto *p, const char *json, size_t len, const struct proto_limits *lim,
+    struct chat_req *req, const char **code, char *why, size_t whylen)
+{
+	static const struct { const char *name; enum chat_event ev; } events[] = {
+		{ "enter", CHAT_ENTER }, { "message", CHAT_MESSAGE }, { "out", CHAT_OUT },
+		{ "heartbeat", CHAT_HEARTBEAT }, { "who", CHAT_WHO }, { "refresh", CHAT_REFRESH },
+		{ "history", CHAT_HISTORY },
+	};
+	struct json_object *o;
+	const char *ev;
+	size_t evlen;
+	int rc, found = 0;
+
+	memset(req, 0, sizeof(*req));
+	if (len > INT32_MAX)
+		return bad(code, "bad_json", why, whylen, "message too long");
+	if (proto_json(p, json, len, &o) == -1)
+		return bad(code, "bad_json", why, whylen, "the message is not valid JSON");
 	if (o == NULL || !json_object_is_type(o, json_type_object))
 		return bad(code, "not_object", why, whylen, "the message must be a JSON object");
-	if ((rc = get_string(o, "event", &ev, &evlen)) != 1)
+	if ((rc = proto_get_string(o, "event", &ev, &evlen)) != 1)
 		return bad(code, "bad_field", why, whylen,
 		    rc == 0 ? "missing \"event\"" : "\"event\" must be a string");
 	for (size_t i = 0; i < sizeof(events) / sizeof(events[0]); i++) {
@@ -187,7 +200,7 @@ proto_parse(struct proto *p, const char *json, size_t len, const struct proto_li
 	if (!found)
 		return bad(code, "unknown_event", why, whylen,
 		    "unknown event (want enter, message, out, heartbeat, who, refresh or history)");
-	if ((rc = get_string(o, "roomid", &req->roomid, &req->roomid_len)) == -1)
+	if ((rc = proto_get_string(o, "roomid", &req->roomid, &req->roomid_len)) == -1)
 		return bad(code, "bad_field", why, whylen, "\"roomid\" must be a string");
 	if (rc == 1 && !proto_valid_label(req->roomid, req->roomid_len, lim->max_roomid)) {
 		snprintf(why, whylen, "\"roomid\" must be 1 to %zu bytes without control characters",
@@ -195,7 +208,7 @@ proto_parse(struct proto *p, const char *json, size_t len, const struct proto_li
 		*code = "bad_field";
 		return -1;
 	}
-	rc = get_string(o, "message", &req->message, &req->message_len);
+	rc = proto_get_string(o, "message", &req->message, &req->message_len);
 	if (rc == -1)
 		return bad(code, "bad_field", why, whylen, "\"message\" must be a string");
 	switch (req->ev) {
@@ -213,14 +226,14 @@ proto_parse(struct proto *p, const char *json, size_t len, const struct proto_li
 		}
 		if (json_object_object_get_ex(o, "since", &since) && since != NULL) {
 			if (!json_object_is_type(since, json_type_object) ||
-			    get_uint(since, "offset", PROTO_MAX_OFFSET, &req->since_offset) != 1 ||
-			    get_string(since, "epoch", &req->since_epoch, &req->since_epoch_len) != 1 ||
+			    proto_get_uint(since, "offset", PROTO_MAX_OFFSET, &req->since_offset) != 1 ||
+			    proto_get_string(since, "epoch", &req->since_epoch, &req->since_epoch_len) != 1 ||
 			    req->since_epoch_len == 0 || req->since_epoch_len > PROTO_MAX_EPOCH)
 				return bad(code, "bad_field", why, whylen,
 				    "\"since\" must be {\"offset\": a whole number, \"epoch\": the room's epoch}");
 			req->since = 1;
 		}
-		if ((rc = get_uint(o, "history", lim->max_history, &k)) == -1) {
+		if ((rc = proto_get_uint(o, "history", lim->max_history, &k)) == -1) {
 			snprintf(why, whylen, "\"history\" must be a whole number from 0 to %u (history_size)",
 			    lim->max_history);
 			*code = "bad_field";
@@ -234,14 +247,14 @@ proto_parse(struct proto *p, const char *json, size_t len, const struct proto_li
 
 		if (lim->max_history == 0)
 			return bad(code, "bad_field", why, whylen, "this server keeps no history (history_size 0)");
-		if ((rc = get_uint(o, "limit", lim->max_history, &k)) == -1 || (rc == 1 && k == 0)) {
+		if ((rc = proto_get_uint(o, "limit", lim->max_history, &k)) == -1 || (rc == 1 && k == 0)) {
 			snprintf(why, whylen, "\"limit\" must be a whole number from 1 to %u (history_size)",
 			    lim->max_history);
 			*code = "bad_field";
 			return -1;
 		}
 		req->history = rc == 1 ? (unsigned)k : lim->max_history < 50 ? lim->max_history : 50;
-		if (get_uint(o, "before", PROTO_MAX_OFFSET, &req->before) == -1)
+		if (proto_get_uint(o, "before", PROTO_MAX_OFFSET, &req->before) == -1)
 			return bad(code, "bad_field", why, whylen, "\"before\" must be a whole number (an offset)");
 		break;
 	}
@@ -250,7 +263,7 @@ proto_parse(struct proto *p, const char *json, size_t len, const struct proto_li
 			return bad(code, "bad_field", why, whylen, "message needs \"message\": the text");
 		break;
 	case CHAT_REFRESH:
-		if ((rc = get_string(o, "token", &req->token, &req->token_len)) != 1 || req->token_len == 0)
+		if ((rc = proto_get_string(o, "token", &req->token, &req->token_len)) != 1 || req->token_len == 0)
 			return bad(code, "bad_field", why, whylen, "refresh needs \"token\": a string");
 		if (req->token_len > lim->max_token)
 			return bad(code, "bad_field", why, whylen, "\"token\" is too long");

@@ -48,9 +48,20 @@ struct proto_limits {
 };
 
 struct proto;	/* a parser (holds a json-c tokener); one per worker */
+struct json_object;
 
 struct proto *proto_new(void);
 void proto_free(struct proto *);
+/*
+ * Parse len bytes as one JSON value (strict JSON, nested at most 16 deep;
+ * white space may follow it): 0 with *out (NULL for null; held by the
+ * parser until its next parse), or -1 if the bytes are not that.
+ */
+int proto_json(struct proto *, const char *json, size_t len, struct json_object **out);
+/* An object's optional string member: 1 found, 0 absent, -1 of another type. */
+int proto_get_string(struct json_object *, const char *key, const char **s, size_t *len);
+/* An object's optional whole-number member in [0, max]: 1 found, 0 absent, -1 of another type or out of range. */
+int proto_get_uint(struct json_object *, const char *key, uint64_t max, uint64_t *v);
 /*
  * Parse one client text message. On success fills req (pointers valid until
  * the next call) and returns 0; on bad input returns -1 with a short error

@@ -110,6 +110,7 @@ struct room {
 	uint32_t	 nmembers;
 	long		 num;
 	uint64_t	 empty_since;
+	uint64_t	 down_at;	/* ms its channel went down with a link; 0 if not down */
 	uint64_t	 last;		/* offset of the last message delivered here */
 	char		 epoch[STORE_EPOCH_MAX + 1];
 	struct member	*members;
@@ -145,7 +146,10 @@ static struct {
 	struct pending_out *outs;	/* leaves to tell Redis once it is back */
 	int		 up;
 	uint64_t	 down_at;	/* ms the link went down; 0 while up */
+	int		 some_down;	/* rooms down alone (on_lost) wait in room_tick */
+	int		 control_down;	/* the control channel went with a lost node */
 	int		 undone;	/* pending enters answered for this outage */
+	room_control_fn	 control;	/* hears the control channel */
 } R;
 
 static void handle(struct room *, const char *, size_t);
@@ -734,6 +738,10 @@ on_message(const char *ch, size_t chlen, const char *p, size_t n)
 	const char *key = store_room_of(ch, chlen, &klen);
 	struct room *r = key != NULL ? room_find(key, klen) : NULL;
 
+	if (key == NULL && R.control != NULL && store_is_control(ch, chlen)) {
+		R.control(p, n);
+		return;
+	}
 	if (r == NULL || r->sub != SUB_ACTIVE || n < 2)
 		return;
 	if (r->fetching || r->q != NULL) {
@@ -966,6 +974,8 @@ on_unsubscribed(const char *ch, size_t chlen)
 	const char *key = store_room_of(ch, chlen, &klen);
 	struct room *r = key != NULL ? room_find(key, klen) : NULL;
 
+	if (key == NULL && R.control != NULL && store_is_control(ch, chlen))
+		return 1;	/* never left: its slot moved, so it is wanted where it is now */
 	if (r == NULL)
 		return 0;
 	if (r->sub != SUB_LEAVING) {
@@ -1032,6 +1042,9 @@ on_up(void)
 {
 	R.up = 1;
 	R.down_at = 0;
+	R.control_down = 0;
+	if (R.control != NULL && store_control_subscribe() == -1)
+		log_warn("cannot subscribe to the control channel: /api/disconnect will not reach this worker");
 	flush_pending_outs();
 	for (size_t i = 0; i < R.nbuckets; i++) {
 		for (struct room *r = R.tab[i], *next; r != NULL; r = next) {
@@ -1040,10 +1053,13 @@ on_up(void)
 				room_destroy(r);
 				continue;
 			}
-			if (subscribe(r) == 0)
+			if (subscribe(r) == 0) {
 				r->sub = SUB_PENDING;
+				r->down_at = 0;
+			}
 		}
 	}
+	R.some_down = 1;	/* any that could not subscribe are retried by room_tick */
 }
 
 /*
@@ -1073,53 +1089,84 @@ enter_undone(struct room *r, struct member *m)
 	m->room = NULL;
 }
 
+/* The room's channel is gone with its link: it waits, subscribed again when it can be. */
+static void
+room_down(struct room *r)
+{
+	r->sub = SUB_NONE;
+	/* A read in flight answers NULL: it is forgotten; the catch-up at up reads again. */
+	r->fetching = 0;
+	r->fetch_id = 0;
+	drop_queued(r);
+	for (struct member *m = r->members, *next; m != NULL; m = next) {
+		next = m->rnext;
+		/*
+		 * A pending member's enter is resent (idempotent) when
+		 * the link is back; if it is not back within
+		 * ENTER_GRACE_MS, room_tick answers it (enter_undone). An
+		 * active one is re-registered by store_resync and keeps
+		 * enter_sent: clearing it would hold its messages in
+		 * publish_or_hold forever. One catching up cannot
+		 * finish: it hears it has a gap, then gets what the
+		 * room catches up on like the others.
+		 */
+		if (m->state == MEM_PENDING) {
+			m->enter_maybe |= m->enter_sent;
+			m->enter_sent = 0;
+		}
+		if (m->state == MEM_RECOVERING)
+			catchup_done(m, 0, NULL);
+		if (m->state == MEM_LEAVING) {
+			/*
+			 * Its own out event will never come back on this
+			 * link: answer the leaver here (as room_leave does
+			 * offline). Redis hears the out when out_done retries.
+			 */
+			proto_out(&R.jb, m->name, m->nlen, r->key, r->klen,
+			    r->num > 0 ? r->num - 1 : 0);
+			if (!R.jb.oom)
+				ws_send_text(m->s, R.jb.p, R.jb.len);
+			member_free(m);
+		}
+	}
+	drop_held(r);
+	r->down_at = clock_ms();
+}
+
 static void
 on_down(void)
 {
 	R.up = 0;
 	R.down_at = clock_ms();
 	R.undone = 0;
-	for (size_t i = 0; i < R.nbuckets; i++) {
-		for (struct room *r = R.tab[i]; r != NULL; r = r->hnext) {
-			r->sub = SUB_NONE;
-			/* A read in flight answers NULL: it is forgotten; the catch-up at up reads again. */
-			r->fetching = 0;
-			r->fetch_id = 0;
-			drop_queued(r);
-			for (struct member *m = r->members, *next; m != NULL; m = next) {
-				next = m->rnext;
-				/*
-				 * A pending member's enter is resent (idempotent) when
-				 * the link is back; if it is not back within
-				 * ENTER_GRACE_MS, room_tick answers it (enter_undone). An
-				 * active one is re-registered by store_resync and keeps
-				 * enter_sent: clearing it would hold its messages in
-				 * publish_or_hold forever. One catching up cannot
-				 * finish: it hears it has a gap, then gets what the
-				 * room catches up on like the others.
-				 */
-				if (m->state == MEM_PENDING) {
-					m->enter_maybe |= m->enter_sent;
-					m->enter_sent = 0;
-				}
-				if (m->state == MEM_RECOVERING)
-					catchup_done(m, 0, NULL);
-				if (m->state == MEM_LEAVING) {
-					/*
-					 * Its own out event will never come back on this
-					 * link: answer the leaver here (as room_leave does
-					 * offline). Redis hears the out when out_done retries.
-					 */
-					proto_out(&R.jb, m->name, m->nlen, r->key, r->klen,
-					    r->num > 0 ? r->num - 1 : 0);
-					if (!R.jb.oom)
-						ws_send_text(m->s, R.jb.p, R.jb.len);
-					member_free(m);
-				}
-			}
-			drop_held(r);
-		}
+	for (size_t i = 0; i < R.nbuckets; i++)
+		for (struct room *r = R.tab[i]; r != NULL; r = r->hnext)
+			room_down(r);
+}
+
+/*
+ * Cluster: one node went away while the others stay up. Only the rooms it
+ * served are down; room_tick subscribes them again once their slot has a
+ * master that is up, and answers their pending enters after ENTER_GRACE_MS.
+ */
+static void
+on_lost(void)
+{
+	char ch[1300];
+
+	if (R.control != NULL && store_control_lost()) {
+		R.control_down = 1;
+		R.some_down = 1;
 	}
+	for (size_t i = 0; i < R.nbuckets; i++)
+		for (struct room *r = R.tab[i]; r != NULL; r = r->hnext) {
+			size_t cl = store_channel(ch, sizeof(ch), r->key, r->klen);
+
+			if (r->sub != SUB_NONE && cl > 0 && bus_channel_lost(ch, cl)) {
+				room_down(r);
+				R.some_down = 1;
+			}
+		}
 }
 
 /* Redis forgot our members while the links stayed up: register every one it had again. */
@@ -1135,7 +1182,7 @@ on_forgotten(void)
 }
 
 static const struct store_handlers handlers = {
-	{ on_message, on_subscribed, on_unsubscribed, on_up, on_down },
+	{ on_message, on_subscribed, on_unsubscribed, on_up, on_down, on_lost },
 	said,
 	on_forgotten,
 };
@@ -1217,6 +1264,31 @@ room_service_up(void)
 void
 room_tick(uint64_t now)
 {
+	/* Rooms down alone (a Cluster node lost): back where their slot is now; else answer enters. */
+	int still = 0;
+
+	if (R.up && R.control_down) {
+		if (store_control_subscribe() == 0)
+			R.control_down = 0;
+		still = R.control_down;
+	}
+	for (size_t i = 0; R.up && R.some_down && i < R.nbuckets; i++)
+		for (struct room *r = R.tab[i]; r != NULL; r = r->hnext) {
+			if (r->sub != SUB_NONE || r->nmembers == 0 || r->down_at == 0)
+				continue;
+			still = 1;
+			if (subscribe(r) == 0) {
+				r->sub = SUB_PENDING;
+				r->down_at = 0;
+			} else if (now - r->down_at >= ENTER_GRACE_MS)
+				for (struct member *m = r->members, *next; m != NULL; m = next) {
+					next = m->rnext;
+					if (m->state == MEM_PENDING && r->kind == ROOM_CHAT)
+						enter_undone(r, m);
+				}
+		}
+	if (R.up)
+		R.some_down = still;
 	if (!R.up && R.down_at != 0 && !R.undone && now - R.down_at >= ENTER_GRACE_MS) {
 		/* Redis stays away: answer the enters it has not done. */
 		R.undone = 1;
@@ -1282,9 +1354,19 @@ room_join(struct session *s, enum room_kind kind, const char *key, size_t klen,
 	switch (r->sub) {
 	case SUB_NONE:
 		r->positioned = 0;
-		if (subscribe(r) == 0)
+		if (subscribe(r) == 0) {
 			r->sub = SUB_PENDING;
-		break;
+			r->down_at = 0;
+			break;
+		}
+		/* Its slot's node is away (a Cluster failover): say so now. */
+		unlink_member(m);
+		catchup_free(m);
+		free(m);
+		if (r->nmembers == 0 && r->down_at == 0)
+			room_destroy(r);
+		*err = "unavailable";
+		return NULL;
 	case SUB_ACTIVE:
 		if (kind == ROOM_BROADCAST)
 			m->state = MEM_ACTIVE;
@@ -1397,8 +1479,8 @@ publish_or_hold(struct room *r, struct member *m, int relay, const char *p, size
 	struct held *h;
 	int rc;
 
-	if (!bus_ready())
-		return -1;
+	if (!bus_ready() || r->down_at != 0)
+		return -1;	/* Redis, or this room's Cluster node, is away: answered now, not held */
 	if (r->sub == SUB_ACTIVE && (r->kind == ROOM_BROADCAST || m->enter_sent)) {
 		/* The sender hears if the link dies before Redis took the message. */
 		ws_ref(m->s);
@@ -1424,24 +1506,63 @@ publish_or_hold(struct room *r, struct member *m, int relay, const char *p, size
 	return 0;
 }
 
+/* A new message id, "WID.SEQ", into id[ROOM_ID_MAX], without printf: this runs for every message. */
+static void
+next_id(char *id)
+{
+	size_t wl = strlen(R.wid);
+
+	if (wl > ROOM_ID_MAX - 26)
+		wl = ROOM_ID_MAX - 26;
+	memcpy(id, R.wid, wl);
+	id[wl] = '.';
+	id[wl + 1 + jbuf_itoa(id + wl + 1, (long long)(++R.seq & (uint64_t)LLONG_MAX))] = '\0';
+}
+
 int
 room_say(struct member *m, const char *text, size_t tlen)
 {
 	struct room *r = m->room;
-	char id[128];
-	size_t wl = strlen(R.wid);
+	char id[ROOM_ID_MAX];
 
-	/* "WID.SEQ" without printf: this runs for every message. */
-	if (wl > sizeof(id) - 26)
-		wl = sizeof(id) - 26;
-	memcpy(id, R.wid, wl);
-	id[wl] = '.';
-	id[wl + 1 + jbuf_itoa(id + wl + 1, (long long)(++R.seq & (uint64_t)LLONG_MAX))] = '\0';
+	next_id(id);
 	/* The event but its end: Redis adds num and the offset in the same step that stores it. */
 	proto_message_head(&R.jb, m->name, m->nlen, text, tlen, r->key, r->klen, id, clock_wall_ms());
 	if (R.jb.oom)
 		return -1;
 	return publish_or_hold(r, m, 0, R.jb.p, R.jb.len);
+}
+
+int
+room_post(const char *room, size_t rl, const char *name, size_t nl, const char *text, size_t tlen,
+    char id[ROOM_ID_MAX], store_said_fn fn, void *arg)
+{
+	if (!bus_ready())
+		return -1;
+	next_id(id);
+	proto_message_head(&R.jb, name, nl, text, tlen, room, rl, id, clock_wall_ms());
+	if (R.jb.oom)
+		return -1;
+	return store_say_full(room, rl, R.jb.p, R.jb.len, fn, arg);
+}
+
+size_t
+room_count(void)
+{
+	return R.nrooms;
+}
+
+void
+room_set_control(room_control_fn fn)
+{
+	R.control = fn;
+}
+
+const char *
+room_member_name(const struct member *m, size_t *len)
+{
+	*len = m->nlen;
+	return m->name;
 }
 
 int

@@ -70,6 +70,22 @@ int room_history(struct member *, uint64_t before, unsigned limit, room_history_
  * session that asks meanwhile. -1 if Redis cannot be asked.
  */
 int room_who(struct member *);
+#define ROOM_ID_MAX	128	/* bytes of a message id, with its NUL */
+
+/*
+ * A chat message into a room from outside it (the HTTP API), the same
+ * event a member of that name would send: id gets its id, fn its offset,
+ * epoch and the room's count. -1 when Redis is unreachable.
+ */
+int room_post(const char *room, size_t rl, const char *name, size_t nl, const char *text, size_t tlen,
+    char id[ROOM_ID_MAX], store_said_fn fn, void *arg);
+/* How many rooms have local members (or are being left) on this worker. */
+size_t room_count(void);
+/* Who hears the payloads of the control channel, which every worker subscribes to while fn is set. */
+typedef void (*room_control_fn)(const char *payload, size_t len);
+void room_set_control(room_control_fn);
+/* A member's name, as roomd keeps it (a guest's starts with PROTO_GUEST). */
+const char *room_member_name(const struct member *, size_t *len);
 /* A chat room's count as last seen on its channel; -1 for a broadcast room (not counted). */
 long room_num(const struct member *);
 /*

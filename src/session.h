@@ -38,23 +38,33 @@ struct session {
 	char			*rooms_seen;	/* what describe() said when the session let go (access line) */
 	struct auth_identity	*id;
 	struct ws_decoder	*dec;		/* only while input ends inside a frame (ws_feed) */
-	/* Times in ms. Each union's members are never needed in the same state. */
+	/*
+	 * Members of one union are never needed in the same state: an API
+	 * request is an HTTP request (SS_HTTP); ws_open clears what an open
+	 * session starts from.
+	 */
 	union {
-		uint64_t	 created;	/* SS_PROXY, SS_HTTP: start of the current request */
-		uint64_t	 opened;	/* from ws_open: when upgraded */
+		uint64_t	 created;	/* ms; SS_PROXY, SS_HTTP: start of the current request */
+		uint64_t	 opened;	/* ms; from ws_open: when upgraded */
 	};
-	uint64_t		 last_rx;
+	uint64_t		 last_rx;	/* ms */
 	union {
-		uint64_t	 last_ping;	/* SS_OPEN */
-		uint64_t	 close_at;	/* from SS_CLOSING: when our close went out */
+		uint64_t	 last_ping;	/* ms; SS_OPEN */
+		uint64_t	 close_at;	/* ms; from SS_CLOSING: when our close went out */
 	};
-	uint64_t		 drop_logged;	/* the last warning about dropped room messages */
-	uint64_t		 refill;	/* the last rate limit refill */
+	union {
+		uint64_t	 drop_logged;	/* ms; open: the last warning about dropped room messages */
+		const char	*api_allow;	/* an API request: a 405's Allow */
+	};
+	uint64_t		 refill;	/* ms of the last rate limit refill */
 	uint64_t		 btokens;	/* byte budget bucket, in thousandths of a byte */
 	uint32_t		 hlen, hcap;	/* hcap: front.c's allocation size (0 for ws.c's) */
 	uint32_t		 refs;		/* async callers holding the memory */
 	uint32_t		 msgs_in, msgs_out;
-	uint32_t		 dropped;	/* room messages lost to slow_client drop */
+	union {
+		uint32_t	 dropped;	/* open: room messages lost to slow_client drop */
+		uint32_t	 api_need;	/* bytes of an API request whose body is still arriving */
+	};
 	uint32_t		 tokens;	/* rate limit bucket, in thousandths of a message */
 	uint8_t			 uuid[16];
 	uint16_t		 close_sent;	/* code we sent, 0 if none */
@@ -63,12 +73,19 @@ struct session {
 	uint8_t			 state;
 	uint8_t			 closer;	/* who sent the first close: 'c', 's' or 0 */
 	uint8_t			 pmd_bits;	/* permessage-deflate window; 0: not negotiated */
-	uint8_t			 paused;	/* not reading: WS_PAUSE_RATE, WS_PAUSE_ROUTE */
-	uint8_t			 close_rcvd:1;
-	uint8_t			 freed:1;	/* conn gone; free when refs drop */
-	uint8_t			 upgraded:1;
-	uint8_t			 ip_counted:1;	/* counted by addrlimit_open */
-	uint8_t			 no_auth:1;	/* upgraded only to say noAuth and close */
+	uint8_t			 api_method;	/* enum api_metric of the API request */
+	uint16_t		 paused:2;	/* not reading: WS_PAUSE_RATE, WS_PAUSE_ROUTE */
+	uint16_t		 api:3;		/* the listener's FRONT_API, FRONT_API_ONLY */
+	uint16_t		 close_rcvd:1;
+	uint16_t		 freed:1;	/* conn gone; free when refs drop */
+	uint16_t		 upgraded:1;
+	uint16_t		 ip_counted:1;	/* counted by addrlimit_open */
+	uint16_t		 no_auth:1;	/* upgraded only to say noAuth and close */
+	uint16_t		 api_busy:1;	/* an API call waits for its answer: requests after it wait */
+	uint16_t		 api_sync:1;	/* inside the API handler's call */
+	uint16_t		 api_close:1;	/* close once the API call is answered */
+	uint16_t		 api_head:1;	/* a HEAD: the answer's head only */
+	uint16_t		 api_idle:1;	/* answered: idle (api_keepalive_timeout) until more bytes come */
 };
 
 static inline struct loop *sess_loop(const struct session *s) { return loop_of(s->c.ctx); }

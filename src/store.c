@@ -1241,3 +1241,438 @@ janitor(void)
 	argl[1] = (size_t)snprintf(k, sizeof(k), "%sworkers", S.prefix);
 	(void)bus_command(2, argv, argl, workers_reply, NULL);
 }
+
+/*
+ * ---- the HTTP API (roomd-api(7)) ----
+ *
+ *   P{w:WID}:i    WID's liveness record (JSON) for /api/info; it expires
+ *                 with the liveness key, presence_ttl after its last refresh
+ *   P{ctl}:k      the channel of control messages every worker listens to
+ *                 (disconnects, and the answers to them); no room's channel
+ *                 ends in ":k"
+ * Every command here names one key, so each can be routed to the slot that
+ * holds it in Redis Cluster: the rooms listing is a SCAN, then one HLEN per
+ * room; /api/info one SMEMBERS, then one GET per worker.
+ */
+
+#define STORE_MAX_WORKERS	4096	/* workers /api/info reads at most */
+
+/* P{ctl}:k into buf; its length. */
+static size_t
+control_channel(char *buf, size_t len)
+{
+	int n = snprintf(buf, len, "%s{ctl}:k", S.prefix);
+
+	return n < 0 || (size_t)n >= len ? 0 : (size_t)n;
+}
+
+int
+store_info_put(const char *json, size_t len)
+{
+	char k[300], ttl[24];
+	const char *argv[5] = { "SET", k, json, "PX", ttl };
+	size_t argl[5] = { 3, 0, len, 2, 0 };
+
+	argl[1] = (size_t)snprintf(k, sizeof(k), "%s:i", S.reg);
+	argl[4] = jbuf_itoa(ttl, S.cfg->presence_ttl);
+	return bus_command(5, argv, argl, ignore_reply, NULL);
+}
+
+/* Several replies gathered into one answer: each part is one command's reply. */
+struct gather {
+	int		 issuing;	/* commands are still being sent */
+	int		 ok;
+	size_t		 pending, n;
+	char		**str;		/* each part's string (NULL: none) */
+	size_t		*len;
+	long		*num;		/* each part's integer */
+	uint64_t	 next;		/* rooms: the cursor of the next page */
+	char		**keys;		/* rooms: the keys the parts are about */
+	size_t		*klen;
+	void		(*done)(struct gather *);
+	void		*fn, *arg;
+};
+
+struct gather_part {
+	struct gather	*g;
+	size_t		 i;
+};
+
+static void
+gather_free(struct gather *g)
+{
+	for (size_t i = 0; i < g->n; i++) {
+		free(g->str[i]);
+		if (g->keys != NULL)
+			free(g->keys[i]);
+	}
+	free(g->str);
+	free(g->len);
+	free(g->num);
+	free(g->keys);
+	free(g->klen);
+	free(g);
+}
+
+/* n parts; NULL when out of memory. */
+static struct gather *
+gather_new(size_t n, int with_keys)
+{
+	struct gather *g = calloc(1, sizeof(*g));
+
+	if (g == NULL)
+		return NULL;
+	g->ok = 1;
+	g->n = n;
+	g->str = calloc(n + 1, sizeof(*g->str));
+	g->len = calloc(n + 1, sizeof(*g->len));
+	g->num = calloc(n + 1, sizeof(*g->num));
+	if (with_keys) {
+		g->keys = calloc(n + 1, sizeof(*g->keys));
+		g->klen = calloc(n + 1, sizeof(*g->klen));
+	}
+	if (g->str == NULL || g->len == NULL || g->num == NULL ||
+	    (with_keys && (g->keys == NULL || g->klen == NULL))) {
+		g->n = 0;
+		gather_free(g);
+		return NULL;
+	}
+	return g;
+}
+
+/* One part answered (or a command could not be sent): answer when it was the last. */
+static void
+gather_settle(struct gather *g)
+{
+	if (--g->pending > 0 || g->issuing)
+		return;
+	g->done(g);
+	gather_free(g);
+}
+
+static void
+gather_reply(redisReply *reply, void *arg)
+{
+	struct gather_part *p = arg;
+	struct gather *g = p->g;
+
+	if (bus_reply_error(reply))
+		g->ok = 0;
+	else if (reply->type == REDIS_REPLY_INTEGER)
+		g->num[p->i] = (long)reply->integer;
+	else if (reply->type == REDIS_REPLY_STRING) {
+		if ((g->str[p->i] = malloc((size_t)reply->len + 1)) == NULL)
+			g->ok = 0;
+		else {
+			memcpy(g->str[p->i], reply->str, (size_t)reply->len);
+			g->str[p->i][reply->len] = '\0';
+			g->len[p->i] = (size_t)reply->len;
+		}
+	} else if (reply->type != REDIS_REPLY_NIL)
+		g->ok = 0;
+	free(p);
+	gather_settle(g);
+}
+
+/* Send "CMD key" for every part's key; then answer once all are in. */
+static void
+gather_run(struct gather *g, const char *cmd)
+{
+	g->issuing = 1;
+	g->pending = 1;		/* ours, while sending */
+	for (size_t i = 0; i < g->n; i++) {
+		const char *argv[2] = { cmd, g->keys[i] };
+		size_t argl[2] = { strlen(cmd), g->klen[i] };
+		struct gather_part *p = malloc(sizeof(*p));
+
+		if (p == NULL) {
+			g->ok = 0;
+			break;
+		}
+		p->g = g;
+		p->i = i;
+		g->pending++;
+		if (bus_command(2, argv, argl, gather_reply, p) == -1) {
+			free(p);
+			g->pending--;
+			g->ok = 0;
+			break;
+		}
+	}
+	g->issuing = 0;
+	gather_settle(g);
+}
+
+/* The worker ids SMEMBERS gave become the parts: P{w:WID}:i each. */
+static void
+infos_done(struct gather *g)
+{
+	((store_infos_fn)g->fn)(g->arg, g->ok, (const char *const *)g->str, g->len, g->n);
+}
+
+static void
+info_workers_reply(redisReply *reply, void *arg)
+{
+	struct gather *in = arg, *g;
+	size_t n;
+
+	if (bus_reply_error(reply) || reply->type != REDIS_REPLY_ARRAY) {
+		((store_infos_fn)in->fn)(in->arg, 0, NULL, NULL, 0);
+		free(in);
+		return;
+	}
+	n = reply->elements < STORE_MAX_WORKERS ? reply->elements : STORE_MAX_WORKERS;
+	if ((g = gather_new(n, 1)) == NULL) {
+		((store_infos_fn)in->fn)(in->arg, 0, NULL, NULL, 0);
+		free(in);
+		return;
+	}
+	g->done = infos_done;
+	g->fn = in->fn;
+	g->arg = in->arg;
+	free(in);
+	for (size_t i = 0; i < n; i++) {
+		const redisReply *e = reply->element[i];
+		char k[300];
+		int kl;
+
+		if (e->type != REDIS_REPLY_STRING || e->len > 200)
+			kl = snprintf(k, sizeof(k), "%s{w:}:i", S.prefix);	/* no such worker: a nil */
+		else
+			kl = snprintf(k, sizeof(k), "%s{w:%.*s}:i", S.prefix, (int)e->len, e->str);
+		if (kl < 0 || (size_t)kl >= sizeof(k) || (g->keys[i] = strdup(k)) == NULL) {
+			g->ok = 0;
+			kl = 0;
+		}
+		g->klen[i] = (size_t)kl;
+	}
+	if (!g->ok) {
+		g->issuing = 0;
+		g->pending = 1;
+		gather_settle(g);
+		return;
+	}
+	gather_run(g, "GET");
+}
+
+int
+store_infos(store_infos_fn fn, void *arg)
+{
+	char k[300];
+	const char *argv[2] = { "SMEMBERS", k };
+	size_t argl[2] = { 8, 0 };
+	struct gather *in = calloc(1, sizeof(*in));
+
+	if (in == NULL)
+		return -1;
+	in->fn = (void *)fn;
+	in->arg = arg;
+	argl[1] = (size_t)snprintf(k, sizeof(k), "%sworkers", S.prefix);
+	if (bus_command(2, argv, argl, info_workers_reply, in) == -1) {
+		free(in);
+		return -1;
+	}
+	return 0;
+}
+
+/* A page of rooms: the keys SCAN gave, each with the HLEN it answered. */
+static void
+rooms_done(struct gather *g)
+{
+	const char **rooms = calloc(g->n + 1, sizeof(*rooms));
+	size_t *lens = calloc(g->n + 1, sizeof(*lens));
+	long *nums = calloc(g->n + 1, sizeof(*nums));
+	size_t k = 0;
+
+	if (rooms == NULL || lens == NULL || nums == NULL)
+		g->ok = 0;
+	for (size_t i = 0; g->ok && i < g->n; i++) {
+		/* P{ROOM}:m; a room emptied since the SCAN is left out. */
+		if (g->num[i] <= 0 || g->klen[i] < S.plen + 4)
+			continue;
+		rooms[k] = g->keys[i] + S.plen + 1;
+		lens[k] = g->klen[i] - S.plen - 4;
+		nums[k++] = g->num[i];
+	}
+	((store_rooms_fn)g->fn)(g->arg, g->ok, g->next, rooms, lens, nums, g->ok ? k : 0);
+	free(rooms);
+	free(lens);
+	free(nums);
+}
+
+/*
+ * A rooms cursor is the master's index in its top bits and that master's
+ * SCAN cursor below them (SCAN's cursors stay far below 2^48): a Cluster's
+ * pages go through its masters one after the other.
+ */
+#define SCAN_NODE_SHIFT	48
+#define SCAN_CURSOR_MASK	((UINT64_C(1) << SCAN_NODE_SHIFT) - 1)
+
+static void
+scan_reply(redisReply *reply, void *arg)
+{
+	struct gather *in = arg, *g;
+	const redisReply *keys;
+	uint64_t node = in->next, cur = 0;
+	char *end = NULL;
+
+	if (!bus_reply_error(reply) && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+	    reply->element[0]->type == REDIS_REPLY_STRING)
+		cur = strtoull(reply->element[0]->str, &end, 10);
+	if (end == NULL || *end != '\0' || cur > SCAN_CURSOR_MASK || reply->element[1]->type != REDIS_REPLY_ARRAY ||
+	    (g = gather_new((keys = reply->element[1])->elements, 1)) == NULL) {
+		((store_rooms_fn)in->fn)(in->arg, 0, 0, NULL, NULL, NULL, 0);
+		free(in);
+		return;
+	}
+	g->done = rooms_done;
+	g->fn = in->fn;
+	g->arg = in->arg;
+	/* This master's next page; after its last, the next master's first; after the last master's, 0. */
+	if (cur != 0)
+		g->next = node << SCAN_NODE_SHIFT | cur;
+	else
+		g->next = node + 1 < (uint64_t)bus_nodes() ? (node + 1) << SCAN_NODE_SHIFT : 0;
+	free(in);
+	for (size_t i = 0; i < g->n; i++) {
+		const redisReply *e = keys->element[i];
+
+		if (e->type != REDIS_REPLY_STRING || (g->keys[i] = malloc((size_t)e->len + 1)) == NULL) {
+			g->ok = 0;
+			continue;
+		}
+		memcpy(g->keys[i], e->str, (size_t)e->len);
+		g->keys[i][e->len] = '\0';
+		g->klen[i] = (size_t)e->len;
+	}
+	if (!g->ok) {
+		g->pending = 1;
+		gather_settle(g);
+		return;
+	}
+	gather_run(g, "HLEN");
+}
+
+int
+store_rooms(uint64_t cursor, unsigned count, store_rooms_fn fn, void *arg)
+{
+	char pat[300], cur[24], cnt[24];
+	const char *argv[6] = { "SCAN", cur, "MATCH", pat, "COUNT", cnt };
+	size_t argl[6] = { 4, 0, 5, 0, 5, 0 };
+	struct gather *in;
+	uint64_t node = cursor >> SCAN_NODE_SHIFT;
+	size_t o = 0;
+
+	if (node >= (uint64_t)bus_nodes()) {
+		/* A cursor of a Cluster that had more masters then: nothing is left to page through. */
+		fn(arg, 1, 0, NULL, NULL, NULL, 0);
+		return 0;
+	}
+	/* P{*}:m, with the prefix's own glob characters escaped. */
+	for (size_t i = 0; i < S.plen && o + 2 < sizeof(pat); i++) {
+		if (strchr("*?[]\\", S.prefix[i]) != NULL)
+			pat[o++] = '\\';
+		pat[o++] = S.prefix[i];
+	}
+	if (o + 6 >= sizeof(pat) || (in = calloc(1, sizeof(*in))) == NULL)
+		return -1;
+	memcpy(pat + o, "{*}:m", 5);
+	argl[3] = o + 5;
+	argl[1] = (size_t)snprintf(cur, sizeof(cur), "%llu", (unsigned long long)(cursor & SCAN_CURSOR_MASK));
+	argl[5] = jbuf_itoa(cnt, count);
+	in->fn = (void *)fn;
+	in->arg = arg;
+	in->next = node;	/* the master asked */
+	if (bus_command_at((int)node, 6, argv, argl, scan_reply, in) == -1) {
+		free(in);
+		return -1;
+	}
+	return 0;
+}
+
+struct position_req {
+	store_position_fn fn;
+	void		*arg;
+};
+
+static void
+position_reply(redisReply *reply, void *arg)
+{
+	struct position_req *pr = arg;
+	char epoch[STORE_EPOCH_MAX + 1] = "";
+	uint64_t off = 0;
+	int ok = !bus_reply_error(reply) && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2;
+
+	if (ok && reply->element[0]->type == REDIS_REPLY_STRING && reply->element[1]->type == REDIS_REPLY_STRING) {
+		const redisReply *e = reply->element[0];
+
+		snprintf(epoch, sizeof(epoch), "%.*s", e->len < STORE_EPOCH_MAX ? (int)e->len : STORE_EPOCH_MAX, e->str);
+		off = strtoull(reply->element[1]->str, NULL, 10);
+	}
+	pr->fn(pr->arg, ok, off, epoch);
+	free(pr);
+}
+
+int
+store_position(const char *room, size_t rl, store_position_fn fn, void *arg)
+{
+	char p[KEY_MAX];
+	const char *argv[4] = { "HMGET", p, "e", "o" };
+	size_t argl[4] = { 5, 0, 1, 1 };
+	struct position_req *pr;
+
+	if ((argl[1] = room_key(p, sizeof(p), room, rl, ":p")) == 0 || (pr = malloc(sizeof(*pr))) == NULL)
+		return -1;
+	pr->fn = fn;
+	pr->arg = arg;
+	if (bus_command(4, argv, argl, position_reply, pr) == -1) {
+		free(pr);
+		return -1;
+	}
+	return 0;
+}
+
+int
+store_control_subscribe(void)
+{
+	char ch[300];
+	size_t cl = control_channel(ch, sizeof(ch));
+
+	return cl == 0 ? -1 : bus_subscribe(ch, cl);
+}
+
+int
+store_control_lost(void)
+{
+	char ch[300];
+	size_t cl = control_channel(ch, sizeof(ch));
+
+	return cl > 0 && bus_channel_lost(ch, cl);
+}
+
+int
+store_control_publish(const char *payload, size_t pl, store_count_fn fn, void *arg)
+{
+	char ch[300];
+	size_t cl;
+	struct count_req *cr;
+
+	if ((cl = control_channel(ch, sizeof(ch))) == 0 || (cr = malloc(sizeof(*cr))) == NULL)
+		return -1;
+	cr->fn = fn;
+	cr->arg = arg;
+	if (bus_publish(ch, cl, payload, pl, count_reply, cr) == -1) {
+		free(cr);
+		return -1;
+	}
+	return 0;
+}
+
+int
+store_is_control(const char *ch, size_t chlen)
+{
+	char c[300];
+	size_t cl = control_channel(c, sizeof(c));
+
+	return cl != 0 && cl == chlen && memcmp(c, ch, cl) == 0;
+}

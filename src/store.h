@@ -99,6 +99,32 @@ void store_user_close(struct store_user *);
 /* How many sessions with a token for user `name` are online (fn gets it, or -1). */
 int store_user_online(const char *name, size_t nl, store_count_fn, void *arg);
 
+/* ---- for the HTTP API ---- */
+
+/* This worker's liveness record (JSON) for /api/info; it expires presence_ttl after the last put. -1 when down. */
+int store_info_put(const char *json, size_t len);
+/* Every live worker's record (n of them; a NULL record: a worker without one); ok 0 if Redis failed. */
+typedef void (*store_infos_fn)(void *arg, int ok, const char *const *recs, const size_t *lens, size_t n);
+int store_infos(store_infos_fn, void *arg);
+/*
+ * A page of the rooms that have members, from a SCAN cursor (0: the start),
+ * scanning about count keys: each room with its count, and the cursor of
+ * the next page (0: the last page). A room may come in two pages.
+ */
+typedef void (*store_rooms_fn)(void *arg, int ok, uint64_t next, const char *const *rooms, const size_t *lens,
+    const long *nums, size_t n);
+int store_rooms(uint64_t cursor, unsigned count, store_rooms_fn, void *arg);
+/* A room's position: its last offset and epoch ("" when it has none). */
+typedef void (*store_position_fn)(void *arg, int ok, uint64_t offset, const char *epoch);
+int store_position(const char *room, size_t rl, store_position_fn, void *arg);
+/* The control channel every worker listens to: subscribe (after every up), publish, recognise. */
+int store_control_subscribe(void);
+/* Publish a control message; fn gets how many workers heard it (or -1). */
+int store_control_publish(const char *payload, size_t pl, store_count_fn, void *arg);
+int store_is_control(const char *ch, size_t chlen);
+/* During the bus's lost handler: whether the control channel went with the lost node. */
+int store_control_lost(void);
+
 /*
  * This worker took the place of worker wid, which died: once Redis is up,
  * remove every member it held from its room (the rooms hear them leave).

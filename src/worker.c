@@ -13,6 +13,7 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include "api.h"
 #include "bus.h"
 #include "clock.h"
 #include "conn.h"
@@ -102,13 +103,16 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 	struct worker *w = arg;
 	struct sockaddr_storage ss;
 	socklen_t sl;
-	int fd, one = 1, proxy = 0;
+	int fd, one = 1, flags = 0;
 	SSL_CTX *tls = NULL;
 
 	for (int i = 0; i < w->nlisten; i++) {
 		if (w->lfd[i] == lfd) {
-			proxy = w->cfg->listen[i].proxy_protocol;
-			tls = w->cfg->listen[i].ssl ? w->tls : NULL;
+			const struct cfg_listen *l = &w->cfg->listen[i];
+
+			flags = (l->proxy_protocol ? FRONT_PROXY : 0) | (l->api ? FRONT_API : 0) |
+			    (l->api_only ? FRONT_API_ONLY : 0);
+			tls = l->ssl ? w->tls : NULL;
 		}
 	}
 
@@ -148,7 +152,7 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 		if (ss.ss_family != AF_UNIX &&
 		    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == -1)
 			log_errno(LOG_LVL_DEBUG, "setsockopt(TCP_NODELAY) failed");
-		if (front_accept(&w->loop, fd, (struct sockaddr *)&ss, proxy, tls) == -1) {
+		if (front_accept(&w->loop, fd, (struct sockaddr *)&ss, flags, tls) == -1) {
 			log_error("no memory for a new connection: refusing it");
 			metrics_gauge(GAUGE_CONN_OPEN, -1);
 			close(fd);
@@ -206,6 +210,7 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
 
 	loop_tick(&w->loop, now);
 	room_tick(now);
+	api_tick(now);
 	if (w->loop.stopping && !w->drain_done)
 		drain_step(w, now);
 	metrics_beat(now);	/* for the master's systemd watchdog: this loop still turns */
@@ -336,6 +341,8 @@ tick_interval_ms(const struct config *cfg)
 		m = cfg->drain_time / 10;
 	if (cfg->heartbeat_interval > 0 && cfg->heartbeat_interval < m)
 		m = cfg->heartbeat_interval;
+	if (cfg_api_enabled(cfg) && cfg->api_keepalive_timeout < m)
+		m = cfg->api_keepalive_timeout;
 	m /= 5;
 	if (m < 50)
 		m = 50;
@@ -350,6 +357,7 @@ worker_free(struct worker *w)
 	worker_stop_listening(w);
 	loop_free(&w->loop);
 	room_shutdown();
+	api_shutdown();
 	for (int i = 0; i < 4; i++)
 		if (w->sig[i] != NULL)
 			event_free(w->sig[i]);
@@ -451,6 +459,8 @@ worker_run(const struct config *cfg, int index, int generation, const char *inst
 	snprintf(wid, sizeof(wid), "%s.%d", instance, (int)getpid());
 	if (room_init(w->base, cfg, wid, dead_wid) == -1)
 		fatalx("worker %d: cannot set up rooms", index);
+	if (api_init(&w->loop, instance, wid) == -1)
+		fatalx("worker %d: cannot set up the HTTP API", index);
 	log_info("started (generation %d, %s backend)", generation, event_base_get_method(w->base));
 	while (!w->quit) {
 		if (event_base_loop(w->base, EVLOOP_ONCE) == -1) {

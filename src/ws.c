@@ -365,6 +365,8 @@ ws_open(struct session *s)
 
 	/* A worker's config never changes (a reload starts new workers): neither does the spare's limit. */
 	spare.max_message = (uint64_t)cf->max_message_size;
+	s->drop_logged = 0;	/* shares storage with the API's state (session.h) */
+	s->dropped = 0;
 	s->state = SS_OPEN;
 	s->upgraded = 1;
 	s->last_ping = s->opened = clock_ms();

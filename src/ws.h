@@ -43,6 +43,8 @@ struct route_ops {
 	void	(*describe)(struct session *, char *buf, size_t len);
 	/* Tell the client it was refused, in the route's protocol. */
 	void	(*refuse)(struct session *, enum ws_refusal);
+	/* Whether the session goes by this name in the route (a chat member's name), for disconnects. */
+	int	(*named)(struct session *, const char *name, size_t len);
 	/*
 	 * What rate_limit does to a message over it: WS_RATE_REFUSE drops it
 	 * and calls refuse (a client that keeps pushing is closed with 1008);

@@ -17,10 +17,10 @@ import sys
 
 LAYERS = [
     ("process", "main master redisproc worker"),
-    ("app", "routes chat echo room store bus sentinel"),
+    ("app", "routes api chat echo room store bus sentinel"),
     ("session", "front ws"),
     ("transport", "loop conn listen tls rlink"),
-    ("codecs", "config http ws_frame deflate proxy proto auth utf8 www resp redisurl"),
+    ("codecs", "config http ws_frame deflate proxy proto apiproto auth utf8 www resp redisurl"),
     ("base", "log clock sbuf jbuf metrics addrlimit priv notify"),
 ]
 # Headers that belong to a module but have no .c of their own.

@@ -96,6 +96,7 @@ else
 	    /etc/logrotate.d/roomd /usr/share/roomd/www/index.html /usr/share/roomd/www/roomd-client.js \
 	    /usr/share/man/man8/roomd.8.gz \
 	    /usr/share/man/man5/roomd.conf.5.gz /usr/share/man/man7/roomd-protocol.7.gz \
+	    /usr/share/man/man7/roomd-api.7.gz \
 	    /usr/share/man/man1/roomd-bench.1.gz; do
 		[ -e "$f" ] || why="$why missing $f;"
 	done

@@ -1,8 +1,12 @@
 """The chat client of the tests, in one place: an asyncio client on
 python3-websockets that records every event (Chat), a lean raw WebSocket
-client for thousands of connections (RawWS), run() for a test's coroutine,
-and finding which worker holds a connection."""
+client for thousands of connections (RawWS), the tokens clients present
+(jwt), run() for a test's coroutine, and finding which worker holds a
+connection."""
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import os
 import time
@@ -11,6 +15,21 @@ import websockets
 
 from wsraw import HOST, parse_frames, ws_request
 from wsraw import frame as mask_frame  # noqa: F401 (the chat tests' name for it)
+
+
+def b64u(b):
+    """base64url without padding, as JWTs write it."""
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def jwt(claims, secret, header=None, sig=None):
+    """An HS256 JWT (or whatever header says) of claims signed with secret; sig overrides the signature."""
+    head = b64u(json.dumps(header or {"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64u(json.dumps(claims).encode())
+    signing = f"{head}.{body}"
+    if sig is None:
+        sig = hmac.new(secret.encode(), signing.encode(), hashlib.sha256).digest()
+    return f"{signing}.{b64u(sig)}"
 
 
 def run(coro, timeout=60):

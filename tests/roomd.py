@@ -131,6 +131,20 @@ def read_text(path):
         return ""
 
 
+def make_cert(d, name, cn, serial, kind="ec"):
+    """A self-signed certificate for 127.0.0.1 and its key, made with the openssl
+    CLI in directory d: (cert path, key path)."""
+    os.makedirs(d, exist_ok=True)
+    cert, key = os.path.join(d, f"{name}.crt"), os.path.join(d, f"{name}.key")
+    newkey = (["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"] if kind == "ec"
+              else ["-newkey", "rsa:2048"])
+    subprocess.run(["openssl", "req", "-x509", *newkey, "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "2", "-subj", f"/CN={cn}", "-set_serial", str(serial),
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True, timeout=30)
+    return cert, key
+
+
 # ---- processes ----
 
 def comm(pid):
@@ -323,6 +337,7 @@ class Roomd:
             "shutdown_timeout": "5s",
         }
         base.update(settings or {})
+        self.redis_setting = base.get("redis")
         self.write_config(base)
 
     def write_config(self, settings):
@@ -363,6 +378,27 @@ class Roomd:
                                      f"\nstderr: {self.read_stderr()}")
             return self.healthy() and len(self.worker_pids()) == self.workers
         wait_for(ready, timeout, what="roomd /healthz and all workers")
+        # Rooms answer "unavailable" until every worker reaches Redis: wait for that
+        # as well when there is a Redis to reach (the private one, or one that
+        # accepts connections now); a test that starts roomd without one goes on.
+        deadline = time.monotonic() + (5 if self.redis_reachable() else 0)
+        while time.monotonic() < deadline:
+            try:
+                if http_get(self.port, "/readyz", timeout=1.0)[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.05)
+
+    def redis_reachable(self):
+        m = re.fullmatch(r"rediss?://(?:[^@/]*@)?([^:/,]+):(\d+)(?:/\d+)?", self.redis_setting or "")
+        if self.redis_setting is None or m is None:
+            return self.redis_setting is None      # the private one; others are not probed
+        try:
+            socket.create_connection((m.group(1), int(m.group(2))), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
 
     def children(self):
         """PIDs of the master's direct children."""
@@ -656,8 +692,10 @@ class RedisCluster:
         return next(n for n in self.nodes if n.port == port)
 
     def masters(self):
-        return [self.node(p) for _, p, flags, _, _ in self.table()
-                if "master" in flags and "fail" not in flags]
+        """The masters that serve slots now (a node just created or just
+        failed over may call itself master with none)."""
+        return [self.node(p) for _, p, flags, _, slots in self.table()
+                if "master" in flags and "fail" not in flags and any(not r.startswith("[") for r in slots)]
 
     def owner(self, slot):
         """The master serving slot now."""

@@ -18,7 +18,7 @@
 # take paths no other test takes, which is where ASan finds what it finds.
 #
 # Env: BUILD_ROOT (default: build/ in the source tree), FUZZ_SECONDS (30 per
-#      target; seven targets make about four minutes),
+#      target; eight targets make about four and a half minutes),
 #      SKIP_SANITIZERS=1 / SKIP_PERF=1 / SKIP_FUZZ=1 / SKIP_DISTCHECK=1 /
 #      SKIP_PACKAGE=1 for quick local runs.
 set -u

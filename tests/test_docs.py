@@ -89,7 +89,7 @@ def option_table():
     body = re.search(r"options\[\]\s*=\s*\{(.*?)\n\};", src, re.S)
     assert body, "cannot find the options[] table in src/config.c"
     table = {}
-    for m in re.finditer(r'\{\s*"(\w+)",\s*(OPT_[A-Z]+),\s*[^,]+,\s*(-?\d+),\s*(-?\d+),'
+    for m in re.finditer(r'\{\s*"(\w+)",\s*(OPT_[A-Z_]+),\s*[^,]+,\s*(-?\d+),\s*(-?\d+),'
                          r'\s*(NULL|"[^"]*"|\w+)(.*?)\}', body.group(1)):
         name, typ, lo, hi, dflt, rest = m.groups()
         dflt = None if dflt == "NULL" else dflt[1:-1] if dflt.startswith('"') else BUILT
@@ -325,8 +325,10 @@ def test_conf_file_sets_the_defaults():
 
 def test_conf_file_examples_parse(tmp_path):
     """Each "#key value" example, uncommented alone, still gives a valid file (an
-    example naming a file that does not exist here may fail for that reason only);
-    keys without a literal default are listed only as examples."""
+    example naming a file that does not exist here may fail for that reason only;
+    one that cannot stand alone, such as api_listen without a key, must give a
+    valid file uncommented with the other examples of its paragraph); keys
+    without a literal default are listed only as examples."""
     examples = {k for k, active, _ in conf_settings() if not active}
     active = {k for k, a, _ in conf_settings() if a}
     for key in known_keys():
@@ -341,6 +343,17 @@ def test_conf_file_examples_parse(tmp_path):
             continue
         conf.write_text("".join(lines[:i] + [line[1:]] + lines[i + 1:]))
         r = roomd("-t", "-c", str(conf))
+        if r.returncode != 0 and "No such file or directory" not in r.stderr:
+            lo, hi = i, i
+            while lo > 0 and lines[lo - 1].strip():
+                lo -= 1
+            while hi + 1 < len(lines) and lines[hi + 1].strip():
+                hi += 1
+            para = [j for j in range(lo, hi + 1) if j != i and (m2 := SETTING.fullmatch(lines[j].rstrip("\n")))
+                    and m2.group(1) == "#"]
+            if para:
+                conf.write_text("".join(l[1:] if j == i or j in para else l for j, l in enumerate(lines)))
+                r = roomd("-t", "-c", str(conf))
         assert r.returncode == 0 or "No such file or directory" in r.stderr, \
             f"conf/roomd.conf line {i + 1} uncommented fails roomd -t: {r.stderr}"
 

@@ -399,3 +399,63 @@ def test_bad_history_requests(roomd):
         assert h["messages"] == [] and h["offset"] == 0
         await c.close()
     run(main(), 10)
+
+
+def test_history_size_zero_keeps_none(roomd, redis):
+    """history_size 0: messages still carry offsets, Redis keeps no stream,
+    and asking for history (on enter, or a history event) is answered with
+    an error that says the server keeps none; the connection stays usable."""
+    r = roomd({"redis": redis.url, "rate_limit": "0", "history_size": "0"}, workers=1)
+
+    async def main():
+        ann = await Chat.connect(r.port)
+        await enter(ann, "ann", "none")
+        await ann.expect({"event": "enter", "name": "ann"})
+        for i in range(3):
+            await ann.say(f"m{i}", "none")
+        await ann.until(lambda: len(offsets(ann, "none")) == 3, 5, "three messages")
+        assert offsets(ann, "none") == [1, 2, 3]
+        assert redis.command("EXISTS", "roomd:{none}:h") == 0, "a stream was kept"
+        bob = await Chat.connect(r.port)
+        await enter(bob, "bob", "none", history=3)
+        await bob.expect_error("bad_field")
+        await enter(bob, "bob", "none")
+        await bob.expect({"event": "enter", "name": "bob", "num": 2})
+        await bob.send({"event": "history", "roomid": "none"})
+        err = await bob.expect_error("bad_field")
+        assert "no history" in err["message"], err
+        assert not bob.of("recovered") and not offsets(bob, "none")
+        await ann.say("live", "none")
+        await bob.expect({"event": "message", "message": "live", "offset": 4})
+        await ann.close()
+        await bob.close()
+    run(main(), 20)
+
+
+def test_history_ttl_ends_an_idle_rooms_history(roomd, redis):
+    """history_ttl 1s: a room's history and position are gone from Redis a
+    second after its last message, and its next message starts a new epoch
+    at offset 1."""
+    r = roomd({"redis": redis.url, "rate_limit": "0", "history_ttl": "1s"}, workers=1)
+
+    async def main():
+        ann = await Chat.connect(r.port)
+        await enter(ann, "ann", "brief")
+        await ann.expect({"event": "enter", "name": "ann"})
+        await ann.say("first", "brief")
+        await ann.expect({"event": "message", "message": "first", "offset": 1})
+        await ann.say("second", "brief")
+        await ann.expect({"event": "message", "message": "second", "offset": 2})
+        await ann.send({"event": "history", "roomid": "brief", "limit": 1})
+        epoch = (await ann.expect({"event": "history"}))["epoch"]
+        assert 0 < redis.command("PTTL", "roomd:{brief}:h") <= 1000
+        await asyncio.sleep(1.5)
+        assert redis.command("EXISTS", "roomd:{brief}:h", "roomd:{brief}:p") == 0
+        await ann.say("third", "brief")
+        ev = await ann.expect({"event": "message", "message": "third"})
+        assert ev["offset"] == 1, ev
+        await ann.send({"event": "history", "roomid": "brief", "limit": 5})
+        h = await ann.expect({"event": "history"})
+        assert h["epoch"] != epoch and [m["message"] for m in h["messages"]] == ["third"], h
+        await ann.close()
+    run(main(), 20)

@@ -11,9 +11,6 @@ else still runs):
   LOAD_RSS_MB         sum of worker RSS with 2,000 sessions at the rate limit
 """
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -27,6 +24,7 @@ import websockets
 
 from readouts import scrape
 from roomclient import Chat, run
+from roomclient import jwt as make_jwt
 from roomd import http_get, raise_nofile, wait_for
 from wsraw import HOST, close_code, handshake, parse_frames, parse_head, read_head, read_to_close, ws_request
 from wsraw import frame as mask_frame
@@ -62,18 +60,9 @@ def report(capsys, text):
 
 # ---- tokens ----
 
-def b64u(b):
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-
-
 def jwt(claims, secret=SECRET, header=None, sig=None):
-    """An HS256 JWT (or whatever header says) signed with secret; sig overrides the signature."""
-    head = b64u(json.dumps(header or {"alg": "HS256", "typ": "JWT"}).encode())
-    body = b64u(json.dumps(claims).encode())
-    signing = f"{head}.{body}"
-    if sig is None:
-        sig = hmac.new(secret.encode(), signing.encode(), hashlib.sha256).digest()
-    return f"{signing}.{b64u(sig)}"
+    """An HS256 JWT signed with this file's secret unless another is given."""
+    return make_jwt(claims, secret, header, sig)
 
 
 def good_claims(**kw):
@@ -1419,6 +1408,39 @@ def test_who_is_bounded_cached_and_rate_limited(roomd):
         assert len(answers) + len(limited) == 150
         for w in answers:
             assert len(w["members"]) == 5 and w["num"] == 12, w
+        for c in members:
+            await c.close()
+    run(main(), 30)
+
+
+def test_who_from_many_sessions_is_one_read_of_redis(roomd, redis):
+    """Twelve members of a room ask who at once, three times: each gets the
+    answer, and Redis is read once (one read serves every session that asks
+    while it is in flight, and its answer is served again for a second), not
+    36 times: many askers cost Redis no more than one."""
+    r = roomd({"redis": redis.url, "rate_limit": "0"}, workers=1)
+
+    def evalsha_calls():
+        stats = redis.command("INFO", "commandstats")
+        m = re.search(r"cmdstat_evalsha:calls=(\d+)", stats)
+        return int(m.group(1)) if m else 0
+
+    async def main():
+        members = [await Chat.connect(r.port) for _ in range(12)]
+        for i, c in enumerate(members):
+            await c.enter(f"w{i:02d}", "asked")
+            await c.expect({"event": "enter", "name": f"w{i:02d}"})
+        await asyncio.sleep(0.3)
+        before = evalsha_calls()
+        for wave in range(3):       # at once (one read in flight), then twice from the cache
+            await asyncio.gather(*(c.send({"event": "who", "roomid": "asked"}) for c in members))
+            for c in members:
+                w = await c.expect({"event": "who"})
+                assert w["num"] == 12 and len(w["members"]) == 12, w
+        reads = evalsha_calls() - before
+        # One read for the 36 (three without the cache); the worker's own
+        # liveness refresh may run meanwhile.
+        assert reads <= 2, f"{reads} script calls for 36 who requests"
         for c in members:
             await c.close()
     run(main(), 30)

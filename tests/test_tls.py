@@ -21,24 +21,11 @@ import websockets
 pytestmark = pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
 
 from roomclient import run
-from roomd import ROOMD_BIN, free_port, free_ports, node_for, run_node, wait_for
+from roomd import ROOMD_BIN, free_port, free_ports, make_cert, node_for, run_node, wait_for
 
 HOST = "127.0.0.1"
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-
-
-def make_cert(d, name, cn, serial, kind="ec"):
-    """A self-signed certificate for 127.0.0.1 and its key: (cert path, key path)."""
-    os.makedirs(d, exist_ok=True)
-    cert, key = os.path.join(d, f"{name}.crt"), os.path.join(d, f"{name}.key")
-    newkey = (["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"] if kind == "ec"
-              else ["-newkey", "rsa:2048"])
-    subprocess.run(["openssl", "req", "-x509", *newkey, "-nodes", "-keyout", key, "-out", cert,
-                    "-days", "2", "-subj", f"/CN={cn}", "-set_serial", str(serial),
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-                   check=True, capture_output=True, timeout=30)
-    return cert, key
 
 
 def der_of(cert_path):

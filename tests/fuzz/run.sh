@@ -28,7 +28,7 @@ cflags="$cflags -DREDIS_SERVER_PATH=\"/usr/bin/redis-server\" -DSRCDIR=\"$top\" 
 
 # target: the pure sources it needs and the pkg-config packages they link
 # (its seed corpus is corpus_<name without fuzz_>)
-all="fuzz_frame fuzz_http fuzz_proxy fuzz_auth fuzz_proto fuzz_www fuzz_config fuzz_resp"
+all="fuzz_frame fuzz_http fuzz_proxy fuzz_auth fuzz_proto fuzz_www fuzz_config fuzz_apiproto fuzz_resp"
 targets=${FUZZ_TARGETS:-$all}
 srcs_fuzz_frame="src/ws_frame.c src/utf8.c src/deflate.c src/sbuf.c"
 pkgs_fuzz_frame="libcrypto zlib"
@@ -44,6 +44,8 @@ srcs_fuzz_www="src/www.c src/http.c"
 pkgs_fuzz_www="libcrypto"
 srcs_fuzz_config="src/config.c src/log.c src/proto.c src/jbuf.c src/proxy.c src/tls.c src/redisurl.c"
 pkgs_fuzz_config="json-c libssl libcrypto"
+srcs_fuzz_apiproto="src/apiproto.c src/proto.c src/jbuf.c src/http.c src/utf8.c"
+pkgs_fuzz_apiproto="json-c libcrypto"
 srcs_fuzz_resp="src/resp.c src/redisurl.c src/jbuf.c"
 pkgs_fuzz_resp="hiredis"
 

@@ -1,9 +1,10 @@
 /*
  * test_addrlimit.c: the per-address table in one process, with worker rows
  * taken in turn: SipHash against the paper's vectors, exact addresses in a
- * shared set, the overflow of a full set, IPv6 prefixes, rates, released
- * slots, and readers skipping an entry that changes address. It includes
- * addrlimit.c to reach the static hash and the row layout.
+ * shared set, the overflow of a full set, IPv6 prefixes, rates, API request
+ * rates, released slots, and readers skipping an entry that changes
+ * address. It includes addrlimit.c to reach the static hash and the row
+ * layout.
  */
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -256,6 +257,47 @@ test_ipv6_and_rate(void)
 	}
 }
 
+/* API requests per second: over every worker, apart from the sessions' counts. */
+static void
+test_api_rate(void)
+{
+	struct timespec ts;
+	int got = 0;
+
+	if (addrlimit_init(2, 64) == -1) {
+		ok(0, "addrlimit_init");
+		return;
+	}
+	ok(addrlimit_rate(AF_INET, v4("198.51.100.7"), 1) == 0 && addrlimit_rate(AF_INET, v4("198.51.100.7"), 1) == 0,
+	    "unbound: no API limit applies");
+	addrlimit_bind(0);
+	do
+		clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	while (ts.tv_nsec > 300000000);
+	for (int i = 0; i < 3; i++)
+		got += addrlimit_rate(AF_INET, v4("198.51.100.7"), 4) == 0;
+	addrlimit_bind(1);
+	for (int i = 0; i < 3; i++)
+		got += addrlimit_rate(AF_INET, v4("198.51.100.7"), 4) == 0;
+	is_int(got, 4, "api rate 4: four of six in one second, three in worker 0 and three in worker 1");
+	ok(addrlimit_rate(AF_INET, v4("198.51.100.8"), 4) == 0, "another address has its own API rate");
+	ok(addrlimit_open(AF_INET, v4("198.51.100.7"), 1, 1) == 0, "API requests do not count as sessions");
+	addrlimit_close(AF_INET, v4("198.51.100.7"));
+	ok(addrlimit_rate(AF_INET, v4("198.51.100.9"), 0) == 0, "api rate 0: no limit");
+	{
+		uint32_t key[4], s;
+
+		addr_key(AF_INET, v4("198.51.100.7"), key);
+		s = set_of(key);
+		ok(own_entry(s, key) != NULL && own_entry(s, key)->n.arate == 1,
+		    "worker 1 counts its one request of this second in the address's entry");
+	}
+	ts.tv_sec = 1;
+	ts.tv_nsec = 100000000;
+	nanosleep(&ts, NULL);
+	ok(addrlimit_rate(AF_INET, v4("198.51.100.7"), 4) == 0, "the next second starts afresh");
+}
+
 /* Another key, other sets: which addresses meet cannot be known without it. */
 static void
 test_keyed(void)
@@ -279,6 +321,7 @@ main(void)
 	test_siphash();
 	test_limits();
 	test_ipv6_and_rate();
+	test_api_rate();
 	test_keyed();
 	return tap_done();
 }
