@@ -1,6 +1,7 @@
 /*
- * conn.c: the I/O layer under every protocol. A conn holds one libevent event
- * (read, plus write only while the kernel buffer is full), an output queue of
+ * conn.c: the I/O layer under every protocol. A conn sits in its context's
+ * epoll set (read, plus write only while the kernel buffer is full; the set
+ * is one libevent event, so an idle conn costs libevent nothing), an output queue of
  * shared blocks written with writev once per loop turn, and is freed only at
  * the end of the loop turn in which it was closed, so no callback ever sees
  * freed memory.
@@ -23,8 +24,12 @@
 
 #define CONN_IOV_MAX	64
 #define TLS_CHUNK	16384	/* one TLS record's worth per SSL_write */
+#define CONN_EPOLL_BATCH 1024	/* socket events taken per epoll_wait */
 
-static void conn_event(evutil_socket_t, short, void *);
+_Static_assert(TLS_CHUNK <= UINT16_MAX, "struct conn keeps a TLS retry length in 16 bits");
+
+static inline void conn_event(struct conn *, short);
+static void ctx_event(evutil_socket_t, short, void *);
 
 /* Put c on the list of conns to flush at the end of this loop turn. */
 static void
@@ -48,11 +53,13 @@ want_flush_bulk(struct conn *c)
 	c->ctx->bpending = c;
 }
 
-/* (Re)arm the conn's one event for what it now needs. */
+/* Have the context's epoll set watch what the conn now needs. */
 static void
 conn_arm(struct conn *c)
 {
-	short what = EV_PERSIST;
+	struct epoll_event e;
+	uint8_t what = 0;
+	int op;
 
 	if (c->flags & CONN_F_CLOSED)
 		return;
@@ -60,18 +67,57 @@ conn_arm(struct conn *c)
 		what |= EV_READ;
 	if (c->flags & (CONN_F_WANTWRITE | CONN_F_TLS_RW))
 		what |= EV_WRITE;
-	if (event_initialized(&c->ev)) {
-		if (event_get_events(&c->ev) == what && event_pending(&c->ev, EV_READ | EV_WRITE, NULL))
-			return;
-		event_del(&c->ev);
-	}
-	if (what == EV_PERSIST)
-		return;		/* paused with nothing to write: no event at all */
-	event_assign(&c->ev, c->ctx->base, c->fd, what, conn_event, c);
-	if (event_add(&c->ev, NULL) == -1) {
-		log_error("conn %u: event_add failed", c->id);
+	if (what == c->evmask)
+		return;
+	/* Paused with nothing to write: out of the set (it would still report a hang-up). */
+	op = what == 0 ? EPOLL_CTL_DEL : c->evmask == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+	e.events = ((what & EV_READ) ? EPOLLIN : 0u) | ((what & EV_WRITE) ? EPOLLOUT : 0u);
+	e.data.ptr = c;
+	if (epoll_ctl(c->ctx->epfd, op, c->fd, &e) == -1) {
+		log_error("conn %u: epoll_ctl(%d) failed", c->id, op);
 		conn_close(c);
+		return;
 	}
+	c->evmask = what;
+}
+
+/* Run c as readable from the loop soon, without a socket event (input held elsewhere). */
+static void
+conn_kick(struct conn *c)
+{
+	struct conn_ctx *x = c->ctx;
+
+	if (c->flags & (CONN_F_KICK | CONN_F_CLOSED))
+		return;
+	if (x->nkick == x->kickcap) {
+		uint32_t ncap = x->kickcap ? 2 * x->kickcap : 16;
+		struct conn **nk = realloc(x->kick, ncap * sizeof(*nk));
+
+		if (nk == NULL) {
+			log_error("conn %u: out of memory: closing", c->id);
+			conn_close(c);
+			return;
+		}
+		x->kick = nk;
+		x->kickcap = ncap;
+	}
+	x->kick[x->nkick++] = c;
+	c->flags |= CONN_F_KICK;
+	event_active(x->epev, EV_READ, 0);
+}
+
+/* Take a closing conn off the kick list (order there does not matter). */
+static void
+conn_unkick(struct conn *c)
+{
+	struct conn_ctx *x = c->ctx;
+
+	for (uint32_t i = 0; i < x->nkick; i++)
+		if (x->kick[i] == c) {
+			x->kick[i] = x->kick[--x->nkick];
+			break;
+		}
+	c->flags &= ~CONN_F_KICK;
 }
 
 int
@@ -110,11 +156,15 @@ conn_init(struct conn *c, struct conn_ctx *x, int fd, const struct sockaddr *sa,
 		}
 	} else
 		c->family = AF_UNSPEC;
-	event_assign(&c->ev, x->base, fd, EV_READ | EV_PERSIST, conn_event, c);
-	if (event_add(&c->ev, NULL) == -1) {
-		SSL_free(c->ssl);
-		c->ssl = NULL;
-		return -1;
+	{
+		struct epoll_event e = { .events = EPOLLIN, .data.ptr = c };
+
+		if (epoll_ctl(x->epfd, EPOLL_CTL_ADD, fd, &e) == -1) {
+			SSL_free(c->ssl);
+			c->ssl = NULL;
+			return -1;
+		}
+		c->evmask = EV_READ;
 	}
 	c->next = x->all;
 	if (x->all != NULL)
@@ -176,7 +226,7 @@ conn_send_copy(struct conn *c, const void *p, size_t n)
 	 * allocated either (the leftovers of a burst of handshakes would
 	 * otherwise stay in the heap as holes).
 	 */
-	if (c->out.count == 0 && c->ssl == NULL && !(c->flags & (CONN_F_CLOSED | CONN_F_LINGER))) {
+	if (outq_count(&c->out) == 0 && c->ssl == NULL && !(c->flags & (CONN_F_CLOSED | CONN_F_LINGER))) {
 		do
 			w = write(c->fd, p, n);
 		while (w < 0 && errno == EINTR);
@@ -228,9 +278,12 @@ conn_close(struct conn *c)
 
 	if (c->flags & CONN_F_CLOSED)
 		return;
+	if (c->evmask != 0)
+		(void)epoll_ctl(x->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	c->evmask = 0;
+	if (c->flags & CONN_F_KICK)
+		conn_unkick(c);
 	c->flags |= CONN_F_CLOSED;
-	if (event_initialized(&c->ev))
-		event_del(&c->ev);
 	if (c->ssl != NULL) {
 		SSL_free(c->ssl);
 		c->ssl = NULL;
@@ -275,7 +328,7 @@ conn_finish(struct conn *c, int linger_ms)
 		return;
 	c->linger_until = clock_ms() + (uint64_t)linger_ms;
 	c->flags |= CONN_F_FINISH;
-	if (c->out.count == 0)
+	if (outq_count(&c->out) == 0)
 		conn_start_linger(c);
 	else
 		want_flush(c);
@@ -291,7 +344,7 @@ conn_pause(struct conn *c, int paused)
 	conn_arm(c);
 	/* Bytes OpenSSL already holds will not make the socket readable again. */
 	if (!paused && c->ssl != NULL && SSL_has_pending(c->ssl) && !(c->flags & CONN_F_CLOSED))
-		event_active(&c->ev, EV_READ, 0);
+		conn_kick(c);
 }
 
 void
@@ -316,7 +369,7 @@ conn_resume(struct conn *c)
 	conn_pause(c, 0);
 	/* No socket event may come for held input: run the read callback anyway. */
 	if ((c->flags & CONN_F_HELD) && !(c->flags & CONN_F_CLOSED))
-		event_active(&c->ev, EV_READ, 0);
+		conn_kick(c);
 }
 
 /* Give the handler the input it held, if it did; 1 if it was called. */
@@ -334,10 +387,10 @@ give_held(struct conn *c)
 static ssize_t
 gather(struct conn *c, uint8_t *buf, size_t n)
 {
-	struct outq *q = &c->out;
+	const struct outq_ring *q = c->out.r;
 	size_t o = 0;
 
-	for (uint32_t i = 0; i < q->count && o < n; i++) {
+	for (uint32_t i = 0; q != NULL && i < q->count && o < n; i++) {
 		const struct outq_ent *e = &q->ent[(q->head + i) & (q->cap - 1)];
 		size_t k = e->len < n - o ? e->len : n - o;
 
@@ -358,8 +411,8 @@ tls_flush(struct conn *c)
 	ssize_t n;
 	int r;
 
-	while (!(c->flags & CONN_F_CLOSED) && c->out.count > 0) {
-		size_t want = c->tls_retry != 0 ? c->tls_retry : c->out.bytes < TLS_CHUNK ? c->out.bytes : TLS_CHUNK;
+	while (!(c->flags & CONN_F_CLOSED) && outq_count(&c->out) > 0) {
+		size_t want = c->tls_retry != 0 ? c->tls_retry : outq_bytes(&c->out) < TLS_CHUNK ? outq_bytes(&c->out) : TLS_CHUNK;
 
 		if (buf == NULL || (n = gather(c, buf, want)) != (ssize_t)want) {
 			conn_close(c);
@@ -374,7 +427,7 @@ tls_flush(struct conn *c)
 			outq_consume(&c->out, (size_t)r);
 			continue;
 		}
-		c->tls_retry = (uint32_t)want;
+		c->tls_retry = (uint16_t)want;	/* want <= TLS_CHUNK */
 		switch (SSL_get_error(c->ssl, r)) {
 		case SSL_ERROR_WANT_WRITE:
 			if (!(c->flags & CONN_F_WANTWRITE)) {
@@ -400,6 +453,7 @@ static void
 conn_flush(struct conn *c)
 {
 	struct iovec iov[CONN_IOV_MAX];
+	struct outq_ring *r;
 	ssize_t n;
 	int cnt;
 
@@ -409,10 +463,10 @@ conn_flush(struct conn *c)
 		tls_flush(c);
 		goto done;
 	}
-	while (!(c->flags & CONN_F_CLOSED) && c->out.count > 0) {
-		if (outq_head_is_file(&c->out)) {
+	while (!(c->flags & CONN_F_CLOSED) && (r = c->out.r) != NULL && r->count > 0) {
+		if (r->ent[r->head].b == NULL) {
 			/* The kernel copies file pages to the socket: no trip through user space. */
-			struct outq_ent *e = &c->out.ent[c->out.head];
+			struct outq_ent *e = &r->ent[r->head];
 			off_t foff = (off_t)e->foff;
 
 			n = sendfile(c->fd, e->fd, &foff, e->len);
@@ -445,7 +499,7 @@ conn_flush(struct conn *c)
 		outq_consume(&c->out, (size_t)n);
 	}
 done:
-	if ((c->flags & CONN_F_CLOSED) || c->out.count > 0)
+	if ((c->flags & CONN_F_CLOSED) || ((r = c->out.r) != NULL && r->count > 0))
 		return;
 	if (c->flags & (CONN_F_WANTWRITE | CONN_F_AUTORESUME)) {
 		c->flags &= ~CONN_F_WANTWRITE;
@@ -543,11 +597,12 @@ tls_read(struct conn *c)
 	}
 }
 
-static void
-conn_event(evutil_socket_t fd, short what, void *arg)
+/* Inlined into the batch loop: it runs for every socket event. */
+static inline __attribute__((always_inline)) void
+conn_event(struct conn *c, short what)
 {
-	struct conn *c = arg;
 	struct conn_ctx *x = c->ctx;
+	int fd = c->fd;
 	ssize_t n;
 
 	if (c->ssl != NULL && !(c->flags & CONN_F_LINGER)) {
@@ -586,13 +641,73 @@ conn_event(evutil_socket_t fd, short what, void *arg)
 
 /* ---- the context ---- */
 
+/* Run the kicked conns: only as many as there were, as a handler may kick again. */
+static void
+run_kicks(struct conn_ctx *x)
+{
+	uint32_t budget = x->nkick;
+
+	while (budget-- > 0 && x->nkick > 0) {
+		struct conn *c = x->kick[--x->nkick];
+
+		c->flags &= ~CONN_F_KICK;
+		conn_event(c, EV_READ);
+	}
+	if (x->nkick > 0)
+		event_active(x->epev, EV_READ, 0);
+}
+
+/*
+ * The epoll set is readable, or conns were kicked: run the kicked ones, then
+ * one batch of socket events. A conn closed earlier in the batch is still
+ * memory (freed at the end of the turn) and is skipped.
+ */
+static void
+ctx_event(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn_ctx *x = arg;
+	struct epoll_event *e;
+	int n;
+
+	(void)what;
+	if (x->nkick > 0)
+		run_kicks(x);
+	while ((n = epoll_wait(fd, x->evs, CONN_EPOLL_BATCH, 0)) == -1 && errno == EINTR)
+		;
+	for (e = x->evs; n > 0; n--, e++) {
+		struct conn *c = e->data.ptr;
+		short ev;
+
+		if (c->flags & CONN_F_CLOSED)
+			continue;
+		/* As libevent's epoll backend: an error or hang-up wakes both directions. */
+		ev = (e->events & (EPOLLERR | EPOLLHUP)) ? EV_READ | EV_WRITE :
+		    (short)(((e->events & EPOLLIN) ? EV_READ : 0) | ((e->events & EPOLLOUT) ? EV_WRITE : 0));
+		if ((ev &= (short)c->evmask) != 0)
+			conn_event(c, ev);
+	}
+	if (n == -1)
+		log_error("epoll_wait() failed");
+}
+
 int
 conn_ctx_init(struct conn_ctx *x, struct event_base *base, size_t rbuflen)
 {
 	memset(x, 0, sizeof(*x));
 	x->base = base;
 	x->rbuflen = rbuflen;
-	return (x->rbuf = malloc(rbuflen)) == NULL ? -1 : 0;
+	x->epfd = -1;
+	if ((x->epfd = epoll_create1(EPOLL_CLOEXEC)) == -1) {
+		log_error("epoll_create1() failed");
+		return -1;
+	}
+	if ((x->rbuf = malloc(rbuflen)) == NULL || (x->evs = calloc(CONN_EPOLL_BATCH, sizeof(*x->evs))) == NULL ||
+	    (x->epev = event_new(base, x->epfd, EV_READ | EV_PERSIST, ctx_event, x)) == NULL ||
+	    event_add(x->epev, NULL) == -1) {
+		conn_ctx_free(x);
+		return -1;
+	}
+	return 0;
 }
 
 void
@@ -608,6 +723,17 @@ conn_ctx_free(struct conn_ctx *x)
 	free(x->tlsbuf);
 	free(x->rbuf);
 	x->tlsbuf = x->rbuf = NULL;
+	free(x->evs);
+	x->evs = NULL;
+	free(x->kick);
+	x->kick = NULL;
+	x->nkick = x->kickcap = 0;
+	if (x->epev != NULL)
+		event_free(x->epev);
+	x->epev = NULL;
+	if (x->epfd >= 0)
+		close(x->epfd);
+	x->epfd = -1;
 }
 
 void
@@ -638,7 +764,7 @@ conn_flush_broadcasts(struct conn_ctx *x)
 		next = c->bnext;
 		c->bnext = NULL;
 		c->flags &= ~CONN_F_BPENDING;
-		if (!(c->flags & CONN_F_CLOSED) && c->out.count > 0)
+		if (!(c->flags & CONN_F_CLOSED) && outq_count(&c->out) > 0)
 			conn_flush(c);
 	}
 }

@@ -1,6 +1,6 @@
 /*
- * conn.h: one client socket under a protocol. conn owns the fd, its single
- * libevent event, the output queue, lingering close and deferred free, and
+ * conn.h: one client socket under a protocol. conn owns the fd, its place
+ * in the context's epoll set, the output queue, lingering close and deferred free, and
  * calls its handler on READ, TICK and FREE. The conns of one loop share a
  * context: the lists of conns to flush and to free, and scratch buffers.
  */
@@ -9,7 +9,7 @@
 
 #include <stdint.h>
 #include <event2/event.h>
-#include <event2/event_struct.h>
+#include <sys/epoll.h>
 #include <openssl/ssl.h>
 
 #include "sbuf.h"
@@ -26,6 +26,16 @@ struct conn_ctx {
 	struct conn		*wpending;	/* conns with queued output */
 	struct conn		*bpending;	/* conns with queued room messages */
 	struct conn		*dead;		/* closed, to free after this turn */
+	/*
+	 * The conns' sockets sit in one epoll set of the context's, watched by a
+	 * single libevent event: an idle conn then holds no struct event and
+	 * libevent keeps no per-fd state for it.
+	 */
+	int			 epfd;
+	struct event		*epev;
+	struct epoll_event	*evs;		/* one epoll_wait's batch */
+	struct conn		**kick;		/* conns to run as readable without a socket event */
+	uint32_t		 nkick, kickcap;
 	int			 nconns;
 	uint32_t		 next_id;
 	uint8_t			*rbuf;		/* scratch for reads */
@@ -63,16 +73,18 @@ struct conn_handler {
 #define CONN_F_DRAIN		0x800	/* open when the drain began: closed during it */
 #define CONN_F_BPENDING		0x1000	/* on the context's broadcast-flush list */
 #define CONN_F_HELD		0x2000	/* the handler holds input to go on with once drained */
+#define CONN_F_KICK		0x4000	/* on the context's list to run as readable */
 
 struct conn {
 	int			 fd;
+	uint32_t		 id;		/* per worker, for logs */
 	uint16_t		 flags;
 	uint8_t			 family;	/* AF_INET or AF_INET6 (mapped v4 shown as v4) */
+	uint8_t			 evmask;	/* EV_READ, EV_WRITE: what the epoll set watches (0: not in it) */
 	uint16_t		 port;
+	uint16_t		 tls_retry;	/* bytes (<= one TLS chunk) an unfinished SSL_write must be retried with */
 	uint8_t			 ip[16];
-	uint32_t		 id;		/* per worker, for logs */
 	uint64_t		 linger_until;	/* ms, while CONN_F_LINGER */
-	struct event		 ev;
 	struct conn		*prev, *next;	/* the context's list of all conns */
 	struct conn		*wnext;		/* the context's pending-write list */
 	struct conn		*bnext;		/* the context's broadcast-flush list */
@@ -80,7 +92,6 @@ struct conn {
 	const struct conn_handler *h;
 	struct conn_ctx		*ctx;
 	SSL			*ssl;		/* NULL: plain TCP */
-	uint32_t		 tls_retry;	/* bytes an unfinished SSL_write must be retried with */
 };
 
 /*
@@ -115,8 +126,8 @@ void conn_hold_until_drained(struct conn *);
 /* The peer address as text ("1.2.3.4" or "::1"); buf >= 46 bytes. */
 const char *conn_addr(const struct conn *, char *buf, size_t len);
 static inline int conn_closed(const struct conn *c) { return (c->flags & CONN_F_CLOSED) != 0; }
-static inline size_t conn_pending(const struct conn *c) { return c->out.bytes; }
-static inline uint32_t conn_queued(const struct conn *c) { return c->out.count; }
+static inline size_t conn_pending(const struct conn *c) { return outq_bytes(&c->out); }
+static inline uint32_t conn_queued(const struct conn *c) { return outq_count(&c->out); }
 /* The frame just queued may be dropped for a slow reader (a room broadcast). */
 static inline void conn_mark_droppable(struct conn *c) { outq_mark_droppable(&c->out); }
 /* Drop the oldest droppable frames not yet started until need bytes are freed; how many. */

@@ -658,6 +658,9 @@ handle_request(struct session *s, const struct http_req *r)
 	ws_log(s, LOG_LVL_DEBUG, "upgraded (%s)", cfg_route_kind_name(s->route->kind));
 	if (s->ops->open != NULL)
 		s->ops->open(s);
+	/* The request's facts serve the route's admit and open only: an open session does not keep them. */
+	free(s->info);
+	s->info = NULL;
 	/* A retiring worker's handshake in flight: served, then sent to its successor. */
 	if (s->c.flags & CONN_F_SHUTDOWN)
 		ws_shutdown(s);
@@ -790,7 +793,7 @@ api_request(struct session *s, const struct http_req *req, const char *body, siz
 	if (avail < blen)
 		return API_WAIT;
 	s->api_need = 0;
-	s->api_head = http_method_is(req, "HEAD");
+	s->api_head = http_method_is(req, "HEAD") != 0;
 	real_client(s, req);
 	/* Counted by the path's method, even when the HTTP method is wrong for it. */
 	s->api_method = (uint8_t)apiproto_path(req->path, req->path_len);

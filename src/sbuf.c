@@ -118,59 +118,51 @@ sbuf_unref(struct sbuf *b)
 	ncached++;
 }
 
-/* Make room for one more entry. */
-static int
+struct outq_ring *
 outq_reserve(struct outq *q)
 {
-	struct outq_ent *ne;
+	struct outq_ring *r = q->r, *nr;
 	uint32_t ncap;
 
-	if (q->count == q->cap) {
-		if (q->cap >= OUTQ_MAX_ENTRIES)
-			return -1;
-		ncap = q->cap == 0 ? 4 : q->cap * 2;
-		if ((ne = malloc(sizeof(*ne) * ncap)) == NULL)
-			return -1;
+	if (r != NULL && r->count < r->cap)
+		return r;
+	if (r != NULL && r->cap >= OUTQ_MAX_ENTRIES)
+		return NULL;
+	ncap = r == NULL ? 4 : r->cap * 2;
+	if ((nr = malloc(sizeof(*nr) + sizeof(nr->ent[0]) * ncap)) == NULL)
+		return NULL;
+	if (r == NULL) {
+		memset(nr, 0, sizeof(*nr));
+	} else {
+		*nr = *r;
 		/* Unroll the ring into the new array. */
-		for (uint32_t i = 0; i < q->count; i++)
-			ne[i] = q->ent[(q->head + i) & (q->cap - 1)];
-		free(q->ent);
-		q->ent = ne;
-		q->cap = ncap;
-		q->head = 0;
+		for (uint32_t i = 0; i < r->count; i++)
+			nr->ent[i] = r->ent[(r->head + i) & (r->cap - 1)];
+		free(r);
 	}
-	return 0;
-}
-
-int
-outq_push(struct outq *q, struct sbuf *b, uint32_t off, uint32_t len)
-{
-	if (len == 0)
-		return 0;
-	if (outq_reserve(q) == -1)
-		return -1;
-	q->ent[(q->head + q->count) & (q->cap - 1)] = (struct outq_ent){ sbuf_ref(b), off, len, -1, 0, 0 };
-	q->count++;
-	q->pushed = 1;
-	q->bytes += len;
-	return 0;
+	nr->cap = ncap;
+	nr->head = 0;
+	q->r = nr;
+	return nr;
 }
 
 int
 outq_push_file(struct outq *q, int fd, uint64_t off, uint32_t len)
 {
+	struct outq_ring *r;
+
 	if (len == 0) {
 		close(fd);
 		return 0;
 	}
-	if (outq_reserve(q) == -1) {
+	if ((r = outq_reserve(q)) == NULL) {
 		close(fd);
 		return -1;
 	}
-	q->ent[(q->head + q->count) & (q->cap - 1)] = (struct outq_ent){ NULL, 0, len, fd, 0, off };
-	q->count++;
-	q->pushed = 1;
-	q->bytes += len;
+	r->ent[(r->head + r->count) & (r->cap - 1)] = (struct outq_ent){ NULL, 0, len, fd, 0, off };
+	r->count++;
+	r->pushed = 1;
+	r->bytes += len;
 	return 0;
 }
 
@@ -187,10 +179,13 @@ ent_release(struct outq_ent *e)
 int
 outq_iov(const struct outq *q, struct iovec *iov, int max)
 {
+	const struct outq_ring *r = q->r;
 	int n = 0;
 
-	for (uint32_t i = 0; i < q->count && n < max; i++, n++) {
-		const struct outq_ent *e = &q->ent[(q->head + i) & (q->cap - 1)];
+	if (r == NULL)
+		return 0;
+	for (uint32_t i = 0; i < r->count && n < max; i++, n++) {
+		const struct outq_ent *e = &r->ent[(r->head + i) & (r->cap - 1)];
 
 		if (e->b == NULL)
 			break;
@@ -203,73 +198,90 @@ outq_iov(const struct outq *q, struct iovec *iov, int max)
 void
 outq_consume(struct outq *q, size_t n)
 {
-	q->bytes -= n;
-	while (n > 0 && q->count > 0) {
-		struct outq_ent *e = &q->ent[q->head];
+	struct outq_ring *r = q->r;
+
+	if (r == NULL)
+		return;
+	r->bytes -= n;
+	while (n > 0 && r->count > 0) {
+		struct outq_ent *e = &r->ent[r->head];
 
 		if (n < e->len) {
 			e->off += (uint32_t)n;
 			e->foff += n;
 			e->len -= (uint32_t)n;
-			q->head_started = 1;
+			r->head_started = 1;
 			return;
 		}
 		n -= e->len;
-		q->head_started = 0;
+		r->head_started = 0;
 		ent_release(e);
-		q->head = (q->head + 1) & (q->cap - 1);
-		q->count--;
+		r->head = (r->head + 1) & (r->cap - 1);
+		r->count--;
 	}
 }
 
 void
 outq_mark_droppable(struct outq *q)
 {
-	if (q->count > 0)
-		q->ent[(q->head + q->count - 1) & (q->cap - 1)].droppable = 1;
+	struct outq_ring *r = q->r;
+
+	if (r != NULL && r->count > 0)
+		r->ent[(r->head + r->count - 1) & (r->cap - 1)].droppable = 1;
 }
 
 uint32_t
 outq_drop_oldest(struct outq *q, size_t need)
 {
-	uint32_t kept = 0, dropped = 0, mask = q->cap - 1;
+	struct outq_ring *r = q->r;
+	uint32_t kept = 0, dropped = 0, mask;
 	size_t freed = 0;
 
+	if (r == NULL)
+		return 0;
+	mask = r->cap - 1;
 	/* Compact the ring in place: keep what must stay, drop from the oldest. */
-	for (uint32_t i = 0; i < q->count; i++) {
-		struct outq_ent *e = &q->ent[(q->head + i) & mask];
+	for (uint32_t i = 0; i < r->count; i++) {
+		struct outq_ent *e = &r->ent[(r->head + i) & mask];
 
-		if (freed < need && e->droppable && !(i == 0 && q->head_started)) {
+		if (freed < need && e->droppable && !(i == 0 && r->head_started)) {
 			freed += e->len;
-			q->bytes -= e->len;
+			r->bytes -= e->len;
 			ent_release(e);
 			dropped++;
 			continue;
 		}
 		if (kept != i)
-			q->ent[(q->head + kept) & mask] = *e;
+			r->ent[(r->head + kept) & mask] = *e;
 		kept++;
 	}
-	q->count = kept;
+	r->count = kept;
 	return dropped;
 }
 
 void
 outq_clear(struct outq *q)
 {
-	while (q->count > 0) {
-		ent_release(&q->ent[q->head]);
-		q->head = (q->head + 1) & (q->cap - 1);
-		q->count--;
+	struct outq_ring *r = q->r;
+
+	if (r == NULL)
+		return;
+	while (r->count > 0) {
+		ent_release(&r->ent[r->head]);
+		r->head = (r->head + 1) & (r->cap - 1);
+		r->count--;
 	}
-	free(q->ent);
-	memset(q, 0, sizeof(*q));	/* head_started too */
+	free(r);
+	q->r = NULL;
 }
 
 void
 outq_trim(struct outq *q)
 {
-	if (q->count == 0 && q->ent != NULL && !q->pushed)
+	if (q->r == NULL)
+		return;
+	if (q->r->count == 0 && !q->r->pushed)
 		outq_clear(q);
-	q->pushed = 0;
+	else
+		q->r->pushed = 0;
 }

@@ -51,18 +51,45 @@ struct outq_ent {
 	uint64_t	 foff;
 };
 
-struct outq {
-	struct outq_ent	*ent;	/* NULL while never used */
+/* The ring, allocated on the first push and released by outq_trim/outq_clear. */
+struct outq_ring {
 	uint32_t	 cap, head, count;	/* cap is a power of two: indexes are masked */
 	uint8_t		 head_started;	/* part of the head entry is on the wire */
 	uint8_t		 pushed;	/* a push since the last outq_trim */
 	size_t		 bytes;
+	struct outq_ent	 ent[];
 };
+
+/* An empty queue is one NULL pointer: what an idle connection holds. */
+struct outq {
+	struct outq_ring *r;
+};
+
+static inline uint32_t outq_count(const struct outq *q) { return q->r != NULL ? q->r->count : 0; }
+static inline size_t outq_bytes(const struct outq *q) { return q->r != NULL ? q->r->bytes : 0; }
 
 #define OUTQ_MAX_ENTRIES	65536
 
+/* A ring with room for one more entry (grown, or made); NULL when full or OOM. */
+struct outq_ring *outq_reserve(struct outq *) MUST_CHECK;
+
 /* Append a reference to b[off, off+len) (takes its own ref). -1 when full or OOM. */
-int outq_push(struct outq *, struct sbuf *, uint32_t off, uint32_t len) MUST_CHECK;
+static inline int MUST_CHECK
+outq_push(struct outq *q, struct sbuf *b, uint32_t off, uint32_t len)
+{
+	struct outq_ring *r = q->r;
+
+	/* Inline: it is on the path of every delivery; only growing the ring is not. */
+	if (len == 0)
+		return 0;
+	if ((r == NULL || r->count == r->cap) && (r = outq_reserve(q)) == NULL)
+		return -1;
+	r->ent[(r->head + r->count) & (r->cap - 1)] = (struct outq_ent){ sbuf_ref(b), off, len, -1, 0, 0 };
+	r->count++;
+	r->pushed = 1;
+	r->bytes += len;
+	return 0;
+}
 /* Mark the entry just pushed as droppable (see outq_drop_oldest). */
 void outq_mark_droppable(struct outq *);
 /*
@@ -73,7 +100,10 @@ uint32_t outq_drop_oldest(struct outq *, size_t need);
 /* Append a file segment (takes ownership of fd, closed when sent or dropped). */
 int outq_push_file(struct outq *, int fd, uint64_t off, uint32_t len) MUST_CHECK;
 /* Whether the head entry is a file segment. */
-static inline int outq_head_is_file(const struct outq *q) { return q->count > 0 && q->ent[q->head].b == NULL; }
+static inline int outq_head_is_file(const struct outq *q)
+{
+	return q->r != NULL && q->r->count > 0 && q->r->ent[q->r->head].b == NULL;
+}
 /* Fill up to max iovecs from the head, stopping at a file segment; returns how many. */
 int outq_iov(const struct outq *, struct iovec *, int max);
 /* Drop n written bytes from the head. */

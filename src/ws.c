@@ -349,13 +349,24 @@ ws_query_param(const struct session *s, const char *name, size_t *len)
 
 /* ---- frames ---- */
 
+/*
+ * Between frames a session's decoder is a fresh one, so an idle session holds
+ * none: its input is decoded by this one, and only a session whose input
+ * ends inside a frame (a header, a control frame, a fragmented message)
+ * keeps a copy of its own until a read ends between frames again.
+ */
+static struct ws_decoder spare = { .validate_utf8 = 1 };	/* at rest between feeds */
+static int spare_busy;		/* a handler fed another session from inside a feed */
+
 void
 ws_open(struct session *s)
 {
 	const struct config *cf = sess_cfg(s);
 
-	ws_decoder_init(&s->dec, (uint64_t)cf->max_message_size);
-	s->dec.allow_rsv1 = s->pmd_bits != 0;
+	/* A worker's config never changes (a reload starts new workers): neither does the spare's limit. */
+	spare.max_message = (uint64_t)cf->max_message_size;
+	s->drop_logged = 0;	/* shares storage with the API's state (session.h) */
+	s->dropped = 0;
 	s->state = SS_OPEN;
 	s->upgraded = 1;
 	s->last_ping = s->opened = clock_ms();
@@ -571,19 +582,22 @@ keep_for_later(struct session *s, const uint8_t *p, size_t n)
 	s->hlen += (uint32_t)n;
 }
 
-void
-ws_feed(struct session *s, uint8_t *p, size_t n)
+
+/* Whether d is where ws_decoder_init leaves one (as far as the next frame can tell). */
+static int
+decoder_at_rest(const struct ws_decoder *d)
+{
+	return !d->in_payload && d->hdr_have == 0 && d->msg_opcode == 0;
+}
+
+static void
+decode(struct session *s, struct ws_decoder *d, uint8_t *p, size_t n)
 {
 	struct ws_event ev;
 	size_t used;
 
-	if (s->paused && n > 0) {
-		keep_for_later(s, p, n);
-		return;
-	}
-
 	while (!conn_closed(&s->c) && (s->state == SS_OPEN || s->state == SS_CLOSING)) {
-		used = ws_decode(&s->dec, p, n, &ev);
+		used = ws_decode(d, p, n, &ev);
 		p += used;
 		n -= used;
 		switch (ev.type) {
@@ -616,6 +630,54 @@ ws_feed(struct session *s, uint8_t *p, size_t n)
 			}
 			break;
 		}
+	}
+}
+
+/* The spare's input ended inside a frame: s keeps a copy, and the spare is at rest again. */
+static void
+keep_decoder(struct session *s)
+{
+	if (!conn_closed(&s->c) && (s->state == SS_OPEN || s->state == SS_CLOSING)) {
+		if ((s->dec = malloc(sizeof(*s->dec))) == NULL)
+			fail(s, WS_CLOSE_INTERNAL, "out of memory");
+		else
+			memcpy(s->dec, &spare, sizeof(spare));
+	}
+	spare.in_payload = 0;
+	spare.hdr_have = 0;
+	spare.msg_opcode = 0;
+}
+
+void
+ws_feed(struct session *s, uint8_t *p, size_t n)
+{
+	struct ws_decoder *d = s->dec;
+
+	if (s->paused && n > 0) {
+		keep_for_later(s, p, n);
+		return;
+	}
+	if (d == NULL) {
+		if (!spare_busy) {
+			d = &spare;
+			spare_busy = 1;
+		} else if ((d = s->dec = malloc(sizeof(*d))) != NULL) {
+			ws_decoder_init(d, (uint64_t)sess_cfg(s)->max_message_size);
+		} else {
+			fail(s, WS_CLOSE_INTERNAL, "out of memory");
+			return;
+		}
+		/* What a fresh decoder of this session's differs in from one at rest (the limit: ws_open). */
+		d->allow_rsv1 = s->pmd_bits != 0;
+	}
+	decode(s, d, p, n);
+	if (d == &spare) {
+		spare_busy = 0;
+		if (!decoder_at_rest(d))
+			keep_decoder(s);
+	} else if (s->dec == d && decoder_at_rest(d)) {
+		free(d);
+		s->dec = NULL;
 	}
 }
 
@@ -754,6 +816,8 @@ ws_release(struct session *s)
 	s->app = NULL;
 	sbuf_unref(s->msg);
 	s->msg = NULL;
+	free(s->dec);
+	s->dec = NULL;
 	free(s->rooms_seen);
 	s->rooms_seen = NULL;
 }

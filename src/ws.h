@@ -87,7 +87,7 @@ int ws_is_open(const struct session *);
 /* Keep a session's memory alive across an asynchronous call. */
 void ws_ref(struct session *);
 void ws_unref(struct session *);
-/* A query parameter's raw value from the upgrade request; NULL if absent. */
+/* A query parameter's raw value from the upgrade request; NULL if absent (or after the route's open). */
 const char *ws_query_param(const struct session *, const char *name, size_t *len);
 /* Log with the session's id, uuid, address and route. */
 void ws_log(struct session *, enum log_level, const char *, ...) PRINTF_LIKE(3, 4);

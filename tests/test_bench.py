@@ -25,7 +25,7 @@ import zlib
 
 import pytest
 
-from roomd import ROOMD_BIN, free_port, http_get
+from roomd import ROOMD_BIN, free_port, http_get, raise_nofile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH_BIN = os.environ.get("ROOMD_BENCH_BIN") or os.path.join(
@@ -149,6 +149,34 @@ def test_connect_counts(roomd):
     assert j["handshakes_per_s"] > 0 and j["server_procs"] >= 3    # master, 2 workers, redis
     assert j["server_rss_end"] > 0 and "server_rss_per_conn" in j
     assert_hist(j["handshake"])
+
+
+# Worker RSS growth per idle WebSocket (1 worker, connect 10,000, hold): measured
+# 288-301 B (760 B before the conns left libevent's per-fd state and the
+# sessions their decoder and request facts); a bound with room for allocator
+# noise, far below what an idle connection used to cost.
+IDLE_BYTES_PER_CONN = 400
+
+
+def test_connect_idle_memory_per_connection(roomd, capsys):
+    """What a worker holds per idle WebSocket: connect 10,000 (fewer if the
+    open-files limit is lower), hold them, and read the worker's RSS growth
+    per connection from roomd-bench (--pid). Not asserted under sanitizers,
+    whose allocators say nothing about roomd's own memory."""
+    n = min(10000, raise_nofile(10600) - 600)
+    r = roomd(FAST, workers=1)
+    pid = r.worker_pids()[0]
+    rc, j, out = bench("connect", "-p", r.port, "-c", n, "--hold", 1.5, "--conc", 256, "--pid", pid,
+                       timeout=120)
+    assert rc == 0, out
+    assert (j["opened"], j["failed"], j["held"]) == (n, 0, n)
+    per = j["server_rss_per_conn"]
+    sanitized = bool(os.environ.get("ROOMD_SANITIZED"))
+    with capsys.disabled():
+        print(f"\n  [bench] {n} idle WebSockets: worker RSS +{per:.0f} B per connection "
+              f"(bound {IDLE_BYTES_PER_CONN} B)" + ("; not asserted under sanitizers" if sanitized else ""))
+    if not sanitized:
+        assert 0 < per <= IDLE_BYTES_PER_CONN, f"{per:.0f} B of worker RSS per idle connection"
 
 
 def test_connect_join(roomd):

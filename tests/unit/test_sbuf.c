@@ -152,12 +152,12 @@ test_queue(void)
 
 	memset(&q, 0, sizeof(q));
 	rc = outq_push(&q, a, a->off, 0);
-	ok(rc == 0 && q.count == 0 && a->refs == 1, "an empty push queues nothing and takes no reference");
-	ok(q.ent == NULL, "an unused queue holds no ring");
+	ok(rc == 0 && outq_count(&q) == 0 && a->refs == 1, "an empty push queues nothing and takes no reference");
+	ok(q.r == NULL, "an unused queue holds no ring");
 	is_int(outq_push(&q, a, a->off, a->len), 0, "push a");
 	is_int(outq_push(&q, b, b->off, b->len), 0, "push b");
 	is_int(outq_push(&q, c, c->off, c->len), 0, "push c");
-	is_int(q.bytes, 12, "bytes counted");
+	is_int(outq_bytes(&q), 12, "bytes counted");
 	is_int(a->refs + b->refs + c->refs, 6, "the queue holds a reference to each");
 	flatten(&q, out, sizeof(out));
 	is_str(out, "hello world!", "iovecs in order");
@@ -166,27 +166,27 @@ test_queue(void)
 	outq_consume(&q, 3);
 	flatten(&q, out, sizeof(out));
 	is_str(out, "lo world!", "partial consume of the first entry");
-	is_int(q.count, 3, "entry kept after a partial consume");
+	is_int(outq_count(&q), 3, "entry kept after a partial consume");
 	is_int(a->refs, 2, "partially sent block still referenced");
 	outq_consume(&q, 7);
 	flatten(&q, out, sizeof(out));
 	is_str(out, "d!", "consume across an entry boundary into the next");
 	is_int(a->refs, 1, "fully sent block released");
 	is_int(b->refs, 2, "partly sent second block still referenced");
-	is_int(q.count, 2, "first entry dropped");
-	is_int(q.bytes, 2, "bytes after consuming");
+	is_int(outq_count(&q), 2, "first entry dropped");
+	is_int(outq_bytes(&q), 2, "bytes after consuming");
 	outq_consume(&q, 1);
 	is_int(b->refs, 1, "b released when its last byte is consumed");
-	is_int(q.count, 1, "one entry left");
+	is_int(outq_count(&q), 1, "one entry left");
 	outq_consume(&q, 1);
-	is_int(q.count, 0, "queue empty");
-	is_int(q.bytes, 0, "no bytes left");
+	is_int(outq_count(&q), 0, "queue empty");
+	is_int(outq_bytes(&q), 0, "no bytes left");
 	is_int(c->refs, 1, "c released");
-	ok(q.ent != NULL, "ring kept until trimmed");
+	ok(q.r != NULL, "ring kept until trimmed");
 	outq_trim(&q);
-	ok(q.ent != NULL, "a queue pushed to since the last trim keeps its ring");
+	ok(q.r != NULL, "a queue pushed to since the last trim keeps its ring");
 	outq_trim(&q);
-	ok(q.ent == NULL && q.cap == 0, "outq_trim releases the ring of a queue empty for a whole period");
+	ok(q.r == NULL, "outq_trim releases the ring of a queue empty for a whole period");
 
 	/* Wrap the ring, then grow it while wrapped: order is kept. */
 	{
@@ -198,17 +198,17 @@ test_queue(void)
 			bs[i] = block(w[i], 0);
 		for (int i = 0; i < 4; i++)
 			(void)!outq_push(&q, bs[i], 0, 1);
-		cap = q.cap;
+		cap = q.r->cap;
 		is_int(cap, 4, "ring starts at 4 entries");
 		outq_consume(&q, 2);
 		(void)!outq_push(&q, bs[4], 0, 1);
 		(void)!outq_push(&q, bs[5], 0, 1);
-		is_int(q.cap, 4, "wrapping does not grow the ring");
-		ok(q.head == 2, "head moved (ring wrapped)");
+		is_int(q.r->cap, 4, "wrapping does not grow the ring");
+		ok(q.r->head == 2, "head moved (ring wrapped)");
 		flatten(&q, out, sizeof(out));
 		is_str(out, "2345", "order across the wrap");
 		(void)!outq_push(&q, bs[6], 0, 1);
-		is_int(q.cap, 8, "a full wrapped ring grows");
+		is_int(q.r->cap, 8, "a full wrapped ring grows");
 		flatten(&q, out, sizeof(out));
 		is_str(out, "23456", "order kept after growing a wrapped ring");
 		for (int i = 7; i < 10; i++)
@@ -220,9 +220,9 @@ test_queue(void)
 		flatten(&q, out, sizeof(out));
 		is_str(out, "6789ello", "sub-range bytes");
 		outq_trim(&q);
-		ok(q.ent != NULL, "outq_trim keeps a non-empty queue");
+		ok(q.r != NULL, "outq_trim keeps a non-empty queue");
 		outq_clear(&q);
-		ok(q.ent == NULL && q.count == 0 && q.bytes == 0, "outq_clear empties and frees");
+		ok(q.r == NULL && outq_count(&q) == 0 && outq_bytes(&q) == 0, "outq_clear empties and frees");
 		for (int i = 0; i < 10; i++) {
 			is_int(bs[i]->refs, 1, "block %d back to one reference", i);
 			sbuf_unref(bs[i]);
@@ -238,14 +238,14 @@ test_queue(void)
 			if (outq_push(&q, c, 0, 1) != 0)
 				fails++;
 		is_int(fails, 0, "OUTQ_MAX_ENTRIES pushes succeed");
-		is_int(q.count, OUTQ_MAX_ENTRIES, "count at the bound");
+		is_int(outq_count(&q), OUTQ_MAX_ENTRIES, "count at the bound");
 		is_int(outq_push(&q, c, 0, 1), -1, "one more is refused");
-		is_int(q.count, OUTQ_MAX_ENTRIES, "a refused push queues nothing");
+		is_int(outq_count(&q), OUTQ_MAX_ENTRIES, "a refused push queues nothing");
 		is_int(c->refs, 1 + OUTQ_MAX_ENTRIES, "a refused push takes no reference");
-		ok(q.bytes == OUTQ_MAX_ENTRIES, "bytes at the bound");
+		ok(outq_bytes(&q) == OUTQ_MAX_ENTRIES, "bytes at the bound");
 		outq_consume(&q, 10);
 		is_int(outq_push(&q, c, 0, 1), 0, "room again after consuming");
-		is_int(q.cap, OUTQ_MAX_ENTRIES, "the ring never grows past the bound");
+		is_int(q.r->cap, OUTQ_MAX_ENTRIES, "the ring never grows past the bound");
 		outq_clear(&q);
 		is_int(c->refs, 1, "clear drops every reference");
 	}
@@ -253,7 +253,7 @@ test_queue(void)
 	sbuf_unref(b);
 	sbuf_unref(c);
 	outq_clear(&q);
-	ok(q.ent == NULL, "clearing an empty queue is fine");
+	ok(q.r == NULL, "clearing an empty queue is fine");
 }
 
 /* slow_client drop: the oldest droppable entries go, never a started one or a kept one. */
@@ -275,10 +275,10 @@ test_drop_oldest(void)
 	is_int(outq_push(&q, b, 0, 5), 0, "push a kept frame");
 	is_int(outq_push(&q, b, 0, 40), 0, "push a broadcast");
 	outq_mark_droppable(&q);
-	is_int(q.bytes, 105, "105 bytes queued");
+	is_int(outq_bytes(&q), 105, "105 bytes queued");
 	is_int(outq_drop_oldest(&q, 25), 2, "two oldest broadcasts dropped to free 25 bytes");
-	is_int(q.count, 3, "three entries left");
-	is_int(q.bytes, 55, "55 bytes left");
+	is_int(outq_count(&q), 3, "three entries left");
+	is_int(outq_bytes(&q), 55, "55 bytes left");
 	is_int(outq_iov(&q, iov, 8), 3, "three iovecs");
 	is_int(iov[0].iov_len, 10, "the kept frame first");
 	is_int(iov[1].iov_len, 5, "then the second kept frame");
@@ -292,10 +292,10 @@ test_drop_oldest(void)
 	outq_mark_droppable(&q);
 	outq_consume(&q, 7);
 	is_int(outq_drop_oldest(&q, 1000), 1, "only the unstarted broadcast is dropped");
-	is_int(q.count, 1, "the started one stays");
-	is_int(q.bytes, 23, "with its unsent rest");
+	is_int(outq_count(&q), 1, "the started one stays");
+	is_int(outq_bytes(&q), 23, "with its unsent rest");
 	outq_consume(&q, 23);
-	is_int(q.head_started, 0, "a fully sent head clears the mark");
+	is_int(q.r->head_started, 0, "a fully sent head clears the mark");
 	outq_clear(&q);
 	is_int(b->refs, 1, "every reference back");
 	sbuf_unref(b);
