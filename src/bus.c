@@ -128,6 +128,7 @@ static struct {
 	int			 stopping;
 	int			 backoff;
 	int			 was_up;
+	int			 unpushed;	/* commands queued since the last bus_push */
 	int			 timeout_ms;	/* to connect and log in */
 	struct event		*retry, *alive, *canary, *refresh, *apply;
 	/* Cluster: the map being asked for, and one that waits to be applied */
@@ -153,6 +154,7 @@ static void node_reply(redisReply *, void *);
 static void refresh_map(void);
 static void fence_done(struct node *);
 static void node_lost(struct node *, const char *);
+static void node_gone(struct node *, int, const char *);
 static void resub_flush(void);
 static int partial(void);
 
@@ -179,6 +181,21 @@ bus_idle(void)
 		if (B.node[i]->cmd != NULL && rlink_pending(B.node[i]->cmd) > 0)
 			return 0;
 	return 1;
+}
+
+void
+bus_push(void)
+{
+	if (!B.unpushed)
+		return;
+	B.unpushed = 0;
+	for (int i = 0; i < B.nnodes; i++)
+		for (int k = 0; k < 2; k++) {
+			struct rlink *l = k == 0 ? B.node[i]->cmd : B.node[i]->sub;
+
+			if (l != NULL)
+				rlink_push(l);
+		}
 }
 
 int
@@ -331,6 +348,7 @@ node_send_bytes(struct node *n, const char *p, size_t len, bus_reply_fn *fn, voi
 		return -1;
 	if (rlink_send(n->cmd, p, len, node_reply, n) == -1)
 		return -1;
+	B.unpushed = 1;
 	kept = n->sent != NULL && len <= UINT32_MAX && evbuffer_add(n->sent, p, len) == 0;
 	ring_push(n, (struct pend){ fn, arg, kept ? (uint32_t)len : 0, (uint8_t)tries });
 	return 0;
@@ -349,6 +367,7 @@ node_send(struct node *n, int argc, const char *const *argv, const size_t *argl,
 		/* One Redis: formatted straight into the link's buffer, no copy kept. */
 		if (ring_reserve(n) == -1 || rlink_command(n->cmd, argc, argv, argl, node_reply, n) == -1)
 			return -1;
+		B.unpushed = 1;
 		ring_push(n, (struct pend){ fn, arg, 0, 0 });
 		return 0;
 	}
@@ -447,6 +466,16 @@ node_reconnect(struct node *n, const char *why)
 	int was_ready = n->ready;
 
 	node_close(n, 1);
+	node_gone(n, was_ready, why);
+}
+
+/*
+ * Node n's links just closed. On a Cluster still partly up, only its rooms
+ * go down (if it was serving them); otherwise the whole bus is down.
+ */
+static void
+node_gone(struct node *n, int was_ready, const char *why)
+{
 	if (partial()) {
 		if (was_ready)
 			node_lost(n, why);
@@ -454,7 +483,12 @@ node_reconnect(struct node *n, const char *why)
 			schedule_retry();
 		return;
 	}
-	went_down(why);
+	{
+		char name[300], msg[600];
+
+		snprintf(msg, sizeof(msg), "%s: %s", node_name(n, name, sizeof(name)), why);
+		went_down(msg);
+	}
 }
 
 /*
@@ -535,6 +569,7 @@ sub_send(struct node *n, const char *cmd, const char *ch, size_t chlen, int conf
 		free(q);
 		return -1;
 	}
+	B.unpushed = 1;
 	if (q != NULL) {
 		*n->sq_tail = q;
 		n->sq_tail = &q->next;
@@ -1076,16 +1111,8 @@ link_down(void *ud, struct rlink *l, const char *why)
 	/* A pair comes up and goes down together. */
 	was_ready = n->ready;
 	node_close(n, 1);
-	if (B.stopping)
-		return;
-	if (partial()) {
-		if (was_ready)
-			node_lost(n, why);
-		else
-			schedule_retry();
-		return;
-	}
-	went_down(msg);
+	if (!B.stopping)
+		node_gone(n, was_ready, why);
 }
 
 static const struct rlink_cbs link_cbs = { link_up, link_down, link_push };

@@ -62,6 +62,11 @@ int bus_ready(void);
  * every node (the canaries' round trips); if not, why in buf.
  */
 int bus_healthy(char *why, size_t len);
+/*
+ * Write the commands queued during this loop turn at once, so Redis works on
+ * them while the worker writes to its clients (call at the end of a turn).
+ */
+void bus_push(void);
 /* Whether every command sent has been answered (to drain before exiting). */
 int bus_idle(void);
 /* During lost: whether ch was served by the node that went away (or by none now). */

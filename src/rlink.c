@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -53,6 +54,7 @@ struct rlink {
 	int			 state;
 	int			 subscriber;
 	int			 tcp;
+	int			 tls;
 	int			 opening;	/* inside rlink_open: a failure is its answer */
 	int			 login_left;	/* login replies still due */
 	int			 dispatching;	/* inside a callback: free later */
@@ -73,6 +75,22 @@ size_t
 rlink_pending(const struct rlink *l)
 {
 	return l->qlen;
+}
+
+void
+rlink_push(struct rlink *l)
+{
+	struct evbuffer *out;
+
+	if (l->state != ST_UP || l->tls || l->bev == NULL)
+		return;
+	out = bufferevent_get_output(l->bev);
+	/*
+	 * What cannot go now (EAGAIN, or an error the bufferevent's own write
+	 * will meet and report) stays queued for the bufferevent.
+	 */
+	if (evbuffer_get_length(out) > 0)
+		(void)evbuffer_write(out, bufferevent_getfd(l->bev));
 }
 
 const char *
@@ -329,12 +347,21 @@ dispatch(struct rlink *l, redisReply *r)
 	}
 }
 
+/*
+ * libevent 2.1 reads a bufferevent 4 KB per loop turn, which splits a burst
+ * of pushes over many turns (and each turn's flush to the clients). A plain
+ * link reads on, up to RLINK_READS x sizeof(rbuf) a turn.
+ */
+#define RLINK_READS	8
+static char rbuf[64 * 1024];
+
 static void
 on_read(struct bufferevent *bev, void *arg)
 {
 	struct rlink *l = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
 	struct evbuffer_iovec v[16];
+	char err[160] = "";
 	void *reply;
 
 	l->dispatching++;
@@ -351,6 +378,20 @@ on_read(struct bufferevent *bev, void *arg)
 		}
 		evbuffer_drain(in, total);
 	}
+	for (int i = 0; i < RLINK_READS && !l->tls && l->state != ST_DEAD; i++) {
+		ssize_t n = read(bufferevent_getfd(bev), rbuf, sizeof(rbuf));
+
+		if (n > 0) {
+			if (redisReaderFeed(l->reader, rbuf, (size_t)n) != REDIS_OK)
+				fail(l, "out of memory reading a reply");
+			if ((size_t)n == sizeof(rbuf))
+				continue;
+		} else if (n == 0)
+			snprintf(err, sizeof(err), "closed by the server");
+		else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			snprintf(err, sizeof(err), "read failed: %s", strerror(errno));
+		break;
+	}
 	while (l->state != ST_DEAD) {
 		reply = NULL;
 		if (redisReaderGetReply(l->reader, &reply) != REDIS_OK) {
@@ -362,6 +403,8 @@ on_read(struct bufferevent *bev, void *arg)
 		dispatch(l, reply);
 		freeReplyObject(reply);
 	}
+	if (err[0] != '\0')
+		fail(l, "%s", err);	/* after the replies that came before it */
 	l->dispatching--;
 	if (l->free_later && !l->dispatching)
 		destroy(l, l->reset_later || l->state == ST_DEAD);
@@ -514,6 +557,7 @@ rlink_open(struct event_base *base, const struct rlink_opts *o, const struct rli
 	if (event_add(l->timer, &tv) == -1)
 		goto oom;
 	l->tcp = o->path == NULL;
+	l->tls = o->tls != NULL;
 	l->state = ST_CONNECTING;
 	l->opening = 1;
 	if (bufferevent_socket_connect(l->bev, (struct sockaddr *)&ss, (int)sslen) == -1) {

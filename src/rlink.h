@@ -59,6 +59,11 @@ void rlink_free(struct rlink *, int reset);
 int rlink_is_up(const struct rlink *);
 /* Commands sent and not yet answered. */
 size_t rlink_pending(const struct rlink *);
+/*
+ * Write what is queued now rather than on the next loop turn (plain links;
+ * TLS links write on their own). Ends a loop turn, before its long flushes.
+ */
+void rlink_push(struct rlink *);
 /* "host:port" or the path, for logs. */
 const char *rlink_peer(const struct rlink *);
 

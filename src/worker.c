@@ -467,6 +467,7 @@ worker_run(const struct config *cfg, int index, int generation, const char *inst
 			log_error("event_base_loop() failed");
 			break;
 		}
+		bus_push();
 		loop_end_turn(&w->loop);
 		if (done_stopping(w))
 			w->quit = 1;
