@@ -7,19 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "http.h"
 #include "redisurl.h"
-
-static int
-hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
 
 /* Percent-decode p[0..n) into out (NUL-terminated); -1 if malformed or too long. */
 static int
@@ -31,8 +20,8 @@ decode(const char *p, size_t n, char *out, size_t outlen)
 		int c = (unsigned char)p[i];
 
 		if (c == '%') {
-			int hi = i + 2 < n ? hexval((unsigned char)p[i + 1]) : -1;
-			int lo = i + 2 < n ? hexval((unsigned char)p[i + 2]) : -1;
+			int hi = i + 2 < n ? http_hex_digit((unsigned char)p[i + 1]) : -1;
+			int lo = i + 2 < n ? http_hex_digit((unsigned char)p[i + 2]) : -1;
 
 			if (hi < 0 || lo < 0 || (c = hi * 16 + lo) == 0)
 				return -1;

@@ -42,12 +42,12 @@ srcs_fuzz_proto="src/proto.c src/jbuf.c"
 pkgs_fuzz_proto="json-c"
 srcs_fuzz_www="src/www.c src/http.c"
 pkgs_fuzz_www="libcrypto"
-srcs_fuzz_config="src/config.c src/log.c src/proto.c src/jbuf.c src/proxy.c src/tls.c src/redisurl.c"
+srcs_fuzz_config="src/config.c src/log.c src/proto.c src/jbuf.c src/proxy.c src/tls.c src/redisurl.c src/http.c"
 pkgs_fuzz_config="json-c libssl libcrypto"
 srcs_fuzz_apiproto="src/apiproto.c src/proto.c src/jbuf.c src/http.c src/utf8.c"
 pkgs_fuzz_apiproto="json-c libcrypto"
-srcs_fuzz_resp="src/resp.c src/redisurl.c src/jbuf.c"
-pkgs_fuzz_resp="hiredis"
+srcs_fuzz_resp="src/resp.c src/redisurl.c src/http.c src/jbuf.c"
+pkgs_fuzz_resp="hiredis libcrypto"
 
 status=0
 for t in $targets; do
