@@ -112,7 +112,7 @@ static const struct option options[] = {
 	{ "www_root", OPT_PATH, O(www_root), 0, 0, NULL, 0, NULL },
 	{ "max_outbuf", OPT_SIZE, O(max_outbuf), 65536, 1073741824, "16m", 0, NULL },
 	{ "slow_client", OPT_ENUM, O(slow_client), 0, 0, "close", 0, slow_client_names },
-	{ "broadcast_coalesce", OPT_DURATION, O(broadcast_coalesce), 0, 1000, "10ms", 0, NULL },
+	{ "broadcast_coalesce", OPT_DURATION, O(broadcast_coalesce), 0, 1000, "1ms", 0, NULL },
 	{ "default_room", OPT_STRING, O(default_room), 0, 0, "lobby", 0, NULL },
 	{ "max_rooms_per_connection", OPT_INT, O(max_rooms_per_connection), 1, 1024, "16", 0, NULL },
 	{ "max_name_length", OPT_INT, O(max_name_length), 1, 1024, "64", 0, NULL },
